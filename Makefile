@@ -25,3 +25,10 @@ test: venv
 
 test-unit: venv
 	$(PY) -m pytest tests/unit
+
+# --- trainer (trainer/) ---
+bench-trainer: venv
+	$(PY) -m trainer.bench --out .local/bench-trainer
+
+notebook:
+	@echo "make notebook: not built yet" >&2; exit 1
