@@ -1,0 +1,291 @@
+"""The GPU cluster: a kubernetes Provider and, per node pool, how a pod lands there.
+
+The backend follows `cluster.provider`:
+- kwok: a local simulated cluster (`make up` starts it); each pool becomes fake Node objects
+  with the pool's labels, taints and capacity, GPUs included, so the real scheduler places pods
+  as it would on a real GPU pool.
+- render: the same objects, written as YAML by the provider instead of applied.
+- existing: any cluster from a kubeconfig; the pools describe pools that already exist.
+- aks: an Azure resource group, managed cluster and one agent pool per node pool.
+On real GPU backends (aks, existing) the NVIDIA device plugin runs on the GPU pools.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.k8s import (
+    CAPACITY_ANNOTATION,
+    GPU_RESOURCE,
+    KWOK_NODE_ANNOTATION,
+    POOL_LABEL,
+    app_labels,
+)
+from components.versions import NVIDIA_DEVICE_PLUGIN_IMAGE
+from stacks.config import ClusterSettings, NodePool, Taint
+
+DEFAULT_KUBECONFIG = ".local/kubeconfig"
+
+
+@dataclass(frozen=True)
+class Scheduling:
+    """What a pod spec needs to land on a pool: node selector, tolerations and affinity."""
+
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: tuple[dict[str, str], ...] = ()
+    affinity: dict[str, Any] | None = None
+
+    def pod_spec(self) -> dict[str, Any]:
+        """The fields to merge into a PodSpec (camelCase, as the Kubernetes API spells them)."""
+        spec: dict[str, Any] = {}
+        if self.node_selector:
+            spec["nodeSelector"] = dict(self.node_selector)
+        if self.tolerations:
+            spec["tolerations"] = [dict(t) for t in self.tolerations]
+        if self.affinity:
+            spec["affinity"] = self.affinity
+        return spec
+
+
+def toleration(taint: Taint) -> dict[str, str]:
+    if taint.value is None:
+        return {"key": taint.key, "operator": "Exists", "effect": taint.effect}
+    return {"key": taint.key, "operator": "Equal", "value": taint.value, "effect": taint.effect}
+
+
+@dataclass(frozen=True)
+class ClusterArgs:
+    settings: ClusterSettings
+
+
+class Cluster(pulumi.ComponentResource):
+    provider: k8s.Provider
+    kubeconfig: pulumi.Output[str] | None
+
+    def __init__(self, name: str, args: ClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mlplatform:cluster:Cluster", name, None, opts)
+        self._settings = args.settings
+        self._name = name
+        settings = args.settings
+        self.kubeconfig = None
+
+        if settings.provider == "aks":
+            self.provider = self._aks()
+        elif settings.provider == "render":
+            self.provider = k8s.Provider(
+                f"{name}-render",
+                render_yaml_to_directory=settings.render_dir,
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+        else:
+            self.provider = k8s.Provider(
+                f"{name}-k8s",
+                kubeconfig=settings.kubeconfig or DEFAULT_KUBECONFIG,
+                context=settings.context,
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+
+        child = pulumi.ResourceOptions(parent=self, provider=self.provider)
+        if settings.provider in ("kwok", "render"):
+            for pool in settings.node_pools:
+                self._simulated_nodes(pool, child)
+        elif settings.nvidia_device_plugin and self.gpu_pools:
+            self._device_plugin(child)
+
+        self.register_outputs({"kubeconfig": self.kubeconfig})
+
+    # --- scheduling ----------------------------------------------------------------------------
+
+    @property
+    def gpu_pools(self) -> tuple[NodePool, ...]:
+        return tuple(p for p in self._settings.node_pools if p.gpus_per_node)
+
+    def pool_selector(self, pool: NodePool) -> dict[str, str]:
+        if self._settings.provider == "existing":
+            return dict(pool.labels)
+        return {POOL_LABEL: pool.name}
+
+    def scheduling(self, pool_name: str) -> Scheduling:
+        pool = next(p for p in self._settings.node_pools if p.name == pool_name)
+        return Scheduling(
+            node_selector=self.pool_selector(pool),
+            tolerations=tuple(toleration(t) for t in pool.taints),
+        )
+
+    def scheduling_for(self, gpus: int, pool_name: str | None = None) -> Scheduling:
+        """Where a pod asking for `gpus` GPUs goes.
+
+        GPU pods go to the first pool with enough GPUs per node. CPU pods go to `pool_name` or
+        the first pool without GPUs; with no such pool they are kept off GPU nodes by affinity,
+        so a CPU pod never holds a GPU node.
+        """
+        pools = self._settings.node_pools
+        if gpus:
+            pool = next(p for p in pools if p.gpus_per_node >= gpus)
+            return self.scheduling(pool.name)
+        if pool_name:
+            return self.scheduling(pool_name)
+        cpu_pool = next((p for p in pools if not p.gpus_per_node), None)
+        if cpu_pool:
+            return self.scheduling(cpu_pool.name)
+        if not self.gpu_pools or self._settings.provider == "existing":
+            return Scheduling()
+        keep_off = {
+            "key": POOL_LABEL,
+            "operator": "NotIn",
+            "values": [p.name for p in self.gpu_pools],
+        }
+        return Scheduling(
+            affinity={
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [{"matchExpressions": [keep_off]}]
+                    }
+                }
+            }
+        )
+
+    # --- backends ------------------------------------------------------------------------------
+
+    def _simulated_nodes(self, pool: NodePool, opts: pulumi.ResourceOptions) -> None:
+        capacity = {"cpu": pool.cpu, "memory": pool.memory, "pods": str(pool.max_pods)}
+        if pool.gpus_per_node:
+            capacity[GPU_RESOURCE] = str(pool.gpus_per_node)
+        for index in range(pool.node_count):
+            node_name = f"{pool.name}-{index}"
+            k8s.core.v1.Node(
+                f"{self._name}-node-{node_name}",
+                metadata={
+                    "name": node_name,
+                    "labels": {
+                        **pool.labels,
+                        POOL_LABEL: pool.name,
+                        "type": "kwok",
+                        "kubernetes.io/hostname": node_name,
+                        "kubernetes.io/os": "linux",
+                        "kubernetes.io/arch": "amd64",
+                    },
+                    "annotations": {
+                        KWOK_NODE_ANNOTATION: "fake",
+                        CAPACITY_ANNOTATION: json.dumps(capacity, sort_keys=True),
+                    },
+                },
+                spec={"taints": [{"key": t.key, "value": t.value, "effect": t.effect} for t in pool.taints]},
+                # Capacity is read once when kwok initialises the node; a change needs a new node.
+                opts=pulumi.ResourceOptions.merge(
+                    opts, pulumi.ResourceOptions(replace_on_changes=["metadata.annotations"])
+                ),
+            )
+
+    def _aks(self) -> k8s.Provider:
+        from pulumi_azure_native import containerservice, resources
+
+        settings = self._settings
+        parent = pulumi.ResourceOptions(parent=self)
+        if settings.resource_group:
+            group_name: pulumi.Input[str] = settings.resource_group
+        else:
+            group = resources.ResourceGroup(f"{self._name}-rg", location=settings.location, opts=parent)
+            group_name = group.name
+        managed = containerservice.ManagedCluster(
+            f"{self._name}-aks",
+            resource_group_name=group_name,
+            location=settings.location,
+            dns_prefix=self._name,
+            kubernetes_version=settings.kubernetes_version,
+            enable_rbac=True,
+            identity={"type": containerservice.ResourceIdentityType.SYSTEM_ASSIGNED},
+            agent_pool_profiles=[
+                {
+                    "name": "system",
+                    "mode": containerservice.AgentPoolMode.SYSTEM,
+                    "vm_size": settings.system_pool_vm_size,
+                    "count": settings.system_pool_count,
+                    "os_type": containerservice.OSType.LINUX,
+                    "type": containerservice.AgentPoolType.VIRTUAL_MACHINE_SCALE_SETS,
+                }
+            ],
+            # The further pools are AgentPool resources of their own; without this the cluster
+            # resource would try to remove them on its next update.
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["agentPoolProfiles"]),
+        )
+        pools = []
+        for pool in settings.node_pools:
+            scaling: dict[str, Any] = (
+                {"enable_auto_scaling": True, "min_count": pool.min_count, "max_count": pool.max_count}
+                if pool.autoscaled
+                else {"count": pool.node_count}
+            )
+            pools.append(
+                containerservice.AgentPool(
+                    f"{self._name}-pool-{pool.name}",
+                    agent_pool_name=pool.name,
+                    resource_group_name=group_name,
+                    resource_name_=managed.name,
+                    mode=containerservice.AgentPoolMode.USER,
+                    os_type=containerservice.OSType.LINUX,
+                    type=containerservice.AgentPoolType.VIRTUAL_MACHINE_SCALE_SETS,
+                    vm_size=pool.vm_size,
+                    max_pods=pool.max_pods,
+                    node_labels={**pool.labels, POOL_LABEL: pool.name},
+                    node_taints=[str(t) for t in pool.taints],
+                    **scaling,
+                    opts=parent,
+                )
+            )
+        credentials = containerservice.list_managed_cluster_user_credentials_output(
+            resource_group_name=group_name, resource_name=managed.name
+        )
+        self.kubeconfig = pulumi.Output.secret(
+            credentials.kubeconfigs[0].value.apply(lambda encoded: base64.b64decode(encoded).decode())
+        )
+        return k8s.Provider(
+            f"{self._name}-k8s",
+            kubeconfig=self.kubeconfig,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=pools),
+        )
+
+    def _device_plugin(self, opts: pulumi.ResourceOptions) -> None:
+        """The NVIDIA device plugin on GPU pools only, tolerating their taints."""
+        labels = app_labels("nvidia-device-plugin", "device-plugin")
+        terms = [
+            {"matchExpressions": [{"key": k, "operator": "In", "values": [v]} for k, v in self.pool_selector(p).items()]}
+            for p in self.gpu_pools
+        ]
+        tolerations = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
+        for pool in self.gpu_pools:
+            tolerations += [toleration(t) for t in pool.taints if toleration(t) not in tolerations]
+        pod_spec: dict[str, Any] = {
+            "priorityClassName": "system-node-critical",
+            "tolerations": tolerations,
+            "containers": [
+                {
+                    "name": "nvidia-device-plugin",
+                    "image": NVIDIA_DEVICE_PLUGIN_IMAGE,
+                    "env": [{"name": "FAIL_ON_INIT_ERROR", "value": "false"}],
+                    "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                    "volumeMounts": [{"name": "device-plugin", "mountPath": "/var/lib/kubelet/device-plugins"}],
+                }
+            ],
+            "volumes": [{"name": "device-plugin", "hostPath": {"path": "/var/lib/kubelet/device-plugins"}}],
+        }
+        if all(term["matchExpressions"] for term in terms):
+            pod_spec["affinity"] = {
+                "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}
+            }
+        k8s.apps.v1.DaemonSet(
+            f"{self._name}-nvidia-device-plugin",
+            metadata={"name": "nvidia-device-plugin", "namespace": "kube-system", "labels": labels},
+            spec={
+                "selector": {"matchLabels": labels},
+                "updateStrategy": {"type": "RollingUpdate"},
+                "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+            },
+            opts=opts,
+        )

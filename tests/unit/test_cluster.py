@@ -1,0 +1,151 @@
+"""The cluster component on each backend, under mocks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import aks_stack, example_stack, run_program
+from stacks import ConfigError
+
+NODE = "kubernetes:core/v1:Node"
+DEVICE_PLUGIN = "kubernetes:apps/v1:DaemonSet"
+SECRET_SIG = "4dabf18193072939515e22adb298388d"
+
+
+def test_kwok_pools_become_simulated_nodes_with_labels_taints_and_gpu_capacity():
+    deployment = run_program(example_stack("dev"))
+    nodes = {r.inputs["metadata"]["name"]: r.inputs for r in deployment.of_type(NODE)}
+    assert sorted(nodes) == ["cpu-0", "cpu-1", "gpu-0", "gpu-1"]
+    gpu = nodes["gpu-0"]
+    assert gpu["metadata"]["annotations"]["kwok.x-k8s.io/node"] == "fake"
+    assert gpu["metadata"]["labels"]["mlplatform.dev/pool"] == "gpu"
+    assert gpu["spec"]["taints"] == [{"key": "sku", "value": "gpu", "effect": "NoSchedule"}]
+    capacity = json.loads(gpu["metadata"]["annotations"]["mlplatform.dev/capacity"])
+    assert capacity == {"cpu": "6", "memory": "112Gi", "nvidia.com/gpu": "1", "pods": "110"}
+    cpu = nodes["cpu-0"]
+    assert "nvidia.com/gpu" not in json.loads(cpu["metadata"]["annotations"]["mlplatform.dev/capacity"])
+    assert cpu["metadata"]["labels"]["hub.jupyter.org/node-purpose"] == "user"
+
+
+def test_kwok_has_no_device_plugin_because_capacity_is_simulated():
+    assert not run_program(example_stack("dev")).of_type(DEVICE_PLUGIN)
+
+
+def test_every_kubernetes_object_uses_the_cluster_provider():
+    deployment = run_program(example_stack("dev"))
+    provider = deployment.named("mlplatform-k8s")
+    assert provider.inputs["kubeconfig"] == ".local/kubeconfig"
+    for resource in deployment.kubernetes_objects():
+        assert resource.provider and "mlplatform-k8s" in resource.provider, resource.name
+
+
+def test_render_provider_writes_manifests_to_the_render_dir():
+    config = example_stack("dev")
+    config["cluster"] = {**config["cluster"], "provider": "render", "renderDir": "out/manifests"}
+    deployment = run_program(config)
+    provider = deployment.named("mlplatform-render")
+    assert provider.inputs["renderYamlToDirectory"] == "out/manifests"
+    assert len(deployment.of_type(NODE)) == 4
+
+
+def test_existing_cluster_uses_kubeconfig_and_context_and_runs_the_device_plugin_on_gpu_pools():
+    config = {
+        "cluster": {
+            "provider": "existing",
+            "kubeconfig": "~/.kube/config",
+            "context": "prod",
+            "nodePools": [
+                {"name": "cpu", "labels": {"pool": "cpu"}},
+                {"name": "gpu", "gpusPerNode": 4, "labels": {"accelerator": "a100"}, "taints": ["nvidia.com/gpu=present:NoSchedule"]},
+            ],
+        }
+    }
+    deployment = run_program(config)
+    provider = deployment.named("mlplatform-k8s")
+    assert (provider.inputs["kubeconfig"], provider.inputs["context"]) == ("~/.kube/config", "prod")
+    assert not deployment.of_type(NODE), "an existing cluster's nodes are not declared"
+    (plugin,) = deployment.of_type(DEVICE_PLUGIN)
+    pod = plugin.inputs["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == "nvcr.io/nvidia/k8s-device-plugin:v0.20.0"
+    terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert terms == [{"matchExpressions": [{"key": "accelerator", "operator": "In", "values": ["a100"]}]}]
+    assert {"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"} in pod["tolerations"]
+    assert pod["priorityClassName"] == "system-node-critical"
+
+
+def test_aks_creates_cluster_pools_and_a_secret_kubeconfig():
+    config, secrets = aks_stack()
+    deployment = run_program(config, secrets)
+    (managed,) = deployment.of_type("azure-native:containerservice:ManagedCluster")
+    assert managed.inputs["location"] == "westeurope"
+    assert managed.inputs["agentPoolProfiles"][0]["mode"] == "System"
+    pools = {r.inputs["agentPoolName"]: r.inputs for r in deployment.of_type("azure-native:containerservice:AgentPool")}
+    gpu = pools["gpu"]
+    assert gpu["vmSize"] == "Standard_NC6s_v3"
+    assert (gpu["enableAutoScaling"], gpu["minCount"], gpu["maxCount"]) == (True, 0, 2)
+    assert gpu["nodeTaints"] == ["sku=gpu:NoSchedule"]
+    assert gpu["nodeLabels"]["mlplatform.dev/pool"] == "gpu"
+    (plugin,) = deployment.of_type(DEVICE_PLUGIN)
+    tolerations = plugin.inputs["spec"]["template"]["spec"]["tolerations"]
+    assert {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"} in tolerations
+    provider = deployment.named("mlplatform-k8s")
+    kubeconfig = provider.inputs["kubeconfig"]
+    # The kubeconfig reaches the provider as a Pulumi secret (the wire form carries the secret signature).
+    assert kubeconfig[SECRET_SIG] == "1b47061264138c4ac30d75fd1eb44270"
+    assert "kind: Config" in kubeconfig["value"]
+    assert "kubeconfig" in deployment.outputs
+
+
+def test_scheduling_terms_per_pool():
+    from components.cluster import Cluster, ClusterArgs
+    from stacks import parse
+
+    settings = parse(example_stack("dev")).cluster
+    holder = {}
+
+    def build():
+        holder["cluster"] = Cluster("c", ClusterArgs(settings))
+
+    run_program_with(build)
+    cluster = holder["cluster"]
+    gpu = cluster.scheduling_for(gpus=1)
+    assert gpu.pod_spec() == {
+        "nodeSelector": {"mlplatform.dev/pool": "gpu"},
+        "tolerations": [{"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}],
+    }
+    assert cluster.scheduling_for(gpus=0).pod_spec() == {"nodeSelector": {"mlplatform.dev/pool": "cpu"}}
+
+
+def test_cpu_pods_are_kept_off_gpu_nodes_when_every_pool_has_gpus():
+    from components.cluster import Cluster, ClusterArgs
+    from stacks import parse
+
+    settings = parse({"cluster": {"nodePools": [{"name": "gpu", "gpusPerNode": 1}]}}).cluster
+    holder = {}
+    run_program_with(lambda: holder.setdefault("cluster", Cluster("c", ClusterArgs(settings))))
+    spec = holder["cluster"].scheduling_for(gpus=0).pod_spec()
+    term = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]
+    assert term == {"matchExpressions": [{"key": "mlplatform.dev/pool", "operator": "NotIn", "values": ["gpu"]}]}
+
+
+def test_bad_config_fails_before_any_resource_is_registered():
+    with pytest.raises(ConfigError, match="mlplatform:jupyterhub.serviceType"):
+        run_program({"jupyterhub": {"serviceType": "Loadbalancer"}})
+
+
+def run_program_with(build):
+    """Build components directly under mocks."""
+    import pulumi
+
+    from conftest import Deployment, RecordingMocks
+
+    pulumi.runtime.set_mocks(RecordingMocks(Deployment()), project="mlplatform", stack="test", preview=False)
+
+    @pulumi.runtime.test
+    def run():
+        build()
+        return pulumi.Output.from_input(None)
+
+    run()

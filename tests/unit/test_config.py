@@ -1,0 +1,133 @@
+"""Stack config: defaults, the example stacks, and every kind of bad input, each naming its key."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import aks_stack, example_stack
+from stacks import ConfigError, parse
+
+GPU_POOLS = {"nodePools": [{"name": "cpu"}, {"name": "gpu", "gpusPerNode": 1, "taints": ["sku=gpu:NoSchedule"]}]}
+
+
+def test_defaults_are_the_tutorial_topology_on_a_local_cluster():
+    settings = parse({})
+    assert settings.cluster.provider == "kwok"
+    assert settings.mnist.replica_counts == {"Chief": 1, "Worker": 2, "PS": 1}
+    assert settings.jupyterhub.service_type == "ClusterIP"
+    assert settings.jupyterhub.cull_idle_seconds == 3600
+
+
+def test_dev_stack_parses():
+    settings = parse(example_stack("dev"))
+    assert [p.name for p in settings.cluster.node_pools] == ["cpu", "gpu"]
+    assert str(settings.pool("gpu").taints[0]) == "sku=gpu:NoSchedule"
+    assert settings.mnist.gpu_counts == {"Worker": 1}
+
+
+def test_aks_stack_parses_with_its_secret():
+    config, secrets = aks_stack()
+    settings = parse(config, frozenset(secrets))
+    assert settings.cluster.provider == "aks"
+    assert settings.pool("gpu").min_count == 0
+
+
+def test_master_replaces_the_default_chief():
+    settings = parse({"mnist": {"replicas": {"Master": 1, "Worker": 2, "PS": 1}}})
+    assert settings.mnist.replica_counts == {"Master": 1, "Worker": 2, "PS": 1}
+
+
+def test_a_zero_count_removes_a_replica_type():
+    settings = parse({"mnist": {"replicas": {"Chief": 0, "PS": 0, "Worker": 4}}})
+    assert settings.mnist.replica_counts == {"Worker": 4}
+
+
+def test_taint_without_value():
+    settings = parse({"cluster": {"nodePools": [{"name": "gpu", "taints": ["nvidia.com/gpu:NoSchedule"]}]}})
+    taint = settings.pool("gpu").taints[0]
+    assert (taint.key, taint.value, taint.effect) == ("nvidia.com/gpu", None, "NoSchedule")
+
+
+def test_autoscaled_pool_simulates_its_maximum():
+    settings = parse({"cluster": {"nodePools": [{"name": "gpu", "minCount": 0, "maxCount": 3}]}})
+    assert settings.pool("gpu").node_count == 3
+
+
+BAD_CONFIGS = [
+    # (config, key the message must name, words it must contain)
+    ({"clustr": {}}, "mlplatform:clustr", "unknown key; allowed: cluster, jupyterhub, mnist"),
+    ({"cluster": {"provder": "kwok"}}, "mlplatform:cluster.provder", "unknown key"),
+    ({"cluster": {"provider": "gke"}}, "mlplatform:cluster.provider", "'kwok', 'existing', 'aks' or 'render'"),
+    ({"cluster": {"provider": "Kwok"}}, "mlplatform:cluster.provider", "case matters"),
+    ({"cluster": {"nodePools": [{"name": "a", "count": -1}]}}, "cluster.nodePools[0].count", "must be >= 0"),
+    ({"cluster": {"nodePools": [{"name": "a", "count": "two"}]}}, "cluster.nodePools[0].count", "valid integer"),
+    ({"cluster": {"nodePools": [{"name": "a", "minCount": 3, "maxCount": 1}]}}, "cluster.nodePools[0].minCount", "must be <= maxCount"),
+    ({"cluster": {"nodePools": [{"name": "a", "minCount": 1}]}}, "cluster.nodePools[0]", "both minCount and maxCount"),
+    ({"cluster": {"nodePools": [{"name": "a", "count": 1, "maxCount": 2, "minCount": 0}]}}, "cluster.nodePools[0].count", "not both"),
+    ({"cluster": {"nodePools": [{"name": "a", "taints": ["sku=gpu"]}]}}, "cluster.nodePools[0].taints[0]", "key=value:Effect"),
+    ({"cluster": {"nodePools": [{"name": "a", "taints": ["sku=gpu:NoExec"]}]}}, "cluster.nodePools[0].taints[0]", "NoSchedule, PreferNoSchedule, NoExecute"),
+    ({"cluster": {"nodePools": [{"name": "GPU"}]}}, "cluster.nodePools[0].name", "DNS-1035"),
+    ({"cluster": {"nodePools": [{"name": "a"}, {"name": "a"}]}}, "cluster.nodePools[1].name", "more than one pool"),
+    ({"cluster": {"nodePools": [{"name": "a", "memory": "lots"}]}}, "cluster.nodePools[0].memory", "Kubernetes quantity"),
+    ({"cluster": {"nodePools": [{"name": "a", "gpus": 1}]}}, "cluster.nodePools[0].gpus", "allowed: name, count"),
+    ({"cluster": {"provider": "existing"}}, "cluster.kubeconfig", "required with cluster.provider existing"),
+    ({"cluster": {"provider": "existing", "kubeconfig": "/k", "nodePools": [{"name": "a"}]}}, "cluster.nodePools[0].labels", "required"),
+    ({"cluster": {"provider": "aks"}}, "cluster.location", "required with cluster.provider aks"),
+    ({"cluster": {"provider": "aks", "location": "westeurope", "nodePools": [{"name": "a"}]}}, "cluster.nodePools[0].vmSize", "required"),
+    ({"cluster": {"location": "westeurope"}}, "cluster.location", "only used with cluster.provider aks"),
+    ({"jupyterhub": {"serviceType": "Loadbalancer"}}, "jupyterhub.serviceType", "'ClusterIP', 'LoadBalancer' or 'NodePort'"),
+    ({"jupyterhub": {"serviceType": "LoadBalancer", "auth": {"type": "dummy"}}}, "jupyterhub.auth.type", "lets anyone in"),
+    ({"jupyterhub": {"auth": {"type": "ldap"}}}, "jupyterhub.auth.type", "'dummy', 'native', 'github' or 'azuread'"),
+    ({"jupyterhub": {"auth": {"type": "github", "clientId": "x", "callbackUrl": "https://x/hub/oauth_callback"}}}, "jupyterhub.auth.clientSecret", "required"),
+    ({"jupyterhub": {"auth": {"type": "github", "clientId": "x", "clientSecret": "s", "callbackUrl": "u"}}}, "jupyterhub.auth.clientSecret", "--secret"),
+    ({"jupyterhub": {"loadBalancerSourceRanges": ["10.0.0.0/8"]}}, "jupyterhub.loadBalancerSourceRanges", "only used with serviceType LoadBalancer"),
+    ({"jupyterhub": {"serviceType": "LoadBalancer", "loadBalancerSourceRanges": ["10.0.0.300/8"]}}, "jupyterhub.loadBalancerSourceRanges[0]", "CIDR"),
+    ({"jupyterhub": {"profiles": [{"name": "x", "image": "jupyter/base-notebook"}]}}, "jupyterhub.profiles[0].image", "pinned"),
+    ({"jupyterhub": {"profiles": [{"name": "x", "image": "jupyter/base-notebook:latest"}]}}, "jupyterhub.profiles[0].image", "not :latest"),
+    ({"jupyterhub": {"profiles": [{"name": "x", "image": "a:1", "cpuGuarantee": "2", "cpuLimit": "1"}]}}, "jupyterhub.profiles[0].cpuGuarantee", "must be <= cpuLimit"),
+    ({"jupyterhub": {"profiles": [{"name": "x", "image": "a:1", "gpus": 1}]}}, "jupyterhub.profiles[0].gpus", "no node pool has gpusPerNode >= 1"),
+    ({"jupyterhub": {"profiles": []}}, "jupyterhub.profiles", "at least one profile"),
+    ({"jupyterhub": {"cullIdleSeconds": -5}}, "jupyterhub.cullIdleSeconds", "must be >= 0"),
+    ({"jupyterhub": {"userPool": "nope"}}, "jupyterhub.userPool", "is not a node pool"),
+    ({"mnist": {"replicas": {"Worker": -1}}}, "mlplatform:mnist.replicas.Worker", "-1 must be >= 0"),
+    ({"mnist": {"replicas": {"Chief": 1, "Master": 1}}}, "mnist.replicas", "Chief and Master are both set"),
+    ({"mnist": {"replicas": {"Launcher": 1}}}, "mnist.replicas.Launcher", "allowed: Chief, Master, Worker, PS, Evaluator"),
+    ({"mnist": {"replicas": {"worker": 2}}}, "mnist.replicas.worker", "unknown key"),
+    ({"mnist": {"replicas": {"Chief": 2}}}, "mnist.replicas.Chief", "must be <= 1"),
+    ({"mnist": {"replicas": {"Chief": 0, "Worker": 0}}}, "mnist.replicas", "needs a Chief"),
+    ({"mnist": {"replicas": {"Chief": 0, "Worker": 2, "PS": 1}}}, "mnist.replicas.PS", "need a Chief"),
+    ({"mnist": {"gpus": {"Worker": 1}}}, "mnist.gpus.Worker", "no node pool has gpusPerNode >= 1"),
+    ({"cluster": GPU_POOLS, "mnist": {"gpus": {"Worker": 2}}}, "mnist.gpus.Worker", "GPU pools: gpu=1"),
+    ({"cluster": GPU_POOLS, "mnist": {"gpus": {"PS": 1}}}, "mnist.gpus.PS", "not allowed for PS"),
+    ({"cluster": GPU_POOLS, "mnist": {"gpus": {"Evaluator": 1}}}, "mnist.gpus.Evaluator", "no Evaluator replicas"),
+    ({"mnist": {"trainSteps": 0}}, "mnist.trainSteps", "must be >= 1"),
+    ({"mnist": {"learningRate": 0}}, "mnist.learningRate", "must be > 0"),
+    ({"mnist": {"jobName": "Distributed_MNIST"}}, "mnist.jobName", "DNS-1035"),
+    ({"mnist": {"restartPolicy": "onFailure"}}, "mnist.restartPolicy", "'Always', 'OnFailure', 'Never' or 'ExitCode'"),
+    ({"mnist": {"runPolicy": {"cleanPodPolicy": "Succeeded"}}}, "mnist.runPolicy.cleanPodPolicy", "'None', 'Running' or 'All'"),
+    ({"mnist": {"tensorboard": {"serviceType": "Ingress"}}}, "mnist.tensorboard.serviceType", "'ClusterIP', 'LoadBalancer' or 'NodePort'"),
+    ({"mnist": {"image": {"build": True}}}, "mnist.image.repository", "required with image.build"),
+    ({"mnist": {"image": {"reference": "tensorflow/tensorflow"}}}, "mnist.image.reference", "pinned"),
+    ({"mnist": {"replicas": {"Chief": 1, "Worker": 2, "PS": 0}, "batchSize": 100}}, "mnist.batchSize", "must divide by the number of chief and worker replicas (3)"),
+    ({"mnist": "lots"}, "mlplatform:mnist", "valid dictionary"),
+]
+
+
+@pytest.mark.parametrize(("config", "key", "words"), BAD_CONFIGS, ids=[c[1] for c in BAD_CONFIGS])
+def test_bad_config_is_rejected_naming_the_key(config, key, words):
+    with pytest.raises(ConfigError) as caught:
+        parse(config)
+    lines = str(caught.value).splitlines()
+    assert any(key in line and words in line for line in lines), f"expected {key!r} with {words!r} in: {lines}"
+
+
+def test_a_message_names_the_value_and_what_is_allowed():
+    with pytest.raises(ConfigError, match=r'^mlplatform:jupyterhub.serviceType: "Loadbalancer" is not allowed; allowed: '):
+        parse({"jupyterhub": {"serviceType": "Loadbalancer"}})
+
+
+def test_config_error_prints_without_traceback():
+    # Pulumi prints a RunError's message alone, without the Python traceback.
+    import pulumi
+
+    assert issubclass(ConfigError, pulumi.RunError)

@@ -1,0 +1,34 @@
+"""Every Kubernetes object of each example stack is valid against the targeted Kubernetes schema."""
+
+from __future__ import annotations
+
+import kubernetes_validate
+import pytest
+
+from components.versions import KUBERNETES_VERSION
+from conftest import aks_stack, example_stack, run_program
+
+
+def stacks():
+    yield "dev", example_stack("dev"), ()
+    config, secrets = aks_stack()
+    yield "aks", config, secrets
+
+
+@pytest.mark.parametrize(("name", "config", "secrets"), list(stacks()), ids=lambda v: v if isinstance(v, str) else "")
+def test_every_object_is_schema_valid_strict(name, config, secrets):
+    objects = run_program(config, secrets).kubernetes_objects()
+    assert objects, f"the {name} stack declares no Kubernetes objects"
+    for resource in objects:
+        manifest = resource.manifest()
+        try:
+            kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            pytest.fail(f"{name}: {resource.type} {resource.name} is invalid at {list(error.path)}: {error.message}")
+
+
+def test_the_validator_rejects_unknown_fields():
+    # Proves the check above can fail: strict mode refuses a field the API does not know.
+    bad = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n"}, "spec": {"gpus": 1}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(bad, KUBERNETES_VERSION, strict=True)
