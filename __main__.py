@@ -7,15 +7,43 @@ import pulumi
 
 import stacks
 from components.cluster import Cluster, ClusterArgs
+from components.mnist import DistributedMnist, DistributedMnistArgs
+from components.trainer_image import TrainerImage, TrainerImageArgs
+from components.training_operator import TrainingOperator, TrainingOperatorArgs
 
 
 def main() -> None:
     settings = stacks.load()
     cluster = Cluster("mlplatform", ClusterArgs(settings.cluster))
+    on_cluster = pulumi.ResourceOptions(providers=[cluster.provider])
     pulumi.export("clusterProvider", settings.cluster.provider)
-    pulumi.export("nodePools", {p.name: {"nodes": p.node_count, "gpusPerNode": p.gpus_per_node} for p in settings.cluster.node_pools})
+    pulumi.export(
+        "nodePools",
+        {p.name: {"nodes": p.node_count, "gpusPerNode": p.gpus_per_node} for p in settings.cluster.node_pools},
+    )
     if cluster.kubeconfig is not None:
         pulumi.export("kubeconfig", cluster.kubeconfig)
+
+    if settings.mnist.enabled:
+        operator = TrainingOperator(
+            "training-operator", TrainingOperatorArgs(webhook=not cluster.simulated), opts=on_cluster
+        )
+        image = TrainerImage(
+            "trainer-image",
+            TrainerImageArgs(
+                settings.mnist.image,
+                resource_group_name=cluster.resource_group_name,
+                managed_cluster=cluster.managed_cluster,
+            ),
+        )
+        mnist = DistributedMnist(
+            "mnist",
+            DistributedMnistArgs(settings.mnist, cluster, image, operator.ready),
+            opts=on_cluster,
+        )
+        pulumi.export("tfConfig", mnist.tf_config)
+        pulumi.export("tensorboard", mnist.tensorboard_url)
+        pulumi.export("watchTraining", mnist.watch_command)
 
 
 if __name__ == "__main__":

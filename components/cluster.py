@@ -67,6 +67,7 @@ class ClusterArgs:
 class Cluster(pulumi.ComponentResource):
     provider: k8s.Provider
     kubeconfig: pulumi.Output[str] | None
+    managed_cluster: Any  # the AKS ManagedCluster on aks, else None
 
     def __init__(self, name: str, args: ClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:cluster:Cluster", name, None, opts)
@@ -74,6 +75,8 @@ class Cluster(pulumi.ComponentResource):
         self._name = name
         settings = args.settings
         self.kubeconfig = None
+        self.managed_cluster = None
+        self.resource_group_name: pulumi.Input[str] | None = None
 
         if settings.provider == "aks":
             self.provider = self._aks()
@@ -99,6 +102,31 @@ class Cluster(pulumi.ComponentResource):
             self._device_plugin(child)
 
         self.register_outputs({"kubeconfig": self.kubeconfig})
+
+    @property
+    def simulated(self) -> bool:
+        """A kwok cluster (or its rendering): nodes and pods are simulated, nothing provisions volumes."""
+        return self._settings.provider in ("kwok", "render")
+
+    def volume_for(
+        self, claim: str, namespace: str, size: str, access_modes: list[str], opts: pulumi.ResourceOptions
+    ) -> None:
+        """On a simulated cluster, a PersistentVolume pre-bound to `claim`; real clusters provision their own."""
+        if not self.simulated:
+            return
+        k8s.core.v1.PersistentVolume(
+            f"{self._name}-pv-{namespace}-{claim}",
+            metadata={"name": f"{namespace}-{claim}", "labels": {POOL_LABEL: "simulated"}},
+            spec={
+                "capacity": {"storage": size},
+                "accessModes": access_modes,
+                "persistentVolumeReclaimPolicy": "Delete",
+                "storageClassName": "",
+                "claimRef": {"namespace": namespace, "name": claim},
+                "hostPath": {"path": f"/var/lib/mlplatform/{namespace}/{claim}", "type": "DirectoryOrCreate"},
+            },
+            opts=opts,
+        )
 
     # --- scheduling ----------------------------------------------------------------------------
 
@@ -215,6 +243,8 @@ class Cluster(pulumi.ComponentResource):
             # resource would try to remove them on its next update.
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=["agentPoolProfiles"]),
         )
+        self.managed_cluster = managed
+        self.resource_group_name = group_name
         pools = []
         for pool in settings.node_pools:
             scaling: dict[str, Any] = (

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
 PART_OF = "mlplatform"
 
 # Every node of a pool carries this label (kwok and aks set it; on an existing cluster the pool's
@@ -23,3 +28,23 @@ def app_labels(name: str, component: str) -> dict[str, str]:
         "app.kubernetes.io/component": component,
         "app.kubernetes.io/part-of": PART_OF,
     }
+
+
+def port_forward_command(namespace: str, service: str, local: int, remote: int) -> str:
+    return f"kubectl port-forward -n {namespace} svc/{service} {local}:{remote}"
+
+
+def service_url(service: k8s.core.v1.Service, service_type: str, port: int, fallback: str) -> pulumi.Output[str]:
+    """The public URL once a LoadBalancer has an address; otherwise `fallback` (how to reach it)."""
+    if service_type != "LoadBalancer":
+        return pulumi.Output.from_input(fallback)
+
+    def pick(status: Any) -> str:
+        balancer = getattr(status, "load_balancer", None)
+        for entry in getattr(balancer, "ingress", None) or []:
+            address = entry.ip or entry.hostname
+            if address:
+                return f"http://{address}:{port}"
+        return f"(no LoadBalancer address yet) {fallback}"
+
+    return service.status.apply(pick)

@@ -275,6 +275,8 @@ class ImageSettings(Settings):
 class TensorBoard(Settings):
     enabled: bool = True
     service_type: Literal["ClusterIP", "LoadBalancer", "NodePort"] = "ClusterIP"
+    # TensorBoard has no sign-in, so a LoadBalancer must be limited to these source ranges.
+    load_balancer_source_ranges: tuple[Cidr, ...] = ()
 
 
 class RunPolicy(Settings):
@@ -542,6 +544,17 @@ def _check_rules(raw: Mapping[str, Any], settings: StackSettings, secret_keys: f
             if kind == "PS":
                 problems.append(f"{key}: parameter servers hold variables on CPU; GPUs are not allowed for PS")
             check_gpus(key, gpus)
+        board = mnist.tensorboard
+        if board.enabled and board.service_type == "LoadBalancer" and not board.load_balancer_source_ranges:
+            problems.append(
+                f"{NAMESPACE}:mnist.tensorboard.loadBalancerSourceRanges: required with serviceType LoadBalancer: "
+                "TensorBoard has no sign-in, so list the CIDR blocks allowed to reach it"
+            )
+        if board.load_balancer_source_ranges and board.service_type != "LoadBalancer":
+            problems.append(
+                f"{NAMESPACE}:mnist.tensorboard.loadBalancerSourceRanges: only used with serviceType LoadBalancer, "
+                f"not {board.service_type}"
+            )
         if mnist.image.build and mnist.image.reference:
             problems.append(f"{NAMESPACE}:mnist.image.reference: set either image.build or image.reference, not both")
         if mnist.image.build and not mnist.image.repository and cluster.provider != "aks":

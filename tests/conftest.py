@@ -62,16 +62,25 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         self.deployment.resources.append(Resource(args.typ, args.name, dict(args.inputs), args.provider))
         outputs = dict(args.inputs)
+        if args.typ.startswith("azure-native:"):
+            outputs.setdefault("name", args.name)
+            outputs["id"] = f"/subscriptions/sub/resourceGroups/rg/providers/{args.typ}/{args.name}"
         if args.typ == "azure-native:containerservice:ManagedCluster":
-            outputs["name"] = args.name
-        if args.typ == "azure-native:resources:ResourceGroup":
-            outputs["name"] = args.name
+            outputs["identityProfile"] = {"kubeletidentity": {"objectId": "kubelet-object-id"}}
+        if args.typ == "azure-native:containerregistry:Registry":
+            outputs["loginServer"] = f"{args.name}.azurecr.io"
+        if args.typ == "docker-build:index:Image":
+            outputs["digest"] = "sha256:" + "0" * 64
         return f"{args.name}-id", outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs):
         if args.token == "azure-native:containerservice:listManagedClusterUserCredentials":
             encoded = base64.b64encode(FAKE_KUBECONFIG.encode()).decode()
             return {"kubeconfigs": [{"name": "clusterUser", "value": encoded}]}
+        if args.token == "azure-native:authorization:getClientConfig":
+            return {"subscriptionId": "sub", "tenantId": "tenant", "clientId": "client", "objectId": "object"}
+        if args.token == "azure-native:containerregistry:listRegistryCredentials":
+            return {"username": "registry-user", "passwords": [{"name": "password", "value": "registry-password"}]}
         raise NotImplementedError(f"the program invoked {args.token}, which these mocks do not know")
 
 

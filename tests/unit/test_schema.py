@@ -7,6 +7,7 @@ import pytest
 
 from components.versions import KUBERNETES_VERSION
 from conftest import aks_stack, example_stack, run_program
+from validation import Invalid, validate
 
 
 def stacks():
@@ -20,11 +21,10 @@ def test_every_object_is_schema_valid_strict(name, config, secrets):
     objects = run_program(config, secrets).kubernetes_objects()
     assert objects, f"the {name} stack declares no Kubernetes objects"
     for resource in objects:
-        manifest = resource.manifest()
         try:
-            kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
-        except kubernetes_validate.ValidationError as error:
-            pytest.fail(f"{name}: {resource.type} {resource.name} is invalid at {list(error.path)}: {error.message}")
+            validate(resource.manifest())
+        except Invalid as error:
+            pytest.fail(f"{name}: {resource.type} {resource.name} is invalid: {error}")
 
 
 def test_the_validator_rejects_unknown_fields():

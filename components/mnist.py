@@ -1,0 +1,220 @@
+"""DistributedMnist: the tutorial's distributed MNIST TFJob, its shared volume and TensorBoard."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.cluster import Cluster
+from components.k8s import GPU_RESOURCE, app_labels, port_forward_command, service_url
+from components.tfjob import (
+    CONTAINER_NAME,
+    DEFAULT_PORT,
+    PORT_NAME,
+    ReplicaSpec,
+    RunPolicy,
+    TFJob,
+    TFJobArgs,
+    TFJobSpec,
+)
+from components.trainer_image import TrainerImage, pinned_version, trainer_sources
+from stacks.config import MnistSettings
+
+DATA_MOUNT = "/data"
+CODE_MOUNT = "/opt/mlplatform/trainer"
+TENSORBOARD_PORT = 6006
+JOB_NAME_LABEL = "training.kubeflow.org/job-name"  # set by the operator on every replica pod
+
+# What each replica asks for; the PS holds variables, the others compute.
+REPLICA_RESOURCES = {
+    "PS": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
+    "default": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "4Gi"}},
+}
+
+
+@dataclass(frozen=True)
+class DistributedMnistArgs:
+    settings: MnistSettings
+    cluster: Cluster
+    image: TrainerImage
+    operator_ready: list[pulumi.Resource]
+
+
+class DistributedMnist(pulumi.ComponentResource):
+    tf_config: dict[str, str]
+    tensorboard_url: pulumi.Output[str]
+    watch_command: str
+
+    def __init__(self, name: str, args: DistributedMnistArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        settings = args.settings
+        code = args.image.code_from_config_map
+        job_spec = self._job_spec(settings, args.cluster, args.image.cpu_image, args.image.gpu_image, code)
+        job_spec.validate()  # refuse a bad job before anything is registered
+        super().__init__("mlplatform:mnist:DistributedMnist", name, None, opts)
+        namespace = settings.namespace
+        ns = k8s.core.v1.Namespace(
+            f"{name}-ns",
+            metadata={"name": namespace, "labels": app_labels("mnist", "namespace")},
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        in_ns = pulumi.ResourceOptions(parent=self, depends_on=[ns])
+
+        claim = f"{settings.job_name}-data"
+        access = ["ReadWriteMany"]  # chief, workers and TensorBoard share data, checkpoints and logs
+        args.cluster.volume_for(claim, namespace, settings.storage.size, access, in_ns)
+        pvc_spec: dict[str, Any] = {"accessModes": access, "resources": {"requests": {"storage": settings.storage.size}}}
+        if settings.storage.storage_class is not None:
+            pvc_spec["storageClassName"] = settings.storage.storage_class
+        elif args.cluster.simulated:
+            pvc_spec["storageClassName"] = ""  # bind to the pre-made volume, not a default class
+        pvc = k8s.core.v1.PersistentVolumeClaim(
+            f"{name}-data",
+            metadata={"name": claim, "namespace": namespace, "labels": app_labels("mnist", "data")},
+            spec=pvc_spec,
+            opts=in_ns,
+        )
+        depends: list[pulumi.Resource] = [pvc, *args.operator_ready]
+        if code:
+            depends.append(
+                k8s.core.v1.ConfigMap(
+                    f"{name}-trainer-code",
+                    metadata={"name": f"{settings.job_name}-trainer", "namespace": namespace, "labels": app_labels("mnist", "trainer-code")},
+                    data=trainer_sources(),
+                    opts=in_ns,
+                )
+            )
+        job = TFJob(f"{name}-tfjob", TFJobArgs(job_spec), pulumi.ResourceOptions(parent=self, depends_on=depends))
+        self.tf_config = job.tf_config
+
+        selector = f"{JOB_NAME_LABEL}={settings.job_name}"
+        self.watch_command = f"kubectl get pods -n {namespace} -l {selector} -w"
+        self.tensorboard_url = pulumi.Output.from_input("(TensorBoard disabled: mnist.tensorboard.enabled is false)")
+        if settings.tensorboard.enabled:
+            self.tensorboard_url = self._tensorboard(name, settings, args, claim, pulumi.ResourceOptions(parent=self, depends_on=[pvc]))
+        self.register_outputs(
+            {"tf_config": self.tf_config, "tensorboard_url": self.tensorboard_url, "watch_command": self.watch_command}
+        )
+
+    @staticmethod
+    def _job_spec(
+        settings: MnistSettings, cluster: Cluster, cpu_image: pulumi.Input[str], gpu_image: pulumi.Input[str], mount_code: bool
+    ) -> TFJobSpec:
+        replica_specs = {}
+        gpus_by_kind = settings.gpu_counts
+        for kind, count in settings.replica_counts.items():
+            gpus = gpus_by_kind.get(kind, 0)
+            resources = copy.deepcopy(REPLICA_RESOURCES.get(kind, REPLICA_RESOURCES["default"]))
+            if gpus:
+                resources["limits"][GPU_RESOURCE] = str(gpus)
+            container: dict[str, Any] = {
+                "name": CONTAINER_NAME,
+                "image": gpu_image if gpus else cpu_image,
+                "command": ["python", "-m", "trainer"],
+                "args": [
+                    f"--data-dir={DATA_MOUNT}/mnist",
+                    f"--model-dir={DATA_MOUNT}/model",
+                    f"--log-dir={DATA_MOUNT}/logs",
+                    f"--train-steps={settings.train_steps}",
+                    f"--batch-size={settings.batch_size}",
+                    f"--learning-rate={settings.learning_rate}",
+                    f"--eval-every={settings.eval_every}",
+                ],
+                "ports": [{"name": PORT_NAME, "containerPort": DEFAULT_PORT}],
+                "resources": resources,
+                "volumeMounts": [{"name": "data", "mountPath": DATA_MOUNT}],
+                "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+            }
+            volumes: list[dict[str, Any]] = [{"name": "data", "persistentVolumeClaim": {"claimName": f"{settings.job_name}-data"}}]
+            if mount_code:
+                container["volumeMounts"].append({"name": "trainer-code", "mountPath": CODE_MOUNT, "readOnly": True})
+                container["env"] = [{"name": "PYTHONPATH", "value": CODE_MOUNT.rsplit("/", 1)[0]}]
+                volumes.append({"name": "trainer-code", "configMap": {"name": f"{settings.job_name}-trainer"}})
+            pod_spec = {"containers": [container], "volumes": volumes, **cluster.scheduling_for(gpus).pod_spec()}
+            replica_specs[kind] = ReplicaSpec(
+                replicas=count,
+                restart_policy=settings.restart_policy,
+                template={"metadata": {"labels": app_labels("mnist", kind.lower())}, "spec": pod_spec},
+            )
+        policy = settings.run_policy
+        return TFJobSpec(
+            name=settings.job_name,
+            namespace=settings.namespace,
+            replica_specs=replica_specs,
+            run_policy=RunPolicy(
+                clean_pod_policy=policy.clean_pod_policy,
+                backoff_limit=policy.backoff_limit,
+                active_deadline_seconds=policy.active_deadline_seconds,
+                ttl_seconds_after_finished=policy.ttl_seconds_after_finished,
+            ),
+            labels=app_labels("mnist", "tfjob"),
+        )
+
+    def _tensorboard(
+        self, name: str, settings: MnistSettings, args: DistributedMnistArgs, claim: str, opts: pulumi.ResourceOptions
+    ) -> pulumi.Output[str]:
+        namespace = settings.namespace
+        labels = app_labels("tensorboard", "tensorboard")
+        serve = ["--logdir", f"{DATA_MOUNT}/logs", "--port", str(TENSORBOARD_PORT), "--bind_all"]
+        container: dict[str, Any] = {
+            "name": "tensorboard",
+            "image": args.image.cpu_image,
+            "command": ["tensorboard", *serve],
+            "ports": [{"name": "http", "containerPort": TENSORBOARD_PORT}],
+            "volumeMounts": [{"name": "data", "mountPath": DATA_MOUNT, "readOnly": True}],
+            "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+            "readinessProbe": {"httpGet": {"path": "/", "port": TENSORBOARD_PORT}},
+            "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+        }
+        volumes: list[dict[str, Any]] = [{"name": "data", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}]
+        init: list[dict[str, Any]] = []
+        if args.image.code_from_config_map:
+            # The stock TensorFlow image does not ship TensorBoard (a separate package since TF 2.21):
+            # install the trainer's pinned version into a scratch volume first.
+            tensorboard = f"tensorboard=={pinned_version('tensorboard')}"
+            init.append(
+                {
+                    "name": "install-tensorboard",
+                    "image": args.image.cpu_image,
+                    "command": ["pip", "install", "--no-cache-dir", "--target=/opt/tensorboard", tensorboard],
+                    "volumeMounts": [{"name": "tensorboard", "mountPath": "/opt/tensorboard"}],
+                    "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                }
+            )
+            volumes.append({"name": "tensorboard", "emptyDir": {}})
+            container["command"] = ["python", "-m", "tensorboard.main", *serve]
+            container["env"] = [{"name": "PYTHONPATH", "value": "/opt/tensorboard"}]
+            container["volumeMounts"].append({"name": "tensorboard", "mountPath": "/opt/tensorboard", "readOnly": True})
+        pod_spec: dict[str, Any] = {
+            "containers": [container],
+            "volumes": volumes,
+            **args.cluster.scheduling_for(0).pod_spec(),
+        }
+        if init:
+            pod_spec["initContainers"] = init
+        k8s.apps.v1.Deployment(
+            f"{name}-tensorboard",
+            metadata={"name": "tensorboard", "namespace": namespace, "labels": labels},
+            spec={"replicas": 1, "selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": pod_spec}},
+            opts=opts,
+        )
+        board = settings.tensorboard
+        service_spec: dict[str, Any] = {
+            "type": board.service_type,
+            "selector": labels,
+            "ports": [{"name": "http", "port": TENSORBOARD_PORT, "targetPort": TENSORBOARD_PORT}],
+        }
+        if board.load_balancer_source_ranges:
+            service_spec["loadBalancerSourceRanges"] = list(board.load_balancer_source_ranges)
+        service = k8s.core.v1.Service(
+            f"{name}-tensorboard-svc",
+            metadata={"name": "tensorboard", "namespace": namespace, "labels": labels},
+            spec=service_spec,
+            # The API refuses some type changes in place (a leftover nodePort on ClusterIP).
+            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(replace_on_changes=["spec.type"], delete_before_replace=True)),
+        )
+        fallback = port_forward_command(namespace, "tensorboard", TENSORBOARD_PORT, TENSORBOARD_PORT) + f"  # then open http://localhost:{TENSORBOARD_PORT}"
+        return service_url(service, board.service_type, TENSORBOARD_PORT, fallback)

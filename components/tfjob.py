@@ -1,0 +1,196 @@
+"""A typed TFJob: replica specs as Python types, checked as the operator's webhook would, and the
+TF_CONFIG every replica will receive, computed by the operator's rules (training-operator v1.9).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from stacks.config import REPLICA_TYPES
+
+GROUP = "kubeflow.org"
+VERSION = "v1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "TFJob"
+PLURAL = "tfjobs"
+
+CONTAINER_NAME = "tensorflow"  # the operator injects TF_CONFIG into this container only
+PORT_NAME = "tfjob-port"
+DEFAULT_PORT = 2222
+RESTART_POLICIES = ("Always", "OnFailure", "Never", "ExitCode")
+CLEAN_POD_POLICIES = ("None", "Running", "All")
+COORDINATORS = ("Chief", "Master")
+
+_DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+
+class TFJobError(ValueError):
+    """A TFJob the operator's webhook (or TensorFlow) would refuse."""
+
+
+@dataclass(frozen=True)
+class ReplicaSpec:
+    replicas: int
+    template: Mapping[str, Any]  # a PodTemplateSpec, camelCase as the API spells it
+    restart_policy: str = "Never"
+
+    def container(self) -> Mapping[str, Any] | None:
+        containers = self.template.get("spec", {}).get("containers", [])
+        return next((c for c in containers if c.get("name") == CONTAINER_NAME), None)
+
+    def port(self) -> int:
+        container = self.container() or {}
+        ports = [p for p in container.get("ports", []) if p.get("name") == PORT_NAME]
+        return ports[0]["containerPort"] if ports else DEFAULT_PORT
+
+
+@dataclass(frozen=True)
+class RunPolicy:
+    clean_pod_policy: str = "None"
+    backoff_limit: int | None = None
+    active_deadline_seconds: int | None = None
+    ttl_seconds_after_finished: int | None = None
+
+    def manifest(self) -> dict[str, Any]:
+        fields = {
+            "cleanPodPolicy": self.clean_pod_policy,
+            "backoffLimit": self.backoff_limit,
+            "activeDeadlineSeconds": self.active_deadline_seconds,
+            "ttlSecondsAfterFinished": self.ttl_seconds_after_finished,
+        }
+        return {k: v for k, v in fields.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class TFJobSpec:
+    name: str
+    namespace: str
+    replica_specs: Mapping[str, ReplicaSpec]
+    run_policy: RunPolicy = field(default_factory=RunPolicy)
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def problems(self) -> list[str]:
+        """What the operator's webhook would reject, plus what TensorFlow cannot run."""
+        found = []
+        if len(self.name) > 63 or not _DNS_1035.match(self.name):
+            found.append(f"metadata.name: {self.name!r} must be a DNS-1035 label (lowercase letters, digits, '-')")
+        if not self.replica_specs:
+            found.append("spec.tfReplicaSpecs: at least one replica type is required")
+        for kind, spec in self.replica_specs.items():
+            path = f"spec.tfReplicaSpecs[{kind}]"
+            if kind not in REPLICA_TYPES:
+                found.append(f"{path}: unknown replica type; allowed: {', '.join(REPLICA_TYPES)}")
+            if spec.replicas < 0:
+                found.append(f"{path}.replicas: {spec.replicas} must be >= 0")
+            if kind in COORDINATORS and spec.replicas > 1:
+                found.append(f"{path}.replicas: {spec.replicas}; a TFJob has one {kind}")
+            if spec.restart_policy not in RESTART_POLICIES:
+                found.append(f"{path}.restartPolicy: {spec.restart_policy!r}; allowed: {', '.join(RESTART_POLICIES)}")
+            containers = spec.template.get("spec", {}).get("containers", [])
+            if spec.container() is None:
+                found.append(f"{path}.template.spec.containers: needs a container named {CONTAINER_NAME!r}")
+            for i, container in enumerate(containers):
+                if not container.get("image"):
+                    found.append(f"{path}.template.spec.containers[{i}].image: required")
+        if sum(kind in COORDINATORS for kind in self.replica_specs) > 1:
+            found.append("spec.tfReplicaSpecs: must not have more than 1 Chief or Master role")
+        if self.run_policy.clean_pod_policy not in CLEAN_POD_POLICIES:
+            found.append(
+                f"spec.runPolicy.cleanPodPolicy: {self.run_policy.clean_pod_policy!r}; allowed: {', '.join(CLEAN_POD_POLICIES)}"
+            )
+        return found
+
+    def validate(self) -> None:
+        found = self.problems()
+        if found:
+            raise TFJobError(f"TFJob {self.name!r} would be rejected:\n" + "\n".join(found))
+
+    # --- TF_CONFIG, as the operator builds it ---------------------------------------------------
+
+    def is_distributed(self) -> bool:
+        # The operator sets no TF_CONFIG when the whole job is a single process.
+        return sum(spec.replicas for spec in self.replica_specs.values()) != 1
+
+    def pod_name(self, kind: str, index: int) -> str:
+        """Pod and headless Service name: {job}-{type lowercased}-{index}."""
+        return f"{self.name}-{kind.lower()}-{index}"
+
+    def cluster_spec(self) -> dict[str, list[str]]:
+        return {
+            kind.lower(): [
+                f"{self.pod_name(kind, i)}.{self.namespace}.svc:{spec.port()}" for i in range(spec.replicas)
+            ]
+            for kind, spec in self.replica_specs.items()
+        }
+
+    def tf_config(self, kind: str, index: int) -> dict[str, Any] | None:
+        if not self.is_distributed():
+            return None
+        return {
+            "cluster": self.cluster_spec(),
+            "task": {"type": kind.lower(), "index": index},
+            "environment": "cloud",
+        }
+
+    def tf_configs(self) -> dict[str, str]:
+        """Pod name -> the TF_CONFIG value its `tensorflow` container receives."""
+        configs = {}
+        for kind, spec in self.replica_specs.items():
+            for i in range(spec.replicas):
+                config = self.tf_config(kind, i)
+                if config is not None:
+                    # Go's json.Marshal writes compact JSON with sorted map keys.
+                    configs[self.pod_name(kind, i)] = json.dumps(config, separators=(",", ":"), sort_keys=True)
+        return configs
+
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "metadata": {"name": self.name, "namespace": self.namespace, "labels": dict(self.labels)},
+            "spec": {
+                "runPolicy": self.run_policy.manifest(),
+                "tfReplicaSpecs": {
+                    kind: {
+                        "replicas": spec.replicas,
+                        "restartPolicy": spec.restart_policy,
+                        "template": spec.template,
+                    }
+                    for kind, spec in self.replica_specs.items()
+                },
+            },
+        }
+
+
+@dataclass(frozen=True)
+class TFJobArgs:
+    spec: TFJobSpec
+
+
+class TFJob(pulumi.ComponentResource):
+    """One TFJob custom resource, refused at preview time if the operator would refuse it."""
+
+    tf_config: dict[str, str]
+    resource: k8s.apiextensions.CustomResource
+
+    def __init__(self, name: str, args: TFJobArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        args.spec.validate()
+        super().__init__("mlplatform:tfjob:TFJob", name, None, opts)
+        manifest = args.spec.manifest()
+        self.tf_config = args.spec.tf_configs()
+        self.resource = k8s.apiextensions.CustomResource(
+            name,
+            api_version=manifest["apiVersion"],
+            kind=manifest["kind"],
+            metadata=manifest["metadata"],
+            spec=manifest["spec"],
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.register_outputs({"tf_config": self.tf_config})

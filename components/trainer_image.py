@@ -1,0 +1,146 @@
+"""The CPU and GPU trainer images: built and pushed, given, or the stock TensorFlow image.
+
+- `mnist.image.build`: trainer/Dockerfile and trainer/Dockerfile.gpu built with the docker-build
+  provider and pushed to `mnist.image.repository`, or on aks to an Azure Container Registry the
+  cluster's kubelet identity may pull from.
+- `mnist.image.reference`: a ready image, used for every replica.
+- neither (the dev default, where no registry exists): the stock TensorFlow images at the
+  trainer's TensorFlow version, running the trainer code mounted from a ConfigMap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pulumi
+
+from stacks.config import ImageSettings
+
+TRAINER_DIR = Path(__file__).resolve().parent.parent / "trainer"
+STOCK_IMAGE = "tensorflow/tensorflow"
+ACR_PULL_ROLE = "7f951dda-4ed3-4680-a7ca-43fe172d538d"  # Azure's built-in AcrPull role
+
+
+def pinned_version(package: str) -> str:
+    """The version trainer/requirements.txt pins for `package` (one place for the TF version)."""
+    text = (TRAINER_DIR / "requirements.txt").read_text()
+    match = re.search(rf"^{re.escape(package)}==(\S+)", text, re.MULTILINE)
+    if not match:
+        raise RuntimeError(f"trainer/requirements.txt does not pin {package}")
+    return match.group(1)
+
+
+def tensorflow_version() -> str:
+    return pinned_version("tensorflow-cpu")
+
+
+def trainer_sources() -> dict[str, str]:
+    """The trainer package's Python files, by file name (what the ConfigMap mounts)."""
+    return {path.name: path.read_text() for path in sorted(TRAINER_DIR.glob("*.py"))}
+
+
+def source_tag() -> str:
+    """A tag that changes exactly when the trainer's code, requirements or Dockerfiles change."""
+    digest = hashlib.sha256()
+    for path in sorted(TRAINER_DIR.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest.update(path.relative_to(TRAINER_DIR).as_posix().encode())
+            digest.update(path.read_bytes())
+    return f"src-{digest.hexdigest()[:12]}"
+
+
+@dataclass(frozen=True)
+class TrainerImageArgs:
+    settings: ImageSettings
+    # On aks, the cluster resource group and ManagedCluster, for the registry and its pull grant.
+    resource_group_name: pulumi.Input[str] | None = None
+    managed_cluster: Any = None
+
+
+class TrainerImage(pulumi.ComponentResource):
+    cpu_image: pulumi.Output[str]
+    gpu_image: pulumi.Output[str]
+    code_from_config_map: bool
+
+    def __init__(self, name: str, args: TrainerImageArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        settings = args.settings
+        if settings.build and not settings.repository and args.managed_cluster is None:
+            raise ValueError("TrainerImage: building needs a repository, or an aks cluster to create a registry in")
+        super().__init__("mlplatform:trainer_image:TrainerImage", name, None, opts)
+        self._name = name
+        self.code_from_config_map = False
+        if settings.build:
+            self.cpu_image, self.gpu_image = self._build(settings, args)
+        elif settings.reference:
+            self.cpu_image = self.gpu_image = pulumi.Output.from_input(settings.reference)
+        else:
+            version = tensorflow_version()
+            self.cpu_image = pulumi.Output.from_input(f"{STOCK_IMAGE}:{version}")
+            self.gpu_image = pulumi.Output.from_input(f"{STOCK_IMAGE}:{version}-gpu")
+            self.code_from_config_map = True
+        self.register_outputs({"cpu_image": self.cpu_image, "gpu_image": self.gpu_image})
+
+    def _build(self, settings: ImageSettings, args: TrainerImageArgs) -> tuple[pulumi.Output[str], pulumi.Output[str]]:
+        import pulumi_docker_build as docker_build
+
+        registries: list[dict[str, Any]] = []
+        if settings.repository:
+            repository: pulumi.Input[str] = settings.repository
+        else:
+            repository, registry = self._azure_registry(args)
+            registries.append(registry)
+        tag = settings.tag or source_tag()
+        images = []
+        for variant, dockerfile, suffix in (("cpu", "Dockerfile", ""), ("gpu", "Dockerfile.gpu", "-gpu")):
+            ref = pulumi.Output.concat(repository, ":", tag, suffix)
+            image = docker_build.Image(
+                f"{self._name}-{variant}",
+                context={"location": str(TRAINER_DIR.parent)},
+                dockerfile={"location": str(TRAINER_DIR / dockerfile)},
+                platforms=["linux/amd64"],
+                tags=[ref],
+                push=True,
+                registries=registries,
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            # Run by digest, so a moved tag never changes what a pod runs.
+            images.append(pulumi.Output.concat(repository, "@", image.digest))
+        return images[0], images[1]
+
+    def _azure_registry(self, args: TrainerImageArgs) -> tuple[pulumi.Output[str], dict[str, Any]]:
+        from pulumi_azure_native import authorization, containerregistry
+
+        parent = pulumi.ResourceOptions(parent=self)
+        registry = containerregistry.Registry(
+            f"{self._name}-acr",
+            resource_group_name=args.resource_group_name,
+            sku={"name": containerregistry.SkuName.BASIC},
+            # The push needs credentials inside `pulumi up`; they stay Pulumi secrets.
+            admin_user_enabled=True,
+            opts=parent,
+        )
+        client = authorization.get_client_config_output()
+        kubelet = args.managed_cluster.identity_profile.apply(lambda profile: profile["kubeletidentity"].object_id)
+        authorization.RoleAssignment(
+            f"{self._name}-acr-pull",
+            principal_id=kubelet,
+            principal_type=authorization.PrincipalType.SERVICE_PRINCIPAL,
+            role_definition_id=client.subscription_id.apply(
+                lambda sub: f"/subscriptions/{sub}/providers/Microsoft.Authorization/roleDefinitions/{ACR_PULL_ROLE}"
+            ),
+            scope=registry.id,
+            opts=parent,
+        )
+        credentials = containerregistry.list_registry_credentials_output(
+            resource_group_name=args.resource_group_name, registry_name=registry.name
+        )
+        auth = {
+            "address": registry.login_server,
+            "username": credentials.username,
+            "password": pulumi.Output.secret(credentials.passwords.apply(lambda p: p[0].value)),
+        }
+        return pulumi.Output.concat(registry.login_server, "/mlplatform-trainer"), auth

@@ -1,0 +1,213 @@
+"""The Kubeflow training operator (v1 line), reconciling TFJobs only, and the TFJob CRD."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.crd_schema import tfjob_schema
+from components.k8s import app_labels
+from components.tfjob import GROUP, KIND, PLURAL, VERSION
+from components.versions import TRAINING_OPERATOR_IMAGE
+
+# The operator finds its webhook Secret and Service by these names in the namespace it runs in
+# (MY_POD_NAMESPACE, "kubeflow" when unset, as for a local process), and injects its CA into the
+# ValidatingWebhookConfiguration of this name (training-operator v1.9 cmd/training-operator.v1).
+NAMESPACE = "kubeflow"
+NAME = "training-operator"
+WEBHOOK_SECRET = "training-operator-webhook-cert"
+WEBHOOK_CONFIGURATION = "validator.training-operator.kubeflow.org"
+WEBHOOK_PATH = "/validate-kubeflow-org-v1-tfjob"
+WEBHOOK_PORT = 9443
+HEALTH_PORT = 8081
+METRICS_PORT = 8080
+
+_VERBS_ALL = ["create", "delete", "get", "list", "patch", "update", "watch"]
+
+# Exactly what the TFJob reconciler and the webhook certificate rotator use; no wildcards.
+CLUSTER_RULES: list[dict[str, Any]] = [
+    {"apiGroups": [""], "resources": ["pods"], "verbs": _VERBS_ALL},
+    {"apiGroups": [""], "resources": ["services"], "verbs": ["create", "delete", "get", "list", "watch"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
+    {"apiGroups": [GROUP], "resources": [PLURAL], "verbs": _VERBS_ALL},
+    {"apiGroups": [GROUP], "resources": [f"{PLURAL}/status"], "verbs": ["get", "patch", "update"]},
+    {"apiGroups": [GROUP], "resources": [f"{PLURAL}/finalizers"], "verbs": ["update"]},
+    {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"], "verbs": ["get", "list", "watch"]},
+    {
+        "apiGroups": ["admissionregistration.k8s.io"],
+        "resources": ["validatingwebhookconfigurations"],
+        "resourceNames": [WEBHOOK_CONFIGURATION],
+        "verbs": ["update"],
+    },
+]
+# The webhook certificate lives in one Secret of the operator's own namespace.
+NAMESPACE_RULES: list[dict[str, Any]] = [
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [WEBHOOK_SECRET], "verbs": ["update"]},
+]
+
+
+@dataclass(frozen=True)
+class TrainingOperatorArgs:
+    # The admission webhook needs the API server to reach the operator's pod. A simulated
+    # cluster has no pod network, so there the CRD's own validation rules stand in for it.
+    webhook: bool = True
+
+
+class TrainingOperator(pulumi.ComponentResource):
+    crd: k8s.apiextensions.v1.CustomResourceDefinition
+    deployment: k8s.apps.v1.Deployment
+    ready: list[pulumi.Resource]  # what a TFJob must wait for before it is created
+
+    def __init__(self, name: str, args: TrainingOperatorArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mlplatform:training_operator:TrainingOperator", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        labels = app_labels(NAME, "controller")
+
+        self.crd = k8s.apiextensions.v1.CustomResourceDefinition(
+            f"{name}-tfjob-crd",
+            metadata={"name": f"{PLURAL}.{GROUP}", "labels": app_labels(NAME, "crd")},
+            spec={
+                "group": GROUP,
+                "scope": "Namespaced",
+                "names": {"kind": KIND, "listKind": f"{KIND}List", "plural": PLURAL, "singular": KIND.lower()},
+                "versions": [
+                    {
+                        "name": VERSION,
+                        "served": True,
+                        "storage": True,
+                        "subresources": {"status": {}},
+                        "schema": {"openAPIV3Schema": tfjob_schema()},
+                        "additionalPrinterColumns": [
+                            {"name": "State", "type": "string", "jsonPath": ".status.conditions[-1:].type"},
+                            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                        ],
+                    }
+                ],
+            },
+            opts=child,
+        )
+        namespace = k8s.core.v1.Namespace(f"{name}-ns", metadata={"name": NAMESPACE, "labels": labels}, opts=child)
+        in_namespace = pulumi.ResourceOptions(parent=self, depends_on=[namespace])
+        account = k8s.core.v1.ServiceAccount(
+            f"{name}-sa", metadata={"name": NAME, "namespace": NAMESPACE, "labels": labels}, opts=in_namespace
+        )
+        subject = {"kind": "ServiceAccount", "name": NAME, "namespace": NAMESPACE}
+        cluster_role = k8s.rbac.v1.ClusterRole(
+            f"{name}-clusterrole", metadata={"name": NAME, "labels": labels}, rules=CLUSTER_RULES, opts=child
+        )
+        k8s.rbac.v1.ClusterRoleBinding(
+            f"{name}-clusterrolebinding",
+            metadata={"name": NAME, "labels": labels},
+            role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": NAME},
+            subjects=[subject],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[cluster_role, account]),
+        )
+        role = k8s.rbac.v1.Role(
+            f"{name}-role",
+            metadata={"name": NAME, "namespace": NAMESPACE, "labels": labels},
+            rules=NAMESPACE_RULES,
+            opts=in_namespace,
+        )
+        k8s.rbac.v1.RoleBinding(
+            f"{name}-rolebinding",
+            metadata={"name": NAME, "namespace": NAMESPACE, "labels": labels},
+            role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": NAME},
+            subjects=[subject],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[role, account]),
+        )
+        # Created empty; the operator writes its CA and serving certificate into it.
+        secret = k8s.core.v1.Secret(
+            f"{name}-webhook-cert",
+            metadata={"name": WEBHOOK_SECRET, "namespace": NAMESPACE, "labels": labels},
+            type="Opaque",
+            opts=in_namespace,
+        )
+        k8s.core.v1.Service(
+            f"{name}-svc",
+            metadata={"name": NAME, "namespace": NAMESPACE, "labels": labels},
+            spec={
+                "type": "ClusterIP",
+                "selector": labels,
+                "ports": [
+                    {"name": "monitoring-port", "port": METRICS_PORT, "targetPort": METRICS_PORT},
+                    {"name": "webhook-server", "port": 443, "targetPort": WEBHOOK_PORT, "protocol": "TCP"},
+                ],
+            },
+            opts=in_namespace,
+        )
+        self.deployment = k8s.apps.v1.Deployment(
+            f"{name}-deployment",
+            metadata={"name": NAME, "namespace": NAMESPACE, "labels": labels},
+            spec={
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": {"metadata": {"labels": labels}, "spec": self._pod_spec()},
+            },
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[namespace, account, secret, self.crd]),
+        )
+        self.ready = [self.crd]
+        if args.webhook:
+            webhook = k8s.admissionregistration.v1.ValidatingWebhookConfiguration(
+                f"{name}-webhook",
+                metadata={"name": WEBHOOK_CONFIGURATION, "labels": labels},
+                webhooks=[
+                    {
+                        "name": "validator.tfjob.training-operator.kubeflow.org",
+                        "admissionReviewVersions": ["v1"],
+                        "sideEffects": "None",
+                        "failurePolicy": "Fail",
+                        "clientConfig": {"service": {"name": NAME, "namespace": NAMESPACE, "path": WEBHOOK_PATH}},
+                        "rules": [
+                            {
+                                "apiGroups": [GROUP],
+                                "apiVersions": [VERSION],
+                                "operations": ["CREATE", "UPDATE"],
+                                "resources": [PLURAL],
+                            }
+                        ],
+                    }
+                ],
+                # The operator injects its CA into caBundle; that field is its own.
+                opts=pulumi.ResourceOptions(parent=self, ignore_changes=["webhooks[*].clientConfig.caBundle"]),
+            )
+            # With the webhook in place, a TFJob can only be admitted once the operator serves it.
+            self.ready = [self.crd, webhook, self.deployment]
+        self.register_outputs({})
+
+    @staticmethod
+    def _pod_spec() -> dict[str, Any]:
+        return {
+            "serviceAccountName": NAME,
+            "terminationGracePeriodSeconds": 10,
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [
+                {
+                    "name": NAME,
+                    "image": TRAINING_OPERATOR_IMAGE,
+                    "command": ["/manager"],
+                    "args": ["--enable-scheme=tfjob", f"--webhook-server-port={WEBHOOK_PORT}"],
+                    "env": [
+                        {"name": "MY_POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+                        {"name": "MY_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                    ],
+                    "ports": [
+                        {"name": "metrics", "containerPort": METRICS_PORT},
+                        {"name": "webhook-server", "containerPort": WEBHOOK_PORT, "protocol": "TCP"},
+                    ],
+                    "securityContext": {
+                        "allowPrivilegeEscalation": False,
+                        "readOnlyRootFilesystem": True,
+                        "capabilities": {"drop": ["ALL"]},
+                    },
+                    "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+                    "volumeMounts": [{"name": "cert", "mountPath": "/tmp/k8s-webhook-server/serving-certs", "readOnly": True}],
+                    "livenessProbe": {"httpGet": {"path": "/healthz", "port": HEALTH_PORT}, "initialDelaySeconds": 15, "periodSeconds": 20},
+                    "readinessProbe": {"httpGet": {"path": "/readyz", "port": HEALTH_PORT}, "initialDelaySeconds": 10, "periodSeconds": 15},
+                }
+            ],
+            "volumes": [{"name": "cert", "secret": {"secretName": WEBHOOK_SECRET, "defaultMode": 420}}],
+        }

@@ -1,0 +1,77 @@
+"""Validate Kubernetes objects as a strict API server would: built-in kinds against the Kubernetes
+OpenAPI schema of the targeted version, TFJobs against the CRD this project declares (its
+structural schema, unknown fields refused, and its CEL rules evaluated)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import celpy
+import jsonschema
+import kubernetes_validate
+
+from components.crd_schema import tfjob_schema
+from components.tfjob import API_VERSION, KIND
+from components.versions import KUBERNETES_VERSION
+
+
+class Invalid(Exception):
+    pass
+
+
+def json_schema(node: dict[str, Any]) -> dict[str, Any]:
+    """A CRD structural schema as JSON Schema, strict: fields the CRD does not declare are errors."""
+    if node.get("x-kubernetes-int-or-string"):
+        return {"anyOf": [{"type": "integer"}, {"type": "string"}]}
+    out = {k: v for k, v in node.items() if not k.startswith("x-kubernetes-")}
+    if "properties" in node:
+        out["properties"] = {k: json_schema(v) for k, v in node["properties"].items()}
+        if not node.get("x-kubernetes-preserve-unknown-fields"):
+            out["additionalProperties"] = False
+    if isinstance(node.get("additionalProperties"), dict):
+        out["additionalProperties"] = json_schema(node["additionalProperties"])
+    if "items" in node:
+        out["items"] = json_schema(node["items"])
+    return out
+
+
+def cel_errors(node: dict[str, Any], value: Any, path: str = "") -> list[str]:
+    """Evaluate every x-kubernetes-validations rule of `node` and its children against `value`."""
+    errors = []
+    env = celpy.Environment()
+    for rule in node.get("x-kubernetes-validations", []):
+        program = env.program(env.compile(rule["rule"]))
+        if not program.evaluate({"self": celpy.json_to_cel(value)}):
+            errors.append(f"{path or '<root>'}: {rule['message']}")
+    if isinstance(value, dict):
+        for key, child in value.items():
+            schema = node.get("properties", {}).get(key) or (
+                node["additionalProperties"] if isinstance(node.get("additionalProperties"), dict) else None
+            )
+            if schema:
+                errors += cel_errors(schema, child, f"{path}.{key}")
+    if isinstance(value, list) and "items" in node:
+        for i, child in enumerate(value):
+            errors += cel_errors(node["items"], child, f"{path}[{i}]")
+    return errors
+
+
+def validate_tfjob(manifest: dict[str, Any]) -> None:
+    schema = tfjob_schema()
+    try:
+        jsonschema.validate(manifest, json_schema(schema))
+    except jsonschema.ValidationError as error:
+        raise Invalid(f"{'.'.join(map(str, error.absolute_path))}: {error.message}") from None
+    errors = cel_errors(schema, manifest)
+    if errors:
+        raise Invalid("; ".join(errors))
+
+
+def validate(manifest: dict[str, Any]) -> None:
+    if (manifest.get("apiVersion"), manifest.get("kind")) == (API_VERSION, KIND):
+        validate_tfjob(manifest)
+        return
+    try:
+        kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as error:
+        raise Invalid(f"{list(error.path)}: {error.message}") from None
