@@ -1,0 +1,278 @@
+"""TFJobs: the CRD, the typed TFJob, TF_CONFIG by the operator's rules, and DistributedMnist's topology."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from components.tfjob import ReplicaSpec, TFJobError, TFJobSpec
+from conftest import example_stack, run_program
+from validation import Invalid, validate
+
+TFJOB = "kubernetes:kubeflow.org/v1:TFJob"
+GPU_POOLS = {
+    "provider": "kwok",
+    "nodePools": [
+        {"name": "cpu"},
+        {"name": "gpu", "gpusPerNode": 2, "taints": ["nvidia.com/gpu=present:NoSchedule"]},
+    ],
+}
+
+# An upstream-style TFJob, written by hand as the Kubeflow examples write them.
+UPSTREAM_TFJOB = {
+    "apiVersion": "kubeflow.org/v1",
+    "kind": "TFJob",
+    "metadata": {"name": "dist-mnist-for-e2e-test", "namespace": "kubeflow"},
+    "spec": {
+        "runPolicy": {"cleanPodPolicy": "None"},
+        "tfReplicaSpecs": {
+            "PS": {
+                "replicas": 2,
+                "restartPolicy": "Never",
+                "template": {"spec": {"containers": [{"name": "tensorflow", "image": "kubeflow/tf-dist-mnist-test:1.0"}]}},
+            },
+            "Worker": {
+                "replicas": 4,
+                "restartPolicy": "ExitCode",
+                "template": {
+                    "metadata": {"annotations": {"sidecar.istio.io/inject": "false"}},
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "tensorflow",
+                                "image": "kubeflow/tf-dist-mnist-test:1.0",
+                                "ports": [{"name": "tfjob-port", "containerPort": 2222}],
+                                "resources": {"limits": {"nvidia.com/gpu": 1, "memory": "2Gi"}},
+                            }
+                        ]
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+def tfjob_of(deployment):
+    (job,) = deployment.of_type(TFJOB)
+    return job.manifest()
+
+
+def test_upstream_style_tfjob_is_valid_against_our_crd():
+    validate(UPSTREAM_TFJOB)
+
+
+def broken(path, value):
+    job = copy.deepcopy(UPSTREAM_TFJOB)
+    node = job
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return job
+
+
+@pytest.mark.parametrize(
+    ("job", "words"),
+    [
+        (broken(("spec", "tfReplicaSpecs", "Launcher"), {"replicas": 1}), "replica types are"),
+        (broken(("spec", "tfReplicaSpecs", "worker"), {"replicas": 1}), "replica types are"),
+        (broken(("spec", "tfReplicaSpecs", "Worker", "replicas"), -1), "minimum"),
+        (broken(("spec", "tfReplicaSpecs", "Worker", "replicas"), "two"), "not of type 'integer'"),
+        (broken(("spec", "tfReplicaSpecs", "Worker", "restartPolicy"), "Sometimes"), "is not one of"),
+        (broken(("spec", "runPolicy", "cleanPodPolicy"), "Succeeded"), "is not one of"),
+        (broken(("spec", "runPolicy", "backoffLimit"), -2), "minimum"),
+        (broken(("spec", "runPolicy", "cleanupPolicy"), "Running"), "Additional properties"),
+        (broken(("spec", "tfReplicaSpecs", "Worker", "template", "spec", "containers"), [{"name": "tensorflow", "image": "x:1", "imagePullPolicy": 3}]), "not of type 'string'"),
+        (broken(("spec", "tfReplicaSpecs", "Worker", "template", "spec", "nodeSelektor"), {"a": "b"}), "Additional properties"),
+    ],
+)
+def test_invalid_tfjobs_are_rejected_by_the_crd(job, words):
+    with pytest.raises(Invalid, match=words):
+        validate(job)
+
+
+def test_chief_and_master_together_are_rejected_by_the_crd():
+    job = broken(("spec", "tfReplicaSpecs", "Chief"), {"replicas": 1})
+    validate(job)  # a Chief beside PS and Workers is fine
+    job["spec"]["tfReplicaSpecs"]["Master"] = {"replicas": 1}
+    with pytest.raises(Invalid, match="more than 1 Chief or Master"):
+        validate(job)
+
+
+def test_two_chief_replicas_are_rejected_by_the_crd():
+    job = broken(("spec", "tfReplicaSpecs", "Chief"), {"replicas": 2})
+    with pytest.raises(Invalid, match="at most one Chief or Master replica"):
+        validate(job)
+
+
+def spec_with(**replicas) -> TFJobSpec:
+    template = {"spec": {"containers": [{"name": "tensorflow", "image": "tf:1"}]}}
+    return TFJobSpec(
+        name="mnist", namespace="ml", replica_specs={k: ReplicaSpec(n, template) for k, n in replicas.items()}
+    )
+
+
+def test_tf_config_follows_the_operators_rules():
+    spec = spec_with(Master=1, Worker=2, PS=1)
+    config = json.loads(spec.tf_configs()["mnist-worker-1"])
+    assert config == {
+        "cluster": {
+            "master": ["mnist-master-0.ml.svc:2222"],
+            "worker": ["mnist-worker-0.ml.svc:2222", "mnist-worker-1.ml.svc:2222"],
+            "ps": ["mnist-ps-0.ml.svc:2222"],
+        },
+        "task": {"type": "worker", "index": 1},
+        "environment": "cloud",
+    }
+
+
+def test_a_single_process_job_gets_no_tf_config():
+    assert spec_with(Worker=1).tf_configs() == {}
+
+
+def test_a_named_tfjob_port_is_used_in_the_cluster_spec():
+    template = {"spec": {"containers": [{"name": "tensorflow", "image": "tf:1", "ports": [{"name": "tfjob-port", "containerPort": 3333}]}]}}
+    spec = TFJobSpec(name="j", namespace="n", replica_specs={"Worker": ReplicaSpec(2, template)})
+    assert spec.cluster_spec() == {"worker": ["j-worker-0.n.svc:3333", "j-worker-1.n.svc:3333"]}
+
+
+@pytest.mark.parametrize(
+    ("spec", "words"),
+    [
+        (spec_with(Chief=1, Master=1), "more than 1 Chief or Master"),
+        (spec_with(Chief=2), "a TFJob has one Chief"),
+        (spec_with(Launcher=1), "unknown replica type"),
+        (TFJobSpec("Bad_Name", "ml", {"Worker": ReplicaSpec(1, {"spec": {"containers": [{"name": "tensorflow", "image": "x:1"}]}})}), "DNS-1035"),
+        (TFJobSpec("mnist", "ml", {"Worker": ReplicaSpec(1, {"spec": {"containers": [{"name": "trainer", "image": "x:1"}]}})}), "named 'tensorflow'"),
+        (TFJobSpec("mnist", "ml", {"Worker": ReplicaSpec(1, {"spec": {"containers": [{"name": "tensorflow"}]}})}), r"image: required"),
+        (TFJobSpec("mnist", "ml", {"Worker": ReplicaSpec(1, {"spec": {"containers": [{"name": "tensorflow", "image": "x:1"}]}}, "Sometimes")}), "restartPolicy"),
+    ],
+)
+def test_typed_tfjob_refuses_what_the_webhook_would(spec, words):
+    with pytest.raises(TFJobError, match=words):
+        spec.validate()
+
+
+def test_dev_stack_tfjob_is_the_tutorial_topology_with_cleanup_of_running_pods():
+    deployment = run_program(example_stack("dev"))
+    job = tfjob_of(deployment)
+    replicas = {k: v["replicas"] for k, v in job["spec"]["tfReplicaSpecs"].items()}
+    assert replicas == {"Chief": 1, "Worker": 2, "PS": 1}
+    assert job["spec"]["runPolicy"]["cleanPodPolicy"] == "Running"
+    assert set(deployment.outputs["tfConfig"]) == {
+        "distributed-mnist-chief-0",
+        "distributed-mnist-worker-0",
+        "distributed-mnist-worker-1",
+        "distributed-mnist-ps-0",
+    }
+
+
+def pods(job):
+    return {kind: spec["template"]["spec"] for kind, spec in job["spec"]["tfReplicaSpecs"].items()}
+
+
+TOPOLOGIES = [
+    # (replicas, gpus, expected replica counts)
+    ({"Chief": 1, "Worker": 2, "PS": 1}, {}, {"Chief": 1, "Worker": 2, "PS": 1}),
+    ({"Master": 1, "Worker": 2, "PS": 1}, {}, {"Master": 1, "Worker": 2, "PS": 1}),
+    ({"Chief": 0, "PS": 0, "Worker": 4}, {}, {"Worker": 4}),
+    ({"Chief": 1, "Worker": 3, "PS": 0}, {"Worker": 1}, {"Chief": 1, "Worker": 3}),
+    ({"Chief": 1, "Worker": 2, "PS": 1}, {"Chief": 2, "Worker": 2}, {"Chief": 1, "Worker": 2, "PS": 1}),
+]
+
+
+@pytest.mark.parametrize(("replicas", "gpus", "expected"), TOPOLOGIES)
+def test_topology_table(replicas, gpus, expected):
+    config = {"cluster": GPU_POOLS, "mnist": {"replicas": replicas, "gpus": gpus, "batchSize": 96}}
+    job = tfjob_of(run_program(config))
+    assert {k: v["replicas"] for k, v in job["spec"]["tfReplicaSpecs"].items()} == expected
+    for kind, pod in pods(job).items():
+        container = pod["containers"][0]
+        want = gpus.get(kind, 0)
+        limits = container["resources"]["limits"]
+        if want:
+            assert limits["nvidia.com/gpu"] == str(want), kind
+            assert pod["nodeSelector"] == {"mlplatform.dev/pool": "gpu"}, kind
+            assert {"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"} in pod["tolerations"]
+            assert container["image"].endswith("-gpu"), kind
+        else:
+            assert "nvidia.com/gpu" not in limits, kind
+            assert pod["nodeSelector"] == {"mlplatform.dev/pool": "cpu"}, f"{kind} must stay off GPU nodes"
+            assert "tolerations" not in pod, kind
+        assert container["name"] == "tensorflow"
+        assert {"name": "tfjob-port", "containerPort": 2222} in container["ports"]
+
+
+def test_ps_never_lands_on_gpu_nodes_even_without_a_cpu_pool():
+    config = {"cluster": {"nodePools": [{"name": "gpu", "gpusPerNode": 1}]}, "mnist": {"gpus": {"Worker": 1}}}
+    ps = pods(tfjob_of(run_program(config)))["PS"]
+    term = ps["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]
+    assert term["matchExpressions"][0] == {"key": "mlplatform.dev/pool", "operator": "NotIn", "values": ["gpu"]}
+
+
+def test_a_change_of_worker_count_updates_the_same_tfjob():
+    before = run_program({"mnist": {"replicas": {"Worker": 2}}})
+    after = run_program({"mnist": {"replicas": {"Worker": 3}}})
+    (old,), (new,) = before.of_type(TFJOB), after.of_type(TFJOB)
+    # Same resource and object name: the engine updates it in place (proven for real in the e2e tests).
+    assert (old.name, old.inputs["metadata"]["name"]) == (new.name, new.inputs["metadata"]["name"])
+    assert new.inputs["spec"]["tfReplicaSpecs"]["Worker"]["replicas"] == 3
+
+
+def test_run_policy_from_config():
+    config = {"mnist": {"runPolicy": {"backoffLimit": 5, "activeDeadlineSeconds": 7200, "ttlSecondsAfterFinished": 600}}}
+    policy = tfjob_of(run_program(config))["spec"]["runPolicy"]
+    assert policy == {"cleanPodPolicy": "Running", "backoffLimit": 5, "activeDeadlineSeconds": 7200, "ttlSecondsAfterFinished": 600}
+
+
+def test_stock_image_runs_the_trainer_from_a_config_map():
+    deployment = run_program(example_stack("dev"))
+    (code,) = deployment.of_type("kubernetes:core/v1:ConfigMap")
+    assert "__main__.py" in code.inputs["data"]
+    chief = pods(tfjob_of(deployment))["Chief"]
+    container = chief["containers"][0]
+    assert container["image"] == "tensorflow/tensorflow:2.21.0"
+    assert container["command"] == ["python", "-m", "trainer"]
+    assert {"name": "PYTHONPATH", "value": "/opt/mlplatform"} in container["env"]
+    assert {"name": "trainer-code", "configMap": {"name": "distributed-mnist-trainer"}} in chief["volumes"]
+
+
+def test_a_given_image_is_used_and_no_code_is_mounted():
+    deployment = run_program({"mnist": {"image": {"reference": "registry.example.com/mnist:1.2"}}})
+    assert not deployment.of_type("kubernetes:core/v1:ConfigMap")
+    chief = pods(tfjob_of(deployment))["Chief"]
+    assert chief["containers"][0]["image"] == "registry.example.com/mnist:1.2"
+
+
+def test_built_images_are_pushed_and_run_by_digest():
+    deployment = run_program({"mnist": {"image": {"build": True, "repository": "registry.example.com/mnist", "tag": "v1"}}})
+    builds = {r.name: r.inputs for r in deployment.of_type("docker-build:index:Image")}
+    assert builds["trainer-image-cpu"]["tags"] == ["registry.example.com/mnist:v1"]
+    assert builds["trainer-image-gpu"]["tags"] == ["registry.example.com/mnist:v1-gpu"]
+    assert builds["trainer-image-gpu"]["dockerfile"]["location"].endswith("trainer/Dockerfile.gpu")
+    assert builds["trainer-image-cpu"]["push"] is True
+    chief = pods(tfjob_of(deployment))["Chief"]
+    assert chief["containers"][0]["image"].startswith("registry.example.com/mnist@sha256:")
+
+
+def test_tensorboard_reads_the_shared_logs_and_exports_a_port_forward():
+    deployment = run_program(example_stack("dev"))
+    board = deployment.named("mnist-tensorboard").inputs
+    pod = board["spec"]["template"]["spec"]
+    command = pod["containers"][0]["command"]
+    assert command[-6:] == ["--logdir", "/data/logs", "--port", "6006", "--bind_all"][-6:] and "/data/logs" in command
+    assert pod["volumes"][0] == {"name": "data", "persistentVolumeClaim": {"claimName": "distributed-mnist-data", "readOnly": True}}
+    service = deployment.named("mnist-tensorboard-svc").inputs
+    assert service["spec"]["type"] == "ClusterIP"
+    assert deployment.outputs["tensorboard"].startswith("kubectl port-forward -n mnist svc/tensorboard 6006:6006")
+    assert deployment.outputs["watchTraining"] == "kubectl get pods -n mnist -l training.kubeflow.org/job-name=distributed-mnist -w"
+
+
+def test_shared_volume_is_pre_bound_on_the_simulated_cluster():
+    deployment = run_program(example_stack("dev"))
+    (volume,) = deployment.of_type("kubernetes:core/v1:PersistentVolume")
+    assert volume.inputs["spec"]["claimRef"] == {"namespace": "mnist", "name": "distributed-mnist-data"}
+    claim = deployment.named("mnist-data").inputs
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
