@@ -262,7 +262,9 @@ def test_tensorboard_reads_the_shared_logs_and_exports_a_port_forward():
     board = deployment.named("mnist-tensorboard").inputs
     pod = board["spec"]["template"]["spec"]
     command = pod["containers"][0]["command"]
-    assert command[-6:] == ["--logdir", "/data/logs", "--port", "6006", "--bind_all"][-6:] and "/data/logs" in command
+    # The stock image gets TensorBoard from an init container, pinned as the trainer pins it.
+    assert command == ["python", "-m", "tensorboard.main", "--logdir", "/data/logs", "--port", "6006", "--bind_all"]
+    assert pod["initContainers"][0]["command"][-1] == "tensorboard==2.21.0"
     assert pod["volumes"][0] == {"name": "data", "persistentVolumeClaim": {"claimName": "distributed-mnist-data", "readOnly": True}}
     service = deployment.named("mnist-tensorboard-svc").inputs
     assert service["spec"]["type"] == "ClusterIP"
