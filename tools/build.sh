@@ -1,0 +1,218 @@
+#!/usr/bin/env bash
+# Builds the project's command-line tools from pinned Go module versions into a cache outside
+# the repository (see tools/versions.sh for the pins and the layout). Nothing here downloads a
+# prebuilt binary: everything comes from the Go module proxy and is compiled on this machine.
+#
+# Usage: tools/build.sh [GROUP|TOOL ...]
+#   groups, built in this order when none is named:
+#     pulumi    pulumi CLI, pulumi-language-python, pulumi-resource-kubernetes
+#     kube      kube-apiserver/-controller-manager/-scheduler + kubectl, etcd, kwok + kwokctl
+#     operator  Kubeflow training-operator (v1) manager
+#   tools: pulumi-cli pulumi-language-python pulumi-resource-kubernetes kubernetes etcd kwok
+#          training-operator
+#
+# A tool whose directory holds a .stamp with the same recipe is skipped, so a second run is
+# instant. The stamp is written only after every binary of the tool was built; a failed or
+# interrupted build leaves no stamp and starts over next time.
+set -euo pipefail
+
+TOOLS_SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=tools/versions.sh
+. "$TOOLS_SRC/versions.sh"
+
+# Scratch space for module sources that must be edited before building (copied out of the
+# read-only module cache).
+BUILD_ROOT="$MLPLATFORM_TOOLS/.build"
+
+export CGO_ENABLED=0
+export GOFLAGS=-buildvcs=false
+GO_BUILD=(go build -trimpath)
+
+log() { printf '[tools] %s\n' "$*" >&2; }
+
+# Directory of MODULE@VERSION in the module cache, downloading it first if needed.
+module_dir() {
+    local dir
+    dir="$(go mod download -json "$1" | jq -r '.Dir // empty')"
+    [ -n "$dir" ] || { log "could not download $1"; return 1; }
+    printf '%s\n' "$dir"
+}
+
+# A fingerprint of what a tool is built from: its version, the Go toolchain and the files
+# (wrapper modules, own sources) that go into it. A changed fingerprint rebuilds the tool.
+recipe() {
+    local version="$1"; shift
+    {
+        printf '%s %s\n' "$version" "$(go env GOVERSION)"
+        [ $# -eq 0 ] || (cd "$TOOLS_SRC" && find "$@" -type f -print0 | sort -z | xargs -0 sha256sum)
+    } | sha256sum | cut -c1-16
+}
+
+# build_tool NAME DIR RECIPE FUNCTION: runs FUNCTION DIR unless DIR/.stamp records RECIPE.
+build_tool() {
+    local name="$1" dir="$2" want="$3" fn="$4" start elapsed
+    if [ -f "$dir/.stamp" ] && [ "$(cat "$dir/.stamp")" = "$want" ]; then
+        log "$name: up to date in $dir"
+        return 0
+    fi
+    log "$name: building into $dir"
+    rm -rf "$dir"
+    mkdir -p "$dir/bin"
+    start=$(date +%s)
+    "$fn" "$dir"
+    elapsed=$(( $(date +%s) - start ))
+    printf '%s\n' "$want" > "$dir/.stamp"
+    printf '%s %s %s %ss\n' "$(date -u +%FT%TZ)" "$name" "$(basename "$dir")" "$elapsed" \
+        >> "$MLPLATFORM_TOOLS/build-times.log"
+    log "$name: built in ${elapsed}s"
+}
+
+# --- pulumi ---------------------------------------------------------------------------------
+
+build_pulumi_cli() {
+    (cd "$TOOLS_SRC/go/pulumi" && "${GO_BUILD[@]}" \
+        -ldflags "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=$PULUMI_VERSION" \
+        -o "$1/bin/pulumi" github.com/pulumi/pulumi/pkg/v3/cmd/pulumi)
+}
+
+build_pulumi_language_python() {
+    local sdk
+    (cd "$TOOLS_SRC/go/pulumi" && "${GO_BUILD[@]}" -ldflags "-s -w" \
+        -o "$1/bin/pulumi-language-python" ./cmd/pulumi-language-python)
+    # The host runs user programs through this script from the SDK; it must sit next to it.
+    sdk="$(module_dir "github.com/pulumi/pulumi/sdk/v3@$PULUMI_VERSION")"
+    install -m 0755 "$sdk/python/cmd/pulumi-language-python-exec" "$1/bin/"
+}
+
+# Runs in a subshell: it changes directory.
+build_pulumi_resource_kubernetes() (
+    local src work="$BUILD_ROOT/pulumi-kubernetes-provider"
+    src="$(module_dir "github.com/pulumi/pulumi-kubernetes/provider/v4@$PULUMI_KUBERNETES_MODULE_VERSION")"
+    rm -rf "$work"
+    mkdir -p "$BUILD_ROOT"
+    cp -r "$src" "$work"
+    chmod -R u+w "$work"
+    cd "$work"
+    # In the upstream repository sdk/v4 is the sibling directory ../sdk, which the module zip
+    # lacks; the published sdk/v4 of the same release is the same tree.
+    go mod edit -dropreplace=github.com/pulumi/pulumi-kubernetes/sdk/v4 \
+        -require="github.com/pulumi/pulumi-kubernetes/sdk/v4@v$PULUMI_KUBERNETES_VERSION"
+    # main.go embeds schema-embed.json and terraform-mapping-embed.json, which upstream's
+    # `go generate` (generate.go, VERSION from the environment) writes from the checked-in JSON.
+    (cd cmd/pulumi-resource-kubernetes && VERSION="$PULUMI_KUBERNETES_VERSION" go run -mod=mod ./generate.go)
+    "${GO_BUILD[@]}" -mod=mod \
+        -ldflags "-s -w -X github.com/pulumi/pulumi-kubernetes/provider/v4/pkg/version.Version=$PULUMI_KUBERNETES_VERSION" \
+        -o "$1/bin/pulumi-resource-kubernetes" ./cmd/pulumi-resource-kubernetes
+    cd /
+    rm -rf "$work"
+)
+
+tool_pulumi-cli() {
+    build_tool pulumi-cli "$PULUMI_DIR" \
+        "$(recipe "$PULUMI_VERSION" go/pulumi/go.mod go/pulumi/go.sum)" build_pulumi_cli
+}
+tool_pulumi-language-python() {
+    build_tool pulumi-language-python "$PULUMI_LANGUAGE_PYTHON_DIR" \
+        "$(recipe "$PULUMI_VERSION" go/pulumi/go.mod go/pulumi/go.sum go/pulumi/cmd/pulumi-language-python)" \
+        build_pulumi_language_python
+}
+tool_pulumi-resource-kubernetes() {
+    build_tool pulumi-resource-kubernetes "$PULUMI_KUBERNETES_DIR" \
+        "$(recipe "$PULUMI_KUBERNETES_MODULE_VERSION $PULUMI_KUBERNETES_VERSION")" \
+        build_pulumi_resource_kubernetes
+}
+group_pulumi() { tool_pulumi-cli; tool_pulumi-language-python; tool_pulumi-resource-kubernetes; }
+
+# --- kube -----------------------------------------------------------------------------------
+
+build_kubernetes() {
+    local stamp_date
+    # Upstream (hack/lib/version.sh) stamps the version into both component-base and client-go;
+    # without it the binaries report v0.0.0-master. The build date is the tag's date, so two
+    # builds of the same version are identical.
+    stamp_date="$(go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" | jq -r .Time)"
+    local minor="${KUBERNETES_VERSION#v1.}" pkg ldflags="-s -w"
+    minor="${minor%%.*}"
+    for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+        ldflags+=" -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+        ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$stamp_date"
+    done
+    for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+        (cd "$TOOLS_SRC/go/kubernetes" && "${GO_BUILD[@]}" -ldflags "$ldflags" \
+            -o "$1/bin/$cmd" "k8s.io/kubernetes/cmd/$cmd")
+    done
+}
+
+build_etcd() {
+    (cd "$TOOLS_SRC/go/etcd" && "${GO_BUILD[@]}" -ldflags "-s -w" -o "$1/bin/etcd" go.etcd.io/etcd/server/v3)
+}
+
+build_kwok() {
+    # kwok has no replace directives, so plain `go install mod/cmd@version` works. Its default
+    # Kubernetes version is set to the control plane built here, as upstream's release build does
+    # with the version it ships for.
+    local cmd
+    for cmd in kwok kwokctl; do
+        GOBIN="$1/bin" go install -trimpath \
+            -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=${KUBERNETES_VERSION#v}" \
+            "sigs.k8s.io/kwok/cmd/$cmd@$KWOK_VERSION"
+    done
+}
+
+check_kubernetes_wrapper() {
+    awk -v v="$KUBERNETES_VERSION" '$1 == "k8s.io/kubernetes" && $2 == v { found = 1 } END { exit !found }' \
+        "$TOOLS_SRC/go/kubernetes/go.mod" || {
+        log "tools/go/kubernetes/go.mod is not for $KUBERNETES_VERSION: run tools/go/kubernetes/generate.sh"
+        exit 1
+    }
+}
+
+tool_kubernetes() {
+    check_kubernetes_wrapper
+    build_tool kubernetes "$KUBERNETES_DIR" \
+        "$(recipe "$KUBERNETES_VERSION" go/kubernetes/go.mod go/kubernetes/go.sum)" build_kubernetes
+}
+tool_etcd() {
+    build_tool etcd "$ETCD_DIR" "$(recipe "$ETCD_VERSION" go/etcd/go.mod go/etcd/go.sum)" build_etcd
+}
+tool_kwok() {
+    build_tool kwok "$KWOK_DIR" "$(recipe "$KWOK_VERSION ${KUBERNETES_VERSION}")" build_kwok
+}
+group_kube() { tool_kubernetes; tool_etcd; tool_kwok; }
+
+# --- operator -------------------------------------------------------------------------------
+
+build_training_operator() {
+    # No replace directives upstream; the main package is cmd/training-operator.v1.
+    GOBIN="$1/bin" go install -trimpath -ldflags "-s -w" \
+        "github.com/kubeflow/training-operator/cmd/training-operator.v1@$TRAINING_OPERATOR_VERSION"
+    mv "$1/bin/training-operator.v1" "$1/bin/training-operator"
+}
+
+tool_training-operator() {
+    build_tool training-operator "$TRAINING_OPERATOR_DIR" \
+        "$(recipe "$TRAINING_OPERATOR_VERSION")" build_training_operator
+}
+group_operator() { tool_training-operator; }
+
+# --- main -----------------------------------------------------------------------------------
+
+main() {
+    local targets=("$@") t
+    [ ${#targets[@]} -gt 0 ] || targets=(pulumi kube operator)
+    command -v go >/dev/null || { log "go is not installed (needs Go >= 1.26)"; exit 1; }
+    command -v jq >/dev/null || { log "jq is not installed (apt-get install jq)"; exit 1; }
+    mkdir -p "$MLPLATFORM_TOOLS"
+    for t in "${targets[@]}"; do
+        if declare -F "group_$t" >/dev/null; then
+            "group_$t"
+        elif declare -F "tool_$t" >/dev/null; then
+            "tool_$t"
+        else
+            log "unknown group or tool: $t (see the usage at the top of $0)"
+            exit 2
+        fi
+    done
+}
+
+main "$@"; exit $?  # one line, so an edit to this file during a run is never read
