@@ -57,7 +57,7 @@ def structural(node: dict[str, Any], defs: dict[str, Any], seen: tuple[str, ...]
         return structural(defs[name], defs, seen + (name,))
     one_of = node.get("oneOf") or node.get("anyOf")
     if one_of:
-        types = {t for option in one_of for t in _types(option)}
+        types = {t for option in one_of for t in _types(option)} - {"null"}
         if types <= {"string", "integer", "number"}:
             return {"x-kubernetes-int-or-string": True}
         return {"x-kubernetes-preserve-unknown-fields": True}

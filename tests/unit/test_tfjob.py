@@ -229,7 +229,7 @@ def test_run_policy_from_config():
 
 def test_stock_image_runs_the_trainer_from_a_config_map():
     deployment = run_program(example_stack("dev"))
-    (code,) = deployment.of_type("kubernetes:core/v1:ConfigMap")
+    code = deployment.named("mnist-trainer-code")
     assert "__main__.py" in code.inputs["data"]
     chief = pods(tfjob_of(deployment))["Chief"]
     container = chief["containers"][0]
@@ -241,7 +241,7 @@ def test_stock_image_runs_the_trainer_from_a_config_map():
 
 def test_a_given_image_is_used_and_no_code_is_mounted():
     deployment = run_program({"mnist": {"image": {"reference": "registry.example.com/mnist:1.2"}}})
-    assert not deployment.of_type("kubernetes:core/v1:ConfigMap")
+    assert not [r for r in deployment.resources if r.name == "mnist-trainer-code"]
     chief = pods(tfjob_of(deployment))["Chief"]
     assert chief["containers"][0]["image"] == "registry.example.com/mnist:1.2"
 
@@ -274,7 +274,7 @@ def test_tensorboard_reads_the_shared_logs_and_exports_a_port_forward():
 
 def test_shared_volume_is_pre_bound_on_the_simulated_cluster():
     deployment = run_program(example_stack("dev"))
-    (volume,) = deployment.of_type("kubernetes:core/v1:PersistentVolume")
+    volume = deployment.named("mlplatform-pv-mnist-distributed-mnist-data")
     assert volume.inputs["spec"]["claimRef"] == {"namespace": "mnist", "name": "distributed-mnist-data"}
     claim = deployment.named("mnist-data").inputs
     assert claim["spec"]["accessModes"] == ["ReadWriteMany"]

@@ -1,0 +1,81 @@
+"""The training operator: TFJob only, least-privilege RBAC, webhook wiring, the CRD."""
+
+from __future__ import annotations
+
+from conftest import aks_stack, example_stack, run_program
+
+CRD = "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition"
+
+
+def rules_of(deployment, type_token):
+    return [
+        rule
+        for r in deployment.of_type(type_token)
+        if r.inputs["metadata"]["name"] == "training-operator"
+        for rule in r.inputs["rules"]
+    ]
+
+
+def test_operator_reconciles_tfjobs_only_with_a_pinned_image():
+    deployment = run_program(example_stack("dev"))
+    pod = deployment.named("training-operator-deployment").inputs["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert "--enable-scheme=tfjob" in container["args"]
+    assert container["image"] == "ghcr.io/kubeflow/training-v1/training-operator:v1-93c5489"
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+
+
+def test_rbac_has_no_wildcards_and_secrets_stay_in_the_operator_namespace():
+    deployment = run_program(example_stack("dev"))
+    cluster_rules = rules_of(deployment, "kubernetes:rbac.authorization.k8s.io/v1:ClusterRole")
+    namespace_rules = rules_of(deployment, "kubernetes:rbac.authorization.k8s.io/v1:Role")
+    for rule in cluster_rules + namespace_rules:
+        for field in ("apiGroups", "resources", "verbs", "resourceNames"):
+            assert "*" not in rule.get(field, []), rule
+    cluster_resources = {res for rule in cluster_rules for res in rule["resources"]}
+    assert "secrets" not in cluster_resources, "the webhook certificate Secret is read in kubeflow only"
+    assert cluster_resources == {
+        "pods", "services", "events", "tfjobs", "tfjobs/status", "tfjobs/finalizers", "validatingwebhookconfigurations",
+    }
+    update_webhook = next(r for r in cluster_rules if r["resources"] == ["validatingwebhookconfigurations"] and "update" in r["verbs"])
+    assert update_webhook["resourceNames"] == ["validator.training-operator.kubeflow.org"]
+    assert deployment.named("training-operator-role").inputs["metadata"]["namespace"] == "kubeflow"
+
+
+def test_webhook_is_deployed_where_the_api_server_can_reach_the_operator():
+    config, secrets = aks_stack()
+    deployment = run_program(config, secrets)
+    (webhook,) = deployment.of_type("kubernetes:admissionregistration.k8s.io/v1:ValidatingWebhookConfiguration")
+    assert webhook.inputs["metadata"]["name"] == "validator.training-operator.kubeflow.org"
+    hook = webhook.inputs["webhooks"][0]
+    assert hook["clientConfig"]["service"] == {"name": "training-operator", "namespace": "kubeflow", "path": "/validate-kubeflow-org-v1-tfjob"}
+    assert hook["rules"][0]["resources"] == ["tfjobs"]
+    service = deployment.named("training-operator-svc").inputs
+    assert {"name": "webhook-server", "port": 443, "targetPort": 9443, "protocol": "TCP"} in service["spec"]["ports"]
+
+
+def test_simulated_cluster_has_no_webhook_the_api_server_could_not_reach():
+    deployment = run_program(example_stack("dev"))
+    assert not deployment.of_type("kubernetes:admissionregistration.k8s.io/v1:ValidatingWebhookConfiguration")
+
+
+def test_crd_is_tfjobs_v1_with_status_and_a_generated_pod_template():
+    (crd,) = run_program(example_stack("dev")).of_type(CRD)
+    spec = crd.inputs["spec"]
+    assert crd.inputs["metadata"]["name"] == "tfjobs.kubeflow.org"
+    (version,) = spec["versions"]
+    assert (version["name"], version["served"], version["storage"]) == ("v1", True, True)
+    assert version["subresources"] == {"status": {}}
+    schema = version["schema"]["openAPIV3Schema"]
+    replica = schema["properties"]["spec"]["properties"]["tfReplicaSpecs"]["additionalProperties"]
+    pod_spec = replica["properties"]["template"]["properties"]["spec"]["properties"]
+    # Generated from the Kubernetes definitions: every PodSpec field is there, typed.
+    assert pod_spec["containers"]["items"]["properties"]["resources"]["properties"]["limits"]["additionalProperties"] == {
+        "x-kubernetes-int-or-string": True
+    }
+    assert {"nodeSelector", "tolerations", "affinity", "volumes", "initContainers"} <= set(pod_spec)
+    assert replica["properties"]["restartPolicy"]["enum"] == ["Always", "OnFailure", "Never", "ExitCode"]
+    assert replica["properties"]["replicas"]["minimum"] == 0
+    run_policy = schema["properties"]["spec"]["properties"]["runPolicy"]["properties"]
+    assert run_policy["cleanPodPolicy"]["enum"] == ["None", "Running", "All"]
