@@ -7,6 +7,7 @@ import pulumi
 
 import stacks
 from components.cluster import Cluster, ClusterArgs
+from components.jupyterhub import JupyterHub, JupyterHubArgs
 from components.mnist import DistributedMnist, DistributedMnistArgs
 from components.trainer_image import TrainerImage, TrainerImageArgs
 from components.training_operator import TrainingOperator, TrainingOperatorArgs
@@ -23,6 +24,11 @@ def main() -> None:
     )
     if cluster.kubeconfig is not None:
         pulumi.export("kubeconfig", cluster.kubeconfig)
+
+    if settings.jupyterhub.enabled:
+        hub = JupyterHub("jupyterhub", JupyterHubArgs.from_cluster(settings.jupyterhub, cluster), opts=on_cluster)
+        # The hub's URL once its load balancer has an address, else the port-forward command.
+        pulumi.export("jupyterhub", hub.url)
 
     if settings.mnist.enabled:
         operator = TrainingOperator(

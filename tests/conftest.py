@@ -30,7 +30,26 @@ class Resource:
 
     def manifest(self) -> dict[str, Any]:
         """The Kubernetes object this resource declares, as the API server would receive it."""
-        return {k: v for k, v in self.inputs.items() if k not in ("__meta", "__internal")}
+        return {k: reveal(v) for k, v in self.inputs.items() if k not in ("__meta", "__internal")}
+
+
+# Mocks record a Pulumi secret input as {SECRET_SIG: <secret marker>, "value": <the value>}.
+SECRET_SIG = "4dabf18193072939515e22adb298388d"
+
+
+def is_secret(value: Any) -> bool:
+    return isinstance(value, dict) and SECRET_SIG in value
+
+
+def reveal(value: Any) -> Any:
+    """`value` with every Pulumi secret inside it replaced by what it holds."""
+    if is_secret(value):
+        return reveal(value["value"])
+    if isinstance(value, dict):
+        return {k: reveal(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [reveal(v) for v in value]
+    return value
 
 
 @dataclass

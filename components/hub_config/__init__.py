@@ -1,0 +1,321 @@
+"""The hub's configuration as data, rendered from the typed `jupyterhub.*` settings.
+
+The JupyterHub component puts the document rendered here into a ConfigMap beside
+`jupyterhub_config.py` (in this directory), which the hub image loads when it starts. The
+document's `traits` are plain traitlets configuration (`{"KubeSpawner": {"profile_list": ...}}`),
+so which JupyterHub, KubeSpawner and authenticator settings the platform uses is written down
+here, once, and the tests load the very same document with the real packages. The config file
+adds only what cannot be data: secrets, which arrive as environment variables from Kubernetes
+Secrets (`secretEnv`), and the interpreter that runs hub-managed services (`managedServices`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from kubernetes.utils import parse_quantity
+
+from components.cluster import Scheduling
+from components.k8s import GPU_RESOURCE, PART_OF
+from stacks.config import Auth, JupyterHubSettings, Profile
+
+CONFIG_FILE = Path(__file__).with_name("jupyterhub_config.py")
+# The k8s-hub image's configuration directory; the ConfigMap is mounted here.
+CONFIG_DIR = "/usr/local/etc/jupyterhub"
+DOCUMENT_NAME = "mlplatform-hub.json"
+# jupyterhub_config.py reads the document from this path (default: beside itself).
+DOCUMENT_ENV = "MLPLATFORM_HUB_CONFIG"
+# The k8s-hub image's working directory: the sqlite database lives here, on its own volume.
+DATA_DIR = "/srv/jupyterhub"
+
+HUB_PORT = 8081
+PUBLIC_PORT = 80  # the public Service's port, in front of the proxy's PROXY_PORT
+PROXY_PORT = 8000
+PROXY_API_PORT = 8001
+SINGLEUSER_PORT = 8888  # KubeSpawner's default port for user servers
+HOME_DIR = "/home/jovyan"  # home of the Jupyter Docker Stacks images (user jovyan, uid 1000, gid 100)
+
+# Object names inside the hub's namespace; the hub, the proxy and user servers reach each other
+# by these DNS names.
+HUB_SERVICE = "hub"
+PROXY_API_SERVICE = "proxy-api"
+PROXY_PUBLIC_SERVICE = "proxy-public"
+
+# The `app.kubernetes.io/name` and `.../component` label values of the hub's pods. KubeSpawner
+# labels user pods with its `component_label`, singleuser-server.
+APP_NAME = "jupyterhub"
+HUB_COMPONENT = "hub"
+PROXY_COMPONENT = "proxy"
+USER_COMPONENT = "singleuser-server"
+
+# Secrets reach the hub and the proxy as environment variables. configurable-http-proxy reads
+# CONFIGPROXY_AUTH_TOKEN itself; the hub's names are ours, mapped to traits by `secretEnv`.
+PROXY_TOKEN_ENV = "CONFIGPROXY_AUTH_TOKEN"
+COOKIE_SECRET_ENV = "JPY_COOKIE_SECRET"
+OAUTH_CLIENT_SECRET_ENV = "OAUTH_CLIENT_SECRET"
+
+CULLER_SERVICE = "jupyterhub-idle-culler"
+CULL_EVERY_SECONDS = 600  # as Zero to JupyterHub: check every 10 minutes
+# What jupyterhub-idle-culler needs (its README): find users and their servers' last activity,
+# and stop servers. Nothing more: it does not delete users.
+CULLER_SCOPES = ("list:users", "read:users:activity", "read:servers", "delete:servers")
+
+AUTHENTICATOR_CLASSES = {
+    "dummy": "jupyterhub.auth.DummyAuthenticator",
+    "native": "nativeauthenticator.NativeAuthenticator",
+    "github": "oauthenticator.github.GitHubOAuthenticator",
+    "azuread": "oauthenticator.azuread.AzureAdOAuthenticator",
+}
+
+# Pulling a multi-gigabyte notebook image, or waiting for a GPU pool to scale up from zero
+# nodes, takes longer than KubeSpawner's default of 5 minutes.
+START_TIMEOUT_SECONDS = 900
+
+
+def hub_url(namespace: str | None = None) -> str:
+    """Where user servers and the proxy reach the hub's API (inside the cluster)."""
+    host = HUB_SERVICE if namespace is None else f"{HUB_SERVICE}.{namespace}.svc"
+    return f"http://{host}:{HUB_PORT}"
+
+
+def proxy_command(
+    hub: str,
+    *,
+    ip: str = "",
+    port: int = PROXY_PORT,
+    api_ip: str = "",
+    api_port: int = PROXY_API_PORT,
+) -> list[str]:
+    """The configurable-http-proxy command line: public port, API port, and the hub as default target.
+
+    An empty ip listens on every interface. The token for the API comes from the environment.
+    """
+    return [
+        "configurable-http-proxy",
+        f"--ip={ip}",
+        f"--port={port}",
+        f"--api-ip={api_ip}",
+        f"--api-port={api_port}",
+        f"--default-target={hub}",
+        f"--error-target={hub}/hub/error",
+    ]
+
+
+# --- profiles -----------------------------------------------------------------------------------
+
+
+def profile_slug(name: str) -> str:
+    """The form's machine name for a profile: lowercase letters, digits and '-'."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "profile"
+
+
+def describe(profile: Profile) -> str:
+    """What the spawn form tells users about a profile: the image and the resources they get."""
+    facts = [f"Image {profile.image}"]
+    for label, guarantee, limit in (
+        ("CPU", profile.cpu_guarantee, profile.cpu_limit),
+        ("memory", profile.memory_guarantee, profile.memory_limit),
+    ):
+        if guarantee and limit:
+            facts.append(f"{label} {guarantee} guaranteed, limit {limit}")
+        elif guarantee:
+            facts.append(f"{label} {guarantee} guaranteed")
+        elif limit:
+            facts.append(f"{label} limit {limit}")
+    if profile.gpus:
+        facts.append(f"{profile.gpus} NVIDIA GPU{'s' if profile.gpus > 1 else ''}")
+    text = "; ".join(facts) + "."
+    return f"{profile.description}. {text}" if profile.description else text
+
+
+def placement(scheduling: Scheduling) -> dict[str, Any]:
+    """A node pool's Scheduling as KubeSpawner settings (node_selector, tolerations, affinity)."""
+    spec = scheduling.pod_spec()
+    settings: dict[str, Any] = {}
+    if "nodeSelector" in spec:
+        settings["node_selector"] = spec["nodeSelector"]
+    if "tolerations" in spec:
+        settings["tolerations"] = spec["tolerations"]
+    affinity = spec.get("affinity")
+    if affinity:
+        node_affinity = affinity.get("nodeAffinity", {})
+        required = node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution", {})
+        # KubeSpawner takes required node affinity as a list of terms; anything else the cluster
+        # may one day ask for has no KubeSpawner setting here yet, and must not be dropped silently.
+        if set(affinity) != {"nodeAffinity"} or set(node_affinity) != {"requiredDuringSchedulingIgnoredDuringExecution"}:
+            raise ValueError(f"affinity {affinity} has no KubeSpawner equivalent; only required node affinity is supported")
+        settings["node_affinity_required"] = required["nodeSelectorTerms"]
+    return settings
+
+
+def spawner_overrides(profile: Profile, scheduling: Scheduling) -> dict[str, Any]:
+    """The KubeSpawner settings a profile applies: image, resources and where its pods run."""
+    overrides: dict[str, Any] = {"image": profile.image}
+    # KubeSpawner takes CPU in cores (a float) and memory in bytes; its own memory parser knows
+    # K/M/G/T but not the Ki/Mi/Gi of Kubernetes quantities, so convert here.
+    if profile.cpu_guarantee:
+        overrides["cpu_guarantee"] = float(parse_quantity(profile.cpu_guarantee))
+    if profile.cpu_limit:
+        overrides["cpu_limit"] = float(parse_quantity(profile.cpu_limit))
+    if profile.memory_guarantee:
+        overrides["mem_guarantee"] = int(parse_quantity(profile.memory_guarantee))
+    if profile.memory_limit:
+        overrides["mem_limit"] = int(parse_quantity(profile.memory_limit))
+    if profile.gpus:
+        # Extended resources are requested in limits; Kubernetes sets the request equal.
+        overrides["extra_resource_limits"] = {GPU_RESOURCE: str(profile.gpus)}
+    overrides.update(placement(scheduling))
+    return overrides
+
+
+def profile_list(profiles: tuple[Profile, ...], scheduling: Mapping[str, Scheduling]) -> list[dict[str, Any]]:
+    return [
+        {
+            "display_name": profile.name,
+            "slug": profile_slug(profile.name),
+            "description": describe(profile),
+            "default": profile.default,
+            "kubespawner_override": spawner_overrides(profile, scheduling[profile.name]),
+        }
+        for profile in profiles
+    ]
+
+
+# --- authentication -----------------------------------------------------------------------------
+
+
+def authentication(auth: Auth) -> tuple[dict[str, Any], dict[str, dict[str, str]]]:
+    """Traits and secret environment variables for `auth.type`.
+
+    Who may log in, per type (JupyterHub 5 lets nobody in unless told):
+    - dummy: anyone (the config refuses dummy unless the hub is reachable by port-forward only);
+    - native: users who signed up and were authorized by an admin (NativeAuthenticator's own gate);
+    - azuread: anyone in the tenant, unless allowedUsers narrows it;
+    - github: only allowedUsers, members of allowedOrganizations, and admins: a GitHub account
+      alone proves nothing about belonging to the team.
+    Admin users may always log in.
+    """
+    cls = AUTHENTICATOR_CLASSES[auth.type]
+    section = cls.rsplit(".", 1)[1]
+    traits: dict[str, Any] = {
+        "JupyterHub": {"authenticator_class": cls},
+        "Authenticator": {
+            "admin_users": sorted(auth.admin_users),
+            "allowed_users": sorted(auth.allowed_users),
+            "allow_all": auth.type != "github" and not auth.allowed_users,
+        },
+    }
+    secret_env: dict[str, dict[str, str]] = {}
+    if auth.type == "native":
+        # New accounts wait for an admin's approval at /hub/authorize.
+        traits[section] = {"open_signup": False}
+    elif auth.type in ("github", "azuread"):
+        oauth: dict[str, Any] = {"client_id": auth.client_id, "oauth_callback_url": auth.callback_url}
+        if auth.type == "github":
+            oauth["allowed_organizations"] = sorted(auth.allowed_organizations)
+        else:
+            oauth["tenant_id"] = auth.tenant_id
+            # The sign-in name (user@domain) rather than the display name: unique, and what
+            # adminUsers lists.
+            oauth["username_claim"] = "preferred_username"
+        traits[section] = oauth
+        secret_env[section] = {"client_secret": OAUTH_CLIENT_SECRET_ENV}
+    return traits, secret_env
+
+
+# --- the document -------------------------------------------------------------------------------
+
+
+def home_storage(settings: JupyterHubSettings, persistent: bool) -> dict[str, Any]:
+    """KubeSpawner settings for users' home directories: a claim per user, created on first start.
+
+    Without persistent storage (a simulated cluster, where nothing provisions volumes and a claim
+    would keep the pod from being scheduled) homes are emptyDir volumes that end with the pod.
+    """
+    mount = [{"name": "home", "mountPath": HOME_DIR}]
+    if not persistent:
+        return {"storage_pvc_ensure": False, "volumes": [{"name": "home", "emptyDir": {}}], "volume_mounts": mount}
+    storage: dict[str, Any] = {
+        "storage_pvc_ensure": True,
+        "storage_capacity": settings.storage.size,
+        "storage_access_modes": ["ReadWriteOnce"],
+        "volumes": [{"name": "home", "persistentVolumeClaim": {"claimName": "{pvc_name}"}}],
+        "volume_mounts": mount,
+    }
+    if settings.storage.storage_class:
+        storage["storage_class"] = settings.storage.storage_class
+    return storage
+
+
+def render(
+    settings: JupyterHubSettings, profile_scheduling: Mapping[str, Scheduling], persistent_homes: bool = True
+) -> dict[str, Any]:
+    """The hub's configuration document for `settings`; `profile_scheduling` maps profile name to pool."""
+    auth_traits, auth_secret_env = authentication(settings.auth)
+    default = next((p for p in settings.profiles if p.default), settings.profiles[0])
+    traits: dict[str, Any] = {
+        "JupyterHub": {
+            "spawner_class": "kubespawner.KubeSpawner",
+            "hub_ip": "0.0.0.0",
+            "hub_port": HUB_PORT,
+            "hub_connect_url": hub_url(),
+            "db_url": f"sqlite:///{DATA_DIR}/jupyterhub.sqlite",
+            # User pods outlive a hub restart; the hub finds them again from its database.
+            "cleanup_servers": False,
+            **auth_traits.pop("JupyterHub"),
+        },
+        "ConfigurableHTTPProxy": {
+            # The proxy runs in its own pod so that routes survive a hub restart.
+            "should_start": False,
+            "api_url": f"http://{PROXY_API_SERVICE}:{PROXY_API_PORT}",
+        },
+        "KubeSpawner": {
+            "namespace": settings.namespace,
+            "image": default.image,
+            "profile_list": profile_list(settings.profiles, profile_scheduling),
+            "start_timeout": START_TIMEOUT_SECONDS,
+            "port": SINGLEUSER_PORT,
+            "uid": 1000,
+            "fs_gid": 100,
+            # The labels the NetworkPolicies select user pods by (with component singleuser-server).
+            "common_labels": {
+                "app.kubernetes.io/name": APP_NAME,
+                "app.kubernetes.io/part-of": PART_OF,
+                "app.kubernetes.io/managed-by": "kubespawner",
+            },
+            "component_label": USER_COMPONENT,
+            # User servers never talk to the Kubernetes API: no token in their pods.
+            "automount_service_account_token": False,
+            **home_storage(settings, persistent_homes),
+        },
+        **auth_traits,
+    }
+    services: list[dict[str, Any]] = []
+    if settings.cull_idle_seconds:
+        traits["JupyterHub"]["load_roles"] = [
+            {
+                "name": CULLER_SERVICE,
+                "description": "Stop servers idle for longer than jupyterhub.cullIdleSeconds",
+                "scopes": list(CULLER_SCOPES),
+                "services": [CULLER_SERVICE],
+            }
+        ]
+        services.append(
+            {
+                "name": CULLER_SERVICE,
+                "module": "jupyterhub_idle_culler",
+                "args": [f"--timeout={settings.cull_idle_seconds}", f"--cull-every={CULL_EVERY_SECONDS}"],
+            }
+        )
+    return {
+        "traits": traits,
+        "secretEnv": {
+            "ConfigurableHTTPProxy": {"auth_token": PROXY_TOKEN_ENV},
+            "JupyterHub": {"cookie_secret": COOKIE_SECRET_ENV},
+            **auth_secret_env,
+        },
+        "managedServices": services,
+    }

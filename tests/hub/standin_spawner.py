@@ -1,0 +1,55 @@
+"""KubeSpawner with the user's pod replaced by a local process, for the browser test.
+
+Everything up to the pod is KubeSpawner's own: the options form, reading the form, applying the
+chosen profile and building the pod manifest. Instead of sending the manifest to a cluster, it is
+written to $STANDIN_REPORT_DIR/<user>.json, and a small local web server stands in for the user's
+notebook server, so the hub and the proxy route the browser to it as they would to a pod.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+
+from jupyterhub.spawner import Spawner
+from kubespawner import KubeSpawner
+
+SERVER = Path(__file__).with_name("standin_server.py")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class StandInKubeSpawner(KubeSpawner):
+    _process: asyncio.subprocess.Process | None = None
+
+    # KubeSpawner reports progress from pod events, which a local process has none of.
+    progress = Spawner.progress
+
+    async def start(self):
+        await self.load_user_options()
+        pod = await self.get_pod_manifest()
+        report = Path(os.environ["STANDIN_REPORT_DIR"]) / f"{self.user.name}.json"
+        report.write_text(json.dumps(self.api.api_client.sanitize_for_serialization(pod), indent=2))
+        port = _free_port()
+        self._process = await asyncio.create_subprocess_exec(
+            sys.executable, str(SERVER), str(port), self.user.name, self.image
+        )
+        return f"http://127.0.0.1:{port}"
+
+    async def poll(self):
+        if self._process is None:
+            return 0
+        return self._process.returncode
+
+    async def stop(self, now=False):
+        if self._process is not None and self._process.returncode is None:
+            self._process.terminate()
+            await self._process.wait()

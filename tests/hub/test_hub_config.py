@@ -1,0 +1,211 @@
+"""The hub configuration a stack deploys, loaded by the real JupyterHub, KubeSpawner and authenticators.
+
+Each test renders the ConfigMap's files under mocks, then initializes a `jupyterhub.app.JupyterHub`
+from them as the hub pod would (same files, secrets in the environment) and looks at what the
+hub, its authenticator, its services and KubeSpawner ended up with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jupyterhub import orm
+from jupyterhub.app import JupyterHub
+from kubernetes.utils import parse_quantity
+
+from conftest import aks_stack, example_stack
+from rendered import RenderedHub, render_hub
+
+GPU = "nvidia.com/gpu"
+
+
+def quantity(value: Any) -> Any:
+    return parse_quantity(str(value))
+
+
+def start_hub(rendered: RenderedHub, directory: Path, monkeypatch: pytest.MonkeyPatch) -> JupyterHub:
+    """A hub initialized from the rendered files; only its database moves to `directory`."""
+    for name, value in rendered.environment.items():
+        monkeypatch.setenv(name, value)
+    app = JupyterHub()
+    asyncio.run(
+        app.initialize(
+            ["--config", str(rendered.config_file), f"--JupyterHub.db_url=sqlite:///{directory}/jupyterhub.sqlite"]
+        )
+    )
+    return app
+
+
+def with_spawner(app: JupyterHub, username: str, work):
+    """Runs `work(spawner)` (a coroutine function) with `username`'s KubeSpawner.
+
+    KubeSpawner creates its Kubernetes client in the running event loop, so the spawner is made
+    and used inside one.
+    """
+    user = orm.User.find(app.db, username)
+    if user is None:
+        user = orm.User(name=username)
+        app.db.add(user)
+        app.db.commit()
+
+    async def run():
+        try:
+            return await work(app.users[user].spawner)
+        finally:
+            # As the hub does once a server stops: the next start gets a fresh spawner.
+            app.users[user].spawners.pop("", None)
+
+    return asyncio.run(run())
+
+
+async def options_form(spawner) -> str:
+    return spawner.options_form
+
+
+def pod_for(profile_slug: str):
+    """The pod KubeSpawner would create once the form is submitted with `profile_slug`, as JSON."""
+
+    async def build(spawner):
+        spawner.user_options = spawner.options_from_form({"profile": [profile_slug]})
+        await spawner.load_user_options()
+        return spawner.api.api_client.sanitize_for_serialization(await spawner.get_pod_manifest())
+
+    return build
+
+
+@pytest.fixture(scope="module")
+def dev_hub(tmp_path_factory):
+    # One hub for the tests that only look at it: initializing one takes seconds.
+    directory = tmp_path_factory.mktemp("dev-hub")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        rendered = render_hub(example_stack("dev"), (), directory)
+        yield start_hub(rendered, directory, monkeypatch), rendered
+
+
+@pytest.fixture
+def aks_hub(tmp_path, monkeypatch):
+    config, secret_keys = aks_stack()
+    rendered = render_hub(config, secret_keys, tmp_path)
+    return start_hub(rendered, tmp_path, monkeypatch), rendered
+
+
+def test_dev_hub_uses_kubespawner_an_external_proxy_and_the_secrets_from_the_environment(dev_hub):
+    app, rendered = dev_hub
+    assert app.spawner_class.__name__ == "KubeSpawner"
+    assert app.proxy.should_start is False, "the proxy runs in its own pod"
+    assert app.proxy.api_url == "http://proxy-api:8001"
+    assert app.proxy.auth_token == rendered.environment["CONFIGPROXY_AUTH_TOKEN"]
+    assert app.cookie_secret == bytes.fromhex(rendered.environment["JPY_COOKIE_SECRET"])
+    assert app.hub.api_url == "http://hub:8081/hub/api", "user servers reach the hub by its Service"
+    assert app.cleanup_servers is False, "user pods must outlive a hub restart"
+
+
+def test_native_authentication_lets_authorized_users_and_admins_in(dev_hub):
+    app, _ = dev_hub
+    authenticator = app.authenticator
+    assert type(authenticator).__name__ == "NativeAuthenticator"
+    assert authenticator.admin_users == {"admin"}
+    assert authenticator.open_signup is False, "new accounts wait for an admin's approval"
+    # JupyterHub 5 lets nobody in without allow config; NativeAuthenticator's approval is the gate.
+    assert authenticator.allow_all is True
+
+
+def test_idle_culler_runs_as_a_hub_managed_service_with_only_its_scopes(dev_hub):
+    app, _ = dev_hub
+    culler = app._service_map["jupyterhub-idle-culler"]
+    assert culler.managed, "the hub starts and restarts the culler"
+    assert culler.command == [sys.executable, "-m", "jupyterhub_idle_culler", "--timeout=3600", "--cull-every=600"]
+    (role,) = culler.orm.roles
+    assert sorted(role.scopes) == sorted(["list:users", "read:users:activity", "read:servers", "delete:servers"])
+
+
+def test_spawn_form_offers_every_profile_with_its_image_and_limits(dev_hub):
+    app, _ = dev_hub
+    html = with_spawner(app, "admin", options_form)
+    for profile in example_stack("dev")["jupyterhub"]["profiles"]:
+        for text in (profile["name"], profile["image"], profile["cpuLimit"], profile["memoryLimit"]):
+            assert text in html, f"the spawn form does not show {text!r} of profile {profile['name']!r}"
+
+
+def test_gpu_profile_asks_for_a_gpu_and_lands_on_the_gpu_pool(dev_hub):
+    app, _ = dev_hub
+    pod = with_spawner(app, "admin", pod_for("tensorflow-1-gpu"))
+    container = pod["spec"]["containers"][0]
+    assert container["image"] == "quay.io/jupyter/tensorflow-notebook:cuda-2025-12-01"
+    limits, requests = container["resources"]["limits"], container["resources"]["requests"]
+    assert limits[GPU] == "1"
+    assert quantity(limits["cpu"]) == 4 and quantity(requests["cpu"]) == 1
+    assert quantity(limits["memory"]) == quantity("16Gi") and quantity(requests["memory"]) == quantity("8Gi")
+    assert pod["spec"]["nodeSelector"] == {"mlplatform.dev/pool": "gpu"}
+    assert pod["spec"]["tolerations"] == [{"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}]
+
+
+def test_cpu_profile_lands_on_the_user_pool_without_gpus_or_gpu_tolerations(dev_hub):
+    app, _ = dev_hub
+    pod = with_spawner(app, "admin", pod_for("tensorflow-cpu"))
+    container = pod["spec"]["containers"][0]
+    assert container["image"] == "quay.io/jupyter/tensorflow-notebook:2025-12-01"
+    assert GPU not in container["resources"]["limits"]
+    assert quantity(container["resources"]["requests"]["cpu"]) == quantity("500m")
+    assert pod["spec"]["nodeSelector"] == {"mlplatform.dev/pool": "cpu"}
+    assert "tolerations" not in pod["spec"]
+
+
+def test_user_pods_carry_the_labels_the_network_policies_select_and_no_api_token(dev_hub):
+    from components.hub_config import APP_NAME, USER_COMPONENT
+    from components.k8s import app_labels
+
+    app, _ = dev_hub
+    pod = with_spawner(app, "admin", pod_for("tensorflow-cpu"))
+    selector = app_labels(APP_NAME, USER_COMPONENT)
+    assert selector.items() <= pod["metadata"]["labels"].items(), pod["metadata"]["labels"]
+    assert pod["spec"]["automountServiceAccountToken"] is False
+
+
+def test_azuread_hub_takes_its_client_secret_from_the_environment(aks_hub):
+    app, rendered = aks_hub
+    authenticator = app.authenticator
+    assert type(authenticator).__name__ == "AzureAdOAuthenticator"
+    assert authenticator.client_secret == rendered.environment["OAUTH_CLIENT_SECRET"]
+    assert authenticator.client_id == "11111111-1111-1111-1111-111111111111"
+    assert authenticator.tenant_id == "00000000-0000-0000-0000-000000000000"
+    assert authenticator.oauth_callback_url == "https://notebooks.example.com/hub/oauth_callback"
+    assert authenticator.admin_users == {"admin@example.com"}
+    assert "client-secret-for-tests" not in rendered.document_file.read_text()
+
+
+def test_each_user_gets_a_home_volume_of_the_configured_size_and_class(tmp_path, monkeypatch):
+    config, secret_keys = aks_stack()
+    config = copy.deepcopy(config)
+    config["jupyterhub"]["storage"] = {"size": "20Gi", "storageClass": "managed-csi-premium"}
+    app = start_hub(render_hub(config, secret_keys, tmp_path), tmp_path, monkeypatch)
+
+    async def claim_and_pod(spawner):
+        return spawner.get_pvc_manifest(), await pod_for("tensorflow-cpu")(spawner)
+
+    claim, pod = with_spawner(app, "someone@example.com", claim_and_pod)
+    assert claim.spec.resources.requests["storage"] == "20Gi"
+    assert claim.spec.storage_class_name == "managed-csi-premium"
+    assert claim.spec.access_modes == ["ReadWriteOnce"]
+    assert {"name": "home", "persistentVolumeClaim": {"claimName": claim.metadata.name}} in pod["spec"]["volumes"]
+    assert {"name": "home", "mountPath": "/home/jovyan"} in pod["spec"]["containers"][0]["volumeMounts"]
+
+
+def test_culling_off_means_no_culler_service(tmp_path, monkeypatch):
+    config = example_stack("dev")
+    config["jupyterhub"]["cullIdleSeconds"] = 0
+    app = start_hub(render_hub(config, (), tmp_path), tmp_path, monkeypatch)
+    assert "jupyterhub-idle-culler" not in app._service_map
+
+
+def test_hub_refuses_to_start_without_its_secrets(tmp_path, monkeypatch):
+    rendered = render_hub(example_stack("dev"), (), tmp_path)
+    del rendered.environment["CONFIGPROXY_AUTH_TOKEN"]
+    monkeypatch.delenv("CONFIGPROXY_AUTH_TOKEN", raising=False)
+    with pytest.raises(RuntimeError, match="CONFIGPROXY_AUTH_TOKEN is not set"):
+        start_hub(rendered, tmp_path, monkeypatch)
