@@ -202,6 +202,8 @@ class _ParameterServerLoop:
 
         @tf.function
         def per_worker_dataset_fn():
+            # Runs on each worker, again on one that comes back after a failure: say so in its log.
+            tf.print("Input pipeline ready on this worker; taking training steps from the chief")
             return strategy.distribute_datasets_from_function(dataset_fn)
 
         self._iterator = iter(self._coordinator.create_per_worker_dataset(per_worker_dataset_fn))
