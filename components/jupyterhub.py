@@ -195,15 +195,15 @@ class JupyterHub(pulumi.ComponentResource):
 
     def _rbac(self, opts: pulumi.ResourceOptions) -> None:
         name = self._name
-        k8s.core.v1.ServiceAccount(f"{name}-hub", metadata=self._metadata(hub.HUB_SERVICE, hub.HUB_COMPONENT), opts=opts)
+        k8s.core.v1.ServiceAccount(f"{name}-hub-account", metadata=self._metadata(hub.HUB_SERVICE, hub.HUB_COMPONENT), opts=opts)
         k8s.rbac.v1.Role(
-            f"{name}-hub",
+            f"{name}-hub-role",
             metadata=self._metadata(hub.HUB_SERVICE, hub.HUB_COMPONENT),
             rules=[dict(rule) for rule in SPAWNER_RULES],
             opts=opts,
         )
         k8s.rbac.v1.RoleBinding(
-            f"{name}-hub",
+            f"{name}-hub-role-binding",
             metadata=self._metadata(hub.HUB_SERVICE, hub.HUB_COMPONENT),
             role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": hub.HUB_SERVICE},
             subjects=[{"kind": "ServiceAccount", "name": hub.HUB_SERVICE, "namespace": self._ns}],
