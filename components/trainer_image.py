@@ -99,7 +99,7 @@ class TrainerImage(pulumi.ComponentResource):
             ref = pulumi.Output.concat(repository, ":", tag, suffix)
             image = docker_build.Image(
                 f"{self._name}-{variant}",
-                context={"location": str(TRAINER_DIR.parent)},
+                context={"location": str(TRAINER_DIR)},  # the Dockerfiles build with trainer/ as context
                 dockerfile={"location": str(TRAINER_DIR / dockerfile)},
                 platforms=["linux/amd64"],
                 tags=[ref],
