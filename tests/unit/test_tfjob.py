@@ -253,6 +253,7 @@ def test_built_images_are_pushed_and_run_by_digest():
     assert builds["trainer-image-gpu"]["tags"] == ["registry.example.com/mnist:v1-gpu"]
     assert builds["trainer-image-gpu"]["dockerfile"]["location"].endswith("trainer/Dockerfile.gpu")
     assert builds["trainer-image-cpu"]["push"] is True
+    assert builds["trainer-image-cpu"]["context"]["location"].endswith("/trainer")
     chief = pods(tfjob_of(deployment))["Chief"]
     assert chief["containers"][0]["image"].startswith("registry.example.com/mnist@sha256:")
 
