@@ -175,7 +175,8 @@ class JupyterHub(pulumi.ComponentResource):
             opts=child,
         )
         # Pods read config and secrets only when they start: these checksums in their templates roll
-        # them when either changes. The secrets' checksum is no secret (a hash of random tokens).
+        # them when either changes. The secrets' checksum is left in the clear so that a Deployment
+        # diff stays readable; a SHA-256 of high-entropy tokens and client secrets gives nothing away.
         secret_data = [generated.data] + ([oauth.data] if oauth else [])
         secrets_checksum = pulumi.Output.unsecret(pulumi.Output.all(*secret_data).apply(lambda d: _checksum(*d)))
         self._hub(config_map, _checksum(config_data), secrets_checksum, oauth is not None, args.core_scheduling, child)
@@ -451,6 +452,9 @@ class JupyterHub(pulumi.ComponentResource):
         through its Service); its own egress stays open, as it must reach the Kubernetes API and
         OAuth providers at addresses unknown ahead of time. Proxy: public port open to all, API
         port to the hub only; it reaches the hub, user servers and DNS.
+        Known limits: the allow-list is IPv4 (user pods get no IPv6 egress on dual-stack clusters),
+        and DNS is allowed to the kube-dns pods only (a NodeLocal DNSCache on 169.254.20.10 would
+        need its own rule).
         """
         hub_pods = {"podSelector": {"matchLabels": app_labels(hub.APP_NAME, hub.HUB_COMPONENT)}}
         proxy_pods = {"podSelector": {"matchLabels": app_labels(hub.APP_NAME, hub.PROXY_COMPONENT)}}

@@ -75,10 +75,9 @@ AUTHENTICATOR_CLASSES = {
 START_TIMEOUT_SECONDS = 900
 
 
-def hub_url(namespace: str | None = None) -> str:
-    """Where user servers and the proxy reach the hub's API (inside the cluster)."""
-    host = HUB_SERVICE if namespace is None else f"{HUB_SERVICE}.{namespace}.svc"
-    return f"http://{host}:{HUB_PORT}"
+def hub_url() -> str:
+    """Where user servers and the proxy reach the hub (its Service, in their own namespace)."""
+    return f"http://{HUB_SERVICE}:{HUB_PORT}"
 
 
 def proxy_command(
@@ -128,7 +127,7 @@ def describe(profile: Profile) -> str:
     if profile.gpus:
         facts.append(f"{profile.gpus} NVIDIA GPU{'s' if profile.gpus > 1 else ''}")
     text = "; ".join(facts) + "."
-    return f"{profile.description}. {text}" if profile.description else text
+    return f"{profile.description.rstrip('.')}. {text}" if profile.description else text
 
 
 def placement(scheduling: Scheduling) -> dict[str, Any]:
