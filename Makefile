@@ -30,5 +30,6 @@ test-unit: venv
 bench-trainer: venv
 	$(PY) -m trainer.bench --out .local/bench-trainer
 
+# JupyterLab on 127.0.0.1 with the trainer's TensorFlow, in its own cached virtualenv (NOTEBOOK_PORT=8888).
 notebook:
-	@echo "make notebook: not built yet" >&2; exit 1
+	@CACHE="$(CACHE)" trainer/notebook.sh

@@ -66,7 +66,7 @@ class Role:
 
     @property
     def name(self) -> str:
-        return "chief (single process)" if self.task_type is None else f"{self.task_type}:{self.task_id}"
+        return "chief" if self.task_type is None else f"{self.task_type}:{self.task_id}"
 
 
 def is_chief(task_type: str | None, task_id: int, jobs: frozenset[str] | set[str]) -> bool:

@@ -53,15 +53,17 @@ class LocalCluster:
     def tmp_dir(self, job: str, index: int) -> Path:
         return self.workdir / "tmp" / f"{job}-{index}"
 
-    def start(self, job: str, index: int) -> subprocess.Popen:
+    def start(self, job: str, index: int, with_tf_config: bool = True) -> subprocess.Popen:
+        """Start (or restart) one task; ``with_tf_config=False`` runs it as a lone process instead."""
         key = (job, index)
         if key in self._procs and self._procs[key].poll() is None:
             raise RuntimeError(f"{job}:{index} is already running")
         self.log_path(job, index).parent.mkdir(parents=True, exist_ok=True)
         self.tmp_dir(job, index).mkdir(parents=True, exist_ok=True)
-        env = dict(self._env)
+        env = {k: v for k, v in self._env.items() if k != "TF_CONFIG"}
+        if with_tf_config:
+            env["TF_CONFIG"] = self.tf_config(job, index)
         env.update(
-            TF_CONFIG=self.tf_config(job, index),
             TMPDIR=str(self.tmp_dir(job, index)),
             PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")])),
             PYTHONUNBUFFERED="1",

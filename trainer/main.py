@@ -39,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
         distribute.serve_until_complete(role, resolver, args.model_dir, args.train_steps, log)
         return 0
 
-    if role.is_chief and distribute.completed_step(args.model_dir) >= args.train_steps:
+    # Every training task checks, so that MultiWorkerMirroredStrategy workers don't wait for a chief
+    # that has nothing left to do.
+    if distribute.completed_step(args.model_dir) >= args.train_steps:
         log(f"Training already finished: {args.model_dir} records {args.train_steps} steps or more")
         return 0
     try:
