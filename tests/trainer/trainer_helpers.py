@@ -13,14 +13,14 @@ TRAIN_STEPS = 200
 BATCH_SIZE = 96
 EVAL_EVERY = 50
 
-# Held-out accuracy (1000 digits) that a finished run must reach. Measured with these settings on the
-# 2-core machine (see tests/trainer/README or the commit message for the table): single process
-# 0.898-0.912, chief + 2 workers (MWMS) 0.902-0.910, master + 2 workers + PS 0.889-0.905, and after a
-# killed worker (either topology) 0.896-0.912. Chance is 0.10, and the model already reaches ~0.86 after
-# 50 steps, so the floor only says "trained properly": it sits 4 points under the worst measured run to
-# absorb the run-to-run spread of asynchronous PS updates, and a run whose gradients are wrong (not
-# all-reduced, not applied) stays far below it.
-ACCURACY_FLOOR = 0.85
+# Held-out accuracy (1000 digits) that a finished run must reach. Measured with exactly these settings on
+# the 2-core machine, 5 runs of each topology: single process 0.899-0.915, master + 2 workers + PS
+# 0.901-0.915, chief + 2 workers 0.904-0.916 (means ~0.907). Chance is 0.10 and the model passes ~0.86 at
+# step 50 and ~0.88 at step 100, so 0.88 asks for a run that kept learning after its first checkpoints;
+# it sits 2 points (about 4 standard deviations of the asynchronous PS runs) under the worst measured
+# run, so scheduling noise on a loaded machine does not fail it, while gradients that are not all-reduced
+# or not applied leave a run far below it.
+ACCURACY_FLOOR = 0.88
 
 # Generous: the CI machine has 2 cores and four TensorFlow processes start at once (~25 s when idle).
 JOB_TIMEOUT_S = 300
