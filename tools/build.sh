@@ -5,10 +5,10 @@
 #
 # Usage: tools/build.sh [GROUP|TOOL ...]
 #   groups, built in this order when none is named:
-#     pulumi    pulumi CLI, pulumi-language-python, pulumi-resource-kubernetes
+#     pulumi    pulumi CLI with pulumi-language-python, pulumi-resource-kubernetes
 #     kube      kube-apiserver/-controller-manager/-scheduler + kubectl, etcd, kwok + kwokctl
 #     operator  Kubeflow training-operator (v1) manager
-#   tools: pulumi-cli pulumi-language-python pulumi-resource-kubernetes kubernetes etcd kwok
+#   tools: pulumi-cli pulumi-resource-kubernetes kubernetes etcd kwok
 #          training-operator
 #
 # A tool whose directory holds a .stamp with the same recipe is skipped, so a second run is
@@ -69,17 +69,17 @@ build_tool() {
 
 # --- pulumi ---------------------------------------------------------------------------------
 
-build_pulumi_cli() {
+# The CLI and the Python language host share a directory: the CLI takes a language host that
+# sits next to it as its own ("bundled"), and warns about one that it finds only on PATH.
+build_pulumi() {
+    local sdk
     (cd "$TOOLS_SRC/go/pulumi" && "${GO_BUILD[@]}" \
         -ldflags "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=$PULUMI_VERSION" \
         -o "$1/bin/pulumi" github.com/pulumi/pulumi/pkg/v3/cmd/pulumi)
-}
-
-build_pulumi_language_python() {
-    local sdk
-    (cd "$TOOLS_SRC/go/pulumi" && "${GO_BUILD[@]}" -ldflags "-s -w" \
+    (cd "$TOOLS_SRC/go/pulumi" && "${GO_BUILD[@]}" \
+        -ldflags "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=$PULUMI_VERSION" \
         -o "$1/bin/pulumi-language-python" ./cmd/pulumi-language-python)
-    # The host runs user programs through this script from the SDK; it must sit next to it.
+    # The host runs programs through this script from the SDK; it must sit next to the host.
     sdk="$(module_dir "github.com/pulumi/pulumi/sdk/v3@$PULUMI_VERSION")"
     install -m 0755 "$sdk/python/cmd/pulumi-language-python-exec" "$1/bin/"
 }
@@ -109,19 +109,14 @@ build_pulumi_resource_kubernetes() (
 
 tool_pulumi-cli() {
     build_tool pulumi-cli "$PULUMI_DIR" \
-        "$(recipe "$PULUMI_VERSION" go/pulumi/go.mod go/pulumi/go.sum)" build_pulumi_cli
-}
-tool_pulumi-language-python() {
-    build_tool pulumi-language-python "$PULUMI_LANGUAGE_PYTHON_DIR" \
-        "$(recipe "$PULUMI_VERSION" go/pulumi/go.mod go/pulumi/go.sum go/pulumi/cmd/pulumi-language-python)" \
-        build_pulumi_language_python
+        "$(recipe "$PULUMI_VERSION" go/pulumi/go.mod go/pulumi/go.sum go/pulumi/cmd)" build_pulumi
 }
 tool_pulumi-resource-kubernetes() {
     build_tool pulumi-resource-kubernetes "$PULUMI_KUBERNETES_DIR" \
         "$(recipe "$PULUMI_KUBERNETES_MODULE_VERSION $PULUMI_KUBERNETES_VERSION")" \
         build_pulumi_resource_kubernetes
 }
-group_pulumi() { tool_pulumi-cli; tool_pulumi-language-python; tool_pulumi-resource-kubernetes; }
+group_pulumi() { tool_pulumi-cli; tool_pulumi-resource-kubernetes; }
 
 # --- kube -----------------------------------------------------------------------------------
 
@@ -203,6 +198,13 @@ main() {
     command -v go >/dev/null || { log "go is not installed (needs Go >= 1.26)"; exit 1; }
     command -v jq >/dev/null || { log "jq is not installed (apt-get install jq)"; exit 1; }
     mkdir -p "$MLPLATFORM_TOOLS"
+    # One build at a time per cache: a second run (another shell, make, CI) waits, then finds
+    # the stamps the first one wrote.
+    exec 9>"$MLPLATFORM_TOOLS/.lock"
+    if ! flock -n 9; then
+        log "another tools/build.sh is building into $MLPLATFORM_TOOLS; waiting for it"
+        flock 9
+    fi
     for t in "${targets[@]}"; do
         if declare -F "group_$t" >/dev/null; then
             "group_$t"

@@ -20,8 +20,8 @@ TRAINING_OPERATOR_VERSION=v1.9.4
 MLPLATFORM_TOOLS="${MLPLATFORM_CACHE:-$HOME/.cache/mlplatform}/tools"
 
 # One directory per tool and version: "<tool>-<version>", binaries in its bin/.
+# The CLI and its Python language host (built from tools/go/pulumi) share one bin/.
 PULUMI_DIR="$MLPLATFORM_TOOLS/pulumi-$PULUMI_VERSION"
-PULUMI_LANGUAGE_PYTHON_DIR="$MLPLATFORM_TOOLS/pulumi-language-python-$PULUMI_VERSION"
 PULUMI_KUBERNETES_DIR="$MLPLATFORM_TOOLS/pulumi-resource-kubernetes-v$PULUMI_KUBERNETES_VERSION"
 KUBERNETES_DIR="$MLPLATFORM_TOOLS/kubernetes-$KUBERNETES_VERSION"
 ETCD_DIR="$MLPLATFORM_TOOLS/etcd-$ETCD_VERSION"

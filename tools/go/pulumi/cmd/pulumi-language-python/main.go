@@ -158,18 +158,30 @@ func resolveToolchain(info *pulumirpc.ProgramInfo) (toolchain.Toolchain, error) 
 			return nil, errors.New("runtime option typechecker is not supported by this language host; " +
 				"run mypy or pyright yourself")
 		default:
-			// Options of other hosts' versions (e.g. `virtualenv` spelled by newer CLIs) are ignored
-			// as Pulumi's own host does.
+			// Unknown options are logged and ignored, as Pulumi's own host does.
 			logging.V(5).Infof("ignoring unknown runtime option %s", key)
 		}
 	}
 	return toolchain.ResolveToolchain(opts)
 }
 
+// resolveVenv is resolveToolchain for requests that need the virtualenv to exist already; its
+// error names the option and says how to create it.
+func resolveVenv(ctx context.Context, info *pulumirpc.ProgramInfo) (toolchain.Toolchain, error) {
+	tc, err := resolveToolchain(info)
+	if err != nil {
+		return nil, err
+	}
+	if err := tc.ValidateVenv(ctx); err != nil {
+		return nil, fmt.Errorf("%w (create it with `pulumi install`, or the project's own setup)", err)
+	}
+	return tc, nil
+}
+
 func (h *host) GetRequiredPackages(
 	ctx context.Context, req *pulumirpc.GetRequiredPackagesRequest,
 ) (*pulumirpc.GetRequiredPackagesResponse, error) {
-	tc, err := resolveToolchain(req.GetInfo())
+	tc, err := resolveVenv(ctx, req.GetInfo())
 	if err != nil {
 		return nil, err
 	}
@@ -224,11 +236,8 @@ func (h *host) GetRequiredPlugins(
 
 func (h *host) Run(ctx context.Context, req *pulumirpc.RunRequest) (*pulumirpc.RunResponse, error) {
 	info := req.GetInfo()
-	tc, err := resolveToolchain(info)
+	tc, err := resolveVenv(ctx, info)
 	if err != nil {
-		return &pulumirpc.RunResponse{Error: err.Error()}, nil
-	}
-	if err := tc.ValidateVenv(ctx); err != nil {
 		return &pulumirpc.RunResponse{Error: err.Error()}, nil
 	}
 
@@ -327,7 +336,7 @@ func (h *host) InstallDependencies(
 }
 
 func (h *host) About(ctx context.Context, req *pulumirpc.AboutRequest) (*pulumirpc.AboutResponse, error) {
-	tc, err := resolveToolchain(req.GetInfo())
+	tc, err := resolveVenv(ctx, req.GetInfo())
 	if err != nil {
 		return nil, err
 	}
@@ -344,7 +353,7 @@ func (h *host) About(ctx context.Context, req *pulumirpc.AboutRequest) (*pulumir
 func (h *host) GetProgramDependencies(
 	ctx context.Context, req *pulumirpc.GetProgramDependenciesRequest,
 ) (*pulumirpc.GetProgramDependenciesResponse, error) {
-	tc, err := resolveToolchain(req.GetInfo())
+	tc, err := resolveVenv(ctx, req.GetInfo())
 	if err != nil {
 		return nil, err
 	}
