@@ -7,7 +7,7 @@ REQ_HASH := $(shell cat requirements.txt trainer/requirements.txt | sha256sum | 
 VENV_DIR := $(CACHE)/venv-$(REQ_HASH)
 PY := .venv/bin/python
 
-.PHONY: venv test test-unit up down render bench-trainer notebook tools
+.PHONY: venv test test-unit test-deps up down render bench-trainer notebook tools
 
 # .venv is a link to the cached virtualenv for the current pins.
 venv: .venv/.installed
@@ -20,11 +20,54 @@ venv: .venv/.installed
 	fi
 	@ln -sfn $(VENV_DIR) .venv
 
-test: venv
+# Every test. It first builds whatever the tests need and is missing (the Go-built tools, the
+# browser and npm packages of the hub tests); with warm caches that takes seconds.
+test: venv tools test-deps
 	$(PY) -m pytest tests
 
+# The fast tests: config, components under mocks, schemas (no engine, cluster or processes).
 test-unit: venv
 	$(PY) -m pytest tests/unit
+
+# The Pulumi CLI, its plugins, the local control plane and the training operator, from Go modules.
+tools:
+	tools/build.sh
+
+test-deps:
+	tests/hub/setup.sh
+
+# The dev stack's manifests, written by the real engine instead of applied (RENDER_DIR).
+RENDER_DIR ?= .local/render
+render: venv
+	tools/build.sh pulumi
+	bin/render $(RENDER_DIR)
+
+# --- local cluster and the dev stack (bin/cluster, cluster/) ---
+# STACK picks the stack; CONFIG_FILE, when set, is its config file instead of Pulumi.$(STACK).yaml
+# (the e2e tests and the benchmark keep theirs outside the repository). The cluster's name,
+# directory and kubeconfig follow MLPLATFORM_CLUSTER_NAME/_DIR and MLPLATFORM_KUBECONFIG.
+STACK ?= dev
+STACK_FLAGS = --stack $(STACK) $(if $(CONFIG_FILE),--config-file $(CONFIG_FILE))
+
+up: venv
+	tools/build.sh pulumi kube
+	bin/cluster up
+	bin/pulumi stack select --create $(STACK) --non-interactive
+	bin/pulumi up $(STACK_FLAGS) --yes --non-interactive
+
+# The objects live in the cluster's etcd, which `bin/cluster down` removes: when the cluster is
+# not running, destroy only forgets them (the provider's deleteUnreachable) instead of failing.
+down:
+	@if [ "$$(bin/cluster status)" != running ]; then export PULUMI_K8S_DELETE_UNREACHABLE=true; fi; \
+	if bin/pulumi stack --stack $(STACK) --non-interactive >/dev/null 2>&1; then \
+	  bin/pulumi destroy $(STACK_FLAGS) --yes --non-interactive; \
+	fi
+	bin/cluster down
+
+.PHONY: bench-deploy
+bench-deploy: venv
+	tools/build.sh pulumi kube
+	$(PY) tests/e2e/bench_deploy.py --out .local/bench-deploy
 
 # --- trainer (trainer/) ---
 bench-trainer: venv
