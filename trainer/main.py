@@ -83,6 +83,7 @@ def _fail(parser: argparse.ArgumentParser, message: str, status: int = 2) -> Non
 
 
 def _exit_now(status: int) -> None:
+    """Exit without interpreter teardown, which can block on the aborted collectives of a lost peer."""
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
