@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from trainer_fixtures import unreachable_url  # noqa: F401 (pytest fixtures)
 from trainer_helpers import run_trainer, trainer_args
 from trainer.flags import build_parser
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from trainer.data import DataError, ensure_mnist, load_mnist
+from trainer_fixtures import mnist_dir, unreachable_url  # noqa: F401 (pytest fixtures)
 
 
 @pytest.fixture

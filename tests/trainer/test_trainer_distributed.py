@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from trainer.local_cluster import LocalCluster
+from trainer_fixtures import make_cluster, mnist_dir  # noqa: F401 (pytest fixtures)
 from trainer_helpers import ACCURACY_FLOOR, JOB_TIMEOUT_S, TRAIN_STEPS, run_trainer, trainer_args
 
 PS_TOPOLOGY = {"master": 1, "worker": 2, "ps": 1}

@@ -1,5 +1,9 @@
 """Fixtures of the trainer tests: real MNIST digits on disk, an unreachable mirror, local clusters.
 
+Test modules import the fixtures they use from here. They are not in a conftest.py because other test
+directories import helpers with ``from conftest import ...``, and a second module named ``conftest``
+would shadow theirs.
+
 Every distributed test starts real ``python -m trainer`` processes on loopback ports, as the TFJob operator
 would start pods.
 """
