@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from components import hub_config
-from conftest import run_program
+from program import run_program
 
 # KubeSpawner loads a kubeconfig when it is created; this one points at a closed port, so any
 # call to a Kubernetes API fails fast instead of reaching a real cluster.

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from components import hub_config
-from conftest import ROOT, example_stack
+from program import ROOT, example_stack
 from rendered import render_hub
 
 HERE = Path(__file__).resolve().parent

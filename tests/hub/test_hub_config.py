@@ -18,7 +18,7 @@ from jupyterhub import orm
 from jupyterhub.app import JupyterHub
 from kubernetes.utils import parse_quantity
 
-from conftest import aks_stack, example_stack
+from program import aks_stack, example_stack
 from rendered import RenderedHub, render_hub
 
 GPU = "nvidia.com/gpu"

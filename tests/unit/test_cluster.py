@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import aks_stack, example_stack, run_program
+from program import aks_stack, example_stack, run_program
 from stacks import ConfigError
 
 NODE = "kubernetes:core/v1:Node"
@@ -139,7 +139,7 @@ def run_program_with(build):
     """Build components directly under mocks."""
     import pulumi
 
-    from conftest import Deployment, RecordingMocks
+    from program import Deployment, RecordingMocks
 
     pulumi.runtime.set_mocks(RecordingMocks(Deployment()), project="mlplatform", stack="test", preview=False)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import aks_stack, example_stack
+from program import aks_stack, example_stack
 from stacks import ConfigError, parse
 
 GPU_POOLS = {"nodePools": [{"name": "cpu"}, {"name": "gpu", "gpusPerNode": 1, "taints": ["sku=gpu:NoSchedule"]}]}

@@ -19,7 +19,7 @@ from components.cluster import Cluster, ClusterArgs, Scheduling
 from components.jupyterhub import JupyterHub, JupyterHubArgs
 from components.k8s import app_labels
 from components.versions import CONFIGURABLE_HTTP_PROXY_IMAGE, JUPYTERHUB_HUB_IMAGE
-from conftest import Deployment, RecordingMocks, aks_stack, example_stack, is_secret, reveal, run_program
+from program import Deployment, RecordingMocks, aks_stack, example_stack, is_secret, reveal, run_program
 from stacks import parse
 from validation import validate
 

@@ -6,7 +6,7 @@ import kubernetes_validate
 import pytest
 
 from components.versions import KUBERNETES_VERSION
-from conftest import aks_stack, example_stack, run_program
+from program import aks_stack, example_stack, run_program
 from validation import Invalid, validate
 
 

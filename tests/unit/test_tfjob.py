@@ -8,7 +8,7 @@ import json
 import pytest
 
 from components.tfjob import ReplicaSpec, TFJobError, TFJobSpec
-from conftest import example_stack, run_program
+from program import example_stack, run_program
 from validation import Invalid, validate
 
 TFJOB = "kubernetes:kubeflow.org/v1:TFJob"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import aks_stack, example_stack, run_program
+from program import aks_stack, example_stack, run_program
 
 CRD = "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition"
 

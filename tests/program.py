@@ -1,0 +1,156 @@
+"""The Pulumi program under mocks, and the example stacks' config (imported as `program`)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import runpy
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+FAKE_KUBECONFIG = "apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n"
+
+
+@dataclass
+class Resource:
+    type: str
+    name: str
+    inputs: dict[str, Any]
+    provider: str | None
+
+    def manifest(self) -> dict[str, Any]:
+        """The Kubernetes object this resource declares, as the API server would receive it."""
+        return {k: reveal(v) for k, v in self.inputs.items() if k not in ("__meta", "__internal")}
+
+
+# Mocks record a Pulumi secret input as {SECRET_SIG: <secret marker>, "value": <the value>}.
+SECRET_SIG = "4dabf18193072939515e22adb298388d"
+
+
+def is_secret(value: Any) -> bool:
+    return isinstance(value, dict) and SECRET_SIG in value
+
+
+def reveal(value: Any) -> Any:
+    """`value` with every Pulumi secret inside it replaced by what it holds."""
+    if is_secret(value):
+        return reveal(value["value"])
+    if isinstance(value, dict):
+        return {k: reveal(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [reveal(v) for v in value]
+    return value
+
+
+@dataclass
+class Deployment:
+    resources: list[Resource] = field(default_factory=list)
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+    def of_type(self, type_token: str) -> list[Resource]:
+        return [r for r in self.resources if r.type == type_token]
+
+    def kubernetes_objects(self) -> list[Resource]:
+        return [
+            r for r in self.resources
+            if r.type.startswith("kubernetes:") and r.type != "pulumi:providers:kubernetes"
+        ]
+
+    def named(self, name: str) -> Resource:
+        matches = [r for r in self.resources if r.name == name]
+        assert matches, f"no resource named {name}; have {[r.name for r in self.resources]}"
+        return matches[0]
+
+
+class RecordingMocks(pulumi.runtime.Mocks):
+    """Records every resource; answers the invokes the program makes and refuses any other."""
+
+    def __init__(self, deployment: Deployment) -> None:
+        self.deployment = deployment
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        self.deployment.resources.append(Resource(args.typ, args.name, dict(args.inputs), args.provider))
+        outputs = dict(args.inputs)
+        if args.typ.startswith("azure-native:"):
+            outputs.setdefault("name", args.name)
+            outputs["id"] = f"/subscriptions/sub/resourceGroups/rg/providers/{args.typ}/{args.name}"
+        if args.typ == "azure-native:containerservice:ManagedCluster":
+            outputs["identityProfile"] = {"kubeletidentity": {"objectId": "kubelet-object-id"}}
+        if args.typ == "azure-native:containerregistry:Registry":
+            outputs["loginServer"] = f"{args.name}.azurecr.io"
+        if args.typ == "docker-build:index:Image":
+            outputs["digest"] = "sha256:" + "0" * 64
+        return f"{args.name}-id", outputs
+
+    def call(self, args: pulumi.runtime.MockCallArgs):
+        if args.token == "azure-native:containerservice:listManagedClusterUserCredentials":
+            encoded = base64.b64encode(FAKE_KUBECONFIG.encode()).decode()
+            return {"kubeconfigs": [{"name": "clusterUser", "value": encoded}]}
+        if args.token == "azure-native:authorization:getClientConfig":
+            return {"subscriptionId": "sub", "tenantId": "tenant", "clientId": "client", "objectId": "object"}
+        if args.token == "azure-native:containerregistry:listRegistryCredentials":
+            return {"username": "registry-user", "passwords": [{"name": "password", "value": "registry-password"}]}
+        raise NotImplementedError(f"the program invoked {args.token}, which these mocks do not know")
+
+
+def run_program(config: dict[str, Any], secret_keys: tuple[str, ...] = (), stack: str = "test") -> Deployment:
+    """Run __main__.py under mocks with `config` (top-level key -> value) as mlplatform stack config."""
+    deployment = Deployment()
+    pulumi.runtime.set_mocks(RecordingMocks(deployment), project="mlplatform", stack=stack, preview=False)
+    pulumi.runtime.set_all_config(
+        {f"mlplatform:{k}": json.dumps(v) for k, v in config.items()},
+        [f"mlplatform:{k}" for k in secret_keys],
+    )
+    program = runpy.run_path(str(ROOT / "__main__.py"), run_name="program")
+
+    @pulumi.runtime.test
+    def run():
+        program["main"]()
+        return pulumi.Output.from_input(None)
+
+    run()
+    # The mocked stack resource holds what the program exported.
+    deployment.outputs = _exports()
+    return deployment
+
+
+def _exports() -> dict[str, Any]:
+    from pulumi.runtime.settings import get_root_resource
+
+    root = get_root_resource()
+    outputs = getattr(root, "outputs", {}) or {}
+    resolved = {}
+    for key, value in outputs.items():
+        resolved[key] = _resolve(value)
+    return resolved
+
+
+def _resolve(value: Any) -> Any:
+    from pulumi.runtime.sync_await import _sync_await
+
+    if isinstance(value, pulumi.Output):
+        return _sync_await(value.future())
+    return value
+
+
+def example_stack(name: str) -> dict[str, Any]:
+    """The mlplatform config of Pulumi.<name>.yaml, keys without the namespace."""
+    document = yaml.safe_load((ROOT / f"Pulumi.{name}.yaml").read_text())
+    prefix = "mlplatform:"
+    return {k[len(prefix):]: v for k, v in document["config"].items() if k.startswith(prefix)}
+
+
+def aks_stack() -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The aks example with the client secret a user sets with `pulumi config set --secret`."""
+    config = example_stack("aks")
+    config["jupyterhub"]["auth"]["clientSecret"] = "client-secret-for-tests"
+    return config, ("jupyterhub",)
