@@ -50,14 +50,16 @@ STACK ?= dev
 STACK_FLAGS = --stack $(STACK) $(if $(CONFIG_FILE),--config-file $(CONFIG_FILE))
 
 up: venv
-	tools/build.sh pulumi kube
+	tools/build.sh pulumi kube operator
 	bin/cluster up
 	bin/pulumi stack select --create $(STACK) --non-interactive
 	bin/pulumi up $(STACK_FLAGS) --yes --non-interactive
+	bin/training-operator start
 
 # The objects live in the cluster's etcd, which `bin/cluster down` removes: when the cluster is
 # not running, destroy only forgets them (the provider's deleteUnreachable) instead of failing.
 down:
+	bin/training-operator stop
 	@if [ "$$(bin/cluster status)" != running ]; then export PULUMI_K8S_DELETE_UNREACHABLE=true; fi; \
 	if bin/pulumi stack --stack $(STACK) --non-interactive >/dev/null 2>&1; then \
 	  bin/pulumi destroy $(STACK_FLAGS) --yes --non-interactive; \
