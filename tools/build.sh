@@ -14,6 +14,8 @@
 # A tool whose directory holds a .stamp with the same recipe is skipped, so a second run is
 # instant. The stamp is written only after every binary of the tool was built; a failed or
 # interrupted build leaves no stamp and starts over next time.
+# Functions are called by name from main (group_*, tool_*, build_*), which shellcheck cannot see.
+# shellcheck disable=SC2317
 set -euo pipefail
 
 TOOLS_SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # sourced: the variables are used by its callers
 # Pinned versions of the Go-built tools, and where they live. Sourced (not run) by
 # tools/build.sh and bin/pulumi, so the pins and the cache layout are written down once.
 #
