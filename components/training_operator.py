@@ -53,7 +53,8 @@ NAMESPACE_RULES: list[dict[str, Any]] = [
 @dataclass(frozen=True)
 class TrainingOperatorArgs:
     # The admission webhook needs the API server to reach the operator's pod. A simulated
-    # cluster has no pod network, so there the CRD's own validation rules stand in for it.
+    # cluster has no pod network (and its operator runs as a local process), so there the CRD's
+    # own validation rules stand in for the webhook.
     webhook: bool = True
 
 
@@ -149,33 +150,29 @@ class TrainingOperator(pulumi.ComponentResource):
             },
             opts=pulumi.ResourceOptions(parent=self, depends_on=[namespace, account, secret, self.crd]),
         )
-        self.ready = [self.crd]
-        if args.webhook:
-            webhook = k8s.admissionregistration.v1.ValidatingWebhookConfiguration(
-                f"{name}-webhook",
-                metadata={"name": WEBHOOK_CONFIGURATION, "labels": labels},
-                webhooks=[
-                    {
-                        "name": "validator.tfjob.training-operator.kubeflow.org",
-                        "admissionReviewVersions": ["v1"],
-                        "sideEffects": "None",
-                        "failurePolicy": "Fail",
-                        "clientConfig": {"service": {"name": NAME, "namespace": NAMESPACE, "path": WEBHOOK_PATH}},
-                        "rules": [
-                            {
-                                "apiGroups": [GROUP],
-                                "apiVersions": [VERSION],
-                                "operations": ["CREATE", "UPDATE"],
-                                "resources": [PLURAL],
-                            }
-                        ],
-                    }
-                ],
-                # The operator injects its CA into caBundle; that field is its own.
-                opts=pulumi.ResourceOptions(parent=self, ignore_changes=["webhooks[*].clientConfig.caBundle"]),
-            )
-            # With the webhook in place, a TFJob can only be admitted once the operator serves it.
-            self.ready = [self.crd, webhook, self.deployment]
+        # The operator's certificate rotator injects its CA into every webhook of this
+        # configuration and starts its controllers only once that is done, so the configuration
+        # exists on every cluster; where the API server could not reach the operator it lists
+        # no webhook at all.
+        tfjob_webhook = {
+            "name": "validator.tfjob.training-operator.kubeflow.org",
+            "admissionReviewVersions": ["v1"],
+            "sideEffects": "None",
+            "failurePolicy": "Fail",
+            "clientConfig": {"service": {"name": NAME, "namespace": NAMESPACE, "path": WEBHOOK_PATH}},
+            "rules": [
+                {"apiGroups": [GROUP], "apiVersions": [VERSION], "operations": ["CREATE", "UPDATE"], "resources": [PLURAL]}
+            ],
+        }
+        webhook = k8s.admissionregistration.v1.ValidatingWebhookConfiguration(
+            f"{name}-webhook",
+            metadata={"name": WEBHOOK_CONFIGURATION, "labels": labels},
+            webhooks=[tfjob_webhook] if args.webhook else [],
+            # The operator injects its CA into caBundle; that field is its own.
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["webhooks[*].clientConfig.caBundle"]),
+        )
+        # With the webhook in place, a TFJob can only be admitted once the operator serves it.
+        self.ready = [self.crd, webhook, self.deployment] if args.webhook else [self.crd]
         self.register_outputs({})
 
     @staticmethod

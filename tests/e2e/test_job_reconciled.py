@@ -68,6 +68,10 @@ def test_operator_creates_the_replicas_with_the_previewed_tf_config(local: Local
     pods = all_pods(local, JOB, 4)
     by_name = {p["metadata"]["name"]: p for p in pods}
     assert set(by_name) == {f"{JOB}-chief-0", f"{JOB}-worker-0", f"{JOB}-worker-1", f"{JOB}-ps-0"}
+    # The tutorial's validation step: `kubectl get pods` lists the chief, the PS and the workers.
+    listing = local.kubectl("get", "pods", "-n", NAMESPACE, "-l", f"{JOB_LABEL}={JOB}").stdout
+    for name in by_name:
+        assert re.search(rf"^{name}\s", listing, re.MULTILINE), listing
     # What the stack exported at preview time is exactly what the operator injected.
     previewed = json.loads(local.pulumi("stack", "output", "tfConfig", "--json", "--show-secrets").stdout)
     for name, pod in by_name.items():
@@ -94,11 +98,14 @@ def test_job_succeeds_and_its_parameter_server_is_cleaned_up(local: LocalStack) 
         "the TFJob to succeed",
     )
     assert not condition(job, "Failed")
-    # cleanPodPolicy Running: the PS, still serving when the chief finished, is deleted.
-    wait_for(lambda: not any("-ps-" in p["metadata"]["name"] for p in job_pods(local, JOB)), 60, "the PS pod to go")
-    listing = local.kubectl("get", "pods", "-n", NAMESPACE, "-l", f"{JOB_LABEL}={JOB}").stdout
-    for name in (f"{JOB}-chief-0", f"{JOB}-worker-0", f"{JOB}-worker-1"):
-        assert re.search(rf"^{name}\s+0/1\s+Completed", listing, re.MULTILINE), listing
+    # The job succeeds when its chief completes; cleanPodPolicy Running then deletes every pod
+    # still running, the PS above all, so nothing holds resources after the job.
+    def only_completed_left() -> bool:
+        pods = job_pods(local, JOB)
+        return all(p["status"].get("phase") == "Succeeded" for p in pods) and pods
+    pods = wait_for(only_completed_left, 60, "the job's running pods (the PS) to be cleaned up")
+    names = {p["metadata"]["name"] for p in pods}
+    assert f"{JOB}-chief-0" in names and not any("-ps-" in n for n in names), names
 
 
 # The tutorial's own topology, written as its TFJob was: 1 Master, 2 Workers, 1 PS.
