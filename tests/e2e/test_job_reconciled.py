@@ -92,11 +92,11 @@ def test_replicas_are_placed_by_the_gpu_rules(local: LocalStack) -> None:
 
 
 def test_job_succeeds_and_its_parameter_server_is_cleaned_up(local: LocalStack) -> None:
-    job = wait_for(
-        lambda: (j := local.kubectl_json("get", "tfjob", JOB, "-n", NAMESPACE)) if condition(j, "Succeeded") else None,
-        180,
-        "the TFJob to succeed",
-    )
+    def succeeded() -> dict[str, Any] | None:
+        job = local.kubectl_json("get", "tfjob", JOB, "-n", NAMESPACE)
+        return job if condition(job, "Succeeded") else None
+
+    job = wait_for(succeeded, 180, "the TFJob to succeed")
     assert not condition(job, "Failed")
     # The job succeeds when its chief completes; cleanPodPolicy Running then deletes every pod
     # still running, the PS above all, so nothing holds resources after the job.
