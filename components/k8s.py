@@ -20,6 +20,14 @@ KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 
 GPU_RESOURCE = "nvidia.com/gpu"
 
+# A public Service is replaced when its type changes but keeps its name (users port-forward to
+# it), so the replacement's preview is a server-side dry-run apply over the live Service. Under
+# the fresh field manager a new resource gets, that apply keeps the old type's fields, and the API
+# server refuses e.g. loadBalancerSourceRanges on a ClusterIP Service; the same manager for every
+# generation of the Service lets the dry run drop them, as the real replacement does.
+FIELD_MANAGER_ANNOTATION = "pulumi.com/patchFieldManager"
+FIELD_MANAGER = "mlplatform"
+
 
 def app_labels(name: str, component: str) -> dict[str, str]:
     """The recommended app.kubernetes.io labels, used for both selectors and templates."""

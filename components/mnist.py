@@ -10,7 +10,14 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.cluster import Cluster
-from components.k8s import GPU_RESOURCE, app_labels, port_forward_command, service_url
+from components.k8s import (
+    FIELD_MANAGER,
+    FIELD_MANAGER_ANNOTATION,
+    GPU_RESOURCE,
+    app_labels,
+    port_forward_command,
+    service_url,
+)
 from components.tfjob import (
     CONTAINER_NAME,
     DEFAULT_PORT,
@@ -211,7 +218,12 @@ class DistributedMnist(pulumi.ComponentResource):
             service_spec["loadBalancerSourceRanges"] = list(board.load_balancer_source_ranges)
         service = k8s.core.v1.Service(
             f"{name}-tensorboard-svc",
-            metadata={"name": "tensorboard", "namespace": namespace, "labels": labels},
+            metadata={
+                "name": "tensorboard",
+                "namespace": namespace,
+                "labels": labels,
+                "annotations": {FIELD_MANAGER_ANNOTATION: FIELD_MANAGER},
+            },
             spec=service_spec,
             # The API refuses some type changes in place (a leftover nodePort on ClusterIP).
             opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(replace_on_changes=["spec.type"], delete_before_replace=True)),
