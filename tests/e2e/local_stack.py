@@ -1,0 +1,235 @@
+"""A private copy of the `make up` world: its own kwok cluster, Pulumi backend and stack.
+
+The e2e tests and `make bench-deploy` run the project's real entry points (`make up`,
+`bin/pulumi`, `make down`) against this environment. Everything it creates lives under one
+temporary directory: the cluster's name, work directory and kubeconfig, the Pulumi state backend,
+PULUMI_HOME and the stack's config file, so a developer's own `make up` cluster and the repo's
+Pulumi.dev.yaml are never touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import dynamic
+from kubernetes.dynamic.exceptions import NotFoundError
+
+ROOT = Path(__file__).resolve().parents[2]
+NAMESPACE = "mlplatform"  # the project's config namespace (Pulumi.yaml name)
+# The pulumi commands that read stack config (and so take --config-file).
+COMMANDS_WITH_CONFIG = {"up", "preview", "destroy", "refresh", "config"}
+
+
+def tools_dirs() -> dict[str, Path]:
+    """The tools cache directories from tools/versions.sh (the one place that knows them)."""
+    names = {
+        "kubernetes": "KUBERNETES_DIR",
+        "etcd": "ETCD_DIR",
+        "kwok": "KWOK_DIR",
+        "pulumi": "PULUMI_DIR",
+        "pulumi-resource-kubernetes": "PULUMI_KUBERNETES_DIR",
+    }
+    script = f'. "{ROOT}/tools/versions.sh"; printf "%s\\n"' + "".join(f' "${v}"' for v in names.values())
+    lines = subprocess.run(["bash", "-c", script], check=True, capture_output=True, text=True).stdout.splitlines()
+    return {name: Path(line) for name, line in zip(names, lines)}
+
+
+def missing_tools() -> list[str]:
+    return [name for name, path in tools_dirs().items() if not (path / ".stamp").exists()]
+
+
+class CommandFailed(AssertionError):
+    pass
+
+
+@dataclass
+class Run:
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+@dataclass
+class LocalStack:
+    """One isolated cluster + backend + stack, rooted at `base`."""
+
+    base: Path
+    stack: str = "e2e"
+    cluster_name: str = "mlplatform-e2e"
+    extra_config: dict[str, Any] = field(default_factory=dict)
+    up_run: Run | None = None  # the `make up` that deployed it
+
+    def __post_init__(self) -> None:
+        self.base = self.base.resolve()
+        self.cluster_dir = self.base / "kwok"
+        self.kubeconfig = self.base / "kubeconfig"
+        self.project_dir = self.base / "project"
+        self.config_file = self.project_dir / f"Pulumi.{self.stack}.yaml"
+        self.kubectl_bin = tools_dirs()["kubernetes"] / "bin" / "kubectl"
+        self.env = {
+            # A developer's own Pulumi or kwok settings must not leak in; the tools cache does.
+            **{k: v for k, v in os.environ.items() if not k.startswith(("PULUMI_", "KWOK_"))},
+            "MLPLATFORM_CLUSTER_NAME": self.cluster_name,
+            "MLPLATFORM_CLUSTER_DIR": str(self.cluster_dir),
+            "MLPLATFORM_KUBECONFIG": str(self.kubeconfig),
+            "PULUMI_BACKEND_URL": f"file://{self.base / 'state'}",
+            "PULUMI_HOME": str(self.base / "pulumi-home"),
+            "PULUMI_CONFIG_PASSPHRASE": "mlplatform-e2e",
+        }
+        (self.base / "state").mkdir(parents=True, exist_ok=True)
+
+    # --- setup ---------------------------------------------------------------------------------
+
+    def create_stack(self) -> None:
+        """The stack, created with the dev stack's config pointed at this cluster's kubeconfig.
+
+        `pulumi stack init` writes the stack's config file (with its encryption salt) next to the
+        Pulumi.yaml it finds, so it runs in a directory holding a copy of Pulumi.yaml; every
+        later command runs in the repository with `--config-file` naming that file.
+        """
+        self.project_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / "Pulumi.yaml", self.project_dir / "Pulumi.yaml")
+        config = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())
+        config["config"][f"{NAMESPACE}:cluster"]["kubeconfig"] = str(self.kubeconfig)
+        for key, value in self.extra_config.items():
+            config["config"][f"{NAMESPACE}:{key}"] = value
+        self.config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+        self.run([str(ROOT / "bin" / "pulumi"), "stack", "init", self.stack, "--non-interactive"], cwd=self.project_dir)
+
+    # --- commands ------------------------------------------------------------------------------
+
+    def run(
+        self,
+        args: list[str],
+        *,
+        check: bool = True,
+        cwd: Path = ROOT,
+        timeout: float = 900,
+        env: dict[str, str] | None = None,
+        input_json: Any = None,
+    ) -> Run:
+        start = time.monotonic()
+        proc = subprocess.run(
+            args,
+            cwd=cwd,
+            env={**self.env, **(env or {})},
+            input=None if input_json is None else json.dumps(input_json),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        result = Run(args, proc.returncode, proc.stdout, proc.stderr, time.monotonic() - start)
+        if check and proc.returncode != 0:
+            raise CommandFailed(
+                f"{' '.join(args)} failed ({proc.returncode}) after {result.seconds:.0f}s:\n"
+                f"{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}"
+            )
+        return result
+
+    def make(self, target: str, **kwargs: Any) -> Run:
+        return self.run(
+            ["make", "--no-print-directory", target, f"STACK={self.stack}", f"CONFIG_FILE={self.config_file}"], **kwargs
+        )
+
+    def pulumi(self, *args: str, config_file: Path | None = None, **kwargs: Any) -> Run:
+        """bin/pulumi on this stack; `config_file` replaces the stack's config file for this call."""
+        stack_args = ["--stack", self.stack, "--non-interactive"]
+        if args[0] in COMMANDS_WITH_CONFIG:
+            stack_args += ["--config-file", str(config_file or self.config_file)]
+        return self.run([str(ROOT / "bin" / "pulumi"), *args, *stack_args], **kwargs)
+
+    def kubectl(self, *args: str, **kwargs: Any) -> Run:
+        return self.run([str(self.kubectl_bin), "--kubeconfig", str(self.kubeconfig), *args], **kwargs)
+
+    def kubectl_json(self, *args: str) -> Any:
+        return json.loads(self.kubectl(*args, "-o", "json").stdout)
+
+    # --- config --------------------------------------------------------------------------------
+
+    def config(self) -> dict[str, Any]:
+        return yaml.safe_load(self.config_file.read_text())["config"]
+
+    def set_config(self, path: str, value: str, **kwargs: Any) -> None:
+        self.pulumi("config", "set", "--path", path, value, **kwargs)
+
+    # --- state ---------------------------------------------------------------------------------
+
+    def export(self) -> dict[str, Any]:
+        return json.loads(self.pulumi("stack", "export").stdout)
+
+    def kubernetes_resources(self) -> list[dict[str, Any]]:
+        """The Kubernetes objects in the stack's state (not the provider, not components)."""
+        resources = self.export()["deployment"].get("resources") or []
+        return [r for r in resources if r["type"].startswith("kubernetes:") and not r["type"].startswith("pulumi:")]
+
+    # --- processes -----------------------------------------------------------------------------
+
+    def cluster_pids(self) -> list[int]:
+        """Processes of this cluster: their working directory, or a path they run with, is ours."""
+        pids = []
+        marker = str(self.cluster_dir)
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                cwd = os.readlink(proc / "cwd")
+                cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if cwd.startswith(marker) or marker in cmdline:
+                pids.append(int(proc.name))
+        return pids
+
+    def force_cleanup(self) -> None:
+        """Last resort after a failed run: stop this cluster's processes (by pid, ours only)."""
+        for pid in self.cluster_pids():
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+
+
+def steps_changed(preview_json: str) -> dict[str, set[str]]:
+    """URN -> the operations `pulumi preview --json` plans for it, leaving out `same`."""
+    plan = json.loads(preview_json)
+    changed: dict[str, set[str]] = {}
+    for step in plan.get("steps", []):
+        if step["op"] != "same":
+            changed.setdefault(step["urn"], set()).add(step["op"])
+    return changed
+
+
+def live(api: dynamic.DynamicClient, manifest: dict[str, Any]) -> Any | None:
+    """The object a manifest names, as the API server has it now; None when it doesn't exist."""
+    resource = api.resources.get(api_version=manifest["apiVersion"], kind=manifest["kind"])
+    meta = manifest["metadata"]
+    try:
+        return resource.get(name=meta["name"], namespace=meta.get("namespace"))
+    except NotFoundError:
+        return None
+
+
+def wait_for(condition: Any, timeout: float, what: str, interval: float = 0.5) -> Any:
+    """condition()'s first truthy value, polled until `timeout` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)

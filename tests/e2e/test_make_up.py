@@ -1,0 +1,312 @@
+"""`make up` / `make down` end to end: the dev stack on a local simulated GPU cluster.
+
+Real Pulumi engine, real kube-apiserver, etcd, controller manager and scheduler, kwok for the
+kubelets (cluster/stages/). The tests share one deployment and run in this order; each restores
+what it changed, and the last one takes everything down.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from typing import Any
+
+import pytest
+from kubernetes import dynamic
+
+import stacks
+from components.cluster import toleration
+from components.k8s import CAPACITY_ANNOTATION, GPU_RESOURCE, POOL_LABEL
+from local_stack import NAMESPACE, LocalStack, live, steps_changed, wait_for
+
+
+def manifest(resource: dict[str, Any]) -> dict[str, Any]:
+    return resource["outputs"]
+
+
+def describe(resource: dict[str, Any]) -> str:
+    meta = manifest(resource)["metadata"]
+    where = f"{meta['namespace']}/" if meta.get("namespace") else ""
+    return f"{manifest(resource)['kind']} {where}{meta['name']}"
+
+
+def of_kind(local: LocalStack, kind: str) -> list[dict[str, Any]]:
+    return [r for r in local.kubernetes_resources() if manifest(r)["kind"] == kind]
+
+
+def named(local: LocalStack, kind: str, name: str) -> dict[str, Any] | None:
+    return next((r for r in of_kind(local, kind) if manifest(r)["metadata"]["name"] == name), None)
+
+
+def identities(local: LocalStack, api: dynamic.DynamicClient) -> dict[str, tuple[str, int | None]]:
+    """URN -> (uid, generation) of every declared object as it is live: a replace changes the uid."""
+    found = {}
+    for resource in local.kubernetes_resources():
+        obj = live(api, manifest(resource))
+        assert obj is not None, f"{describe(resource)} is in the stack but not in the cluster"
+        found[resource["urn"]] = (obj.metadata.uid, obj.metadata.get("generation"))
+    return found
+
+
+def settings(local: LocalStack) -> stacks.StackSettings:
+    return stacks.parse({key.split(":", 1)[1]: value for key, value in local.config().items()})
+
+
+# --- after `make up` -------------------------------------------------------------------------
+
+
+def test_make_up_creates_every_declared_object(local: LocalStack, api: dynamic.DynamicClient) -> None:
+    declared = local.kubernetes_resources()
+    kinds = {manifest(r)["kind"] for r in declared}
+    assert {"Node", "Namespace", "Deployment", "Service", "PersistentVolumeClaim", "TFJob"} <= kinds, kinds
+    missing = [describe(r) for r in declared if live(api, manifest(r)) is None]
+    assert not missing, f"declared by the stack but missing from the cluster: {missing}"
+
+
+def test_second_preview_expects_no_changes(local: LocalStack) -> None:
+    result = local.pulumi("preview", "--expect-no-changes", check=False)
+    assert result.returncode == 0, f"a preview right after `make up` plans changes:\n{result.output[-4000:]}"
+
+
+def test_every_deployment_is_available(local: LocalStack, api: dynamic.DynamicClient) -> None:
+    for resource in of_kind(local, "Deployment"):
+        status = live(api, manifest(resource)).status
+        available = {c.type: c.status for c in status.conditions or []}.get("Available")
+        assert available == "True", f"{describe(resource)} is not Available: {status}"
+        assert status.readyReplicas == manifest(resource)["spec"]["replicas"], f"{describe(resource)}: {status}"
+
+
+def test_claims_are_bound(local: LocalStack, api: dynamic.DynamicClient) -> None:
+    for resource in of_kind(local, "PersistentVolumeClaim"):
+        assert live(api, manifest(resource)).status.phase == "Bound", f"{describe(resource)} is not Bound"
+
+
+def test_tfjob_is_stored_as_declared(local: LocalStack, api: dynamic.DynamicClient) -> None:
+    (job,) = of_kind(local, "TFJob")
+    stored = live(api, manifest(job)).to_dict()
+    workers = settings(local).mnist.replica_counts["Worker"]
+    assert stored["spec"]["tfReplicaSpecs"]["Worker"]["replicas"] == workers, stored["spec"]
+
+
+def test_nodes_report_the_capacity_their_pool_declares(local: LocalStack, api: dynamic.DynamicClient) -> None:
+    nodes = of_kind(local, "Node")
+    assert nodes
+    for node in nodes:
+        declared = json.loads(manifest(node)["metadata"]["annotations"][CAPACITY_ANNOTATION])
+        status = wait_for(lambda: live(api, manifest(node)).status, 30, f"{describe(node)} status")
+        ready = {c.type: c.status for c in status.conditions or []}.get("Ready")
+        assert ready == "True", f"{describe(node)} is not Ready"
+        assert dict(status.allocatable) == declared, f"{describe(node)}: allocatable {status.allocatable}"
+        assert dict(status.capacity) == declared, f"{describe(node)}: capacity {status.capacity}"
+
+
+# --- scheduling --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def scratch_namespace(local: LocalStack) -> Any:
+    name = "e2e-scheduling"
+    local.kubectl("create", "namespace", name)
+    yield name
+    local.kubectl("delete", "namespace", name, "--wait=true", "--timeout=120s")
+
+
+def deployment(name: str, namespace: str, replicas: int, pod_spec: dict[str, Any]) -> dict[str, Any]:
+    labels = {"app": name}
+    container = {"name": "main", "image": "registry.k8s.io/pause:3.10", **pod_spec.pop("container", {})}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": {"containers": [container], **pod_spec}},
+        },
+    }
+
+
+def pods(local: LocalStack, namespace: str, app: str) -> list[dict[str, Any]]:
+    return local.kubectl_json("get", "pods", "-n", namespace, "-l", f"app={app}")["items"]
+
+
+def node_pools(local: LocalStack) -> dict[str, str]:
+    return {n["metadata"]["name"]: n["metadata"]["labels"][POOL_LABEL] for n in local.kubectl_json("get", "nodes")["items"]}
+
+
+def gpu_limit(pod: dict[str, Any]) -> int:
+    return sum(int((c.get("resources", {}).get("limits") or {}).get(GPU_RESOURCE, 0)) for c in pod["spec"]["containers"])
+
+
+def gpus_held(local: LocalStack) -> int:
+    """GPUs that placed, unfinished pods hold right now."""
+    return sum(
+        gpu_limit(p)
+        for p in local.kubectl_json("get", "pods", "--all-namespaces")["items"]
+        if p["spec"].get("nodeName") and p["status"].get("phase") not in ("Succeeded", "Failed")
+    )
+
+
+def test_gpu_pods_bind_to_gpu_nodes_only_and_count_gpus(local: LocalStack, scratch_namespace: str, api: dynamic.DynamicClient) -> None:
+    """Pods asking for one GPU each, tolerating the GPU pool's taints but with no node selector:
+    only the GPU capacity (copied from the pool's declaration by the node stage) sends them to
+    GPU nodes, and one GPU per node means a pod more than there are GPUs stays Pending."""
+    pools = settings(local).cluster.node_pools
+    gpu_pools = [p for p in pools if p.gpus_per_node]
+    gpus = sum(p.gpus_per_node * p.node_count for p in gpu_pools)
+    # The stack's own GPU pods (TFJob workers, once the operator creates them) finish first.
+    wait_for(lambda: gpus_held(local) == 0, 180, "the stack's GPU pods to finish and free their GPUs")
+    tolerations = [toleration(t) for p in gpu_pools for t in p.taints]
+    spec = {"tolerations": tolerations, "container": {"resources": {"limits": {GPU_RESOURCE: "1"}}}}
+    local.kubectl("apply", "-f", "-", input_json=deployment("gpu", scratch_namespace, gpus + 1, spec))
+
+    bound = wait_for(
+        lambda: (lambda ps: ps if len(ps) == gpus else None)([p for p in pods(local, scratch_namespace, "gpu") if p["spec"].get("nodeName")]),
+        60,
+        f"{gpus} GPU pods to be bound",
+    )
+    by_node = node_pools(local)
+    gpu_pool_names = {p.name for p in gpu_pools}
+    placed = sorted(p["spec"]["nodeName"] for p in bound)
+    assert {by_node[n] for n in placed} <= gpu_pool_names, f"GPU pods on {placed}"
+    assert len(set(placed)) == gpus, f"two one-GPU pods share a one-GPU node: {placed}"
+
+    def unschedulable() -> list[dict[str, Any]]:
+        waiting = [p for p in pods(local, scratch_namespace, "gpu") if not p["spec"].get("nodeName")]
+        return [
+            c for p in waiting for c in p["status"].get("conditions", [])
+            if c["type"] == "PodScheduled" and c.get("reason") == "Unschedulable"
+        ]
+
+    (condition,) = wait_for(unschedulable, 60, "the pod beyond the GPU count to be reported unschedulable")
+    assert f"Insufficient {GPU_RESOURCE}" in condition["message"], condition
+
+    running = wait_for(
+        lambda: [p for p in pods(local, scratch_namespace, "gpu") if p["status"].get("phase") == "Running"],
+        30,
+        "bound GPU pods to run",
+    )
+    assert len(running) == gpus
+
+
+def test_cpu_pods_never_land_on_gpu_nodes(local: LocalStack, scratch_namespace: str) -> None:
+    gpu_pool_names = {p.name for p in settings(local).cluster.node_pools if p.gpus_per_node}
+    local.kubectl("apply", "-f", "-", input_json=deployment("cpu", scratch_namespace, 6, {}))
+    wait_for(lambda: len([p for p in pods(local, scratch_namespace, "cpu") if p["status"].get("phase") == "Running"]) == 6, 60, "6 CPU pods to run")
+    by_node = node_pools(local)
+    every_pod = local.kubectl_json("get", "pods", "--all-namespaces")["items"]
+    cpu_pods = [p for p in every_pod if not gpu_limit(p)]
+    assert len(cpu_pods) >= 6
+    on_gpu = [
+        f"{p['metadata']['namespace']}/{p['metadata']['name']} on {p['spec']['nodeName']}"
+        for p in cpu_pods if by_node.get(p["spec"].get("nodeName", "")) in gpu_pool_names
+    ]
+    assert not on_gpu, f"CPU pods on GPU nodes: {on_gpu}"
+
+
+# --- changes ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def restore_config(local: LocalStack) -> Any:
+    """Puts the stack's config file back and brings the stack back to it after the test."""
+    saved = local.config_file.read_text()
+    yield
+    if local.config_file.read_text() != saved:
+        local.config_file.write_text(saved)
+        local.pulumi("up", "--yes", "--skip-preview")
+    result = local.pulumi("preview", "--expect-no-changes", check=False)
+    assert result.returncode == 0, f"the stack did not return to its config:\n{result.output[-4000:]}"
+
+
+def apply_change(local: LocalStack, api: dynamic.DynamicClient) -> tuple[dict[str, set[str]], dict, dict]:
+    """Preview (JSON) then `pulumi up`; the planned steps and every object's identity before and after."""
+    before = identities(local, api)
+    plan = steps_changed(local.pulumi("preview", "--json").stdout)
+    local.pulumi("up", "--yes", "--skip-preview")
+    return plan, before, identities(local, api)
+
+
+PUBLIC_SERVICES = {
+    # config prefix: (Service name, extra settings LoadBalancer needs)
+    "jupyterhub": ("proxy-public", {}),
+    "mnist.tensorboard": ("tensorboard", {"loadBalancerSourceRanges[0]": "10.0.0.0/8"}),
+}
+
+
+@pytest.mark.parametrize("prefix", PUBLIC_SERVICES)
+def test_public_service_flips_to_load_balancer_and_back_alone(
+    local: LocalStack, api: dynamic.DynamicClient, restore_config: None, prefix: str
+) -> None:
+    service_name, extra = PUBLIC_SERVICES[prefix]
+    service = named(local, "Service", service_name)
+    assert service is not None, f"no Service {service_name} in the stack"
+    urn = service["urn"]
+    cluster_ip = local.config_file.read_text()
+
+    for key, value in {"serviceType": "LoadBalancer", **extra}.items():
+        local.set_config(f"{prefix}.{key}", value)
+    plan, before, after = apply_change(local, api)
+    assert set(plan) == {urn}, f"ClusterIP -> LoadBalancer should touch only {service_name}: {plan}"
+    assert {u for u in before if before[u] != after[u]} == {urn}, "objects other than the Service changed"
+    svc = live(api, manifest(service))
+    assert svc.spec.type == "LoadBalancer"
+    ingress = svc.status.loadBalancer.ingress or []
+    assert ingress and ingress[0].ip.startswith("192.0.2."), f"no simulated load balancer address: {svc.status}"
+
+    local.config_file.write_text(cluster_ip)
+    plan, before, after = apply_change(local, api)
+    assert set(plan) == {urn}, f"LoadBalancer -> ClusterIP should touch only {service_name}: {plan}"
+    assert {u for u in before if before[u] != after[u]} == {urn}, "objects other than the Service changed"
+    assert live(api, manifest(service)).spec.type == "ClusterIP"
+
+
+def test_more_workers_update_the_tfjob_in_place(local: LocalStack, api: dynamic.DynamicClient, restore_config: None) -> None:
+    (job,) = of_kind(local, "TFJob")
+    workers = settings(local).mnist.replica_counts["Worker"] + 1
+    local.set_config("mnist.replicas.Worker", str(workers))
+    plan, before, after = apply_change(local, api)
+    assert plan == {job["urn"]: {"update"}}, f"a new worker count should update the TFJob in place, nothing else: {plan}"
+    assert after[job["urn"]][0] == before[job["urn"]][0], "the TFJob was replaced"
+    stored = live(api, manifest(job)).to_dict()
+    assert stored["spec"]["tfReplicaSpecs"]["Worker"]["replicas"] == workers
+
+
+def test_bad_config_fails_preview_clearly_and_changes_nothing(local: LocalStack, api: dynamic.DynamicClient) -> None:
+    bad = local.base / "Pulumi.bad.yaml"
+    shutil.copy(local.config_file, bad)
+    local.set_config("jupyterhub.serviceType", "Loadbalancer", config_file=bad)
+    state_before = [r["urn"] for r in local.kubernetes_resources()]
+    before = identities(local, api)
+
+    for command in (["preview"], ["up", "--yes", "--skip-preview"]):
+        result = local.pulumi(*command, config_file=bad, check=False)
+        assert result.returncode != 0, f"`pulumi {command[0]}` accepted jupyterhub.serviceType Loadbalancer"
+        assert f"{NAMESPACE}:jupyterhub.serviceType" in result.output, result.output[-3000:]
+        assert "Loadbalancer" in result.output and "LoadBalancer" in result.output, result.output[-3000:]
+        assert "Traceback" not in result.output, f"a Python traceback instead of the message:\n{result.output[-3000:]}"
+
+    assert [r["urn"] for r in local.kubernetes_resources()] == state_before, "the failed update changed the state"
+    assert identities(local, api) == before, "the failed update changed objects in the cluster"
+
+
+# --- `make down` (last) ------------------------------------------------------------------------
+
+
+def test_make_down_leaves_no_objects_and_no_processes(local: LocalStack, api: dynamic.DynamicClient) -> None:
+    declared = local.kubernetes_resources()
+    assert local.cluster_pids(), "the cluster is not running before `make down`"
+
+    # `make down` is `pulumi destroy`, then `bin/cluster down`. Look at the live cluster between
+    # the two (destroy alone first), then let `make down` finish the job.
+    local.pulumi("destroy", "--yes", "--skip-preview")
+    left = [describe(r) for r in declared if live(api, manifest(r)) is not None]
+    assert not left, f"still in the cluster after destroy: {left}"
+    labelled = local.kubectl("get", "all", "--all-namespaces", "-l", "app.kubernetes.io/part-of=mlplatform", "-o", "name").stdout.split()
+    assert not labelled, f"objects labelled part-of=mlplatform after destroy: {labelled}"
+
+    local.make("down")
+    assert not local.kubernetes_resources(), "the stack still holds resources"
+    assert not local.cluster_pids(), f"processes left by `make down`: {local.cluster_pids()}"
+    assert not local.cluster_dir.exists(), f"cluster state left in {local.cluster_dir}"
+    assert not local.kubeconfig.exists()
