@@ -194,6 +194,18 @@ class LocalStack:
                 pids.append(int(proc.name))
         return pids
 
+    def component_pids(self) -> dict[str, int]:
+        """The cluster's control-plane components (kwokctl runs each in the cluster's directory)."""
+        home = str(self.cluster_dir / "clusters" / self.cluster_name)
+        found = {}
+        for proc in Path("/proc").iterdir():
+            try:
+                if proc.name.isdigit() and os.readlink(proc / "cwd") == home:
+                    found[(proc / "comm").read_text().strip()] = int(proc.name)
+            except OSError:
+                continue
+        return found
+
     def force_cleanup(self) -> None:
         """Last resort after a failed run: stop this cluster's processes (by pid, ours only)."""
         for pid in self.cluster_pids():

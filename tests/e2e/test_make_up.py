@@ -8,7 +8,10 @@ what it changed, and the last one takes everything down.
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
+import signal
 from typing import Any
 
 import pytest
@@ -202,6 +205,41 @@ def test_cpu_pods_never_land_on_gpu_nodes(local: LocalStack, scratch_namespace: 
         for p in cpu_pods if by_node.get(p["spec"].get("nodeName", "")) in gpu_pool_names
     ]
     assert not on_gpu, f"CPU pods on GPU nodes: {on_gpu}"
+
+
+# --- the cluster across `make up`s -----------------------------------------------------------
+
+COMPONENTS = {"etcd", "kube-apiserver", "kube-controller", "kube-scheduler", "kwok-controller"}  # as /proc/*/comm names them
+
+
+def test_second_make_up_reuses_the_running_cluster(local: LocalStack) -> None:
+    before = local.component_pids()
+    assert set(before) == COMPONENTS, before
+    result = local.make("up")
+    assert "ready (reused)" in result.output, result.output[-2000:]
+    assert local.component_pids() == before, "a second `make up` restarted components of a running cluster"
+    assert re.search(r"Resources:\s+\d+ unchanged\s+Duration", result.stdout), f"the second deploy changed something:\n{result.stdout[-1500:]}"
+
+
+def test_make_up_restarts_a_killed_cluster(local: LocalStack, api: dynamic.DynamicClient, scratch_namespace: str) -> None:
+    objects = identities(local, api)
+    killed = local.component_pids()
+    for pid in killed.values():
+        os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not local.component_pids(), 10, "the killed components to exit")
+
+    result = local.make("up")
+    assert "ready (restarted)" in result.output, result.output[-2000:]
+    running = local.component_pids()
+    assert set(running) == COMPONENTS and not set(running.values()) & set(killed.values()), running
+    assert identities(local, api) == objects, "objects changed across the restart (etcd's data should survive it)"
+    # kwok runs the nodes again at once (not after the dead kwok's node leases expire).
+    local.kubectl("apply", "-f", "-", input_json=deployment("after-restart", scratch_namespace, 2, {}))
+    wait_for(
+        lambda: len([p for p in pods(local, scratch_namespace, "after-restart") if p["status"].get("phase") == "Running"]) == 2,
+        30,
+        "new pods to run on the restarted cluster",
+    )
 
 
 # --- changes ---------------------------------------------------------------------------------
