@@ -96,30 +96,8 @@ class TrainingOperator(pulumi.ComponentResource):
         account = k8s.core.v1.ServiceAccount(
             f"{name}-sa", metadata={"name": NAME, "namespace": NAMESPACE, "labels": labels}, opts=in_namespace
         )
-        subject = {"kind": "ServiceAccount", "name": NAME, "namespace": NAMESPACE}
-        cluster_role = k8s.rbac.v1.ClusterRole(
-            f"{name}-clusterrole", metadata={"name": NAME, "labels": labels}, rules=CLUSTER_RULES, opts=child
-        )
-        k8s.rbac.v1.ClusterRoleBinding(
-            f"{name}-clusterrolebinding",
-            metadata={"name": NAME, "labels": labels},
-            role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": NAME},
-            subjects=[subject],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[cluster_role, account]),
-        )
-        role = k8s.rbac.v1.Role(
-            f"{name}-role",
-            metadata={"name": NAME, "namespace": NAMESPACE, "labels": labels},
-            rules=NAMESPACE_RULES,
-            opts=in_namespace,
-        )
-        k8s.rbac.v1.RoleBinding(
-            f"{name}-rolebinding",
-            metadata={"name": NAME, "namespace": NAMESPACE, "labels": labels},
-            role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": NAME},
-            subjects=[subject],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[role, account]),
-        )
+        self._grant("ClusterRole", None, CLUSTER_RULES, name, labels, account)
+        self._grant("Role", NAMESPACE, NAMESPACE_RULES, name, labels, account, depends_on=[namespace])
         # Created empty; the operator writes its CA and serving certificate into it.
         secret = k8s.core.v1.Secret(
             f"{name}-webhook-cert",
@@ -174,6 +152,33 @@ class TrainingOperator(pulumi.ComponentResource):
         # With the webhook in place, a TFJob can only be admitted once the operator serves it.
         self.ready = [self.crd, webhook, self.deployment] if args.webhook else [self.crd]
         self.register_outputs({})
+
+    def _grant(
+        self,
+        kind: str,
+        namespace: str | None,
+        rules: list[dict[str, Any]],
+        name: str,
+        labels: dict[str, str],
+        account: k8s.core.v1.ServiceAccount,
+        depends_on: list[pulumi.Resource] | None = None,
+    ) -> None:
+        """A (Cluster)Role with `rules`, bound to the operator's ServiceAccount."""
+        metadata = {"name": NAME, "labels": labels, **({"namespace": namespace} if namespace else {})}
+        slug = kind.lower()
+        group = k8s.rbac.v1.ClusterRole if kind == "ClusterRole" else k8s.rbac.v1.Role
+        binding = k8s.rbac.v1.ClusterRoleBinding if kind == "ClusterRole" else k8s.rbac.v1.RoleBinding
+        role = group(
+            f"{name}-{slug}", metadata=metadata, rules=rules,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on or []),
+        )
+        binding(
+            f"{name}-{slug}binding",
+            metadata=metadata,
+            role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": NAME},
+            subjects=[{"kind": "ServiceAccount", "name": NAME, "namespace": NAMESPACE}],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[role, account]),
+        )
 
     @staticmethod
     def _pod_spec() -> dict[str, Any]:
