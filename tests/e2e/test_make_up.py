@@ -20,7 +20,7 @@ from kubernetes import dynamic
 import stacks
 from components.cluster import toleration
 from components.k8s import CAPACITY_ANNOTATION, GPU_RESOURCE, POOL_LABEL
-from local_stack import NAMESPACE, LocalStack, live, steps_changed, wait_for
+from local_stack import NAMESPACE, CommandFailed, LocalStack, live, steps_changed, wait_for
 
 
 def manifest(resource: dict[str, Any]) -> dict[str, Any]:
@@ -250,11 +250,12 @@ def restore_config(local: LocalStack) -> Any:
     """Puts the stack's config file back and brings the stack back to it after the test."""
     saved = local.config_file.read_text()
     yield
-    if local.config_file.read_text() != saved:
-        local.config_file.write_text(saved)
+    local.config_file.write_text(saved)
+    if local.pulumi("preview", "--expect-no-changes", check=False).returncode != 0:
+        # The test stopped half-way (or the preview itself fails): deploy the config as it was.
         local.pulumi("up", "--yes", "--skip-preview")
-    result = local.pulumi("preview", "--expect-no-changes", check=False)
-    assert result.returncode == 0, f"the stack did not return to its config:\n{result.output[-4000:]}"
+        result = local.pulumi("preview", "--expect-no-changes", check=False)
+        assert result.returncode == 0, f"the stack did not return to its config:\n{result.output[-4000:]}"
 
 
 def apply_change(local: LocalStack, api: dynamic.DynamicClient) -> tuple[dict[str, set[str]], dict, dict]:
@@ -265,18 +266,33 @@ def apply_change(local: LocalStack, api: dynamic.DynamicClient) -> tuple[dict[st
     return plan, before, identities(local, api)
 
 
-PUBLIC_SERVICES = {
-    # config prefix: (Service name, extra settings LoadBalancer needs)
-    "jupyterhub": ("proxy-public", {}),
-    "mnist.tensorboard": ("tensorboard", {"loadBalancerSourceRanges[0]": "10.0.0.0/8"}),
-}
+SOURCE_RANGES = {"loadBalancerSourceRanges[0]": "10.0.0.0/8"}
 
 
-@pytest.mark.parametrize("prefix", PUBLIC_SERVICES)
+@pytest.mark.parametrize(
+    ("prefix", "service_name", "extra"),
+    [
+        pytest.param("jupyterhub", "proxy-public", {}, id="jupyterhub"),
+        pytest.param(
+            "jupyterhub",
+            "proxy-public",
+            SOURCE_RANGES,
+            id="jupyterhub-source-ranges",
+            marks=pytest.mark.xfail(
+                raises=CommandFailed,
+                strict=True,
+                reason="the preview of going back to ClusterIP keeps loadBalancerSourceRanges (refused by the API "
+                "server) until components/jupyterhub.py gives proxy-public the field manager annotation that "
+                "components/k8s.py defines (FIELD_MANAGER_ANNOTATION) as the TensorBoard Service has; "
+                "then remove this mark",
+            ),
+        ),
+        pytest.param("mnist.tensorboard", "tensorboard", SOURCE_RANGES, id="tensorboard"),  # LoadBalancer requires ranges
+    ],
+)
 def test_public_service_flips_to_load_balancer_and_back_alone(
-    local: LocalStack, api: dynamic.DynamicClient, restore_config: None, prefix: str
+    local: LocalStack, api: dynamic.DynamicClient, restore_config: None, prefix: str, service_name: str, extra: dict[str, str]
 ) -> None:
-    service_name, extra = PUBLIC_SERVICES[prefix]
     service = named(local, "Service", service_name)
     assert service is not None, f"no Service {service_name} in the stack"
     urn = service["urn"]
