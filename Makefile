@@ -68,7 +68,7 @@ down:
 
 .PHONY: bench-deploy
 bench-deploy: venv
-	tools/build.sh pulumi kube
+	tools/build.sh pulumi kube operator
 	$(PY) tests/e2e/bench_deploy.py --out .local/bench-deploy
 
 # --- trainer (trainer/) ---
