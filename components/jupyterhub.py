@@ -29,7 +29,14 @@ import pulumi_kubernetes as k8s
 
 from components import hub_config as hub
 from components.cluster import Cluster, Scheduling
-from components.k8s import PART_OF, app_labels, port_forward_command, service_url
+from components.k8s import (
+    FIELD_MANAGER,
+    FIELD_MANAGER_ANNOTATION,
+    PART_OF,
+    app_labels,
+    port_forward_command,
+    service_url,
+)
 from components.versions import CONFIGURABLE_HTTP_PROXY_IMAGE, JUPYTERHUB_HUB_IMAGE
 from stacks.config import JupyterHubSettings
 
@@ -426,7 +433,11 @@ class JupyterHub(pulumi.ComponentResource):
             spec["loadBalancerSourceRanges"] = list(settings.load_balancer_source_ranges)
         return k8s.core.v1.Service(
             f"{name}-proxy-public",
-            metadata=self._metadata(hub.PROXY_PUBLIC_SERVICE, hub.PROXY_COMPONENT),
+            # One field manager for every generation of this Service (see components/k8s.py).
+            metadata={
+                **self._metadata(hub.PROXY_PUBLIC_SERVICE, hub.PROXY_COMPONENT),
+                "annotations": {FIELD_MANAGER_ANNOTATION: FIELD_MANAGER},
+            },
             spec=spec,
             # The API server refuses some type changes in place: going back to ClusterIP keeps the
             # nodePort it allocated ("nodePort: Forbidden: may not be used when type is ClusterIP"),

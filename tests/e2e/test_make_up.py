@@ -273,20 +273,7 @@ SOURCE_RANGES = {"loadBalancerSourceRanges[0]": "10.0.0.0/8"}
     ("prefix", "service_name", "extra"),
     [
         pytest.param("jupyterhub", "proxy-public", {}, id="jupyterhub"),
-        pytest.param(
-            "jupyterhub",
-            "proxy-public",
-            SOURCE_RANGES,
-            id="jupyterhub-source-ranges",
-            marks=pytest.mark.xfail(
-                raises=CommandFailed,
-                strict=True,
-                reason="the preview of going back to ClusterIP keeps loadBalancerSourceRanges (refused by the API "
-                "server) until components/jupyterhub.py gives proxy-public the field manager annotation that "
-                "components/k8s.py defines (FIELD_MANAGER_ANNOTATION) as the TensorBoard Service has; "
-                "then remove this mark",
-            ),
-        ),
+        pytest.param("jupyterhub", "proxy-public", SOURCE_RANGES, id="jupyterhub-source-ranges"),
         pytest.param("mnist.tensorboard", "tensorboard", SOURCE_RANGES, id="tensorboard"),  # LoadBalancer requires ranges
     ],
 )
