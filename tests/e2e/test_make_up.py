@@ -20,7 +20,7 @@ from kubernetes import dynamic
 import stacks
 from components.cluster import toleration
 from components.k8s import CAPACITY_ANNOTATION, GPU_RESOURCE, POOL_LABEL
-from local_stack import NAMESPACE, CommandFailed, LocalStack, live, steps_changed, wait_for
+from local_stack import NAMESPACE, LocalStack, live, steps_changed, wait_for
 
 
 def manifest(resource: dict[str, Any]) -> dict[str, Any]:
