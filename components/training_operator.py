@@ -147,7 +147,9 @@ class TrainingOperator(pulumi.ComponentResource):
             metadata={"name": WEBHOOK_CONFIGURATION, "labels": labels},
             webhooks=[tfjob_webhook] if args.webhook else [],
             # The operator injects its CA into caBundle; that field is its own.
-            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["webhooks[*].clientConfig.caBundle"]),
+            opts=pulumi.ResourceOptions(
+                parent=self, ignore_changes=["webhooks[*].clientConfig.caBundle"] if args.webhook else []
+            ),
         )
         # With the webhook in place, a TFJob can only be admitted once the operator serves it.
         self.ready = [self.crd, webhook, self.deployment] if args.webhook else [self.crd]

@@ -104,6 +104,8 @@ class LocalStack:
         self.project_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / "Pulumi.yaml", self.project_dir / "Pulumi.yaml")
         config = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())
+        # The dev stack's salt is for the local-dev passphrase; this stack has its own.
+        config.pop("encryptionsalt", None)
         config["config"][f"{NAMESPACE}:cluster"]["kubeconfig"] = str(self.kubeconfig)
         for key, value in self.extra_config.items():
             config["config"][f"{NAMESPACE}:{key}"] = value
