@@ -43,6 +43,16 @@ REPLICA_RESOURCES = {
 }
 
 
+def data_claim(settings: MnistSettings) -> str:
+    """The shared volume's claim: data, checkpoints and logs of the job."""
+    return f"{settings.job_name}-data"
+
+
+def code_config_map(settings: MnistSettings) -> str:
+    """The ConfigMap that carries the trainer code for the stock TensorFlow image."""
+    return f"{settings.job_name}-trainer"
+
+
 @dataclass(frozen=True)
 class DistributedMnistArgs:
     settings: MnistSettings
@@ -70,7 +80,7 @@ class DistributedMnist(pulumi.ComponentResource):
         )
         in_ns = pulumi.ResourceOptions(parent=self, depends_on=[ns])
 
-        claim = f"{settings.job_name}-data"
+        claim = data_claim(settings)
         access = ["ReadWriteMany"]  # chief, workers and TensorBoard share data, checkpoints and logs
         args.cluster.volume_for(claim, namespace, settings.storage.size, access, in_ns)
         pvc_spec: dict[str, Any] = {"accessModes": access, "resources": {"requests": {"storage": settings.storage.size}}}
@@ -89,7 +99,7 @@ class DistributedMnist(pulumi.ComponentResource):
             depends.append(
                 k8s.core.v1.ConfigMap(
                     f"{name}-trainer-code",
-                    metadata={"name": f"{settings.job_name}-trainer", "namespace": namespace, "labels": app_labels("mnist", "trainer-code")},
+                    metadata={"name": code_config_map(settings), "namespace": namespace, "labels": app_labels("mnist", "trainer-code")},
                     data=trainer_sources(),
                     opts=in_ns,
                 )
@@ -135,11 +145,11 @@ class DistributedMnist(pulumi.ComponentResource):
                 "volumeMounts": [{"name": "data", "mountPath": DATA_MOUNT}],
                 "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
             }
-            volumes: list[dict[str, Any]] = [{"name": "data", "persistentVolumeClaim": {"claimName": f"{settings.job_name}-data"}}]
+            volumes: list[dict[str, Any]] = [{"name": "data", "persistentVolumeClaim": {"claimName": data_claim(settings)}}]
             if mount_code:
                 container["volumeMounts"].append({"name": "trainer-code", "mountPath": CODE_MOUNT, "readOnly": True})
                 container["env"] = [{"name": "PYTHONPATH", "value": CODE_MOUNT.rsplit("/", 1)[0]}]
-                volumes.append({"name": "trainer-code", "configMap": {"name": f"{settings.job_name}-trainer"}})
+                volumes.append({"name": "trainer-code", "configMap": {"name": code_config_map(settings)}})
             pod_spec = {"containers": [container], "volumes": volumes, **cluster.scheduling_for(gpus).pod_spec()}
             replica_specs[kind] = ReplicaSpec(
                 replicas=count,
