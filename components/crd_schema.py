@@ -11,7 +11,7 @@ from typing import Any
 
 import kubernetes_validate
 
-from components.tfjob import CLEAN_POD_POLICIES, RESTART_POLICIES
+from components.tfjob import CLEAN_POD_POLICIES, COORDINATORS, RESTART_POLICIES
 from components.versions import KUBERNETES_VERSION
 from stacks.config import REPLICA_TYPES
 
@@ -130,6 +130,7 @@ def tfjob_schema() -> dict[str, Any]:
         },
     }
     known = ", ".join(f"'{t}'" for t in REPLICA_TYPES)
+    coordinators = ", ".join(f"'{t}'" for t in COORDINATORS)
     replica_specs = {
         "type": "object",
         "minProperties": 1,
@@ -140,9 +141,12 @@ def tfjob_schema() -> dict[str, Any]:
         # operator's webhook cannot run (a local process without a pod network).
         "x-kubernetes-validations": [
             {"rule": f"self.all(k, k in [{known}])", "message": f"replica types are {', '.join(REPLICA_TYPES)}"},
-            {"rule": "!('Chief' in self && 'Master' in self)", "message": "must not have more than 1 Chief or Master role"},
             {
-                "rule": "self.all(k, !(k in ['Chief', 'Master']) || !has(self[k].replicas) || self[k].replicas <= 1)",
+                "rule": f"[{coordinators}].filter(k, k in self).size() <= 1",
+                "message": "must not have more than 1 Chief or Master role",
+            },
+            {
+                "rule": f"self.all(k, !(k in [{coordinators}]) || !has(self[k].replicas) || self[k].replicas <= 1)",
                 "message": "a TFJob has at most one Chief or Master replica",
             },
         ],
