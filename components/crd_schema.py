@@ -11,9 +11,8 @@ from typing import Any
 
 import kubernetes_validate
 
-from components.tfjob import CLEAN_POD_POLICIES, COORDINATORS, RESTART_POLICIES
+from components.tfjob_api import CLEAN_POD_POLICIES, COORDINATORS, REPLICA_TYPES, RESTART_POLICIES
 from components.versions import KUBERNETES_VERSION
-from stacks.config import REPLICA_TYPES
 
 _DEFS_PREFIX = "#/$defs/"
 _OBJECT_META = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"

@@ -115,17 +115,15 @@ class JupyterHubArgs:
 
 
 def _check(args: JupyterHubArgs) -> None:
+    # The profile rules are the config layer's, so settings built any other way meet them too.
+    problems = list(args.settings.profile_problems("JupyterHubArgs.settings"))
+    if problems:
+        raise ValueError("\n".join(problems))
     names = [p.name for p in args.settings.profiles]
-    if not names:
-        raise ValueError("JupyterHubArgs.settings.profiles: at least one profile is needed")
     missing = sorted(set(names) - set(args.profile_scheduling))
     extra = sorted(set(args.profile_scheduling) - set(names))
     if missing or extra:
         raise ValueError(f"JupyterHubArgs.profile_scheduling: missing {missing}, unknown {extra}; needs one entry per profile")
-    slugs = [hub.profile_slug(n) for n in names]
-    clashes = sorted({n for n, s in zip(names, slugs) if slugs.count(s) > 1})
-    if clashes:
-        raise ValueError(f"JupyterHubArgs.settings.profiles: names {clashes} give the same form slug; rename one")
     for scheduling in (*args.profile_scheduling.values(), args.core_scheduling):
         hub.placement(scheduling)  # raises for placements KubeSpawner cannot express
 

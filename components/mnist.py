@@ -18,23 +18,14 @@ from components.k8s import (
     port_forward_command,
     service_url,
 )
-from components.tfjob import (
-    CONTAINER_NAME,
-    DEFAULT_PORT,
-    PORT_NAME,
-    ReplicaSpec,
-    RunPolicy,
-    TFJob,
-    TFJobArgs,
-    TFJobSpec,
-)
+from components.tfjob import ReplicaSpec, RunPolicy, TFJob, TFJobArgs, TFJobSpec
+from components.tfjob_api import CONTAINER_NAME, DEFAULT_PORT, JOB_NAME_LABEL, PORT_NAME
 from components.trainer_image import TrainerImage, pinned_version, trainer_sources
 from stacks.config import MnistSettings
 
 DATA_MOUNT = "/data"
 CODE_MOUNT = "/opt/mlplatform/trainer"
 TENSORBOARD_PORT = 6006
-JOB_NAME_LABEL = "training.kubeflow.org/job-name"  # set by the operator on every replica pod
 
 # What each replica asks for; the PS holds variables, the others compute.
 REPLICA_RESOURCES = {

@@ -13,20 +13,16 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from stacks.config import REPLICA_TYPES
-
-GROUP = "kubeflow.org"
-VERSION = "v1"
-API_VERSION = f"{GROUP}/{VERSION}"
-KIND = "TFJob"
-PLURAL = "tfjobs"
-
-CONTAINER_NAME = "tensorflow"  # the operator injects TF_CONFIG into this container only
-PORT_NAME = "tfjob-port"
-DEFAULT_PORT = 2222
-RESTART_POLICIES = ("Always", "OnFailure", "Never", "ExitCode")
-CLEAN_POD_POLICIES = ("None", "Running", "All")
-COORDINATORS = ("Chief", "Master")
+from components.tfjob_api import (
+    API_VERSION,
+    CLEAN_POD_POLICIES,
+    CONTAINER_NAME,
+    DEFAULT_PORT,
+    KIND,
+    PORT_NAME,
+    RESTART_POLICIES,
+    replica_problems,
+)
 
 _DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
@@ -83,14 +79,10 @@ class TFJobSpec:
             found.append(f"metadata.name: {self.name!r} must be a DNS-1035 label (lowercase letters, digits, '-')")
         if not self.replica_specs:
             found.append("spec.tfReplicaSpecs: at least one replica type is required")
+        for kind, message in replica_problems({kind: spec.replicas for kind, spec in self.replica_specs.items()}):
+            found.append(f"spec.tfReplicaSpecs{f'[{kind}]' if kind else ''}: {message}")
         for kind, spec in self.replica_specs.items():
             path = f"spec.tfReplicaSpecs[{kind}]"
-            if kind not in REPLICA_TYPES:
-                found.append(f"{path}: unknown replica type; allowed: {', '.join(REPLICA_TYPES)}")
-            if spec.replicas < 0:
-                found.append(f"{path}.replicas: {spec.replicas} must be >= 0")
-            if kind in COORDINATORS and spec.replicas > 1:
-                found.append(f"{path}.replicas: {spec.replicas}; a TFJob has one {kind}")
             if spec.restart_policy not in RESTART_POLICIES:
                 found.append(f"{path}.restartPolicy: {spec.restart_policy!r}; allowed: {', '.join(RESTART_POLICIES)}")
             containers = spec.template.get("spec", {}).get("containers", [])
@@ -99,8 +91,6 @@ class TFJobSpec:
             for i, container in enumerate(containers):
                 if not container.get("image"):
                     found.append(f"{path}.template.spec.containers[{i}].image: required")
-        if sum(kind in COORDINATORS for kind in self.replica_specs) > 1:
-            found.append("spec.tfReplicaSpecs: must not have more than 1 Chief or Master role")
         if self.run_policy.clean_pod_policy not in CLEAN_POD_POLICIES:
             found.append(
                 f"spec.runPolicy.cleanPodPolicy: {self.run_policy.clean_pod_policy!r}; allowed: {', '.join(CLEAN_POD_POLICIES)}"
@@ -133,8 +123,11 @@ class TFJobSpec:
     def tf_config(self, kind: str, index: int) -> dict[str, Any] | None:
         if not self.is_distributed():
             return None
+        # As the operator writes it: Go's json.Marshal of its TFConfig struct, so the fields in
+        # the struct's order (cluster, task, environment), and the cluster spec, a Go map, with
+        # its keys sorted.
         return {
-            "cluster": self.cluster_spec(),
+            "cluster": dict(sorted(self.cluster_spec().items())),
             "task": {"type": kind.lower(), "index": index},
             "environment": "cloud",
         }
@@ -146,8 +139,7 @@ class TFJobSpec:
             for i in range(spec.replicas):
                 config = self.tf_config(kind, i)
                 if config is not None:
-                    # Go's json.Marshal writes compact JSON with sorted map keys.
-                    configs[self.pod_name(kind, i)] = json.dumps(config, separators=(",", ":"), sort_keys=True)
+                    configs[self.pod_name(kind, i)] = json.dumps(config, separators=(",", ":"))
         return configs
 
     def manifest(self) -> dict[str, Any]:

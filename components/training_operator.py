@@ -10,7 +10,7 @@ import pulumi_kubernetes as k8s
 
 from components.crd_schema import tfjob_schema
 from components.k8s import app_labels
-from components.tfjob import GROUP, KIND, PLURAL, VERSION
+from components.tfjob_api import GROUP, KIND, PLURAL, VERSION
 from components.versions import TRAINING_OPERATOR_IMAGE
 
 # The operator finds its webhook Secret and Service by these names in the namespace it runs in

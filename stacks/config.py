@@ -3,8 +3,10 @@
 Keys live in the project namespace `mlplatform` as three structured values, `cluster`,
 `jupyterhub` and `mnist`, set with `pulumi config set --path`. The shape (types, allowed
 values, unknown keys) is checked by pydantic; the rules that tie several keys together are
-checked afterwards in `_check_rules`. Either way the result is one ConfigError whose lines each
-name the key, the value and what is allowed, raised before any resource is registered.
+checked afterwards by each settings class's `problems`, beside the settings it checks. Either
+way the result is one ConfigError whose lines each name the key, the value and what is allowed,
+raised before any resource is registered. Each field's description is the config reference:
+`make docs` writes it into Pulumi.yaml and the README.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 from kubernetes.utils import parse_quantity
@@ -27,14 +29,16 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 import pulumi
+from components.tfjob_api import COORDINATORS, REPLICA_TYPES, CleanPodPolicy, RestartPolicy, replica_problems
 
 NAMESPACE = "mlplatform"
-TOP_LEVEL_KEYS = ("cluster", "jupyterhub", "mnist")
 
-# The TFJob replica types, in the order the operator and the tutorial list them.
-REPLICA_TYPES = ("Chief", "Master", "Worker", "PS", "Evaluator")
-SERVICE_TYPES = ("ClusterIP", "LoadBalancer", "NodePort")
-TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+ServiceType = Literal["ClusterIP", "LoadBalancer", "NodePort"]
+TaintEffect = Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
+TAINT_EFFECTS: tuple[str, ...] = get_args(TaintEffect)
+ClusterProvider = Literal["kwok", "existing", "aks", "render"]
+AuthType = Literal["dummy", "native", "github", "azuread"]
+OAUTH_TYPES = ("github", "azuread")
 
 
 class ConfigError(pulumi.RunError):
@@ -128,22 +132,30 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True)
 
 
+def _only_with(key: str, what: str, actual: str) -> str:
+    return f"{key}: only used with {what}, not {actual}"
+
+
+def _source_ranges_problems(key: str, service_type: str, ranges: tuple[str, ...]) -> Iterator[str]:
+    if ranges and service_type != "LoadBalancer":
+        yield _only_with(f"{key}.loadBalancerSourceRanges", "serviceType LoadBalancer", service_type)
+
+
 # --- cluster ---------------------------------------------------------------------------------
 
 
 class NodePool(Settings):
-    name: DnsLabel
-    count: Count | None = None
-    min_count: Count | None = None
-    max_count: Count | None = None
-    vm_size: str | None = None
-    # Capacity of each simulated node (kwok); real pools report their own.
-    cpu: Quantity = "8"
-    memory: Quantity = "32Gi"
-    gpus_per_node: Count = 0
-    max_pods: Annotated[int, Field(ge=1)] = 110
-    taints: tuple[ParsedTaint, ...] = ()
-    labels: dict[str, str] = {}
+    name: DnsLabel = Field(description="the pool's name; its nodes carry the label `mlplatform.dev/pool=<name>`")
+    count: Count | None = Field(None, description="a fixed number of nodes (default 1); or set minCount and maxCount")
+    min_count: Count | None = Field(None, description="autoscaling: the fewest nodes (0 allowed)")
+    max_count: Count | None = Field(None, description="autoscaling: the most nodes")
+    vm_size: str | None = Field(None, description="aks: the VM size (required there)")
+    cpu: Quantity = Field("8", description="kwok: each simulated node's CPU capacity (real pools report their own)")
+    memory: Quantity = Field("32Gi", description="kwok: each simulated node's memory capacity")
+    gpus_per_node: Count = Field(0, description="`nvidia.com/gpu` per node; GPU workloads go to pools that have them")
+    max_pods: Annotated[int, Field(ge=1)] = Field(110, description="pods per node")
+    taints: tuple[ParsedTaint, ...] = Field((), description="`key=value:Effect` or `key:Effect`; workloads for the pool tolerate them")
+    labels: dict[str, str] = Field({}, description="node labels; on an existing cluster the labels that select the pool's nodes")
 
     @property
     def autoscaled(self) -> bool:
@@ -156,74 +168,151 @@ class NodePool(Settings):
             return self.max_count or 0
         return 1 if self.count is None else self.count
 
-
-class ClusterSettings(Settings):
-    provider: Literal["kwok", "existing", "aks", "render"] = "kwok"
-    # kwok and existing: the cluster's kubeconfig (a path or the contents) and context.
-    kubeconfig: str | None = None
-    context: str | None = None
-    # aks
-    location: str | None = None
-    kubernetes_version: str | None = None
-    resource_group: str | None = None
-    system_pool_vm_size: str = "Standard_D4s_v5"
-    system_pool_count: Annotated[int, Field(ge=1)] = 1
-    # render: where renderYamlToDirectory writes the manifests.
-    render_dir: str = ".local/render"
-    # On real GPU backends (aks, existing): deploy the NVIDIA device plugin onto GPU pools.
-    nvidia_device_plugin: bool = True
-    node_pools: tuple[NodePool, ...] = ()
+    def problems(self, key: str, provider: str) -> Iterator[str]:
+        if self.count is not None and self.autoscaled:
+            yield f"{key}.count: set either count or minCount/maxCount, not both"
+        if self.autoscaled and (self.min_count is None or self.max_count is None):
+            yield f"{key}: autoscaling needs both minCount and maxCount"
+        elif self.autoscaled and self.min_count > self.max_count:
+            yield f"{key}.minCount: {self.min_count} must be <= maxCount ({self.max_count})"
+        if provider == "existing" and not self.labels:
+            yield f"{key}.labels: required with cluster.provider existing: the labels that select this pool's nodes"
+        if provider == "aks":
+            if not self.vm_size:
+                yield f"{key}.vmSize: required with cluster.provider aks (e.g. Standard_NC4as_T4_v3 for GPUs)"
+            if len(self.name) > 12 or not self.name.isalnum():
+                yield f"{key}.name: {json.dumps(self.name)} must be at most 12 lowercase letters and digits on aks"
 
 
-# Keys that only mean something for one provider, so that a key set for another is a mistake.
-_PROVIDER_KEYS = {
+# The providers each provider-specific cluster key is for: such a key set for another provider
+# is a mistake.
+_PROVIDERS_OF = {
     "kubeconfig": ("kwok", "existing"),
     "context": ("kwok", "existing"),
     "location": ("aks",),
-    "kubernetesVersion": ("aks",),
-    "resourceGroup": ("aks",),
-    "systemPoolVmSize": ("aks",),
-    "systemPoolCount": ("aks",),
-    "renderDir": ("render",),
+    "kubernetes_version": ("aks",),
+    "resource_group": ("aks",),
+    "system_pool_vm_size": ("aks",),
+    "system_pool_count": ("aks",),
+    "render_dir": ("render",),
 }
+
+
+class ClusterSettings(Settings):
+    provider: ClusterProvider = Field(
+        "kwok",
+        description="`kwok` (the local cluster `make up` starts), `existing` (any cluster), `aks` (Azure), "
+        "`render` (write the manifests instead of applying them)",
+    )
+    kubeconfig: str | None = Field(
+        None,
+        description="kwok, existing: the cluster's kubeconfig, a path or the contents (kwok default: "
+        "$MLPLATFORM_KUBECONFIG, else `.local/kubeconfig`, the file `bin/cluster` writes)",
+    )
+    context: str | None = Field(None, description="kwok, existing: the kubeconfig context")
+    location: str | None = Field(None, description="aks: the Azure region (required there)")
+    kubernetes_version: str | None = Field(None, description="aks: the Kubernetes version (default: Azure's)")
+    resource_group: str | None = Field(None, description="aks: an existing resource group (default: one is created)")
+    system_pool_vm_size: str = Field("Standard_D4s_v5", description="aks: the system pool's VM size")
+    system_pool_count: Annotated[int, Field(ge=1)] = Field(1, description="aks: the system pool's node count")
+    render_dir: str = Field(".local/render", description="render: where the manifests are written")
+    nvidia_device_plugin: bool = Field(True, description="aks, existing: run the NVIDIA device plugin on GPU pools")
+    node_pools: tuple[NodePool, ...] = Field((), description="the node pools workloads are placed on")
+
+    @property
+    def pool_names(self) -> list[str]:
+        return [p.name for p in self.node_pools]
+
+    def gpu_problem(self, key: str, gpus: int) -> str | None:
+        """Why `gpus` GPUs per pod cannot be placed on any pool, or None when they can."""
+        gpu_pools = {p.name: p.gpus_per_node for p in self.node_pools if p.gpus_per_node}
+        if not gpus or any(n >= gpus for n in gpu_pools.values()):
+            return None
+        have = ", ".join(f"{n}={g}" for n, g in gpu_pools.items()) or "none"
+        return f"{key}: {gpus} GPUs asked for, but no node pool has gpusPerNode >= {gpus} (GPU pools: {have})"
+
+    def problems(self, key: str) -> Iterator[str]:
+        for field, providers in _PROVIDERS_OF.items():
+            if field in self.model_fields_set and self.provider not in providers:
+                yield _only_with(f"{key}.{to_camel(field)}", f"cluster.provider {' or '.join(providers)}", self.provider)
+        if self.provider == "existing" and not self.kubeconfig:
+            yield f"{key}.kubeconfig: required with cluster.provider existing (a path or the contents)"
+        if self.provider == "aks" and not self.location:
+            yield f"{key}.location: required with cluster.provider aks (an Azure region such as westeurope)"
+        names = self.pool_names
+        for i, pool in enumerate(self.node_pools):
+            pool_key = f"{key}.nodePools[{i}]"
+            if names.count(pool.name) > 1:
+                yield f"{pool_key}.name: {json.dumps(pool.name)} is used by more than one pool; names must be unique"
+            yield from pool.problems(pool_key, self.provider)
 
 
 # --- jupyterhub ------------------------------------------------------------------------------
 
 
 class Profile(Settings):
-    name: Annotated[str, Field(min_length=1)]
-    description: str = ""
-    image: PinnedImage
-    cpu_guarantee: Quantity | None = None
-    cpu_limit: Quantity | None = None
-    memory_guarantee: Quantity | None = None
-    memory_limit: Quantity | None = None
-    gpus: Count = 0
-    default: bool = False
+    name: Annotated[str, Field(min_length=1)] = Field(description="the choice's title on the spawn form")
+    description: str = Field("", description="shown under the title, after the image and limits")
+    image: PinnedImage = Field(description="the notebook image, pinned by tag or digest")
+    cpu_guarantee: Quantity | None = Field(None, description="CPU the server is guaranteed (request)")
+    cpu_limit: Quantity | None = Field(None, description="CPU the server may use at most")
+    memory_guarantee: Quantity | None = Field(None, description="memory the server is guaranteed (request)")
+    memory_limit: Quantity | None = Field(None, description="memory the server may use at most")
+    gpus: Count = Field(0, description="`nvidia.com/gpu` for the server; it then runs on a GPU pool")
+    default: bool = Field(False, description="preselected on the form (at most one profile)")
+
+    @property
+    def slug(self) -> str:
+        """The spawn form's machine name for the profile: lowercase letters, digits and '-'."""
+        return re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-") or "profile"
+
+    def problems(self, key: str, cluster: ClusterSettings) -> Iterator[str]:
+        for resource in ("cpu", "memory"):
+            guarantee = getattr(self, f"{resource}_guarantee")
+            limit = getattr(self, f"{resource}_limit")
+            if guarantee and limit and parse_quantity(guarantee) > parse_quantity(limit):
+                yield f"{key}.{resource}Guarantee: {guarantee} must be <= {resource}Limit ({limit})"
+        gpu_problem = cluster.gpu_problem(f"{key}.gpus", self.gpus)
+        if gpu_problem:
+            yield gpu_problem
 
 
 class Auth(Settings):
-    type: Literal["dummy", "native", "github", "azuread"] = "native"
-    admin_users: tuple[str, ...] = ()
-    allowed_users: tuple[str, ...] = ()
-    # OAuth (github, azuread). The client secret must be set with `--secret`.
-    client_id: str | None = None
-    client_secret: str | None = None
-    callback_url: str | None = None
-    tenant_id: str | None = None
-    allowed_organizations: tuple[str, ...] = ()
+    type: AuthType = Field(
+        "native",
+        description="`native` (sign-up, approved by an admin), `github` or `azuread` (OAuth), "
+        "`dummy` (anyone; refused unless serviceType is ClusterIP)",
+    )
+    admin_users: tuple[str, ...] = Field((), description="users who are hub admins")
+    allowed_users: tuple[str, ...] = Field((), description="users allowed to sign in (OAuth: besides allowedOrganizations)")
+    client_id: str | None = Field(None, description="OAuth: the application's client id")
+    client_secret: str | None = Field(None, description="OAuth: the client secret, set with `pulumi config set --secret`")
+    callback_url: str | None = Field(None, description="OAuth: `https://<hub address>/hub/oauth_callback`")
+    tenant_id: str | None = Field(None, description="azuread: the tenant")
+    allowed_organizations: tuple[str, ...] = Field((), description="github: organizations whose members may sign in")
+
+    def problems(self, key: str, stored_as_secret: bool) -> Iterator[str]:
+        if self.type in OAUTH_TYPES:
+            needed = ("client_id", "client_secret", "callback_url") + (("tenant_id",) if self.type == "azuread" else ())
+            for field in needed:
+                if not getattr(self, field):
+                    yield f"{key}.{to_camel(field)}: required with auth.type {self.type}"
+        if self.client_secret and not stored_as_secret:
+            yield (
+                f"{key}.clientSecret: is stored in plain text; set it with "
+                "`pulumi config set --secret --path jupyterhub.auth.clientSecret`"
+            )
 
 
 class Storage(Settings):
-    size: Quantity = "10Gi"
-    storage_class: str | None = None
+    size: Quantity = Field("10Gi", description="the claim's size")
+    storage_class: str | None = Field(None, description="the StorageClass (default: the cluster's default class)")
 
 
 DEFAULT_PROFILES = (
     Profile(
         name="TensorFlow (CPU)",
-        description="Jupyter with TensorFlow 2.21 on CPU",
+        description="Jupyter with TensorFlow on CPU",
         image="quay.io/jupyter/tensorflow-notebook:2025-12-01",
         cpu_guarantee="500m",
         cpu_limit="2",
@@ -235,16 +324,49 @@ DEFAULT_PROFILES = (
 
 
 class JupyterHubSettings(Settings):
-    enabled: bool = True
-    namespace: DnsLabel = "jupyterhub"
-    service_type: Literal["ClusterIP", "LoadBalancer", "NodePort"] = "ClusterIP"
-    load_balancer_source_ranges: tuple[Cidr, ...] = ()
-    auth: Auth = Auth()
-    profiles: tuple[Profile, ...] = DEFAULT_PROFILES
-    cull_idle_seconds: Count = 3600
-    storage: Storage = Storage()
-    # The node pool for CPU-only notebooks; GPU profiles always go to a GPU pool.
-    user_pool: str | None = None
+    enabled: bool = Field(True, description="deploy the hub")
+    namespace: DnsLabel = Field("jupyterhub", description="the hub's namespace")
+    service_type: ServiceType = Field("ClusterIP", description="the public proxy Service `proxy-public`: `ClusterIP`, `LoadBalancer` or `NodePort`")
+    load_balancer_source_ranges: tuple[Cidr, ...] = Field((), description="LoadBalancer: the CIDR blocks allowed to reach it")
+    auth: Auth = Field(Auth(), description="how users sign in")
+    profiles: tuple[Profile, ...] = Field(DEFAULT_PROFILES, description="the spawn form's choices (default: one CPU TensorFlow profile)")
+    cull_idle_seconds: Count = Field(3600, description="stop servers idle this long (jupyterhub-idle-culler)")
+    storage: Storage = Field(Storage(), description="each user's home volume")
+    user_pool: str | None = Field(None, description="the node pool for CPU notebooks (GPU profiles always go to a GPU pool)")
+
+    def profile_problems(self, key: str) -> Iterator[str]:
+        """The rules on the profile list as a whole: the spawn form needs them, whoever builds the hub."""
+        if not self.profiles:
+            yield f"{key}.profiles: at least one profile is needed"
+        if sum(p.default for p in self.profiles) > 1:
+            yield f"{key}.profiles: at most one profile may be the default"
+        names = [p.name for p in self.profiles]
+        slugs = [p.slug for p in self.profiles]
+        for i, profile in enumerate(self.profiles):
+            if names.count(profile.name) > 1:
+                yield f"{key}.profiles[{i}].name: {json.dumps(profile.name)} is used by more than one profile"
+            elif slugs.count(profile.slug) > 1:
+                yield (
+                    f"{key}.profiles[{i}].name: {json.dumps(profile.name)} gives the spawn form the same "
+                    f"name ({profile.slug}) as another profile; rename one"
+                )
+
+    def problems(self, key: str, cluster: ClusterSettings, secret: bool) -> Iterator[str]:
+        if self.auth.type == "dummy" and self.service_type != "ClusterIP":
+            yield (
+                f"{key}.auth.type: \"dummy\" lets anyone in and is not allowed with "
+                f"jupyterhub.serviceType {self.service_type}; use native, github or azuread, or serviceType ClusterIP"
+            )
+        yield from _source_ranges_problems(key, self.service_type, self.load_balancer_source_ranges)
+        yield from self.auth.problems(f"{key}.auth", secret)
+        if self.user_pool is not None and self.user_pool not in cluster.pool_names:
+            yield (
+                f"{key}.userPool: {json.dumps(self.user_pool)} is not a node pool; "
+                f"pools: {', '.join(cluster.pool_names) or 'none'}"
+            )
+        yield from self.profile_problems(key)
+        for i, profile in enumerate(self.profiles):
+            yield from profile.problems(f"{key}.profiles[{i}]", cluster)
 
 
 # --- mnist -----------------------------------------------------------------------------------
@@ -254,61 +376,82 @@ class ReplicaCounts(Settings):
     """Counts per TFJob replica type; keys are the operator's replica type names, as written."""
 
     model_config = ConfigDict(alias_generator=None)
-    Chief: Count | None = None
-    Master: Count | None = None
-    Worker: Count | None = None
-    PS: Count | None = None
-    Evaluator: Count | None = None
+    Chief: Count | None = Field(None, description="the coordinator (default 1 unless Master is set)")
+    Master: Count | None = Field(None, description="the legacy name of Chief (use one of them)")
+    Worker: Count | None = Field(None, description="workers (default 2)")
+    PS: Count | None = Field(None, description="parameter servers (default 1)")
+    Evaluator: Count | None = Field(None, description="evaluators (default 0)")
+
+
+# The tutorial's topology: a chief, two workers, one parameter server.
+DEFAULT_REPLICAS = {"Chief": 1, "Worker": 2, "PS": 1}
 
 
 class ImageSettings(Settings):
-    # Build trainer/Dockerfile{,.gpu} and push to `repository` (a registry path); on aks an Azure
-    # Container Registry is created when no repository is given.
-    build: bool = False
-    repository: str | None = None
-    tag: str | None = None
-    # A ready image to run instead (pinned); without build or reference the stock TensorFlow image
-    # runs the trainer from a ConfigMap.
-    reference: PinnedImage | None = None
+    build: bool = Field(
+        False,
+        description="build trainer/Dockerfile{,.gpu} and push to `repository` (on aks an Azure Container "
+        "Registry is created when no repository is given)",
+    )
+    repository: str | None = Field(None, description="build: the registry path to push to")
+    tag: str | None = Field(None, description="build: the tag (default: a hash of the trainer's sources)")
+    reference: PinnedImage | None = Field(
+        None,
+        description="a ready, pinned trainer image to run instead; without build or reference the stock "
+        "TensorFlow image runs the trainer from a ConfigMap",
+    )
+
+    def problems(self, key: str, provider: str) -> Iterator[str]:
+        if self.build and self.reference:
+            yield f"{key}.reference: set either image.build or image.reference, not both"
+        if self.build and not self.repository and provider != "aks":
+            yield f"{key}.repository: required with image.build outside aks (the registry to push to)"
 
 
 class TensorBoard(Settings):
-    enabled: bool = True
-    service_type: Literal["ClusterIP", "LoadBalancer", "NodePort"] = "ClusterIP"
-    # TensorBoard has no sign-in, so a LoadBalancer must be limited to these source ranges.
-    load_balancer_source_ranges: tuple[Cidr, ...] = ()
+    enabled: bool = Field(True, description="run TensorBoard on the job's logs")
+    service_type: ServiceType = Field("ClusterIP", description="its Service: `ClusterIP`, `LoadBalancer` or `NodePort`")
+    load_balancer_source_ranges: tuple[Cidr, ...] = Field(
+        (), description="LoadBalancer: the CIDR blocks allowed to reach it (required there: TensorBoard has no sign-in)"
+    )
+
+    def problems(self, key: str) -> Iterator[str]:
+        if self.enabled and self.service_type == "LoadBalancer" and not self.load_balancer_source_ranges:
+            yield (
+                f"{key}.loadBalancerSourceRanges: required with serviceType LoadBalancer: "
+                "TensorBoard has no sign-in, so list the CIDR blocks allowed to reach it"
+            )
+        yield from _source_ranges_problems(key, self.service_type, self.load_balancer_source_ranges)
 
 
 class RunPolicy(Settings):
-    clean_pod_policy: Literal["None", "Running", "All"] = "Running"
-    backoff_limit: Count = 3
-    active_deadline_seconds: Annotated[int, Field(ge=1)] | None = None
-    ttl_seconds_after_finished: Count | None = None
+    clean_pod_policy: CleanPodPolicy = Field("Running", description="pods removed once the job is done: `None`, `Running` (frees the PS) or `All`")
+    backoff_limit: Count = Field(3, description="retries before the job is marked failed")
+    active_deadline_seconds: Annotated[int, Field(ge=1)] | None = Field(None, description="the job's time limit")
+    ttl_seconds_after_finished: Count | None = Field(None, description="delete the finished job after this long")
 
 
 class MnistSettings(Settings):
-    enabled: bool = True
-    namespace: DnsLabel = "mnist"
-    job_name: DnsLabel = "distributed-mnist"
-    replicas: ReplicaCounts = ReplicaCounts()
-    gpus: ReplicaCounts = ReplicaCounts()
-    restart_policy: Literal["Always", "OnFailure", "Never", "ExitCode"] = "OnFailure"
-    train_steps: Annotated[int, Field(ge=1)] = 1000
-    batch_size: Annotated[int, Field(ge=1)] = 100
-    learning_rate: Annotated[float, Field(gt=0)] = 0.001
-    eval_every: Annotated[int, Field(ge=1)] = 100
-    image: ImageSettings = ImageSettings()
-    tensorboard: TensorBoard = TensorBoard()
-    run_policy: RunPolicy = RunPolicy()
-    storage: Storage = Storage(size="5Gi")
+    enabled: bool = Field(True, description="deploy the training operator, the TFJob and TensorBoard")
+    namespace: DnsLabel = Field("mnist", description="the job's namespace")
+    job_name: DnsLabel = Field("distributed-mnist", description="the TFJob's name (its pods and Services are named after it)")
+    replicas: ReplicaCounts = Field(ReplicaCounts(), description="replicas per type; `0` removes a type")
+    gpus: ReplicaCounts = Field(ReplicaCounts(), description="GPUs per replica of a type (never for PS)")
+    restart_policy: RestartPolicy = Field("OnFailure", description="what the operator does when a replica exits: `Always`, `OnFailure`, `Never`, `ExitCode`")
+    train_steps: Annotated[int, Field(ge=1)] = Field(1000, description="trainer: training steps")
+    batch_size: Annotated[int, Field(ge=1)] = Field(100, description="trainer: the global batch size")
+    learning_rate: Annotated[float, Field(gt=0)] = Field(0.001, description="trainer: the learning rate")
+    eval_every: Annotated[int, Field(ge=1)] = Field(100, description="trainer: steps between held-out evaluations")
+    image: ImageSettings = Field(ImageSettings(), description="the trainer image")
+    tensorboard: TensorBoard = Field(TensorBoard(), description="TensorBoard on the job's logs")
+    run_policy: RunPolicy = Field(RunPolicy(), description="the TFJob's runPolicy")
+    storage: Storage = Field(Storage(size="5Gi"), description="the shared ReadWriteMany volume for data, checkpoints and logs")
 
     @property
     def replica_counts(self) -> dict[str, int]:
         """Replica type -> count, defaults applied (Chief 1, Worker 2, PS 1), zero counts left out."""
         given = self.replicas.model_dump(exclude_none=True)
-        counts = {"Worker": 2, "PS": 1, "Evaluator": 0}
-        if "Master" not in given:
-            counts["Chief"] = 1
+        counts = {kind: n for kind, n in DEFAULT_REPLICAS.items() if not (kind in COORDINATORS and "Master" in given)}
         counts.update(given)
         return {kind: counts[kind] for kind in REPLICA_TYPES if counts.get(kind)}
 
@@ -316,25 +459,61 @@ class MnistSettings(Settings):
     def gpu_counts(self) -> dict[str, int]:
         return {kind: n for kind, n in self.gpus.model_dump(exclude_none=True).items() if n}
 
+    def problems(self, key: str, cluster: ClusterSettings) -> Iterator[str]:
+        # Both coordinators given, even at 0, is the mistake; the counts with defaults hide it.
+        given = self.replicas.model_dump(exclude_none=True)
+        counts = self.replica_counts
+        checked = {**counts, **{k: n for k, n in given.items() if k in COORDINATORS}}
+        for kind, message in replica_problems(checked):
+            yield f"{key}.replicas{'.' + kind if kind else ''}: {message}"
+        for kind, gpus in self.gpu_counts.items():
+            gpu_key = f"{key}.gpus.{kind}"
+            if kind not in counts:
+                yield f"{gpu_key}: {gpus} GPUs for {kind}, but there are no {kind} replicas"
+            if kind == "PS":
+                yield f"{gpu_key}: parameter servers hold variables on CPU; GPUs are not allowed for PS"
+            gpu_problem = cluster.gpu_problem(gpu_key, gpus)
+            if gpu_problem:
+                yield gpu_problem
+        yield from self.tensorboard.problems(f"{key}.tensorboard")
+        yield from self.image.problems(f"{key}.image", cluster.provider)
+        # Without PS the job trains with MultiWorkerMirroredStrategy: every chief and worker takes an
+        # equal share of the global batch.
+        mirrored = sum(n for kind, n in counts.items() if kind in (*COORDINATORS, "Worker"))
+        if not counts.get("PS") and mirrored and self.batch_size % mirrored:
+            yield (
+                f"{key}.batchSize: {self.batch_size} must divide by the number of chief and worker "
+                f"replicas ({mirrored}) when there is no PS"
+            )
+
 
 # --- the whole stack ---------------------------------------------------------------------------
 
 
 class StackSettings(Settings):
-    cluster: ClusterSettings = ClusterSettings()
-    jupyterhub: JupyterHubSettings = JupyterHubSettings()
-    mnist: MnistSettings = MnistSettings()
+    cluster: ClusterSettings = Field(ClusterSettings(), description="where to deploy, and its node pools")
+    jupyterhub: JupyterHubSettings = Field(JupyterHubSettings(), description="multi-user notebooks: JupyterHub with KubeSpawner")
+    mnist: MnistSettings = Field(MnistSettings(), description="distributed MNIST as a Kubeflow TFJob, with TensorBoard")
 
-    def pool(self, name: str) -> NodePool:
-        return next(p for p in self.cluster.node_pools if p.name == name)
+    def problems(self, secret_keys: frozenset[str]) -> list[str]:
+        """Rules across keys, each problem naming the key it is about.
+
+        `secret_keys` are the top-level keys Pulumi holds as secrets; a client secret anywhere else
+        would sit in Pulumi.<stack>.yaml in plain text.
+        """
+        found = list(self.cluster.problems(f"{NAMESPACE}:cluster"))
+        if self.jupyterhub.enabled:
+            found += self.jupyterhub.problems(f"{NAMESPACE}:jupyterhub", self.cluster, "jupyterhub" in secret_keys)
+        if self.mnist.enabled:
+            found += self.mnist.problems(f"{NAMESPACE}:mnist", self.cluster)
+        return found
+
+
+TOP_LEVEL_KEYS = tuple(StackSettings.model_fields)
 
 
 def parse(raw: Mapping[str, Any], secret_keys: frozenset[str] = frozenset()) -> StackSettings:
-    """Validate raw stack config (top-level key -> decoded value) into settings.
-
-    `secret_keys` are the top-level keys Pulumi holds as secrets; a client secret anywhere else
-    would sit in Pulumi.<stack>.yaml in plain text.
-    """
+    """Validate raw stack config (top-level key -> decoded value) into settings."""
     unknown = sorted(set(raw) - set(TOP_LEVEL_KEYS))
     if unknown:
         raise ConfigError(
@@ -344,7 +523,7 @@ def parse(raw: Mapping[str, Any], secret_keys: frozenset[str] = frozenset()) -> 
         settings = StackSettings.model_validate(dict(raw))
     except ValidationError as error:
         raise ConfigError("\n".join(_describe(e) for e in error.errors())) from None
-    problems = _check_rules(raw, settings, secret_keys)
+    problems = settings.problems(secret_keys)
     if problems:
         raise ConfigError("\n".join(problems))
     return settings
@@ -367,6 +546,13 @@ def load() -> StackSettings:
 
 
 def _all_config_keys() -> set[str]:
+    """Every config key the engine handed the program.
+
+    The SDK has no public call that lists them: `pulumi.Config` reads one key at a time, and the
+    engine does not refuse undeclared keys in the project's namespace. A misspelt top-level key
+    must fail, not be ignored, so this reads the map `set_all_config` filled (and the
+    PULUMI_CONFIG environment that `get_config` falls back to).
+    """
     from pulumi.runtime import config as runtime_config
 
     return set(runtime_config.CONFIG.get()) | set(runtime_config.get_config_env())
@@ -431,142 +617,3 @@ def _describe(error: Any) -> str:
     if kind in ("greater_than_equal", "greater_than"):
         message = f"must be {'>=' if kind == 'greater_than_equal' else '>'} {error['ctx'].get('ge', error['ctx'].get('gt'))}"
     return f"{key}: {json.dumps(value, default=str)} {message[0].lower()}{message[1:]}"
-
-
-def _check_rules(raw: Mapping[str, Any], settings: StackSettings, secret_keys: frozenset[str]) -> list[str]:
-    """Rules across keys, each problem naming the key it is about."""
-    problems: list[str] = []
-    cluster, hub, mnist = settings.cluster, settings.jupyterhub, settings.mnist
-    cluster_raw = raw.get("cluster") or {}
-
-    for key, providers in _PROVIDER_KEYS.items():
-        if key in cluster_raw and cluster.provider not in providers:
-            problems.append(
-                f"{NAMESPACE}:cluster.{key}: only used with cluster.provider {' or '.join(providers)}, "
-                f"not {cluster.provider}"
-            )
-    if cluster.provider == "existing" and not cluster.kubeconfig:
-        problems.append(f"{NAMESPACE}:cluster.kubeconfig: required with cluster.provider existing (a path or the contents)")
-    if cluster.provider == "aks" and not cluster.location:
-        problems.append(f"{NAMESPACE}:cluster.location: required with cluster.provider aks (an Azure region such as westeurope)")
-
-    names = [p.name for p in cluster.node_pools]
-    for i, pool in enumerate(cluster.node_pools):
-        key = f"{NAMESPACE}:cluster.nodePools[{i}]"
-        if names.count(pool.name) > 1:
-            problems.append(f"{key}.name: {json.dumps(pool.name)} is used by more than one pool; names must be unique")
-        if pool.count is not None and pool.autoscaled:
-            problems.append(f"{key}.count: set either count or minCount/maxCount, not both")
-        if pool.autoscaled and (pool.min_count is None or pool.max_count is None):
-            problems.append(f"{key}: autoscaling needs both minCount and maxCount")
-        elif pool.autoscaled and pool.min_count > pool.max_count:
-            problems.append(f"{key}.minCount: {pool.min_count} must be <= maxCount ({pool.max_count})")
-        if cluster.provider == "existing" and not pool.labels:
-            problems.append(f"{key}.labels: required with cluster.provider existing: the labels that select this pool's nodes")
-        if cluster.provider == "aks":
-            if not pool.vm_size:
-                problems.append(f"{key}.vmSize: required with cluster.provider aks (e.g. Standard_NC6s_v3 for GPUs)")
-            if len(pool.name) > 12 or not pool.name.isalnum():
-                problems.append(f"{key}.name: {json.dumps(pool.name)} must be at most 12 lowercase letters and digits on aks")
-
-    gpu_pools = {p.name: p.gpus_per_node for p in cluster.node_pools if p.gpus_per_node}
-
-    def check_gpus(key: str, gpus: int) -> None:
-        if gpus and not any(n >= gpus for n in gpu_pools.values()):
-            have = ", ".join(f"{n}={g}" for n, g in gpu_pools.items()) or "none"
-            problems.append(
-                f"{key}: {gpus} GPUs asked for, but no node pool has gpusPerNode >= {gpus} (GPU pools: {have})"
-            )
-
-    if hub.enabled:
-        if hub.auth.type == "dummy" and hub.service_type != "ClusterIP":
-            problems.append(
-                f"{NAMESPACE}:jupyterhub.auth.type: \"dummy\" lets anyone in and is not allowed with "
-                f"jupyterhub.serviceType {hub.service_type}; use native, github or azuread, or serviceType ClusterIP"
-            )
-        if hub.load_balancer_source_ranges and hub.service_type != "LoadBalancer":
-            problems.append(
-                f"{NAMESPACE}:jupyterhub.loadBalancerSourceRanges: only used with serviceType LoadBalancer, "
-                f"not {hub.service_type}"
-            )
-        if hub.auth.type in ("github", "azuread"):
-            for field in ("client_id", "client_secret", "callback_url") + (("tenant_id",) if hub.auth.type == "azuread" else ()):
-                if not getattr(hub.auth, field):
-                    problems.append(f"{NAMESPACE}:jupyterhub.auth.{to_camel(field)}: required with auth.type {hub.auth.type}")
-        if hub.auth.client_secret and "jupyterhub" not in secret_keys:
-            problems.append(
-                f"{NAMESPACE}:jupyterhub.auth.clientSecret: is stored in plain text; set it with "
-                "`pulumi config set --secret --path jupyterhub.auth.clientSecret`"
-            )
-        if hub.user_pool is not None and hub.user_pool not in names:
-            problems.append(
-                f"{NAMESPACE}:jupyterhub.userPool: {json.dumps(hub.user_pool)} is not a node pool; "
-                f"pools: {', '.join(names) or 'none'}"
-            )
-        profile_names = [p.name for p in hub.profiles]
-        if not hub.profiles:
-            problems.append(f"{NAMESPACE}:jupyterhub.profiles: at least one profile is needed")
-        if sum(p.default for p in hub.profiles) > 1:
-            problems.append(f"{NAMESPACE}:jupyterhub.profiles: at most one profile may be the default")
-        for i, profile in enumerate(hub.profiles):
-            key = f"{NAMESPACE}:jupyterhub.profiles[{i}]"
-            if profile_names.count(profile.name) > 1:
-                problems.append(f"{key}.name: {json.dumps(profile.name)} is used by more than one profile")
-            for resource in ("cpu", "memory"):
-                guarantee = getattr(profile, f"{resource}_guarantee")
-                limit = getattr(profile, f"{resource}_limit")
-                if guarantee and limit and parse_quantity(guarantee) > parse_quantity(limit):
-                    problems.append(
-                        f"{key}.{resource}Guarantee: {guarantee} must be <= {resource}Limit ({limit})"
-                    )
-            check_gpus(f"{key}.gpus", profile.gpus)
-
-    if mnist.enabled:
-        given = mnist.replicas.model_dump(exclude_none=True)
-        if "Chief" in given and "Master" in given:
-            problems.append(
-                f"{NAMESPACE}:mnist.replicas: Chief and Master are both set; use one of them (Master is the legacy name)"
-            )
-        counts = mnist.replica_counts
-        for kind in ("Chief", "Master"):
-            if counts.get(kind, 0) > 1:
-                problems.append(f"{NAMESPACE}:mnist.replicas.{kind}: {counts[kind]} must be <= 1 (one coordinator)")
-        if not counts.get("Chief") and not counts.get("Master") and not counts.get("Worker"):
-            problems.append(f"{NAMESPACE}:mnist.replicas: needs a Chief, a Master or at least one Worker")
-        if counts.get("PS") and not (counts.get("Chief") or counts.get("Master")):
-            problems.append(
-                f"{NAMESPACE}:mnist.replicas.PS: parameter servers need a Chief (or Master) to coordinate them"
-            )
-        for kind, gpus in mnist.gpu_counts.items():
-            key = f"{NAMESPACE}:mnist.gpus.{kind}"
-            if kind not in counts:
-                problems.append(f"{key}: {gpus} GPUs for {kind}, but there are no {kind} replicas")
-            if kind == "PS":
-                problems.append(f"{key}: parameter servers hold variables on CPU; GPUs are not allowed for PS")
-            check_gpus(key, gpus)
-        board = mnist.tensorboard
-        if board.enabled and board.service_type == "LoadBalancer" and not board.load_balancer_source_ranges:
-            problems.append(
-                f"{NAMESPACE}:mnist.tensorboard.loadBalancerSourceRanges: required with serviceType LoadBalancer: "
-                "TensorBoard has no sign-in, so list the CIDR blocks allowed to reach it"
-            )
-        if board.load_balancer_source_ranges and board.service_type != "LoadBalancer":
-            problems.append(
-                f"{NAMESPACE}:mnist.tensorboard.loadBalancerSourceRanges: only used with serviceType LoadBalancer, "
-                f"not {board.service_type}"
-            )
-        if mnist.image.build and mnist.image.reference:
-            problems.append(f"{NAMESPACE}:mnist.image.reference: set either image.build or image.reference, not both")
-        if mnist.image.build and not mnist.image.repository and cluster.provider != "aks":
-            problems.append(
-                f"{NAMESPACE}:mnist.image.repository: required with image.build outside aks (the registry to push to)"
-            )
-        # Without PS the job trains with MultiWorkerMirroredStrategy: every chief and worker takes an
-        # equal share of the global batch.
-        mirrored = sum(n for kind, n in counts.items() if kind in ("Chief", "Master", "Worker"))
-        if not counts.get("PS") and mirrored and mnist.batch_size % mirrored:
-            problems.append(
-                f"{NAMESPACE}:mnist.batchSize: {mnist.batch_size} must divide by the number of chief and worker "
-                f"replicas ({mirrored}) when there is no PS"
-            )
-    return problems

@@ -11,7 +11,7 @@ import jsonschema
 import kubernetes_validate
 
 from components.crd_schema import tfjob_schema
-from components.tfjob import API_VERSION, KIND
+from components.tfjob_api import API_VERSION, KIND
 from components.versions import KUBERNETES_VERSION
 
 

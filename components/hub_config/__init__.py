@@ -11,7 +11,6 @@ Secrets (`secretEnv`), and the interpreter that runs hub-managed services (`mana
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -106,11 +105,6 @@ def proxy_command(
 # --- profiles -----------------------------------------------------------------------------------
 
 
-def profile_slug(name: str) -> str:
-    """The form's machine name for a profile: lowercase letters, digits and '-'."""
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "profile"
-
-
 def describe(profile: Profile) -> str:
     """What the spawn form tells users about a profile: the image and the resources they get."""
     facts = [f"Image {profile.image}"]
@@ -174,7 +168,7 @@ def profile_list(profiles: tuple[Profile, ...], scheduling: Mapping[str, Schedul
     return [
         {
             "display_name": profile.name,
-            "slug": profile_slug(profile.name),
+            "slug": profile.slug,
             "description": describe(profile),
             "default": profile.default,
             "kubespawner_override": spawner_overrides(profile, scheduling[profile.name]),

@@ -7,6 +7,10 @@ import pytest
 from program import aks_stack, example_stack
 from stacks import ConfigError, parse
 
+def pool(settings, name):
+    return next(p for p in settings.cluster.node_pools if p.name == name)
+
+
 GPU_POOLS = {"nodePools": [{"name": "cpu"}, {"name": "gpu", "gpusPerNode": 1, "taints": ["sku=gpu:NoSchedule"]}]}
 
 
@@ -21,7 +25,7 @@ def test_defaults_are_the_tutorial_topology_on_a_local_cluster():
 def test_dev_stack_parses():
     settings = parse(example_stack("dev"))
     assert [p.name for p in settings.cluster.node_pools] == ["cpu", "gpu"]
-    assert str(settings.pool("gpu").taints[0]) == "sku=gpu:NoSchedule"
+    assert str(pool(settings, "gpu").taints[0]) == "sku=gpu:NoSchedule"
     assert settings.mnist.gpu_counts == {"Worker": 1}
 
 
@@ -29,7 +33,7 @@ def test_aks_stack_parses_with_its_secret():
     config, secrets = aks_stack()
     settings = parse(config, frozenset(secrets))
     assert settings.cluster.provider == "aks"
-    assert settings.pool("gpu").min_count == 0
+    assert pool(settings, "gpu").min_count == 0
 
 
 def test_master_replaces_the_default_chief():
@@ -44,13 +48,13 @@ def test_a_zero_count_removes_a_replica_type():
 
 def test_taint_without_value():
     settings = parse({"cluster": {"nodePools": [{"name": "gpu", "taints": ["nvidia.com/gpu:NoSchedule"]}]}})
-    taint = settings.pool("gpu").taints[0]
+    taint = pool(settings, "gpu").taints[0]
     assert (taint.key, taint.value, taint.effect) == ("nvidia.com/gpu", None, "NoSchedule")
 
 
 def test_autoscaled_pool_simulates_its_maximum():
     settings = parse({"cluster": {"nodePools": [{"name": "gpu", "minCount": 0, "maxCount": 3}]}})
-    assert settings.pool("gpu").node_count == 3
+    assert pool(settings, "gpu").node_count == 3
 
 
 BAD_CONFIGS = [

@@ -1,0 +1,66 @@
+"""The TFJob API's vocabulary (kubeflow.org/v1, training-operator v1.9), and the replica rules.
+
+One place for what the config layer, the typed TFJob, the CRD schema and the MNIST component
+all speak: the group/version/kind, the replica types, the policies, the default port and the
+labels the operator puts on replica pods. No Pulumi here, so the config layer can import it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal, get_args
+
+GROUP = "kubeflow.org"
+VERSION = "v1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "TFJob"
+PLURAL = "tfjobs"
+
+# In the order the operator and the tutorial list them. `Master` is the legacy name of `Chief`.
+ReplicaType = Literal["Chief", "Master", "Worker", "PS", "Evaluator"]
+REPLICA_TYPES: tuple[str, ...] = get_args(ReplicaType)
+# The replica types that coordinate a job; a job has at most one of them, with one replica.
+COORDINATORS = ("Chief", "Master")
+
+RestartPolicy = Literal["Always", "OnFailure", "Never", "ExitCode"]
+RESTART_POLICIES: tuple[str, ...] = get_args(RestartPolicy)
+CleanPodPolicy = Literal["None", "Running", "All"]
+CLEAN_POD_POLICIES: tuple[str, ...] = get_args(CleanPodPolicy)
+
+CONTAINER_NAME = "tensorflow"  # the operator injects TF_CONFIG into this container only
+PORT_NAME = "tfjob-port"
+DEFAULT_PORT = 2222
+
+# Labels the operator sets on every replica pod (and its headless Service).
+JOB_NAME_LABEL = "training.kubeflow.org/job-name"
+REPLICA_TYPE_LABEL = "training.kubeflow.org/replica-type"
+REPLICA_INDEX_LABEL = "training.kubeflow.org/replica-index"
+
+
+def replica_problems(counts: Mapping[str, int]) -> list[tuple[str | None, str]]:
+    """What the operator's webhook, or TensorFlow, refuses in a job's replica counts.
+
+    `counts` maps replica type to replicas, as written. Each problem is (the replica type it is
+    about, or None for the job as a whole; the message). The config layer and the typed TFJob
+    both report these, each under its own key.
+    """
+    found: list[tuple[str | None, str]] = []
+    for kind in counts:
+        if kind not in REPLICA_TYPES:
+            found.append((kind, f"unknown replica type; allowed: {', '.join(REPLICA_TYPES)}"))
+    if sum(kind in counts for kind in COORDINATORS) > 1:
+        found.append(
+            (None, "Chief and Master are both set: must not have more than 1 Chief or Master role "
+                   "(use one of them; Master is the legacy name)")
+        )
+    for kind in COORDINATORS:
+        if counts.get(kind, 0) > 1:
+            found.append((kind, f"{counts[kind]} must be <= 1: a TFJob has one {kind}"))
+    running = {kind for kind, n in counts.items() if n > 0}
+    has_coordinator = bool(running & set(COORDINATORS))
+    if not has_coordinator and "Worker" not in running:
+        found.append((None, "needs a Chief, a Master or at least one Worker"))
+    if "PS" in running and not has_coordinator:
+        # TF2's ParameterServerStrategy runs its coordinator in the chief.
+        found.append(("PS", "parameter servers need a Chief (or Master) to coordinate them"))
+    return found
