@@ -26,12 +26,10 @@ from components.k8s import (
     KWOK_NODE_ANNOTATION,
     POOL_LABEL,
     app_labels,
+    restricted,
 )
 from components.versions import NVIDIA_DEVICE_PLUGIN_IMAGE
 from stacks.config import ClusterSettings, NodePool, Taint
-
-DEFAULT_KUBECONFIG = ".local/kubeconfig"
-
 
 @dataclass(frozen=True)
 class Scheduling:
@@ -89,7 +87,7 @@ class Cluster(pulumi.ComponentResource):
         else:
             self.provider = k8s.Provider(
                 f"{name}-k8s",
-                kubeconfig=settings.kubeconfig or DEFAULT_KUBECONFIG,
+                kubeconfig=settings.kubeconfig,
                 context=settings.context,
                 opts=pulumi.ResourceOptions(parent=self),
             )
@@ -299,7 +297,7 @@ class Cluster(pulumi.ComponentResource):
                     "name": "nvidia-device-plugin",
                     "image": NVIDIA_DEVICE_PLUGIN_IMAGE,
                     "env": [{"name": "FAIL_ON_INIT_ERROR", "value": "false"}],
-                    "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                    "securityContext": restricted(),
                     "volumeMounts": [{"name": "device-plugin", "mountPath": "/var/lib/kubelet/device-plugins"}],
                 }
             ],

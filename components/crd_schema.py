@@ -12,7 +12,7 @@ from typing import Any
 import kubernetes_validate
 
 from components.tfjob_api import CLEAN_POD_POLICIES, COORDINATORS, REPLICA_TYPES, RESTART_POLICIES
-from components.versions import KUBERNETES_VERSION
+from components.versions import KUBERNETES_API_VERSION
 
 _DEFS_PREFIX = "#/$defs/"
 _OBJECT_META = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
@@ -23,7 +23,7 @@ _KEPT = ("type", "format", "enum", "required", "minimum", "maximum", "minItems",
 
 
 @functools.cache
-def _definitions(version: str = KUBERNETES_VERSION) -> dict[str, Any]:
+def _definitions(version: str = KUBERNETES_API_VERSION) -> dict[str, Any]:
     root = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema" / f"v{version}-local"
     return json.loads((root / "_definitions.json").read_text())["$defs"]
 

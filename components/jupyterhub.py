@@ -34,6 +34,7 @@ from components.k8s import (
     FIELD_MANAGER_ANNOTATION,
     PART_OF,
     app_labels,
+    restricted,
     port_forward_command,
     service_url,
 )
@@ -73,8 +74,6 @@ NON_INTERNET_RANGES = (
     "100.64.0.0/10",
     "169.254.0.0/16",
 )
-# Every container runs without privilege escalation and Linux capabilities.
-RESTRICTED_CONTAINER = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 
 DNS_PORTS = [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
 # The cluster DNS pods: CoreDNS keeps the kube-dns label on kubeadm, AKS, EKS and GKE.
@@ -321,7 +320,7 @@ class JupyterHub(pulumi.ComponentResource):
                     # A database upgrade after an image change can take minutes: be patient.
                     "livenessProbe": {**probe, "initialDelaySeconds": 60, "periodSeconds": 10, "failureThreshold": 30},
                     "resources": {"requests": {"cpu": "200m", "memory": "512Mi"}},
-                    "securityContext": RESTRICTED_CONTAINER,
+                    "securityContext": restricted(),
                 }
             ],
             "volumes": [
@@ -375,13 +374,13 @@ class JupyterHub(pulumi.ComponentResource):
                     "readinessProbe": {**probe, "periodSeconds": 5},
                     "livenessProbe": {**probe, "initialDelaySeconds": 60, "periodSeconds": 10},
                     "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
-                    "securityContext": RESTRICTED_CONTAINER,
+                    "securityContext": restricted(),
                 }
             ],
         }
         k8s.apps.v1.Deployment(
             f"{self._name}-proxy",
-            metadata=self._metadata("proxy", hub.PROXY_COMPONENT),
+            metadata=self._metadata(hub.PROXY_DEPLOYMENT, hub.PROXY_COMPONENT),
             spec={
                 "replicas": 1,
                 # The routing table lives in the proxy's memory: the hub must only ever see one proxy,
@@ -400,28 +399,22 @@ class JupyterHub(pulumi.ComponentResource):
 
     def _services(self, settings: JupyterHubSettings, opts: pulumi.ResourceOptions) -> k8s.core.v1.Service:
         name = self._name
-        hub_labels = app_labels(hub.APP_NAME, hub.HUB_COMPONENT)
         proxy_labels = app_labels(hub.APP_NAME, hub.PROXY_COMPONENT)
-        k8s.core.v1.Service(
-            f"{name}-hub-service",
-            metadata=self._metadata(hub.HUB_SERVICE, hub.HUB_COMPONENT),
-            spec={
-                "type": "ClusterIP",
-                "selector": hub_labels,
-                "ports": [{"name": "http", "port": hub.HUB_PORT, "targetPort": "http"}],
-            },
-            opts=opts,
-        )
-        k8s.core.v1.Service(
-            f"{name}-proxy-api",
-            metadata=self._metadata(hub.PROXY_API_SERVICE, hub.PROXY_COMPONENT),
-            spec={
-                "type": "ClusterIP",
-                "selector": proxy_labels,
-                "ports": [{"name": "api", "port": hub.PROXY_API_PORT, "targetPort": "api"}],
-            },
-            opts=opts,
-        )
+        # The hub's API and the proxy's API: in-cluster only.
+        for resource_name, object_name, component, port_name, port in (
+            (f"{name}-hub-service", hub.HUB_SERVICE, hub.HUB_COMPONENT, "http", hub.HUB_PORT),
+            (f"{name}-proxy-api", hub.PROXY_API_SERVICE, hub.PROXY_COMPONENT, "api", hub.PROXY_API_PORT),
+        ):
+            k8s.core.v1.Service(
+                resource_name,
+                metadata=self._metadata(object_name, component),
+                spec={
+                    "type": "ClusterIP",
+                    "selector": app_labels(hub.APP_NAME, component),
+                    "ports": [{"name": port_name, "port": port, "targetPort": port_name}],
+                },
+                opts=opts,
+            )
         spec: dict[str, Any] = {
             "type": settings.service_type,
             "selector": proxy_labels,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pulumi
@@ -19,6 +20,14 @@ CAPACITY_ANNOTATION = "mlplatform.dev/capacity"
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 
 GPU_RESOURCE = "nvidia.com/gpu"
+
+# Every container of the platform runs without privilege escalation and Linux capabilities.
+RESTRICTED_CONTAINER: dict[str, Any] = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
+def restricted() -> dict[str, Any]:
+    """A fresh copy of RESTRICTED_CONTAINER for one container's securityContext."""
+    return copy.deepcopy(RESTRICTED_CONTAINER)
 
 # A public Service is replaced when its type changes but keeps its name (users port-forward to
 # it), so the replacement's preview is a server-side dry-run apply over the live Service. Under

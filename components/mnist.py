@@ -15,16 +15,19 @@ from components.k8s import (
     FIELD_MANAGER_ANNOTATION,
     GPU_RESOURCE,
     app_labels,
+    restricted,
     port_forward_command,
     service_url,
 )
 from components.tfjob import ReplicaSpec, RunPolicy, TFJob, TFJobArgs, TFJobSpec
 from components.tfjob_api import CONTAINER_NAME, DEFAULT_PORT, JOB_NAME_LABEL, PORT_NAME
-from components.trainer_image import TrainerImage, pinned_version, trainer_sources
+from components.trainer_image import TrainerImage, trainer_sources
+from components.versions import package_pin
 from stacks.config import MnistSettings
 
 DATA_MOUNT = "/data"
 CODE_MOUNT = "/opt/mlplatform/trainer"
+TENSORBOARD = "tensorboard"  # its Deployment, Service, container and app name
 TENSORBOARD_PORT = 6006
 
 # What each replica asks for; the PS holds variables, the others compute.
@@ -134,7 +137,7 @@ class DistributedMnist(pulumi.ComponentResource):
                 "ports": [{"name": PORT_NAME, "containerPort": DEFAULT_PORT}],
                 "resources": resources,
                 "volumeMounts": [{"name": "data", "mountPath": DATA_MOUNT}],
-                "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                "securityContext": restricted(),
             }
             volumes: list[dict[str, Any]] = [{"name": "data", "persistentVolumeClaim": {"claimName": data_claim(settings)}}]
             if mount_code:
@@ -165,31 +168,31 @@ class DistributedMnist(pulumi.ComponentResource):
         self, name: str, settings: MnistSettings, args: DistributedMnistArgs, claim: str, opts: pulumi.ResourceOptions
     ) -> pulumi.Output[str]:
         namespace = settings.namespace
-        labels = app_labels("tensorboard", "tensorboard")
+        labels = app_labels(TENSORBOARD, TENSORBOARD)
         serve = ["--logdir", f"{DATA_MOUNT}/logs", "--port", str(TENSORBOARD_PORT), "--bind_all"]
         container: dict[str, Any] = {
-            "name": "tensorboard",
+            "name": TENSORBOARD,
             "image": args.image.cpu_image,
             "command": ["tensorboard", *serve],
             "ports": [{"name": "http", "containerPort": TENSORBOARD_PORT}],
             "volumeMounts": [{"name": "data", "mountPath": DATA_MOUNT, "readOnly": True}],
             "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
             "readinessProbe": {"httpGet": {"path": "/", "port": TENSORBOARD_PORT}},
-            "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+            "securityContext": restricted(),
         }
         volumes: list[dict[str, Any]] = [{"name": "data", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}]
         init: list[dict[str, Any]] = []
         if args.image.code_from_config_map:
             # The stock TensorFlow image does not ship TensorBoard (a separate package since TF 2.21):
             # install the trainer's pinned version into a scratch volume first.
-            tensorboard = f"tensorboard=={pinned_version('tensorboard')}"
+            tensorboard = f"tensorboard=={package_pin('tensorboard')}"
             init.append(
                 {
                     "name": "install-tensorboard",
                     "image": args.image.cpu_image,
                     "command": ["pip", "install", "--no-cache-dir", "--target=/opt/tensorboard", tensorboard],
                     "volumeMounts": [{"name": "tensorboard", "mountPath": "/opt/tensorboard"}],
-                    "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                    "securityContext": restricted(),
                 }
             )
             volumes.append({"name": "tensorboard", "emptyDir": {}})
@@ -205,7 +208,7 @@ class DistributedMnist(pulumi.ComponentResource):
             pod_spec["initContainers"] = init
         k8s.apps.v1.Deployment(
             f"{name}-tensorboard",
-            metadata={"name": "tensorboard", "namespace": namespace, "labels": labels},
+            metadata={"name": TENSORBOARD, "namespace": namespace, "labels": labels},
             spec={"replicas": 1, "selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": pod_spec}},
             opts=opts,
         )
@@ -220,7 +223,7 @@ class DistributedMnist(pulumi.ComponentResource):
         service = k8s.core.v1.Service(
             f"{name}-tensorboard-svc",
             metadata={
-                "name": "tensorboard",
+                "name": TENSORBOARD,
                 "namespace": namespace,
                 "labels": labels,
                 "annotations": {FIELD_MANAGER_ANNOTATION: FIELD_MANAGER},
@@ -229,5 +232,5 @@ class DistributedMnist(pulumi.ComponentResource):
             # The API refuses some type changes in place (a leftover nodePort on ClusterIP).
             opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(replace_on_changes=["spec.type"], delete_before_replace=True)),
         )
-        fallback = port_forward_command(namespace, "tensorboard", TENSORBOARD_PORT, TENSORBOARD_PORT) + f"  # then open http://localhost:{TENSORBOARD_PORT}"
+        fallback = port_forward_command(namespace, TENSORBOARD, TENSORBOARD_PORT, TENSORBOARD_PORT) + f"  # then open http://localhost:{TENSORBOARD_PORT}"
         return service_url(service, board.service_type, TENSORBOARD_PORT, fallback)

@@ -36,6 +36,20 @@ JOB_NAME_LABEL = "training.kubeflow.org/job-name"
 REPLICA_TYPE_LABEL = "training.kubeflow.org/replica-type"
 REPLICA_INDEX_LABEL = "training.kubeflow.org/replica-index"
 
+# The operator's own names (training-operator v1.9 cmd/training-operator.v1 and pkg/cert): it finds
+# its webhook Secret and Service by these names in the namespace it runs in (MY_POD_NAMESPACE,
+# "kubeflow" when unset, as for a local process), injects its CA into the
+# ValidatingWebhookConfiguration of this name, and reads its certificate from a fixed directory.
+OPERATOR_NAMESPACE = "kubeflow"
+OPERATOR_NAME = "training-operator"
+WEBHOOK_SECRET = "training-operator-webhook-cert"
+WEBHOOK_CONFIGURATION = "validator.training-operator.kubeflow.org"
+CERT_DIR = "/tmp/k8s-webhook-server/serving-certs"
+
+# What bin/training-operator asks for (`python -m components.tfjob_api`), so the script and the
+# stack never disagree on a name.
+SHELL_NAMES = ("OPERATOR_NAMESPACE", "OPERATOR_NAME", "WEBHOOK_SECRET", "CERT_DIR")
+
 
 def replica_problems(counts: Mapping[str, int]) -> list[tuple[str | None, str]]:
     """What the operator's webhook, or TensorFlow, refuses in a job's replica counts.
@@ -64,3 +78,10 @@ def replica_problems(counts: Mapping[str, int]) -> list[tuple[str | None, str]]:
         # TF2's ParameterServerStrategy runs its coordinator in the chief.
         found.append(("PS", "parameter servers need a Chief (or Master) to coordinate them"))
     return found
+
+
+if __name__ == "__main__":
+    import shlex
+
+    for name in SHELL_NAMES:
+        print(f"{name}={shlex.quote(globals()[name])}")

@@ -11,13 +11,13 @@
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pulumi
 
+from components.versions import package_pin
 from stacks.config import ImageSettings
 
 TRAINER_DIR = Path(__file__).resolve().parent.parent / "trainer"
@@ -25,17 +25,8 @@ STOCK_IMAGE = "tensorflow/tensorflow"
 ACR_PULL_ROLE = "7f951dda-4ed3-4680-a7ca-43fe172d538d"  # Azure's built-in AcrPull role
 
 
-def pinned_version(package: str) -> str:
-    """The version trainer/requirements.txt pins for `package` (one place for the TF version)."""
-    text = (TRAINER_DIR / "requirements.txt").read_text()
-    match = re.search(rf"^{re.escape(package)}==(\S+)", text, re.MULTILINE)
-    if not match:
-        raise RuntimeError(f"trainer/requirements.txt does not pin {package}")
-    return match.group(1)
-
-
 def tensorflow_version() -> str:
-    return pinned_version("tensorflow-cpu")
+    return package_pin("tensorflow-cpu")
 
 
 def trainer_sources() -> dict[str, str]:

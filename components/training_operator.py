@@ -10,16 +10,19 @@ import pulumi_kubernetes as k8s
 
 from components.crd_schema import tfjob_schema
 from components.k8s import app_labels
-from components.tfjob_api import GROUP, KIND, PLURAL, VERSION
+from components.tfjob_api import (
+    CERT_DIR,
+    GROUP,
+    KIND,
+    PLURAL,
+    VERSION,
+    WEBHOOK_CONFIGURATION,
+    WEBHOOK_SECRET,
+)
+from components.tfjob_api import OPERATOR_NAME as NAME
+from components.tfjob_api import OPERATOR_NAMESPACE as NAMESPACE
 from components.versions import TRAINING_OPERATOR_IMAGE
 
-# The operator finds its webhook Secret and Service by these names in the namespace it runs in
-# (MY_POD_NAMESPACE, "kubeflow" when unset, as for a local process), and injects its CA into the
-# ValidatingWebhookConfiguration of this name (training-operator v1.9 cmd/training-operator.v1).
-NAMESPACE = "kubeflow"
-NAME = "training-operator"
-WEBHOOK_SECRET = "training-operator-webhook-cert"
-WEBHOOK_CONFIGURATION = "validator.training-operator.kubeflow.org"
 WEBHOOK_PATH = "/validate-kubeflow-org-v1-tfjob"
 WEBHOOK_PORT = 9443
 HEALTH_PORT = 8081
@@ -208,7 +211,7 @@ class TrainingOperator(pulumi.ComponentResource):
                         "capabilities": {"drop": ["ALL"]},
                     },
                     "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
-                    "volumeMounts": [{"name": "cert", "mountPath": "/tmp/k8s-webhook-server/serving-certs", "readOnly": True}],
+                    "volumeMounts": [{"name": "cert", "mountPath": CERT_DIR, "readOnly": True}],
                     "livenessProbe": {"httpGet": {"path": "/healthz", "port": HEALTH_PORT}, "initialDelaySeconds": 15, "periodSeconds": 20},
                     "readinessProbe": {"httpGet": {"path": "/readyz", "port": HEALTH_PORT}, "initialDelaySeconds": 10, "periodSeconds": 15},
                 }

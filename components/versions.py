@@ -1,17 +1,54 @@
-"""Every upstream version and image the platform deploys, pinned in one place."""
+"""Every upstream version and image the platform deploys, read from the one versions file.
 
-KUBERNETES_VERSION = "1.36.0"  # the API the manifests are validated against (kubernetes-validate)
+`versions.env` at the repository root holds the pins (the shell scripts source the same file);
+Python packages are pinned in the requirements files, which `package_pin` reads.
+"""
 
-NVIDIA_DEVICE_PLUGIN_IMAGE = "nvcr.io/nvidia/k8s-device-plugin:v0.20.0"
+from __future__ import annotations
 
-# JupyterHub as Zero to JupyterHub 4.4.0 ships it: the chart's hub image (JupyterHub 5.5.0,
-# KubeSpawner 7.0.0, oauthenticator 17.4.0, NativeAuthenticator, jupyterhub-idle-culler 1.4.0;
-# requirements.txt pins the same packages for the tests) and the proxy it pairs with. The local
-# hub tests run the same proxy version from npm (tests/hub/package.json).
-JUPYTERHUB_HUB_IMAGE = "quay.io/jupyterhub/k8s-hub:4.4.0"
-CONFIGURABLE_HTTP_PROXY_VERSION = "5.2.0"
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+VERSIONS_FILE = REPO / "versions.env"
+REQUIREMENTS_FILES = (REPO / "requirements.txt", REPO / "trainer" / "requirements.txt")
+
+_ASSIGNMENT = re.compile(r"^([A-Z][A-Z0-9_]*)=(\S*)\s*(#.*)?$")
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """NAME=value lines as a shell sources them (no quoting, no expansion); comments and blank lines skipped."""
+    values = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = _ASSIGNMENT.match(line)
+        if not match:
+            raise ValueError(f"{path}:{number}: expected NAME=value, got {line!r}")
+        values[match.group(1)] = match.group(2)
+    return values
+
+
+def package_pin(package: str) -> str:
+    """The version a requirements file pins `package` to (`package==version`)."""
+    for path in REQUIREMENTS_FILES:
+        for line in path.read_text().splitlines():
+            name, sep, version = line.split("#", 1)[0].strip().partition("==")
+            if sep and name.strip().lower() == package.lower():
+                return version.strip()
+    raise KeyError(f"{package} is not pinned in {', '.join(p.name for p in REQUIREMENTS_FILES)}")
+
+
+PINS = read_env_file(VERSIONS_FILE)
+
+# kubernetes-validate ships one schema per minor release (named x.y.0); every patch release of a
+# minor serves the same API.
+KUBERNETES_API_VERSION = re.sub(r"^v?(\d+\.\d+)\..*$", r"\1.0", PINS["KUBERNETES_VERSION"])
+
+NVIDIA_DEVICE_PLUGIN_IMAGE = f"nvcr.io/nvidia/k8s-device-plugin:{PINS['NVIDIA_DEVICE_PLUGIN_VERSION']}"
+JUPYTERHUB_HUB_IMAGE = f"quay.io/jupyterhub/k8s-hub:{PINS['ZERO_TO_JUPYTERHUB_VERSION']}"
+CONFIGURABLE_HTTP_PROXY_VERSION = PINS["CONFIGURABLE_HTTP_PROXY_VERSION"]
 CONFIGURABLE_HTTP_PROXY_IMAGE = f"quay.io/jupyterhub/configurable-http-proxy:{CONFIGURABLE_HTTP_PROXY_VERSION}"
-
-# Kubeflow training operator, v1 line (TFJob lives there; Trainer v2 dropped TensorFlow).
-TRAINING_OPERATOR_VERSION = "v1.9.4"
-TRAINING_OPERATOR_IMAGE = "ghcr.io/kubeflow/training-v1/training-operator:v1-93c5489"  # the v1.9.4 standalone overlay's tag
+TRAINING_OPERATOR_VERSION = PINS["TRAINING_OPERATOR_VERSION"]
+TRAINING_OPERATOR_IMAGE = f"ghcr.io/kubeflow/training-v1/training-operator:{PINS['TRAINING_OPERATOR_IMAGE_TAG']}"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import re
 from collections.abc import Iterator, Mapping
 from typing import Annotated, Any, Literal, get_args, get_origin
@@ -30,8 +31,13 @@ from pydantic.alias_generators import to_camel
 
 import pulumi
 from components.tfjob_api import COORDINATORS, REPLICA_TYPES, CleanPodPolicy, RestartPolicy, replica_problems
+from components.versions import REPO, read_env_file
 
 NAMESPACE = "mlplatform"
+# The kubeconfig bin/cluster writes for the local cluster: cluster/local.env's default, or where
+# MLPLATFORM_KUBECONFIG points (the variable bin/cluster and bin/training-operator honour too).
+KUBECONFIG_ENV = "MLPLATFORM_KUBECONFIG"
+LOCAL_KUBECONFIG = read_env_file(REPO / "cluster" / "local.env")["LOCAL_KUBECONFIG"]
 
 ServiceType = Literal["ClusterIP", "LoadBalancer", "NodePort"]
 TaintEffect = Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
@@ -512,8 +518,13 @@ class StackSettings(Settings):
 TOP_LEVEL_KEYS = tuple(StackSettings.model_fields)
 
 
-def parse(raw: Mapping[str, Any], secret_keys: frozenset[str] = frozenset()) -> StackSettings:
-    """Validate raw stack config (top-level key -> decoded value) into settings."""
+def parse(
+    raw: Mapping[str, Any], secret_keys: frozenset[str] = frozenset(), local_kubeconfig: str = LOCAL_KUBECONFIG
+) -> StackSettings:
+    """Validate raw stack config (top-level key -> decoded value) into settings.
+
+    `local_kubeconfig` is the kubeconfig of the local cluster, for a kwok stack that names none.
+    """
     unknown = sorted(set(raw) - set(TOP_LEVEL_KEYS))
     if unknown:
         raise ConfigError(
@@ -526,6 +537,9 @@ def parse(raw: Mapping[str, Any], secret_keys: frozenset[str] = frozenset()) -> 
     problems = settings.problems(secret_keys)
     if problems:
         raise ConfigError("\n".join(problems))
+    if settings.cluster.provider == "kwok" and settings.cluster.kubeconfig is None:
+        cluster = settings.cluster.model_copy(update={"kubeconfig": local_kubeconfig})
+        settings = settings.model_copy(update={"cluster": cluster})
     return settings
 
 
@@ -542,7 +556,7 @@ def load() -> StackSettings:
         except json.JSONDecodeError:
             raw[name] = text
     secret_keys = frozenset(name for name in names if pulumi.runtime.is_config_secret(f"{prefix}{name}"))
-    return parse(raw, secret_keys)
+    return parse(raw, secret_keys, os.environ.get(KUBECONFIG_ENV) or LOCAL_KUBECONFIG)
 
 
 def _all_config_keys() -> set[str]:

@@ -12,7 +12,7 @@ import kubernetes_validate
 
 from components.crd_schema import tfjob_schema
 from components.tfjob_api import API_VERSION, KIND
-from components.versions import KUBERNETES_VERSION
+from components.versions import KUBERNETES_API_VERSION
 
 
 class Invalid(Exception):
@@ -72,6 +72,6 @@ def validate(manifest: dict[str, Any]) -> None:
         validate_tfjob(manifest)
         return
     try:
-        kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
+        kubernetes_validate.validate(manifest, KUBERNETES_API_VERSION, strict=True)
     except kubernetes_validate.ValidationError as error:
         raise Invalid(f"{list(error.path)}: {error.message}") from None

@@ -1,22 +1,21 @@
 # shellcheck shell=bash disable=SC2034  # sourced: the variables are used by its callers
-# Pinned versions of the Go-built tools, and where they live. Sourced (not run) by
-# tools/build.sh and bin/pulumi, so the pins and the cache layout are written down once.
+# The pinned versions of the Go-built tools (from versions.env), and where they live. Sourced
+# (not run) by tools/build.sh, bin/pulumi, bin/cluster and bin/training-operator, so the pins and
+# the cache layout are written down once.
 #
 # Every tool is built into its own directory under $MLPLATFORM_TOOLS, named after the tool
 # and its version; a directory counts as built only when its .stamp file exists and records
 # the same recipe (see tools/build.sh).
 
-# Pulumi CLI and engine (github.com/pulumi/pulumi/pkg/v3 + sdk/v3).
-PULUMI_VERSION=v3.274.1
-# Kubernetes provider: the module proxy serves release v4.25.0 only as this pseudo-version.
-PULUMI_KUBERNETES_VERSION=4.25.0
-PULUMI_KUBERNETES_MODULE_VERSION=v4.0.0-20260115033456-f47bc2d6f199
-# Control plane for local clusters.
-KUBERNETES_VERSION=v1.36.3
-ETCD_VERSION=v3.6.16
-KWOK_VERSION=v0.8.0
-# Kubeflow training operator, v1 line (the last one that reconciles TFJobs).
-TRAINING_OPERATOR_VERSION=v1.9.4
+_repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# The pins: PULUMI_VERSION, KUBERNETES_VERSION, ETCD_VERSION, KWOK_VERSION, ... (one file for
+# Python and bash).
+# shellcheck source=versions.env
+. "$_repo/versions.env"
+# The kubernetes provider plugin must match the pulumi-kubernetes SDK that requirements.txt pins.
+PULUMI_KUBERNETES_VERSION="$(sed -n 's/^pulumi-kubernetes==\([^[:space:]#]*\).*/\1/p' "$_repo/requirements.txt")"
+[ -n "$PULUMI_KUBERNETES_VERSION" ] || { echo "requirements.txt does not pin pulumi-kubernetes" >&2; return 1; }
+unset _repo
 
 MLPLATFORM_TOOLS="${MLPLATFORM_CACHE:-$HOME/.cache/mlplatform}/tools"
 

@@ -39,7 +39,8 @@ HOME_DIR = "/home/jovyan"  # home of the Jupyter Docker Stacks images (user jovy
 
 # Object names inside the hub's namespace; the hub, the proxy and user servers reach each other
 # by these DNS names.
-HUB_SERVICE = "hub"
+HUB_SERVICE = "hub"  # also the hub's Deployment, ServiceAccount and Role
+PROXY_DEPLOYMENT = "proxy"
 PROXY_API_SERVICE = "proxy-api"
 PROXY_PUBLIC_SERVICE = "proxy-public"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import kubernetes_validate
 import pytest
 
-from components.versions import KUBERNETES_VERSION
+from components.versions import KUBERNETES_API_VERSION
 from program import aks_stack, example_stack, run_program
 from validation import Invalid, validate
 
@@ -31,4 +31,4 @@ def test_the_validator_rejects_unknown_fields():
     # Proves the check above can fail: strict mode refuses a field the API does not know.
     bad = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n"}, "spec": {"gpus": 1}}
     with pytest.raises(kubernetes_validate.ValidationError):
-        kubernetes_validate.validate(bad, KUBERNETES_VERSION, strict=True)
+        kubernetes_validate.validate(bad, KUBERNETES_API_VERSION, strict=True)
