@@ -7,7 +7,7 @@ REQ_HASH := $(shell cat requirements.txt trainer/requirements.txt | sha256sum | 
 VENV_DIR := $(CACHE)/venv-$(REQ_HASH)
 PY := .venv/bin/python
 
-.PHONY: venv test test-unit test-deps up down render bench-trainer notebook tools
+.PHONY: venv test test-unit test-deps up down render bench-trainer notebook tools docs
 
 # .venv is a link to the cached virtualenv for the current pins.
 venv: .venv/.installed
@@ -28,6 +28,10 @@ test: venv tools test-deps
 # The fast tests: config, components under mocks, schemas (no engine, cluster or processes).
 test-unit: venv
 	$(PY) -m pytest tests/unit
+
+# The config reference in Pulumi.yaml and the README, from the settings' field descriptions.
+docs: venv
+	$(PY) -m stacks.reference --write
 
 # The Pulumi CLI, its plugins, the local control plane and the training operator, from Go modules.
 tools:

@@ -16,7 +16,7 @@ import json
 import os
 import re
 from collections.abc import Iterator, Mapping
-from typing import Annotated, Any, Literal, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
 
 from kubernetes.utils import parse_quantity
 from pydantic import (
@@ -335,7 +335,11 @@ class JupyterHubSettings(Settings):
     service_type: ServiceType = Field("ClusterIP", description="the public proxy Service `proxy-public`: `ClusterIP`, `LoadBalancer` or `NodePort`")
     load_balancer_source_ranges: tuple[Cidr, ...] = Field((), description="LoadBalancer: the CIDR blocks allowed to reach it")
     auth: Auth = Field(Auth(), description="how users sign in")
-    profiles: tuple[Profile, ...] = Field(DEFAULT_PROFILES, description="the spawn form's choices (default: one CPU TensorFlow profile)")
+    profiles: tuple[Profile, ...] = Field(
+        DEFAULT_PROFILES,
+        description="the spawn form's choices, each an image with its limits",
+        json_schema_extra={"shown_default": "one CPU TensorFlow profile"},
+    )
     cull_idle_seconds: Count = Field(3600, description="stop servers idle this long (jupyterhub-idle-culler)")
     storage: Storage = Field(Storage(), description="each user's home volume")
     user_pool: str | None = Field(None, description="the node pool for CPU notebooks (GPU profiles always go to a GPU pool)")
@@ -382,11 +386,12 @@ class ReplicaCounts(Settings):
     """Counts per TFJob replica type; keys are the operator's replica type names, as written."""
 
     model_config = ConfigDict(alias_generator=None)
-    Chief: Count | None = Field(None, description="the coordinator (default 1 unless Master is set)")
-    Master: Count | None = Field(None, description="the legacy name of Chief (use one of them)")
-    Worker: Count | None = Field(None, description="workers (default 2)")
-    PS: Count | None = Field(None, description="parameter servers (default 1)")
-    Evaluator: Count | None = Field(None, description="evaluators (default 0)")
+    REFERENCE_AS_MAP: ClassVar[bool] = True
+    Chief: Count | None = None
+    Master: Count | None = None
+    Worker: Count | None = None
+    PS: Count | None = None
+    Evaluator: Count | None = None
 
 
 # The tutorial's topology: a chief, two workers, one parameter server.
@@ -441,14 +446,22 @@ class MnistSettings(Settings):
     enabled: bool = Field(True, description="deploy the training operator, the TFJob and TensorBoard")
     namespace: DnsLabel = Field("mnist", description="the job's namespace")
     job_name: DnsLabel = Field("distributed-mnist", description="the TFJob's name (its pods and Services are named after it)")
-    replicas: ReplicaCounts = Field(ReplicaCounts(), description="replicas per type; `0` removes a type")
-    gpus: ReplicaCounts = Field(ReplicaCounts(), description="GPUs per replica of a type (never for PS)")
+    replicas: ReplicaCounts = Field(
+        ReplicaCounts(),
+        description="replicas per type: `Chief` or `Master` (its legacy name), `Worker`, `PS`, `Evaluator`; `0` removes a type",
+        json_schema_extra={"shown_default": ", ".join(f"{k}: {n}" for k, n in DEFAULT_REPLICAS.items())},
+    )
+    gpus: ReplicaCounts = Field(ReplicaCounts(), description="`nvidia.com/gpu` per replica of a type (never for `PS`)")
     restart_policy: RestartPolicy = Field("OnFailure", description="what the operator does when a replica exits: `Always`, `OnFailure`, `Never`, `ExitCode`")
     train_steps: Annotated[int, Field(ge=1)] = Field(1000, description="trainer: training steps")
     batch_size: Annotated[int, Field(ge=1)] = Field(100, description="trainer: the global batch size")
     learning_rate: Annotated[float, Field(gt=0)] = Field(0.001, description="trainer: the learning rate")
     eval_every: Annotated[int, Field(ge=1)] = Field(100, description="trainer: steps between held-out evaluations")
-    image: ImageSettings = Field(ImageSettings(), description="the trainer image")
+    image: ImageSettings = Field(
+        ImageSettings(),
+        description="the trainer image",
+        json_schema_extra={"shown_default": "the stock TensorFlow image, trainer code from a ConfigMap"},
+    )
     tensorboard: TensorBoard = Field(TensorBoard(), description="TensorBoard on the job's logs")
     run_policy: RunPolicy = Field(RunPolicy(), description="the TFJob's runPolicy")
     storage: Storage = Field(Storage(size="5Gi"), description="the shared ReadWriteMany volume for data, checkpoints and logs")
@@ -497,9 +510,9 @@ class MnistSettings(Settings):
 
 
 class StackSettings(Settings):
-    cluster: ClusterSettings = Field(ClusterSettings(), description="where to deploy, and its node pools")
-    jupyterhub: JupyterHubSettings = Field(JupyterHubSettings(), description="multi-user notebooks: JupyterHub with KubeSpawner")
-    mnist: MnistSettings = Field(MnistSettings(), description="distributed MNIST as a Kubeflow TFJob, with TensorBoard")
+    cluster: ClusterSettings = Field(ClusterSettings(), description="Where to deploy, and its node pools")
+    jupyterhub: JupyterHubSettings = Field(JupyterHubSettings(), description="Multi-user notebooks: JupyterHub with KubeSpawner")
+    mnist: MnistSettings = Field(MnistSettings(), description="Distributed MNIST as a Kubeflow TFJob, with TensorBoard")
 
     def problems(self, secret_keys: frozenset[str]) -> list[str]:
         """Rules across keys, each problem naming the key it is about.

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from components.versions import PINS
 from program import aks_stack, example_stack, run_program
 from stacks import ConfigError
 
@@ -68,7 +69,7 @@ def test_existing_cluster_uses_kubeconfig_and_context_and_runs_the_device_plugin
     assert not deployment.of_type(NODE), "an existing cluster's nodes are not declared"
     (plugin,) = deployment.of_type(DEVICE_PLUGIN)
     pod = plugin.inputs["spec"]["template"]["spec"]
-    assert pod["containers"][0]["image"] == "nvcr.io/nvidia/k8s-device-plugin:v0.20.0"
+    assert pod["containers"][0]["image"] == f"nvcr.io/nvidia/k8s-device-plugin:{PINS['NVIDIA_DEVICE_PLUGIN_VERSION']}"
     terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
     assert terms == [{"matchExpressions": [{"key": "accelerator", "operator": "In", "values": ["a100"]}]}]
     assert {"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"} in pod["tolerations"]
@@ -149,3 +150,10 @@ def run_program_with(build):
         return pulumi.Output.from_input(None)
 
     run()
+
+
+def test_the_local_cluster_is_found_where_bin_cluster_writes_its_kubeconfig(monkeypatch):
+    # bin/cluster and bin/training-operator honour MLPLATFORM_KUBECONFIG; so must the program.
+    monkeypatch.setenv("MLPLATFORM_KUBECONFIG", "/tmp/elsewhere/kubeconfig")
+    deployment = run_program(example_stack("dev"))
+    assert deployment.named("mlplatform-k8s").inputs["kubeconfig"] == "/tmp/elsewhere/kubeconfig"

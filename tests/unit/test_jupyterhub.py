@@ -18,7 +18,7 @@ from components import hub_config
 from components.cluster import Cluster, ClusterArgs, Scheduling
 from components.jupyterhub import JupyterHub, JupyterHubArgs
 from components.k8s import app_labels
-from components.versions import CONFIGURABLE_HTTP_PROXY_IMAGE, JUPYTERHUB_HUB_IMAGE
+from components.versions import CONFIGURABLE_HTTP_PROXY_IMAGE, JUPYTERHUB_HUB_IMAGE, PINS
 from program import Deployment, RecordingMocks, aks_stack, example_stack, is_secret, reveal, run_program
 from stacks import parse
 from validation import validate
@@ -135,7 +135,7 @@ def test_hub_and_proxy_run_the_pinned_images():
     objects = build(example_stack("dev")).objects()
     hub_pod = objects["jupyterhub-hub"]["spec"]["template"]["spec"]
     proxy_pod = objects["jupyterhub-proxy"]["spec"]["template"]["spec"]
-    assert hub_pod["containers"][0]["image"] == JUPYTERHUB_HUB_IMAGE == "quay.io/jupyterhub/k8s-hub:4.4.0"
+    assert hub_pod["containers"][0]["image"] == JUPYTERHUB_HUB_IMAGE == f"quay.io/jupyterhub/k8s-hub:{PINS['ZERO_TO_JUPYTERHUB_VERSION']}"
     assert proxy_pod["containers"][0]["image"] == CONFIGURABLE_HTTP_PROXY_IMAGE
     assert re.fullmatch(r"quay\.io/jupyterhub/configurable-http-proxy:\d+\.\d+\.\d+", CONFIGURABLE_HTTP_PROXY_IMAGE)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from components.versions import PINS
 from program import aks_stack, example_stack, run_program
 
 CRD = "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition"
@@ -21,7 +22,7 @@ def test_operator_reconciles_tfjobs_only_with_a_pinned_image():
     pod = deployment.named("training-operator-deployment").inputs["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert "--enable-scheme=tfjob" in container["args"]
-    assert container["image"] == "ghcr.io/kubeflow/training-v1/training-operator:v1-93c5489"
+    assert container["image"] == f"ghcr.io/kubeflow/training-v1/training-operator:{PINS['TRAINING_OPERATOR_IMAGE_TAG']}"
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert pod["securityContext"]["runAsNonRoot"] is True
 
