@@ -267,7 +267,6 @@ class JupyterHub(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions,
     ) -> None:
         name = self._name
-        labels = app_labels(hub.APP_NAME, hub.HUB_COMPONENT)
         claim_spec: dict[str, Any] = {
             "accessModes": ["ReadWriteOnce"],
             "resources": {"requests": {"storage": HUB_DB_SIZE}},
@@ -328,28 +327,16 @@ class JupyterHub(pulumi.ComponentResource):
                 {"name": "db", "persistentVolumeClaim": {"claimName": DB_CLAIM_NAME}},
             ],
         }
-        k8s.apps.v1.Deployment(
+        self._singleton(
             f"{name}-hub",
-            metadata=self._metadata(hub.HUB_SERVICE, hub.HUB_COMPONENT),
-            spec={
-                "replicas": 1,
-                # One hub at a time: sqlite on a ReadWriteOnce volume, and JupyterHub is not built to
-                # run twice against one database.
-                "strategy": {"type": "Recreate"},
-                "selector": {"matchLabels": labels},
-                "template": {
-                    "metadata": {
-                        "labels": labels,
-                        "annotations": {"checksum/config": config_checksum, "checksum/secrets": secrets_checksum},
-                    },
-                    "spec": pod_spec,
-                },
-            },
-            opts=opts,
+            hub.HUB_SERVICE,
+            hub.HUB_COMPONENT,
+            {"checksum/config": config_checksum, "checksum/secrets": secrets_checksum},
+            pod_spec,
+            opts,
         )
 
     def _proxy(self, secrets_checksum: pulumi.Output[str], scheduling: Scheduling, opts: pulumi.ResourceOptions) -> None:
-        labels = app_labels(hub.APP_NAME, hub.PROXY_COMPONENT)
         probe = {"httpGet": {"path": "/_chp_healthz", "port": "http"}}
         pod_spec: dict[str, Any] = {
             # The proxy never talks to the Kubernetes API.
@@ -378,19 +365,40 @@ class JupyterHub(pulumi.ComponentResource):
                 }
             ],
         }
-        k8s.apps.v1.Deployment(
+        self._singleton(
             f"{self._name}-proxy",
-            metadata=self._metadata(hub.PROXY_DEPLOYMENT, hub.PROXY_COMPONENT),
+            hub.PROXY_DEPLOYMENT,
+            hub.PROXY_COMPONENT,
+            {"checksum/secrets": secrets_checksum},
+            pod_spec,
+            opts,
+        )
+
+    def _singleton(
+        self,
+        resource_name: str,
+        object_name: str,
+        component: str,
+        annotations: Mapping[str, pulumi.Input[str]],
+        pod_spec: dict[str, Any],
+        opts: pulumi.ResourceOptions,
+    ) -> None:
+        """A Deployment of exactly one pod, the old one gone before the new one starts.
+
+        Neither the hub nor the proxy may ever run twice: the hub keeps sqlite on a ReadWriteOnce
+        volume and JupyterHub is not built to share a database, and the proxy keeps its routing
+        table in memory, so a hub that saw two proxies would configure the old pod and then find
+        the new one empty. `annotations` (checksums) roll the pod when what it read at start changes.
+        """
+        labels = app_labels(hub.APP_NAME, component)
+        k8s.apps.v1.Deployment(
+            resource_name,
+            metadata=self._metadata(object_name, component),
             spec={
                 "replicas": 1,
-                # The routing table lives in the proxy's memory: the hub must only ever see one proxy,
-                # or it configures the old pod and then finds the new one empty.
                 "strategy": {"type": "Recreate"},
                 "selector": {"matchLabels": labels},
-                "template": {
-                    "metadata": {"labels": labels, "annotations": {"checksum/secrets": secrets_checksum}},
-                    "spec": pod_spec,
-                },
+                "template": {"metadata": {"labels": labels, "annotations": dict(annotations)}, "spec": pod_spec},
             },
             opts=opts,
         )
