@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the project's command-line tools from pinned Go module versions into a cache outside
-# the repository (see tools/versions.sh for the pins and the layout). Nothing here downloads a
-# prebuilt binary: everything comes from the Go module proxy and is compiled on this machine.
+# the repository (versions.env has the pins, tools/versions.sh the layout). Nothing here
+# downloads a prebuilt binary: everything comes from the Go module proxy and is compiled here.
 #
 # Usage: tools/build.sh [GROUP|TOOL ...]
 #   groups, built in this order when none is named:

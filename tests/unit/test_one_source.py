@@ -59,8 +59,8 @@ def test_a_pin_is_written_in_one_place_only(name):
 def test_the_pin_test_finds_a_copy():
     # The check above must be able to fail: a copied pin in any code file is found.
     assert spelled(PINS["KUBERNETES_VERSION"]).search(f'KUBE="{PINS["KUBERNETES_VERSION"]}"')
-    assert spelled("v1.36.3").search("image: registry.k8s.io/kube-proxy:1.36.3")
-    assert not spelled("v1.36.3").search("v1.36.30 and 11.36.3")
+    assert spelled("v9.8.7").search("image: registry.k8s.io/kube-proxy:9.8.7")
+    assert not spelled("v9.8.7").search("v9.8.70 and 19.8.7")
 
 
 def go_requirement(module_file: str, module: str) -> str:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates this wrapper module (go.mod, go.sum) for KUBERNETES_VERSION in tools/versions.sh.
+# Regenerates this wrapper module (go.mod, go.sum) for KUBERNETES_VERSION in versions.env.
 #
 # k8s.io/kubernetes replaces each k8s.io/* staging module with ./staging/src/..., a directory its
 # module zip does not carry, so `go install k8s.io/kubernetes/cmd/...@v1.x` is refused. Each
