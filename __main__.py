@@ -15,7 +15,7 @@ from components.training_operator import TrainingOperator, TrainingOperatorArgs
 
 def main() -> None:
     settings = stacks.load()
-    cluster = Cluster("mlplatform", ClusterArgs(settings.cluster))
+    cluster = Cluster("mlplatform", ClusterArgs(settings.cluster, settings.images))
     on_cluster = pulumi.ResourceOptions(providers=[cluster.provider])
     pulumi.export("clusterProvider", settings.cluster.provider)
     pulumi.export(
@@ -26,25 +26,28 @@ def main() -> None:
         pulumi.export("kubeconfig", cluster.kubeconfig)
 
     if settings.jupyterhub.enabled:
-        hub = JupyterHub("jupyterhub", JupyterHubArgs.from_cluster(settings.jupyterhub, cluster), opts=on_cluster)
+        hub = JupyterHub(
+            "jupyterhub", JupyterHubArgs.from_cluster(settings.jupyterhub, cluster, settings.images), opts=on_cluster
+        )
         # The hub's URL once its load balancer has an address, else the port-forward command.
         pulumi.export("jupyterhub", hub.url)
 
     if settings.mnist.enabled:
         operator = TrainingOperator(
-            "training-operator", TrainingOperatorArgs(webhook=not cluster.simulated), opts=on_cluster
+            "training-operator", TrainingOperatorArgs(settings.images, webhook=not cluster.simulated), opts=on_cluster
         )
         image = TrainerImage(
             "trainer-image",
             TrainerImageArgs(
                 settings.mnist.image,
+                settings.images,
                 resource_group_name=cluster.resource_group_name,
                 managed_cluster=cluster.managed_cluster,
             ),
         )
         mnist = DistributedMnist(
             "mnist",
-            DistributedMnistArgs(settings.mnist, cluster, image, operator.ready),
+            DistributedMnistArgs(settings.mnist, cluster, image, operator.ready, settings.images),
             opts=on_cluster,
         )
         pulumi.export("tfConfig", mnist.tf_config)

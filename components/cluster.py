@@ -28,8 +28,7 @@ from components.k8s import (
     app_labels,
     restricted,
 )
-from components.versions import NVIDIA_DEVICE_PLUGIN_IMAGE
-from stacks.config import ClusterSettings, NodePool, Taint
+from stacks.config import ClusterSettings, ImagesSettings, NodePool, Taint
 
 @dataclass(frozen=True)
 class Scheduling:
@@ -60,6 +59,7 @@ def toleration(taint: Taint) -> dict[str, str]:
 @dataclass(frozen=True)
 class ClusterArgs:
     settings: ClusterSettings
+    images: ImagesSettings = field(default_factory=ImagesSettings)  # the device plugin's
 
 
 class Cluster(pulumi.ComponentResource):
@@ -70,6 +70,7 @@ class Cluster(pulumi.ComponentResource):
     def __init__(self, name: str, args: ClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:cluster:Cluster", name, None, opts)
         self._settings = args.settings
+        self._images = args.images
         self._name = name
         settings = args.settings
         self.kubeconfig = None
@@ -295,7 +296,7 @@ class Cluster(pulumi.ComponentResource):
             "containers": [
                 {
                     "name": "nvidia-device-plugin",
-                    "image": NVIDIA_DEVICE_PLUGIN_IMAGE,
+                    "image": self._images.nvidia_device_plugin,
                     "env": [{"name": "FAIL_ON_INIT_ERROR", "value": "false"}],
                     "securityContext": restricted(),
                     "volumeMounts": [{"name": "device-plugin", "mountPath": "/var/lib/kubelet/device-plugins"}],
@@ -303,6 +304,8 @@ class Cluster(pulumi.ComponentResource):
             ],
             "volumes": [{"name": "device-plugin", "hostPath": {"path": "/var/lib/kubelet/device-plugins"}}],
         }
+        if self._images.pull_secrets:
+            pod_spec["imagePullSecrets"] = self._images.image_pull_secrets()
         if all(term["matchExpressions"] for term in terms):
             pod_spec["affinity"] = {
                 "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}

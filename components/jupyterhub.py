@@ -38,8 +38,7 @@ from components.k8s import (
     port_forward_command,
     service_url,
 )
-from components.versions import CONFIGURABLE_HTTP_PROXY_IMAGE, JUPYTERHUB_HUB_IMAGE
-from stacks.config import JupyterHubSettings
+from stacks.config import ImagesSettings, JupyterHubSettings
 
 HUB_DB_SIZE = "1Gi"  # a sqlite file of users, servers and tokens
 SECRET_NAME = "hub"
@@ -98,9 +97,12 @@ class JupyterHubArgs:
     core_scheduling: Scheduling = field(default_factory=Scheduling)
     simulated: bool = False
     volume_for: Callable[..., None] | None = None
+    images: ImagesSettings = field(default_factory=ImagesSettings)
 
     @classmethod
-    def from_cluster(cls, settings: JupyterHubSettings, cluster: Cluster) -> JupyterHubArgs:
+    def from_cluster(
+        cls, settings: JupyterHubSettings, cluster: Cluster, images: ImagesSettings | None = None
+    ) -> JupyterHubArgs:
         """GPU profiles go to a GPU pool, CPU profiles to `userPool`, the hub and proxy off GPU nodes."""
         return cls(
             settings=settings,
@@ -110,6 +112,7 @@ class JupyterHubArgs:
             core_scheduling=cluster.scheduling_for(0),
             simulated=cluster.simulated,
             volume_for=cluster.volume_for,
+            images=images or ImagesSettings(),
         )
 
 
@@ -152,6 +155,7 @@ class JupyterHub(pulumi.ComponentResource):
         self._settings = settings
         self._simulated = args.simulated
         self._volume_for = args.volume_for
+        self._images = args.images
         self.namespace = settings.namespace
         self.port_forward = port_forward_command(settings.namespace, hub.PROXY_PUBLIC_SERVICE, PORT_FORWARD_LOCAL_PORT, hub.PUBLIC_PORT)
         child = pulumi.ResourceOptions(parent=self)
@@ -167,7 +171,9 @@ class JupyterHub(pulumi.ComponentResource):
         self._rbac(child)
         generated = self._generated_secret(child)
         oauth = self._oauth_secret(child)
-        document = hub.render(settings, args.profile_scheduling, persistent_homes=not args.simulated)
+        document = hub.render(
+            settings, args.profile_scheduling, persistent_homes=not args.simulated, pull_secrets=args.images.pull_secrets
+        )
         config_data = {
             hub.CONFIG_FILE.name: hub.CONFIG_FILE.read_text(),
             hub.DOCUMENT_NAME: json.dumps(document, indent=2) + "\n",
@@ -305,7 +311,7 @@ class JupyterHub(pulumi.ComponentResource):
             "containers": [
                 {
                     "name": "hub",
-                    "image": JUPYTERHUB_HUB_IMAGE,
+                    "image": self._images.hub,
                     # Arguments only: the image's entrypoint (tini) stays PID 1 and reaps the
                     # culler's processes.
                     "args": ["jupyterhub", f"--config={hub.CONFIG_DIR}/{hub.CONFIG_FILE.name}", "--upgrade-db"],
@@ -351,7 +357,7 @@ class JupyterHub(pulumi.ComponentResource):
             "containers": [
                 {
                     "name": "chp",
-                    "image": CONFIGURABLE_HTTP_PROXY_IMAGE,
+                    "image": self._images.proxy,
                     "command": hub.proxy_command(hub.hub_url()),
                     "env": [_secret_env(hub.PROXY_TOKEN_ENV, SECRET_NAME, PROXY_TOKEN_KEY)],
                     "ports": [
@@ -391,6 +397,8 @@ class JupyterHub(pulumi.ComponentResource):
         the new one empty. `annotations` (checksums) roll the pod when what it read at start changes.
         """
         labels = app_labels(hub.APP_NAME, component)
+        if self._images.pull_secrets:
+            pod_spec = {**pod_spec, "imagePullSecrets": self._images.image_pull_secrets()}
         k8s.apps.v1.Deployment(
             resource_name,
             metadata=self._metadata(object_name, component),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
@@ -23,7 +23,7 @@ from components.tfjob import ReplicaSpec, RunPolicy, TFJob, TFJobArgs, TFJobSpec
 from components.tfjob_api import CONTAINER_NAME, DEFAULT_PORT, JOB_NAME_LABEL, PORT_NAME
 from components.trainer_image import TrainerImage, trainer_sources
 from components.versions import package_pin
-from stacks.config import MnistSettings
+from stacks.config import ImagesSettings, MnistSettings
 
 DATA_MOUNT = "/data"
 CODE_MOUNT = "/opt/mlplatform/trainer"
@@ -53,6 +53,7 @@ class DistributedMnistArgs:
     cluster: Cluster
     image: TrainerImage
     operator_ready: list[pulumi.Resource]
+    images: ImagesSettings = field(default_factory=ImagesSettings)  # pull secrets
 
 
 class DistributedMnist(pulumi.ComponentResource):
@@ -63,7 +64,7 @@ class DistributedMnist(pulumi.ComponentResource):
     def __init__(self, name: str, args: DistributedMnistArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         settings = args.settings
         code = args.image.code_from_config_map
-        job_spec = self._job_spec(settings, args.cluster, args.image.cpu_image, args.image.gpu_image, code)
+        job_spec = self._job_spec(settings, args.cluster, args.image.cpu_image, args.image.gpu_image, code, args.images)
         job_spec.validate()  # refuse a bad job before anything is registered
         super().__init__("mlplatform:mnist:DistributedMnist", name, None, opts)
         namespace = settings.namespace
@@ -112,7 +113,12 @@ class DistributedMnist(pulumi.ComponentResource):
 
     @staticmethod
     def _job_spec(
-        settings: MnistSettings, cluster: Cluster, cpu_image: pulumi.Input[str], gpu_image: pulumi.Input[str], mount_code: bool
+        settings: MnistSettings,
+        cluster: Cluster,
+        cpu_image: pulumi.Input[str],
+        gpu_image: pulumi.Input[str],
+        mount_code: bool,
+        images: ImagesSettings,
     ) -> TFJobSpec:
         replica_specs = {}
         gpus_by_kind = settings.gpu_counts
@@ -145,6 +151,8 @@ class DistributedMnist(pulumi.ComponentResource):
                 container["env"] = [{"name": "PYTHONPATH", "value": CODE_MOUNT.rsplit("/", 1)[0]}]
                 volumes.append({"name": "trainer-code", "configMap": {"name": code_config_map(settings)}})
             pod_spec = {"containers": [container], "volumes": volumes, **cluster.scheduling_for(gpus).pod_spec()}
+            if images.pull_secrets:
+                pod_spec["imagePullSecrets"] = images.image_pull_secrets()
             replica_specs[kind] = ReplicaSpec(
                 replicas=count,
                 restart_policy=settings.restart_policy,
@@ -206,6 +214,8 @@ class DistributedMnist(pulumi.ComponentResource):
         }
         if init:
             pod_spec["initContainers"] = init
+        if args.images.pull_secrets:
+            pod_spec["imagePullSecrets"] = args.images.image_pull_secrets()
         k8s.apps.v1.Deployment(
             f"{name}-tensorboard",
             metadata={"name": TENSORBOARD, "namespace": namespace, "labels": labels},

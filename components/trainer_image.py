@@ -17,16 +17,10 @@ from typing import Any
 
 import pulumi
 
-from components.versions import package_pin
-from stacks.config import ImageSettings
+from stacks.config import ImageSettings, ImagesSettings
 
 TRAINER_DIR = Path(__file__).resolve().parent.parent / "trainer"
-STOCK_IMAGE = "tensorflow/tensorflow"
 ACR_PULL_ROLE = "7f951dda-4ed3-4680-a7ca-43fe172d538d"  # Azure's built-in AcrPull role
-
-
-def tensorflow_version() -> str:
-    return package_pin("tensorflow-cpu")
 
 
 def trainer_sources() -> dict[str, str]:
@@ -47,6 +41,7 @@ def source_tag() -> str:
 @dataclass(frozen=True)
 class TrainerImageArgs:
     settings: ImageSettings
+    images: ImagesSettings  # the stock TensorFlow images, when nothing is built or given
     # On aks, the cluster resource group and ManagedCluster, for the registry and its pull grant.
     resource_group_name: pulumi.Input[str] | None = None
     managed_cluster: Any = None
@@ -69,9 +64,8 @@ class TrainerImage(pulumi.ComponentResource):
         elif settings.reference:
             self.cpu_image = self.gpu_image = pulumi.Output.from_input(settings.reference)
         else:
-            version = tensorflow_version()
-            self.cpu_image = pulumi.Output.from_input(f"{STOCK_IMAGE}:{version}")
-            self.gpu_image = pulumi.Output.from_input(f"{STOCK_IMAGE}:{version}-gpu")
+            self.cpu_image = pulumi.Output.from_input(args.images.tensorflow)
+            self.gpu_image = pulumi.Output.from_input(args.images.tensorflow_gpu)
             self.code_from_config_map = True
         self.register_outputs({"cpu_image": self.cpu_image, "gpu_image": self.gpu_image})
 

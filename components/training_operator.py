@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
@@ -10,6 +10,7 @@ import pulumi_kubernetes as k8s
 
 from components.crd_schema import tfjob_schema
 from components.k8s import app_labels
+from stacks.config import ImagesSettings
 from components.tfjob_api import (
     CERT_DIR,
     GROUP,
@@ -21,7 +22,6 @@ from components.tfjob_api import (
 )
 from components.tfjob_api import OPERATOR_NAME as NAME
 from components.tfjob_api import OPERATOR_NAMESPACE as NAMESPACE
-from components.versions import TRAINING_OPERATOR_IMAGE
 
 WEBHOOK_PATH = "/validate-kubeflow-org-v1-tfjob"
 WEBHOOK_PORT = 9443
@@ -55,6 +55,7 @@ NAMESPACE_RULES: list[dict[str, Any]] = [
 
 @dataclass(frozen=True)
 class TrainingOperatorArgs:
+    images: ImagesSettings = field(default_factory=ImagesSettings)
     # The admission webhook needs the API server to reach the operator's pod. A simulated
     # cluster has no pod network (and its operator runs as a local process), so there the CRD's
     # own validation rules stand in for the webhook.
@@ -127,7 +128,7 @@ class TrainingOperator(pulumi.ComponentResource):
             spec={
                 "replicas": 1,
                 "selector": {"matchLabels": labels},
-                "template": {"metadata": {"labels": labels}, "spec": self._pod_spec()},
+                "template": {"metadata": {"labels": labels}, "spec": self._pod_spec(args.images)},
             },
             opts=pulumi.ResourceOptions(parent=self, depends_on=[namespace, account, secret, self.crd]),
         )
@@ -186,15 +187,16 @@ class TrainingOperator(pulumi.ComponentResource):
         )
 
     @staticmethod
-    def _pod_spec() -> dict[str, Any]:
+    def _pod_spec(images: ImagesSettings) -> dict[str, Any]:
         return {
             "serviceAccountName": NAME,
+            **({"imagePullSecrets": images.image_pull_secrets()} if images.pull_secrets else {}),
             "terminationGracePeriodSeconds": 10,
             "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
             "containers": [
                 {
                     "name": NAME,
-                    "image": TRAINING_OPERATOR_IMAGE,
+                    "image": images.training_operator,
                     "command": ["/manager"],
                     "args": ["--enable-scheme=tfjob", f"--webhook-server-port={WEBHOOK_PORT}"],
                     "env": [

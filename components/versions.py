@@ -52,3 +52,8 @@ CONFIGURABLE_HTTP_PROXY_VERSION = PINS["CONFIGURABLE_HTTP_PROXY_VERSION"]
 CONFIGURABLE_HTTP_PROXY_IMAGE = f"quay.io/jupyterhub/configurable-http-proxy:{CONFIGURABLE_HTTP_PROXY_VERSION}"
 TRAINING_OPERATOR_VERSION = PINS["TRAINING_OPERATOR_VERSION"]
 TRAINING_OPERATOR_IMAGE = f"ghcr.io/kubeflow/training-v1/training-operator:{PINS['TRAINING_OPERATOR_IMAGE_TAG']}"
+
+# The stock TensorFlow images at the trainer's TensorFlow version: they run the trainer code from
+# a ConfigMap (and TensorBoard) when no trainer image is built or given.
+TENSORFLOW_IMAGE = f"tensorflow/tensorflow:{package_pin('tensorflow-cpu')}"
+TENSORFLOW_GPU_IMAGE = f"{TENSORFLOW_IMAGE}-gpu"

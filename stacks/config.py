@@ -31,7 +31,16 @@ from pydantic.alias_generators import to_camel
 
 import pulumi
 from components.tfjob_api import COORDINATORS, REPLICA_TYPES, CleanPodPolicy, RestartPolicy, replica_problems
-from components.versions import REPO, read_env_file
+from components.versions import (
+    CONFIGURABLE_HTTP_PROXY_IMAGE,
+    JUPYTERHUB_HUB_IMAGE,
+    NVIDIA_DEVICE_PLUGIN_IMAGE,
+    REPO,
+    TENSORFLOW_GPU_IMAGE,
+    TENSORFLOW_IMAGE,
+    TRAINING_OPERATOR_IMAGE,
+    read_env_file,
+)
 
 NAMESPACE = "mlplatform"
 # The kubeconfig bin/cluster writes for the local cluster: cluster/local.env's default, or where
@@ -84,6 +93,21 @@ def _pinned_image(value: str) -> str:
     return value
 
 
+_REGISTRY = re.compile(r"^(?P<host>[a-z0-9]([-a-z0-9.]*[a-z0-9])?(:[0-9]{1,5})?)(/[a-z0-9]+([._-][a-z0-9]+)*)*$")
+
+
+def _registry(value: str) -> str:
+    match = _REGISTRY.match(value)
+    host = match.group("host") if match else ""
+    # Docker's rule for telling a registry host from the first part of an image path.
+    if not match or not ("." in host or ":" in host or host == "localhost"):
+        raise ValueError(
+            "must be a registry host with an optional path, such as mirror.example.com or "
+            "registry.example.com:5000/upstream (no scheme, no tag)"
+        )
+    return value
+
+
 def _cidr(value: str) -> str:
     try:
         ipaddress.ip_network(value)
@@ -96,6 +120,7 @@ DnsLabel = Annotated[str, AfterValidator(_dns_label)]
 Quantity = Annotated[str, BeforeValidator(_quantity)]
 PinnedImage = Annotated[str, AfterValidator(_pinned_image)]
 Cidr = Annotated[str, AfterValidator(_cidr)]
+Registry = Annotated[str, AfterValidator(_registry)]
 Count = Annotated[int, Field(ge=0)]
 
 
@@ -506,6 +531,58 @@ class MnistSettings(Settings):
             )
 
 
+# --- images ----------------------------------------------------------------------------------
+
+
+def mirrored(image: str, registry: str) -> str:
+    """`image` pulled from `registry` instead: its path and tag or digest kept, its registry replaced.
+
+    Docker Hub images keep Docker's full path (`ubuntu:24.04` is `library/ubuntu:24.04`), as
+    registry mirrors and pull-through caches serve them.
+    """
+    first, slash, rest = image.partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost"):
+        path = rest
+    elif slash:
+        path = image
+    else:
+        path = f"library/{image}"
+    return f"{registry}/{path}"
+
+
+class ImagesSettings(Settings):
+    registry: Registry | None = Field(
+        None,
+        description="a registry mirror every image is pulled from instead (notebook profiles' and "
+        "mnist.image.reference included): `<registry>/<path>:<tag>`, the image's path without its registry",
+    )
+    pull_secrets: tuple[DnsLabel, ...] = Field(
+        (),
+        description="names of `kubernetes.io/dockerconfigjson` Secrets every pod pulls with (create them in "
+        "each namespace: jupyterhub, mnist, kubeflow, kube-system)",
+    )
+    hub: PinnedImage = Field(JUPYTERHUB_HUB_IMAGE, description="JupyterHub with KubeSpawner (Zero to JupyterHub's k8s-hub)")
+    proxy: PinnedImage = Field(CONFIGURABLE_HTTP_PROXY_IMAGE, description="configurable-http-proxy")
+    tensorflow: PinnedImage = Field(
+        TENSORFLOW_IMAGE, description="TensorFlow (CPU) that runs the trainer from a ConfigMap when no trainer image is built or given"
+    )
+    tensorflow_gpu: PinnedImage = Field(TENSORFLOW_GPU_IMAGE, description="TensorFlow (GPU), likewise, for replicas with GPUs")
+    training_operator: PinnedImage = Field(TRAINING_OPERATOR_IMAGE, description="the Kubeflow training operator")
+    nvidia_device_plugin: PinnedImage = Field(NVIDIA_DEVICE_PLUGIN_IMAGE, description="the NVIDIA device plugin on GPU pools (aks, existing)")
+
+    IMAGE_FIELDS: ClassVar[tuple[str, ...]] = (
+        "hub", "proxy", "tensorflow", "tensorflow_gpu", "training_operator", "nvidia_device_plugin"
+    )
+
+    def pull(self, image: str) -> str:
+        """Where a pod pulls `image` from: the mirror when one is set."""
+        return mirrored(image, self.registry) if self.registry else image
+
+    def image_pull_secrets(self) -> list[dict[str, str]]:
+        """A PodSpec's imagePullSecrets."""
+        return [{"name": name} for name in self.pull_secrets]
+
+
 # --- the whole stack ---------------------------------------------------------------------------
 
 
@@ -513,6 +590,7 @@ class StackSettings(Settings):
     cluster: ClusterSettings = Field(ClusterSettings(), description="Where to deploy, and its node pools")
     jupyterhub: JupyterHubSettings = Field(JupyterHubSettings(), description="Multi-user notebooks: JupyterHub with KubeSpawner")
     mnist: MnistSettings = Field(MnistSettings(), description="Distributed MNIST as a Kubeflow TFJob, with TensorBoard")
+    images: ImagesSettings = Field(ImagesSettings(), description="Every image the stack runs, and the registry they come from")
 
     def problems(self, secret_keys: frozenset[str]) -> list[str]:
         """Rules across keys, each problem naming the key it is about.
@@ -553,7 +631,25 @@ def parse(
     if settings.cluster.provider == "kwok" and settings.cluster.kubeconfig is None:
         cluster = settings.cluster.model_copy(update={"kubeconfig": local_kubeconfig})
         settings = settings.model_copy(update={"cluster": cluster})
-    return settings
+    return _pulled(settings)
+
+
+def _pulled(settings: StackSettings) -> StackSettings:
+    """`settings` with every image reference as pods pull it (through `images.registry`), so that
+    components, the spawn form and the stack's outputs all name what really runs."""
+    images = settings.images
+    if not images.registry:
+        return settings
+    hub, mnist = settings.jupyterhub, settings.mnist
+    profiles = tuple(p.model_copy(update={"image": images.pull(p.image)}) for p in hub.profiles)
+    reference = mnist.image.reference and images.pull(mnist.image.reference)
+    return settings.model_copy(
+        update={
+            "images": images.model_copy(update={f: images.pull(getattr(images, f)) for f in images.IMAGE_FIELDS}),
+            "jupyterhub": hub.model_copy(update={"profiles": profiles}),
+            "mnist": mnist.model_copy(update={"image": mnist.image.model_copy(update={"reference": reference})}),
+        }
+    )
 
 
 def load() -> StackSettings:

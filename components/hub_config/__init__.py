@@ -245,9 +245,13 @@ def home_storage(settings: JupyterHubSettings, persistent: bool) -> dict[str, An
 
 
 def render(
-    settings: JupyterHubSettings, profile_scheduling: Mapping[str, Scheduling], persistent_homes: bool = True
+    settings: JupyterHubSettings,
+    profile_scheduling: Mapping[str, Scheduling],
+    persistent_homes: bool = True,
+    pull_secrets: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """The hub's configuration document for `settings`; `profile_scheduling` maps profile name to pool."""
+    """The hub's configuration document for `settings`; `profile_scheduling` maps profile name to pool,
+    `pull_secrets` are the Secrets user pods pull their images with."""
     auth_traits, auth_secret_env = authentication(settings.auth)
     default = next((p for p in settings.profiles if p.default), settings.profiles[0])
     traits: dict[str, Any] = {
@@ -283,6 +287,7 @@ def render(
             "component_label": USER_COMPONENT,
             # User servers never talk to the Kubernetes API: no token in their pods.
             "automount_service_account_token": False,
+            **({"image_pull_secrets": list(pull_secrets)} if pull_secrets else {}),
             **home_storage(settings, persistent_homes),
         },
         **auth_traits,
