@@ -146,21 +146,16 @@ class Cluster(pulumi.ComponentResource):
         )
 
     def scheduling_for(self, gpus: int, pool_name: str | None = None) -> Scheduling:
-        """Where a pod asking for `gpus` GPUs goes.
+        """Where a pod asking for `gpus` GPUs goes: the pool `ClusterSettings.pool_for` picks.
 
-        GPU pods go to the first pool with enough GPUs per node. CPU pods go to `pool_name` or
-        the first pool without GPUs; with no such pool they are kept off GPU nodes by affinity,
-        so a CPU pod never holds a GPU node.
+        With no pool without GPUs, CPU pods are kept off GPU nodes by affinity, so a CPU pod never
+        holds a GPU node.
         """
-        pools = self._settings.node_pools
-        if gpus:
-            pool = next(p for p in pools if p.gpus_per_node >= gpus)
+        pool = self._settings.pool_for(gpus, pool_name)
+        if pool is not None:
             return self.scheduling(pool.name)
-        if pool_name:
-            return self.scheduling(pool_name)
-        cpu_pool = next((p for p in pools if not p.gpus_per_node), None)
-        if cpu_pool:
-            return self.scheduling(cpu_pool.name)
+        if gpus:
+            raise ValueError(f"Cluster.scheduling_for: no node pool has {gpus} GPUs per node")
         if not self.gpu_pools or self._settings.provider == "existing":
             return Scheduling()
         keep_off = {

@@ -324,7 +324,7 @@ class JupyterHub(pulumi.ComponentResource):
                     "readinessProbe": {**probe, "periodSeconds": 5},
                     # A database upgrade after an image change can take minutes: be patient.
                     "livenessProbe": {**probe, "initialDelaySeconds": 60, "periodSeconds": 10, "failureThreshold": 30},
-                    "resources": {"requests": {"cpu": "200m", "memory": "512Mi"}},
+                    "resources": self._settings.hub_resources.manifest(),
                     "securityContext": restricted(),
                 }
             ],
@@ -366,7 +366,7 @@ class JupyterHub(pulumi.ComponentResource):
                     ],
                     "readinessProbe": {**probe, "periodSeconds": 5},
                     "livenessProbe": {**probe, "initialDelaySeconds": 60, "periodSeconds": 10},
-                    "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
+                    "resources": self._settings.proxy_resources.manifest(),
                     "securityContext": restricted(),
                 }
             ],

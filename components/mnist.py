@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,11 +29,6 @@ CODE_MOUNT = "/opt/mlplatform/trainer"
 TENSORBOARD = "tensorboard"  # its Deployment, Service, container and app name
 TENSORBOARD_PORT = 6006
 
-# What each replica asks for; the PS holds variables, the others compute.
-REPLICA_RESOURCES = {
-    "PS": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
-    "default": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "4Gi"}},
-}
 
 
 def data_claim(settings: MnistSettings) -> str:
@@ -124,9 +118,9 @@ class DistributedMnist(pulumi.ComponentResource):
         gpus_by_kind = settings.gpu_counts
         for kind, count in settings.replica_counts.items():
             gpus = gpus_by_kind.get(kind, 0)
-            resources = copy.deepcopy(REPLICA_RESOURCES.get(kind, REPLICA_RESOURCES["default"]))
+            resources = getattr(settings.resources, kind).manifest()
             if gpus:
-                resources["limits"][GPU_RESOURCE] = str(gpus)
+                resources.setdefault("limits", {})[GPU_RESOURCE] = str(gpus)
             container: dict[str, Any] = {
                 "name": CONTAINER_NAME,
                 "image": gpu_image if gpus else cpu_image,
@@ -184,7 +178,7 @@ class DistributedMnist(pulumi.ComponentResource):
             "command": ["tensorboard", *serve],
             "ports": [{"name": "http", "containerPort": TENSORBOARD_PORT}],
             "volumeMounts": [{"name": "data", "mountPath": DATA_MOUNT, "readOnly": True}],
-            "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+            "resources": settings.tensorboard.resources.manifest(),
             "readinessProbe": {"httpGet": {"path": "/", "port": TENSORBOARD_PORT}},
             "securityContext": restricted(),
         }

@@ -172,6 +172,59 @@ def _source_ranges_problems(key: str, service_type: str, ranges: tuple[str, ...]
         yield _only_with(f"{key}.loadBalancerSourceRanges", "serviceType LoadBalancer", service_type)
 
 
+class Resources(Settings):
+    """A container's CPU and memory: requests (what the scheduler reserves) and limits."""
+
+    cpu_request: Quantity | None = Field(None, description="CPU reserved for it")
+    memory_request: Quantity | None = Field(None, description="memory reserved for it")
+    cpu_limit: Quantity | None = Field(None, description="CPU it may use at most (throttled above)")
+    memory_limit: Quantity | None = Field(None, description="memory it may use at most (killed above)")
+
+    def manifest(self) -> dict[str, dict[str, str]]:
+        """A container's `resources`, camelCase as the API spells it."""
+        found: dict[str, dict[str, str]] = {}
+        for kind in ("requests", "limits"):
+            values = {r: getattr(self, f"{r}_{kind[:-1]}") for r in ("cpu", "memory")}
+            values = {r: v for r, v in values.items() if v is not None}
+            if values:
+                found[kind] = values
+        return found
+
+    def problems(self, key: str, pool: NodePool | None) -> Iterator[str]:
+        """Requests above limits, and requests no node of `pool` could hold (when its capacity is known)."""
+        for resource in ("cpu", "memory"):
+            request, limit = getattr(self, f"{resource}_request"), getattr(self, f"{resource}_limit")
+            if request and limit and parse_quantity(request) > parse_quantity(limit):
+                yield f"{key}.{resource}Request: {request} must be <= {resource}Limit ({limit})"
+            if pool is not None:
+                yield from pool.capacity_problems(f"{key}.{resource}Request", resource, request)
+
+
+def resources(**values: str) -> Any:
+    """The type of a Resources setting that defaults to `values` (cpu_request="100m", ...).
+
+    A value given in stack config is laid over the defaults, key by key, so that
+    `pulumi config set --path mnist.resources.Worker.memoryLimit 8Gi` keeps the Worker's requests;
+    `null` removes a default.
+    """
+    defaults = {to_camel(k): v for k, v in values.items()}
+
+    def over_defaults(given: Any) -> Any:
+        if isinstance(given, Mapping):
+            return {**defaults, **{to_camel(str(k)): v for k, v in given.items()}}
+        return given
+
+    return Annotated[
+        Resources,
+        BeforeValidator(over_defaults),
+        Field(default_factory=lambda: Resources(**values), json_schema_extra={"shown_default": _shown(values)}),
+    ]
+
+
+def _shown(values: Mapping[str, str]) -> str:
+    return ", ".join(f"{to_camel(k)} {v}" for k, v in values.items())
+
+
 # --- cluster ---------------------------------------------------------------------------------
 
 
@@ -191,6 +244,12 @@ class NodePool(Settings):
     @property
     def autoscaled(self) -> bool:
         return self.min_count is not None or self.max_count is not None
+
+    def capacity_problems(self, key: str, resource: str, request: str | None) -> Iterator[str]:
+        """A request for `resource` that no node of this pool could ever hold."""
+        capacity = getattr(self, resource)
+        if request and parse_quantity(request) > parse_quantity(capacity):
+            yield f"{key}: {request} is more than a node of pool {self.name} has ({resource} {capacity})"
 
     @property
     def node_count(self) -> int:
@@ -254,6 +313,27 @@ class ClusterSettings(Settings):
     def pool_names(self) -> list[str]:
         return [p.name for p in self.node_pools]
 
+    @property
+    def capacity_known(self) -> bool:
+        """Whether the pools' cpu and memory are the nodes' capacity (the simulated backends)."""
+        return self.provider in ("kwok", "render")
+
+    def pool_for(self, gpus: int, pool_name: str | None = None) -> NodePool | None:
+        """The pool a pod asking for `gpus` GPUs lands on, or None when any node without GPUs will do.
+
+        GPU pods go to the first pool with enough GPUs per node; CPU pods to `pool_name`, else the
+        first pool without GPUs.
+        """
+        if gpus:
+            return next((p for p in self.node_pools if p.gpus_per_node >= gpus), None)
+        if pool_name:
+            return next((p for p in self.node_pools if p.name == pool_name), None)
+        return next((p for p in self.node_pools if not p.gpus_per_node), None)
+
+    def capacity_pool(self, gpus: int, pool_name: str | None = None) -> NodePool | None:
+        """The pool whose node capacity a pod's requests must fit, where that capacity is known."""
+        return self.pool_for(gpus, pool_name) if self.capacity_known else None
+
     def gpu_problem(self, key: str, gpus: int) -> str | None:
         """Why `gpus` GPUs per pod cannot be placed on any pool, or None when they can."""
         gpu_pools = {p.name: p.gpus_per_node for p in self.node_pools if p.gpus_per_node}
@@ -297,12 +377,15 @@ class Profile(Settings):
         """The spawn form's machine name for the profile: lowercase letters, digits and '-'."""
         return re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-") or "profile"
 
-    def problems(self, key: str, cluster: ClusterSettings) -> Iterator[str]:
+    def problems(self, key: str, cluster: ClusterSettings, user_pool: str | None) -> Iterator[str]:
+        pool = cluster.capacity_pool(self.gpus, None if self.gpus else user_pool)
         for resource in ("cpu", "memory"):
             guarantee = getattr(self, f"{resource}_guarantee")
             limit = getattr(self, f"{resource}_limit")
             if guarantee and limit and parse_quantity(guarantee) > parse_quantity(limit):
                 yield f"{key}.{resource}Guarantee: {guarantee} must be <= {resource}Limit ({limit})"
+            if pool is not None:
+                yield from pool.capacity_problems(f"{key}.{resource}Guarantee", resource, guarantee)
         gpu_problem = cluster.gpu_problem(f"{key}.gpus", self.gpus)
         if gpu_problem:
             yield gpu_problem
@@ -368,6 +451,8 @@ class JupyterHubSettings(Settings):
     cull_idle_seconds: Count = Field(3600, description="stop servers idle this long (jupyterhub-idle-culler)")
     storage: Storage = Field(Storage(), description="each user's home volume")
     user_pool: str | None = Field(None, description="the node pool for CPU notebooks (GPU profiles always go to a GPU pool)")
+    hub_resources: resources(cpu_request="200m", memory_request="512Mi")  # type: ignore[valid-type]
+    proxy_resources: resources(cpu_request="100m", memory_request="128Mi")  # type: ignore[valid-type]
 
     def profile_problems(self, key: str) -> Iterator[str]:
         """The rules on the profile list as a whole: the spawn form needs them, whoever builds the hub."""
@@ -401,7 +486,10 @@ class JupyterHubSettings(Settings):
             )
         yield from self.profile_problems(key)
         for i, profile in enumerate(self.profiles):
-            yield from profile.problems(f"{key}.profiles[{i}]", cluster)
+            yield from profile.problems(f"{key}.profiles[{i}]", cluster, self.user_pool)
+        core_pool = cluster.capacity_pool(0)
+        yield from self.hub_resources.problems(f"{key}.hubResources", core_pool)
+        yield from self.proxy_resources.problems(f"{key}.proxyResources", core_pool)
 
 
 # --- mnist -----------------------------------------------------------------------------------
@@ -421,6 +509,22 @@ class ReplicaCounts(Settings):
 
 # The tutorial's topology: a chief, two workers, one parameter server.
 DEFAULT_REPLICAS = {"Chief": 1, "Worker": 2, "PS": 1}
+
+# What each replica asks for by default; the PS holds variables, the others compute.
+_PS_RESOURCES = {"cpu_request": "500m", "memory_request": "1Gi", "memory_limit": "2Gi"}
+_COMPUTE_RESOURCES = {"cpu_request": "1", "memory_request": "2Gi", "memory_limit": "4Gi"}
+
+
+class ReplicaResources(Settings):
+    """CPU and memory per TFJob replica type, keyed by the operator's replica type names."""
+
+    model_config = ConfigDict(alias_generator=None)
+    REFERENCE_AS_MAP: ClassVar[bool] = True
+    Chief: resources(**_COMPUTE_RESOURCES)  # type: ignore[valid-type]
+    Master: resources(**_COMPUTE_RESOURCES)  # type: ignore[valid-type]
+    Worker: resources(**_COMPUTE_RESOURCES)  # type: ignore[valid-type]
+    PS: resources(**_PS_RESOURCES)  # type: ignore[valid-type]
+    Evaluator: resources(**_COMPUTE_RESOURCES)  # type: ignore[valid-type]
 
 
 class ImageSettings(Settings):
@@ -446,12 +550,14 @@ class ImageSettings(Settings):
 
 class TensorBoard(Settings):
     enabled: bool = Field(True, description="run TensorBoard on the job's logs")
+    resources: resources(cpu_request="100m", memory_request="256Mi", memory_limit="1Gi")  # type: ignore[valid-type]
     service_type: ServiceType = Field("ClusterIP", description="its Service: `ClusterIP`, `LoadBalancer` or `NodePort`")
     load_balancer_source_ranges: tuple[Cidr, ...] = Field(
         (), description="LoadBalancer: the CIDR blocks allowed to reach it (required there: TensorBoard has no sign-in)"
     )
 
-    def problems(self, key: str) -> Iterator[str]:
+    def problems(self, key: str, cluster: ClusterSettings) -> Iterator[str]:
+        yield from self.resources.problems(f"{key}.resources", cluster.capacity_pool(0))
         if self.enabled and self.service_type == "LoadBalancer" and not self.load_balancer_source_ranges:
             yield (
                 f"{key}.loadBalancerSourceRanges: required with serviceType LoadBalancer: "
@@ -477,6 +583,11 @@ class MnistSettings(Settings):
         json_schema_extra={"shown_default": ", ".join(f"{k}: {n}" for k, n in DEFAULT_REPLICAS.items())},
     )
     gpus: ReplicaCounts = Field(ReplicaCounts(), description="`nvidia.com/gpu` per replica of a type (never for `PS`)")
+    resources: ReplicaResources = Field(
+        ReplicaResources(),
+        description="CPU and memory per replica type (`cpuRequest`, `memoryRequest`, `cpuLimit`, `memoryLimit`)",
+        json_schema_extra={"shown_default": f"PS: {_shown(_PS_RESOURCES)}; others: {_shown(_COMPUTE_RESOURCES)}"},
+    )
     restart_policy: RestartPolicy = Field("OnFailure", description="what the operator does when a replica exits: `Always`, `OnFailure`, `Never`, `ExitCode`")
     train_steps: Annotated[int, Field(ge=1)] = Field(1000, description="trainer: training steps")
     batch_size: Annotated[int, Field(ge=1)] = Field(100, description="trainer: the global batch size")
@@ -519,7 +630,10 @@ class MnistSettings(Settings):
             gpu_problem = cluster.gpu_problem(gpu_key, gpus)
             if gpu_problem:
                 yield gpu_problem
-        yield from self.tensorboard.problems(f"{key}.tensorboard")
+        for kind in counts:
+            pool = cluster.capacity_pool(self.gpu_counts.get(kind, 0))
+            yield from getattr(self.resources, kind).problems(f"{key}.resources.{kind}", pool)
+        yield from self.tensorboard.problems(f"{key}.tensorboard", cluster)
         yield from self.image.problems(f"{key}.image", cluster.provider)
         # Without PS the job trains with MultiWorkerMirroredStrategy: every chief and worker takes an
         # equal share of the global batch.

@@ -11,6 +11,13 @@ def pool(settings, name):
     return next(p for p in settings.cluster.node_pools if p.name == name)
 
 
+# Pools whose nodes' capacity is known (kwok): requests must fit a node.
+SMALL_POOLS = {
+    "nodePools": [
+        {"name": "cpu", "cpu": "2", "memory": "4Gi"},
+        {"name": "gpu", "cpu": "2", "memory": "8Gi", "gpusPerNode": 1, "taints": ["sku=gpu:NoSchedule"]},
+    ]
+}
 GPU_POOLS = {"nodePools": [{"name": "cpu"}, {"name": "gpu", "gpusPerNode": 1, "taints": ["sku=gpu:NoSchedule"]}]}
 
 
@@ -44,6 +51,18 @@ def test_master_replaces_the_default_chief():
 def test_a_zero_count_removes_a_replica_type():
     settings = parse({"mnist": {"replicas": {"Chief": 0, "PS": 0, "Worker": 4}}})
     assert settings.mnist.replica_counts == {"Worker": 4}
+
+
+def test_a_resources_setting_keeps_the_defaults_it_does_not_name():
+    settings = parse({"mnist": {"resources": {"Worker": {"memoryLimit": "8Gi"}}}})
+    assert settings.mnist.resources.Worker.manifest() == {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "8Gi"}}
+    assert settings.mnist.resources.PS.manifest() == {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}
+
+
+def test_requests_are_not_checked_against_pools_whose_capacity_is_unknown():
+    # On aks and existing clusters the pools' cpu/memory are not the nodes' capacity.
+    settings = parse({"cluster": {"provider": "existing", "kubeconfig": "/k", "nodePools": [{"name": "cpu", "cpu": "500m", "labels": {"a": "b"}}]}})
+    assert settings.mnist.resources.Chief.cpu_request == "1"
 
 
 def test_taint_without_value():
@@ -114,6 +133,14 @@ BAD_CONFIGS = [
     ({"mnist": {"image": {"reference": "tensorflow/tensorflow"}}}, "mnist.image.reference", "pinned"),
     ({"mnist": {"replicas": {"Chief": 1, "Worker": 2, "PS": 0}, "batchSize": 100}}, "mnist.batchSize", "must divide by the number of chief and worker replicas (3)"),
     ({"mnist": "lots"}, "mlplatform:mnist", "valid dictionary"),
+    ({"mnist": {"resources": {"Worker": {"cpuRequest": "2", "cpuLimit": "1"}}}}, "mnist.resources.Worker.cpuRequest", "must be <= cpuLimit (1)"),
+    ({"mnist": {"resources": {"Launcher": {}}}}, "mnist.resources.Launcher", "allowed: Chief, Master, Worker, PS, Evaluator"),
+    ({"mnist": {"resources": {"PS": {"memoryRequest": "lots"}}}}, "mnist.resources.PS.memoryRequest", "Kubernetes quantity"),
+    ({"cluster": SMALL_POOLS, "mnist": {"resources": {"Chief": {"memoryRequest": "8Gi", "memoryLimit": "8Gi"}}}}, "mnist.resources.Chief.memoryRequest", "more than a node of pool cpu has (memory 4Gi)"),
+    ({"cluster": SMALL_POOLS, "mnist": {"gpus": {"Worker": 1}, "resources": {"Worker": {"cpuRequest": "3"}}}}, "mnist.resources.Worker.cpuRequest", "more than a node of pool gpu has (cpu 2)"),
+    ({"cluster": SMALL_POOLS, "mnist": {"tensorboard": {"resources": {"cpuRequest": "4"}}}}, "mnist.tensorboard.resources.cpuRequest", "pool cpu has (cpu 2)"),
+    ({"cluster": SMALL_POOLS, "jupyterhub": {"hubResources": {"memoryRequest": "5Gi"}}}, "jupyterhub.hubResources.memoryRequest", "pool cpu has (memory 4Gi)"),
+    ({"cluster": SMALL_POOLS, "jupyterhub": {"profiles": [{"name": "x", "image": "a:1", "memoryGuarantee": "6Gi"}]}}, "jupyterhub.profiles[0].memoryGuarantee", "pool cpu has (memory 4Gi)"),
 ]
 
 

@@ -39,7 +39,7 @@ def hub_document(deployment) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("image", "expected"),
     [
-        ("quay.io/jupyterhub/k8s-hub:4.4.0", f"{MIRROR}/jupyterhub/k8s-hub:4.4.0"),
+        ("quay.io/jupyterhub/k8s-hub:9.9.9", f"{MIRROR}/jupyterhub/k8s-hub:9.9.9"),
         ("tensorflow/tensorflow:2.21.0-gpu", f"{MIRROR}/tensorflow/tensorflow:2.21.0-gpu"),
         ("ubuntu:24.04", f"{MIRROR}/library/ubuntu:24.04"),
         ("localhost:5000/a/b@sha256:" + "0" * 64, f"{MIRROR}/a/b@sha256:" + "0" * 64),
