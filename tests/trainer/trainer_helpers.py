@@ -16,12 +16,14 @@ EVAL_EVERY = 50
 STEPS_PER_INVOCATION = 15
 
 # Held-out accuracy (1000 digits) that a finished run of the default CNN must reach. Measured with exactly
-# these settings on the 2-core machine under other builds (load average 11-15), 3 runs of each topology plus
-# one of the suite: single process 0.965-0.969, master + 2 workers + PS 0.959-0.967, chief + 2 workers
-# 0.962-0.969. Chance is 0.10; the CNN passes 0.83-0.90 at step 50 and 0.927-0.945 at step 100, so 0.94
-# asks for a run that kept learning after its first checkpoints, and it sits 2 points under the worst
-# measured run, so scheduling noise of the asynchronous PS runs does not fail it.
-ACCURACY_FLOOR = 0.94
+# these settings on the 2-core machine under other builds (load average 7-15), 3 runs of each topology by
+# hand and 2-3 in the suite: single process 0.954-0.969, master + 2 workers + PS 0.957-0.967, chief + 2
+# workers 0.962-0.969; with a worker killed (2 runs each), MWMS resumed from step 50 0.963-0.968, PS (400
+# steps) 0.969-0.976. Chance is 0.10, the dense model reaches 0.908-0.914 with these settings, and the CNN
+# passes 0.83-0.90 at step 50 and 0.93-0.945 at step 100. 0.93 sits 2.4 points under the worst measured
+# run, so scheduling noise of the asynchronous PS runs on a loaded machine does not fail it, while a run
+# that stops learning early, or trains the dense model instead, does.
+ACCURACY_FLOOR = 0.93
 
 # The same for --model dense, kept from before the CNN: measured with these settings, 5 runs of each
 # topology, 0.899-0.916; chance is 0.10 and the model passes ~0.86 at step 50 and ~0.88 at step 100.
