@@ -30,8 +30,15 @@ def make_strategy(role: Role, resolver) -> tf.distribute.Strategy:
         _fail_fast_on_lost_workers()
         return tf.distribute.ParameterServerStrategy(resolver)
     if role.kind is StrategyKind.MULTI_WORKER_MIRRORED:
-        return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+        options = tf.distribute.experimental.CommunicationOptions(implementation=collective_implementation())
+        return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver, communication_options=options)
     return tf.distribute.get_strategy()
+
+
+def collective_implementation() -> tf.distribute.experimental.CommunicationImplementation:
+    """TensorFlow's ring all-reduce over gRPC on CPUs; on GPUs, AUTO (which picks NCCL)."""
+    implementations = tf.distribute.experimental.CommunicationImplementation
+    return implementations.AUTO if tf.config.list_physical_devices("GPU") else implementations.RING
 
 
 def _fail_fast_on_lost_workers() -> None:

@@ -8,6 +8,8 @@ import argparse
 import math
 import os
 
+# The models trainer.model builds, listed here because that module imports TensorFlow; the first is the default.
+MODELS = ("cnn", "dense")
 # The file Keras' own mnist.load_data() downloads; kept as the default so a pod with internet access
 # needs nothing else.
 DEFAULT_DATA_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"
@@ -42,6 +44,8 @@ def _path(text: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m trainer",
+        # No prefixes: "--steps 10" must not silently mean --steps-per-invocation.
+        allow_abbrev=False,
         description="Train an MNIST classifier on one process or on the cluster that TF_CONFIG describes "
         "(chief/master + workers: MultiWorkerMirroredStrategy; with ps: ParameterServerStrategy).",
     )
@@ -63,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Adam learning rate (default: %(default)s)")
     parser.add_argument("--eval-every", type=_positive_int, default=100,
                         help="steps between held-out evaluations and checkpoints (default: %(default)s)")
+    parser.add_argument("--model", choices=MODELS, default=MODELS[0],
+                        help="cnn: two convolution layers and a dense head; dense: one hidden dense layer "
+                        "(default: %(default)s)")
+    parser.add_argument("--steps-per-invocation", type=_positive_int, default=10,
+                        help="training steps inside each call of the compiled step function (each "
+                        "function a parameter-server worker is sent); fewer host and coordinator round "
+                        "trips (default: %(default)s)")
     return parser
 
 

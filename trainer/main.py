@@ -64,9 +64,13 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
         eval_every=args.eval_every,
+        model=args.model,
+        steps_per_invocation=args.steps_per_invocation,
     )
     try:
         result = train.train(strategy, role, config, mnist, log)
+    except train.CheckpointMismatchError as e:
+        _fail(parser, str(e))
     except train.PeerLostError as e:
         log(f"{role.name}: {e}. Exiting with {EXIT_RESTART_JOB} so the job restarts and resumes "
             "from the last checkpoint.")

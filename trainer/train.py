@@ -3,9 +3,14 @@
 * default strategy and MultiWorkerMirroredStrategy: ``strategy.run`` inside a ``tf.function``; every worker
   runs the same loop, gradients are all-reduced, and every worker takes part in checkpoint saves (the chief
   into ``MODEL_DIR/checkpoints``, the others into temporary directories they delete right away).
-* ParameterServerStrategy: the chief is the coordinator; it schedules steps onto the workers with
-  ``ClusterCoordinator`` and alone saves checkpoints. The coordinator re-runs the steps of a worker that
+* ParameterServerStrategy: the chief is the coordinator; it schedules functions onto the workers with
+  ``ClusterCoordinator`` and alone saves checkpoints. The coordinator re-runs the functions of a worker that
   dies on the others and picks the worker up again when it comes back.
+
+In both, one call of the compiled function takes up to ``--steps-per-invocation`` steps in a ``tf.range``
+loop (the number of steps is an argument, so the last call before an evaluation takes the remainder and the
+same graph serves every call), and returns the summed loss of its steps: the host and the coordinator see
+one round trip per call instead of per step, and read the loss only at evaluations.
 
 Only the chief evaluates on the held-out set, prints ``Accuracy at step N: A``, and writes TensorBoard
 summaries, checkpoints and the exported model.
@@ -28,6 +33,7 @@ from trainer.data import Mnist, train_dataset_fn
 CHECKPOINT_SUBDIR = "checkpoints"
 EXPORTED_MODEL = "mnist.keras"
 CHECKPOINTS_KEPT = 3
+MODEL_KIND_KEY = "model_kind/.ATTRIBUTES/VARIABLE_VALUE"
 
 # A MultiWorkerMirroredStrategy peer that dies leaves the others' collectives failing with one of these.
 PEER_LOST_ERRORS = (
@@ -50,6 +56,8 @@ class TrainConfig:
     batch_size: int  # global
     learning_rate: float
     eval_every: int
+    model: str  # one of model.MODELS
+    steps_per_invocation: int
 
 
 @dataclass(frozen=True)
@@ -61,21 +69,25 @@ class Result:
     examples_per_second: float
     global_batch_size: int
     strategy: str
+    model: str
+    steps_per_invocation: int
 
 
 def train(strategy: tf.distribute.Strategy, role: Role, config: TrainConfig, mnist: Mnist, log) -> Result | None:
     """Train to ``config.train_steps``; returns the chief's result (None on other workers)."""
     with strategy.scope():
-        model = model_lib.build_model()
+        model = model_lib.build_model(config.model)
         optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate)
         optimizer.build(model.trainable_variables)
         # Our own step count: under ParameterServerStrategy, workers racing on optimizer.iterations lose
         # increments. The loop sets it from the steps that completed, the same way on every worker.
         global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step",
                                   aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=global_step)
+    # Which model the weights are for, so a restart with another --model fails before restoring anything.
+    model_kind = tf.Variable(config.model, dtype=tf.string, trainable=False, name="model_kind")
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=global_step, model_kind=model_kind)
     checkpoint_dir = os.path.join(config.model_dir, CHECKPOINT_SUBDIR)
-    start_step = _restore(checkpoint, global_step, checkpoint_dir, log)
+    start_step = _restore(checkpoint, global_step, checkpoint_dir, config.model, log)
     chief = _ChiefOutputs(config, mnist, model, checkpoint, log) if role.is_chief else None
 
     if role.kind is StrategyKind.PARAMETER_SERVER:
@@ -114,19 +126,39 @@ def train(strategy: tf.distribute.Strategy, role: Role, config: TrainConfig, mni
         examples_per_second=round(trained * config.batch_size / train_seconds, 1) if train_seconds else 0.0,
         global_batch_size=config.batch_size,
         strategy=role.kind.value,
+        model=config.model,
+        steps_per_invocation=config.steps_per_invocation,
     )
     chief.finish(result)
     return result
 
 
-def _restore(checkpoint: tf.train.Checkpoint, global_step: tf.Variable, checkpoint_dir: str, log) -> int:
+class CheckpointMismatchError(RuntimeError):
+    """The model dir holds checkpoints of another model than the one asked for."""
+
+
+def _restore(checkpoint: tf.train.Checkpoint, global_step: tf.Variable, checkpoint_dir: str, model: str,
+             log) -> int:
     latest = tf.train.latest_checkpoint(checkpoint_dir)
     if not latest:
         return 0
+    written_for = _model_of_checkpoint(latest)
+    if written_for != model:
+        raise CheckpointMismatchError(
+            f"{latest} holds a {written_for} model, not the --model {model} asked for; pass --model "
+            f"{written_for} to resume it, or a new --model-dir")
     checkpoint.restore(latest).assert_existing_objects_matched()
     step = int(global_step.numpy())
     log(f"Restored checkpoint at step {step} from {latest}")
     return step
+
+
+def _model_of_checkpoint(path: str) -> str:
+    """The ``--model`` a checkpoint was written with (checkpoints from before the flag existed: dense)."""
+    reader = tf.train.load_checkpoint(path)
+    if not reader.has_tensor(MODEL_KIND_KEY):
+        return "dense"
+    return reader.get_tensor(MODEL_KIND_KEY).decode()
 
 
 def _check_replicas_agree_on(strategy: tf.distribute.Strategy, step: int, checkpoint_dir: str) -> None:
@@ -145,8 +177,9 @@ def _check_replicas_agree_on(strategy: tf.distribute.Strategy, step: int, checkp
                            "--model-dir must be a directory all workers share")
 
 
-def _make_train_step(strategy, model, optimizer, global_batch_size: int):
-    """One optimizer step on the next batch of ``iterator``; returns the global mean loss."""
+def _make_train_steps(strategy, model, optimizer, global_batch_size: int):
+    """``train_steps(iterator, steps)``: ``steps`` optimizer steps on the next batches of ``iterator``;
+    returns the sum of their global mean losses."""
 
     def replica_step(images, labels):
         with tf.GradientTape() as tape:
@@ -159,11 +192,21 @@ def _make_train_step(strategy, model, optimizer, global_batch_size: int):
         return loss
 
     @tf.function
-    def train_step(iterator):
-        per_replica_loss = strategy.run(replica_step, args=next(iterator))
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica_loss, axis=None)
+    def train_steps(iterator, steps):
+        total = tf.constant(0.0)
+        for _ in tf.range(steps):
+            per_replica_loss = strategy.run(replica_step, args=next(iterator))
+            total += strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica_loss, axis=None)
+        return total
 
-    return train_step
+    return train_steps
+
+
+def _invocations(steps: int, steps_per_invocation: int) -> list[tf.Tensor]:
+    """The step counts of the calls that take exactly ``steps`` steps (the last one takes the remainder)."""
+    full, rest = divmod(steps, steps_per_invocation)
+    counts = [steps_per_invocation] * full + ([rest] if rest else [])
+    return [tf.constant(count, tf.int32) for count in counts]
 
 
 class _MirroredLoop:
@@ -176,13 +219,13 @@ class _MirroredLoop:
         dataset = strategy.distribute_datasets_from_function(
             train_dataset_fn(mnist.x_train, mnist.y_train, config.batch_size))
         self._iterator = iter(dataset)
-        self._train_step = _make_train_step(strategy, model, optimizer, config.batch_size)
+        self._train_steps = _make_train_steps(strategy, model, optimizer, config.batch_size)
+        self._steps_per_invocation = config.steps_per_invocation
 
     def run(self, steps: int) -> float:
-        total = 0.0
-        for _ in range(steps):
-            total += float(self._train_step(self._iterator))
-        return total / steps
+        losses = [self._train_steps(self._iterator, count)
+                  for count in _invocations(steps, self._steps_per_invocation)]
+        return float(tf.add_n(losses)) / steps
 
     def save_discarded_copy(self, step: int) -> None:
         """Non-chief workers take part in every save (it may involve collectives) but keep nothing."""
@@ -207,12 +250,14 @@ class _ParameterServerLoop:
             return strategy.distribute_datasets_from_function(dataset_fn)
 
         self._iterator = iter(self._coordinator.create_per_worker_dataset(per_worker_dataset_fn))
-        self._train_step = _make_train_step(strategy, model, optimizer, config.batch_size)
+        self._train_steps = _make_train_steps(strategy, model, optimizer, config.batch_size)
+        self._steps_per_invocation = config.steps_per_invocation
 
     def run(self, steps: int) -> float:
-        losses = [self._coordinator.schedule(self._train_step, args=(self._iterator,)) for _ in range(steps)]
+        losses = [self._coordinator.schedule(self._train_steps, args=(self._iterator, count))
+                  for count in _invocations(steps, self._steps_per_invocation)]
         self._coordinator.join()
-        return float(np.mean([loss.fetch() for loss in losses]))
+        return float(np.sum([loss.fetch() for loss in losses])) / steps
 
 
 class _ChiefOutputs:
@@ -242,15 +287,15 @@ class _ChiefOutputs:
 
     def finish(self, result: Result) -> None:
         path = os.path.join(self._config.model_dir, EXPORTED_MODEL)
-        export_model(self._model, path)
+        export_model(self._model, path, self._config.model)
         self._log(f"Exported model to {path}")
         self._writer.close()
         self._log(f"Training finished at step {result.step}: accuracy {result.accuracy:.4f}, "
                   f"{result.examples_per_second} examples/s")
 
 
-def export_model(model: keras.Model, path: str) -> None:
+def export_model(model: keras.Model, path: str, kind: str) -> None:
     """Save a plain copy of the weights, free of any distribution strategy, as a .keras file."""
-    plain = model_lib.build_model()
+    plain = model_lib.build_model(kind)
     plain.set_weights(model.get_weights())
     plain.save(path)

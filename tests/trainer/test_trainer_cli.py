@@ -18,6 +18,8 @@ BAD_FLAGS = [
     (["--model-dir", ""], "argument --model-dir: must not be empty"),
     (["--data-dir", " "], "argument --data-dir: must not be empty"),
     (["--log-dir"], "argument --log-dir: expected one argument"),
+    (["--model", "resnet"], "argument --model: invalid choice: 'resnet' (choose from 'cnn', 'dense')"),
+    (["--steps-per-invocation", "0"], "argument --steps-per-invocation: 0 must be >= 1"),
     (["--steps", "10"], "unrecognized arguments: --steps 10"),
 ]
 

@@ -3,13 +3,15 @@
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 
 from trainer.local_cluster import LocalCluster
 from trainer_fixtures import make_cluster, mnist_dir  # noqa: F401 (pytest fixtures)
-from trainer_helpers import ACCURACY_FLOOR, JOB_TIMEOUT_S, TRAIN_STEPS, run_trainer, trainer_args
+from trainer_helpers import (ACCURACY_FLOOR, DENSE_ACCURACY_FLOOR, JOB_TIMEOUT_S, TRAIN_STEPS, run_trainer,
+                             trainer_args)
 
 PS_TOPOLOGY = {"master": 1, "worker": 2, "ps": 1}
 MWMS_TOPOLOGY = {"chief": 1, "worker": 2}
@@ -24,6 +26,27 @@ def final_accuracy(log: str) -> tuple[int, float]:
     matches = re.findall(r"^Accuracy at step (\d+): (\d\.\d{4})$", log, re.MULTILINE)
     assert matches, f"no accuracy line in:\n{log[-3000:]}"
     return int(matches[-1][0]), float(matches[-1][1])
+
+
+def accuracy_steps(log: str) -> list[int]:
+    return [int(step) for step in re.findall(r"^Accuracy at step (\d+): ", log, re.MULTILINE)]
+
+
+def optimizer_steps(model_dir: Path) -> int:
+    """The optimizer's own count of applied updates in the latest checkpoint (not our step counter)."""
+    import tensorflow as tf
+
+    checkpoints = str(model_dir / "checkpoints")
+    names = [name for name, _ in tf.train.list_variables(checkpoints)
+             if name.startswith("optimizer/") and name.endswith("iterations/.ATTRIBUTES/VARIABLE_VALUE")]
+    assert len(names) == 1, names
+    return int(tf.train.load_variable(checkpoints, names[0]))
+
+
+def has_convolutions(model) -> bool:
+    import keras
+
+    return any(isinstance(layer, keras.layers.Conv2D) for layer in model.layers)
 
 
 def run_job(jobs: dict[str, int], data_dir: Path, workdir: Path):
@@ -138,6 +161,7 @@ def test_exported_model_classifies_held_out_digits_as_the_chief_reported(finishe
         accuracy = float((predicted == data["y_test"]).mean())
     _, reported = final_accuracy(cluster.log(*chief_of(cluster)))
     assert accuracy == pytest.approx(reported, abs=0.002)
+    assert has_convolutions(model), "the default model is the CNN"
     assert json.loads((model_dir_of(cluster) / "COMPLETE.json").read_text())["step"] == TRAIN_STEPS
 
 
@@ -149,6 +173,53 @@ def test_single_process_without_tf_config_trains_past_the_floor(tmp_path, mnist_
     assert step == TRAIN_STEPS
     assert accuracy >= ACCURACY_FLOOR
     assert (tmp_path / "model" / "mnist.keras").is_file()
+    # 15 steps per call do not divide the 50 between evaluations: the optimizer must still stop at 200.
+    assert optimizer_steps(tmp_path / "model") == TRAIN_STEPS
+
+
+@pytest.fixture(scope="module")
+def dense_model_dir(tmp_path_factory, mnist_dir):
+    """A single process run of ``--model dense`` to completion; returns (its output, its model dir)."""
+    model_dir = tmp_path_factory.mktemp("dense") / "model"
+    result = run_trainer(trainer_args(mnist_dir, model_dir, model="dense"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout, model_dir
+
+
+def test_dense_model_trains_past_its_floor_and_exports_without_convolutions(dense_model_dir):
+    import keras
+
+    stdout, model_dir = dense_model_dir
+    step, accuracy = final_accuracy(stdout)
+    assert step == TRAIN_STEPS
+    assert accuracy >= DENSE_ACCURACY_FLOOR, f"held-out accuracy {accuracy} < {DENSE_ACCURACY_FLOOR}"
+    assert not has_convolutions(keras.models.load_model(model_dir / "mnist.keras"))
+    assert json.loads((model_dir / "COMPLETE.json").read_text())["model"] == "dense"
+
+
+def test_checkpoints_of_another_model_are_refused_naming_the_flag(tmp_path, dense_model_dir, mnist_dir):
+    _, dense_dir = dense_model_dir
+    model_dir = tmp_path / "model"
+    shutil.copytree(dense_dir / "checkpoints", model_dir / "checkpoints")
+    result = run_trainer(trainer_args(mnist_dir, model_dir, model="cnn"))
+    assert result.returncode == 2, result.stdout + result.stderr
+    error = result.stderr.strip().splitlines()[-1]
+    assert error == (f"python -m trainer: error: {model_dir / 'checkpoints'}/ckpt-{TRAIN_STEPS} holds a dense "
+                     "model, not the --model cnn asked for; pass --model dense to resume it, or a new --model-dir")
+    assert "Traceback" not in result.stderr
+    assert "Accuracy at step" not in result.stdout, "nothing may be trained or evaluated"
+
+
+def test_training_stops_exactly_at_train_steps_that_divide_neither_the_evaluations_nor_the_calls(
+        tmp_path, mnist_dir):
+    model_dir = tmp_path / "model"
+    args = trainer_args(mnist_dir, model_dir, model="dense", train_steps=37, eval_every=20,
+                        steps_per_invocation=8)
+    result = run_trainer(args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert accuracy_steps(result.stdout) == [20, 37]
+    assert optimizer_steps(model_dir) == 37
+    assert json.loads((model_dir / "COMPLETE.json").read_text())["step"] == 37
 
 
 def test_ps_worker_killed_mid_run_is_restarted_and_the_job_finishes(tmp_path, mnist_dir, make_cluster):
