@@ -29,7 +29,7 @@ from pathlib import Path
 
 from images import oci
 from images import pins as pinlib
-from images.recipe import ROOT, Base, Recipe, RecipeError, expand, load, names
+from images.recipe import REPOSITORY, ROOT, Base, Recipe, RecipeError, expand, load, names
 
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Keep the image small the way Debian's slim images do: no manuals, translations or docs but
@@ -95,12 +95,12 @@ class Built:
     cached: bool
 
 
-def archive_path(recipe: Recipe) -> Path:
-    return cache_dir() / f"{recipe.name}-{recipe.tag()}.oci.tar"
+def archive_path(recipe: Recipe, tag: str | None = None) -> Path:
+    return cache_dir() / f"{recipe.name}-{tag or recipe.tag()}.oci.tar"
 
 
-def metadata_path(recipe: Recipe) -> Path:
-    return cache_dir() / f"{recipe.name}-{recipe.tag()}.json"
+def metadata_path(recipe: Recipe, tag: str | None = None) -> Path:
+    return cache_dir() / f"{recipe.name}-{tag or recipe.tag()}.json"
 
 
 @contextmanager
@@ -314,22 +314,27 @@ def _du(path: Path) -> int:
     return int(out.split()[0])
 
 
-def built(recipe: Recipe) -> Built | None:
-    meta = metadata_path(recipe)
-    archive = archive_path(recipe)
+def built(recipe: Recipe, tag: str | None = None) -> Built | None:
+    tag = tag or recipe.tag()
+    meta = metadata_path(recipe, tag)
+    archive = archive_path(recipe, tag)
     if meta.exists() and archive.exists():
-        return Built(recipe.name, recipe.reference(), archive, json.loads(meta.read_text()), cached=True)
+        return Built(recipe.name, f"{REPOSITORY}/{recipe.name}:{tag}", archive, json.loads(meta.read_text()), cached=True)
     return None
 
 
 def build(recipe: Recipe) -> Built:
     """Build `recipe` unless its archive is already in the cache."""
     check_pins(recipe)
-    cached = built(recipe)
+    # The tag is what the inputs are now; if they change while the build runs, the result is
+    # not published under either tag (checked at the end).
+    tag = recipe.tag()
+    reference = f"{REPOSITORY}/{recipe.name}:{tag}"
+    cached = built(recipe, tag)
     if cached:
         return cached
     with _locked(recipe.name):
-        cached = built(recipe)
+        cached = built(recipe, tag)
         if cached:
             return cached
         started = time.monotonic()
@@ -348,52 +353,54 @@ def build(recipe: Recipe) -> Built:
             timings["app"] = round(time.monotonic() - mark, 1)
             layers = [base_layer, system_layer, app_layer]
             config = recipe.config
-            tag = recipe.tag()
             image_config = oci.image_config(
                 layers, user=config.user, workdir=config.workdir, entrypoint=list(config.entrypoint),
                 cmd=list(config.cmd), env=dict(config.env), ports=list(config.ports),
-                labels={"org.opencontainers.image.title": f"{oci_name(recipe)}",
+                labels={"org.opencontainers.image.title": reference,
                         "org.opencontainers.image.description": recipe.summary},
                 history=[f"mmdebstrap {recipe.base.suite} {' '.join(recipe.base.packages)}",
                          "user, directories, Python packages (images/build.py)", "files and npm packages"])
-            archive = archive_path(recipe)
+            if recipe.tag() != tag:
+                raise BuildError(recipe.name, "inputs", "the recipe, its pins or its files changed during the build: run it again")
+            archive = archive_path(recipe, tag)
             manifest = oci.write_archive(archive, tag, layers, image_config,
                                          {"org.opencontainers.image.ref.name": tag,
-                                          "io.mlplatform.image.reference": recipe.reference()})
+                                          "io.mlplatform.image.reference": reference})
             rootfs_bytes = _du(lower) + _du(upper) + _du(stage)
             timings["total"] = round(time.monotonic() - started, 1)
-            metadata = {"reference": recipe.reference(), "manifest": manifest, "archive_bytes": archive.stat().st_size,
+            metadata = {"reference": reference, "manifest": manifest, "archive_bytes": archive.stat().st_size,
                         "rootfs_bytes": rootfs_bytes, "layers": [layer.to_json() for layer in layers],
                         "seconds": timings, "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                         "pins": recipe.pins}
-            metadata_path(recipe).write_text(json.dumps(metadata, indent=2))
-            _prune(recipe)
+            metadata_path(recipe, tag).write_text(json.dumps(metadata, indent=2))
+            _prune(recipe, tag)
             (work / "build.log").replace(cache_dir() / f"{recipe.name}-{tag}.log")
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        return Built(recipe.name, recipe.reference(), archive, metadata, cached=False)
+        return Built(recipe.name, reference, archive, metadata, cached=False)
 
 
-def oci_name(recipe: Recipe) -> str:
-    return recipe.reference()
+def _prune(recipe: Recipe, keep: str) -> None:
+    """Older builds of this image (other tags), and the layer blobs that only they used.
 
-
-def _prune(recipe: Recipe) -> None:
-    """Older builds of this image (other tags) and the system-layer blobs only they used."""
-    keep = recipe.tag()
-    for path in cache_dir().glob(f"{recipe.name}-*"):
+    Only blobs named by the removed builds' records are candidates, so the blobs of a build
+    still in progress elsewhere are never touched.
+    """
+    candidates: set[str] = set()
+    for path in sorted(cache_dir().glob(f"{recipe.name}-*")):
         stem = path.name[len(recipe.name) + 1:].split(".")[0]
-        if re.fullmatch(r"[0-9a-f]{16}", stem) and stem != keep:
-            path.unlink(missing_ok=True)
+        if not re.fullmatch(r"[0-9a-f]{16}", stem) or stem == keep:
+            continue
+        if path.suffix == ".json":
+            candidates.update(Path(layer["path"]).name for layer in json.loads(path.read_text()).get("layers", []))
+        path.unlink(missing_ok=True)
     used = set()
     for meta in cache_dir().glob("*.json"):
-        for layer in json.loads(meta.read_text()).get("layers", []):
-            used.add(Path(layer["path"]).name)
+        used.update(Path(layer["path"]).name for layer in json.loads(meta.read_text()).get("layers", []))
     for base in (cache_dir() / "base").glob("*/layer.json"):
         used.add(Path(json.loads(base.read_text())["path"]).name)
-    for blob in (cache_dir() / "blobs").glob("*"):
-        if blob.name not in used and not blob.name.startswith("."):
-            blob.unlink()
+    for name in candidates - used:
+        (cache_dir() / "blobs" / name).unlink(missing_ok=True)
 
 
 # --- locks: freeze the transitive pins ---------------------------------------------------------
