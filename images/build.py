@@ -484,8 +484,10 @@ def main(argv: list[str] | None = None) -> int:
                 done = built(recipe)
                 if done:
                     meta = done.metadata
+                    seconds = meta["seconds"]
                     print(f"{recipe.reference()}  built  archive {_size(meta['archive_bytes'])}  "
-                          f"rootfs {_size(meta['rootfs_bytes'])}  cold build {meta['seconds']['total']:.0f} s")
+                          f"rootfs {_size(meta['rootfs_bytes'])}  took {seconds['total']:.0f} s "
+                          f"(base {seconds['base']:.0f} s, 0 when it was cached)")
                 else:
                     print(f"{recipe.reference()}  not built (make images)")
         elif args.command == "lock":

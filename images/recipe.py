@@ -119,7 +119,8 @@ class Recipe:
         """Everything the image is made from, as (name, content), in a fixed order."""
         items: list[tuple[str, bytes]] = [("builder", BUILDER_VERSION.encode()), ("base", self.base.key().encode())]
         for path in sorted(p for p in self.directory.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
-            items.append((str(path.relative_to(ROOT)), path.read_bytes()))
+            name = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path.relative_to(self.directory.parent)
+            items.append((str(name), path.read_bytes()))
         items.append(("pins", repr(sorted(self._pins)).encode()))
         for file in self.files:
             for source, _ in expand(file):
