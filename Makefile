@@ -49,7 +49,7 @@ render: venv
 STACK ?= dev
 STACK_FLAGS = --stack $(STACK) $(if $(CONFIG_FILE),--config-file $(CONFIG_FILE))
 
-up: venv
+up: venv images
 	tools/build.sh pulumi kube operator
 	bin/cluster up
 	bin/pulumi stack select --create $(STACK) --non-interactive

@@ -464,6 +464,8 @@ def main(argv: list[str] | None = None) -> int:
     path_cmd = sub.add_parser("archive", help="print the path of an image's archive (built or not)")
     path_cmd.add_argument("name")
     sub.add_parser("list", help="every image: reference, whether it is built, sizes and build time")
+    check_cmd = sub.add_parser("check", help="fail, naming them, if images (all by default) are not built")
+    check_cmd.add_argument("names", nargs="*")
     lock_cmd = sub.add_parser("lock", help="re-freeze an image's lock file from the project's pins")
     lock_cmd.add_argument("names", nargs="+")
     args = parser.parse_args(argv)
@@ -490,6 +492,11 @@ def main(argv: list[str] | None = None) -> int:
                           f"(base {seconds['base']:.0f} s, 0 when it was cached)")
                 else:
                     print(f"{recipe.reference()}  not built (make images)")
+        elif args.command == "check":
+            missing = [load(name).reference() for name in args.names or names() if not built(load(name))]
+            if missing:
+                print(f"error: not built: {', '.join(missing)}; build with `make images`", file=sys.stderr)
+                return 1
         elif args.command == "lock":
             for name in args.names:
                 print(lock(load(name)))
