@@ -112,14 +112,18 @@ def _locked(name: str):
         yield
 
 
-def _run(image: str, step: str, argv: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
+def _run(image: str, step: str, argv: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None,
+         echo: bool = True) -> None:
     with open(log, "a") as out:
-        out.write(f"$ {' '.join(argv)}\n")
-        out.flush()
+        if echo:
+            out.write(f"$ {' '.join(argv)}\n")
+            out.flush()
         result = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
     if result.returncode != 0:
-        text = log.read_text(errors="replace")
-        raise BuildError(image, step, f"exit status {result.returncode}", failed_package(text), log)
+        # The work directory goes away with the failed build: keep its log where the error says.
+        kept = cache_dir() / f"{image}-failed.log"
+        shutil.copy(log, kept)
+        raise BuildError(image, step, f"exit status {result.returncode}", failed_package(kept.read_text(errors="replace")), kept)
 
 
 # --- checks before anything is built --------------------------------------------------------
@@ -232,7 +236,7 @@ class Overlay:
                 str(self._merged), "/bin/sh", "-c", f"set -eu\n{script}"]
         with open(self.log, "a") as out:
             out.write(f"### step {step}\n{script}\n")
-        _run(self.image, step, argv, self.log, env)
+        _run(self.image, step, argv, self.log, env, echo=False)
 
 
 def _system_steps(recipe: Recipe) -> list[tuple[str, str]]:
