@@ -261,6 +261,8 @@ def _system_steps(recipe: Recipe) -> list[tuple[str, str]]:
             "-r /tmp/inputs/requirements.txt\n"
             f"find {venv} -name __pycache__ -path '*/pip/*' -prune -exec rm -rf {{}} +")))
         steps.append(("pip check", f"{venv}/bin/pip check"))
+        if recipe.python.owner != "0:0":
+            steps.append(("venv owner", f"chown -R {recipe.python.owner} {venv}"))
         steps.append(("python smoke test", f"{venv}/bin/python -c 'import sys; print(sys.version)'"))
     return steps
 

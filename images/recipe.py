@@ -64,6 +64,7 @@ class Python:
     packages: tuple[str, ...]  # top-level packages; versions from the project's pins
     lock: str  # the frozen requirements file beside the recipe
     venv: str = "/opt/venv"
+    owner: str = "0:0"  # who owns the virtualenv (the notebook user may install packages into it)
 
 
 @dataclass(frozen=True)
@@ -199,7 +200,7 @@ def load(name: str, images: Path = IMAGES) -> Recipe:
     npm = data.get("npm")
     resolved: dict[str, str] = {}
     if python:
-        _take(python, f"{where} [python]", ("packages", "lock"), ("venv",))
+        _take(python, f"{where} [python]", ("packages", "lock"), ("venv", "owner"))
         for package in python["packages"]:
             try:
                 resolved[package] = pinlib.pin(package)
@@ -235,7 +236,8 @@ def load(name: str, images: Path = IMAGES) -> Recipe:
         ),
         user=User(**_take(user, f"{where} [user]", ("name", "uid", "group", "gid", "home"))) if user else None,
         dirs=tuple(Directory(**_take(d, f"{where} [[dirs]]", ("path",), ("owner", "mode"))) for d in data.get("dirs", [])),
-        python=Python(packages=tuple(python["packages"]), lock=python["lock"], venv=python.get("venv", "/opt/venv")) if python else None,
+        python=Python(packages=tuple(python["packages"]), lock=python["lock"], venv=python.get("venv", "/opt/venv"),
+                      owner=python.get("owner", "0:0")) if python else None,
         npm=Npm(dir=npm["dir"]) if npm else None,
         files=tuple(File(**_take(f, f"{where} [[files]]", ("src", "dst"), ("mode", "ignore"))) for f in data.get("files", [])),
         links=tuple(Link(**_take(link, f"{where} [[links]]", ("path", "target"))) for link in data.get("links", [])),

@@ -144,12 +144,14 @@ def notebook_container(netns: str, tmp_path: Path, **kwargs) -> Container:
 
 
 def test_notebook_follows_the_docker_stacks_conventions(netns, tmp_path):
-    out = notebook_container(netns, tmp_path, args=["sh", "-c", "id; pwd; echo $HOME; jupyterhub-singleuser --version"]).run()
+    script = "id; pwd; echo $HOME; jupyterhub-singleuser --version; stat -c %u:%g /opt/venv/lib/python3.11/site-packages"
+    out = notebook_container(netns, tmp_path, args=["sh", "-c", script]).run()
     assert out.returncode == 0, out.stdout
     lines = out.stdout.split("\n")
     assert lines[0].startswith("uid=1000(jovyan) gid=100(users)"), lines[0]
     assert lines[1:3] == [hub.HOME_DIR, hub.HOME_DIR]
     assert lines[3].strip() == pins.pin("jupyterhub")
+    assert lines[4] == "1000:100", "the user may pip install into the notebook's environment"
 
 
 @contextmanager
