@@ -77,6 +77,7 @@ bench-deploy: venv
 # (default: all). The builder is the standard library plus mmdebstrap, so it needs no venv.
 IMAGES ?=
 images:
+	@images/setup.sh
 	MLPLATFORM_CACHE=$(CACHE) python3 -m images.build build $(IMAGES)
 
 images-list:

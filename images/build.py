@@ -259,6 +259,7 @@ def _system_steps(recipe: Recipe) -> list[tuple[str, str]]:
         steps.append(("pip install", (
             f"{venv}/bin/pip install --no-input --disable-pip-version-check --progress-bar off "
             "-r /tmp/inputs/requirements.txt\n"
+            # pip runs at build time only: its bytecode is dead weight in the image.
             f"find {venv} -name __pycache__ -path '*/pip/*' -prune -exec rm -rf {{}} +")))
         steps.append(("pip check", f"{venv}/bin/pip check"))
         if recipe.python.owner != "0:0":
