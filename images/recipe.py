@@ -245,5 +245,24 @@ def load(name: str, images: Path = IMAGES) -> Recipe:
     )
 
 
+# The upstream repositories each local build stands in for: the dev stack (`images.local`) runs
+# these builds wherever the stack names the upstream image, whatever its tag (the CUDA notebook
+# and the GPU TensorFlow image included: the local cluster's GPUs are simulated).
+STANDS_FOR = {
+    "quay.io/jupyterhub/k8s-hub": "hub",
+    "quay.io/jupyterhub/configurable-http-proxy": "proxy",
+    "quay.io/jupyter/tensorflow-notebook": "notebook",
+    "tensorflow/tensorflow": "trainer",
+}
+
+
+def local_reference(image: str) -> str | None:
+    """The local build that stands in for `image` (`mlplatform/<name>:<tag>`), or None."""
+    name = image.split("@", 1)[0]
+    repository = name.rsplit(":", 1)[0] if ":" in name.rsplit("/", 1)[-1] else name
+    name = STANDS_FOR.get(repository)
+    return load(name).reference() if name else None
+
+
 def names(images: Path = IMAGES) -> list[str]:
     return sorted(p.parent.name for p in images.glob(f"*/{RECIPE}"))

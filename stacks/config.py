@@ -670,6 +670,11 @@ class ImagesSettings(Settings):
         description="a registry mirror every image is pulled from instead (notebook profiles' and "
         "mnist.image.reference included): `<registry>/<path>:<tag>`, the image's path without its registry",
     )
+    local: bool = Field(
+        False,
+        description="run the images `make images` builds on this machine (images/) in place of the upstream ones "
+        "they stand in for, GPU variants included; for the local cluster, whose nodes pull from no registry",
+    )
     pull_secrets: tuple[DnsLabel, ...] = Field(
         (),
         description="names of `kubernetes.io/dockerconfigjson` Secrets every pod pulls with (create them in "
@@ -689,8 +694,16 @@ class ImagesSettings(Settings):
     )
 
     def pull(self, image: str) -> str:
-        """Where a pod pulls `image` from: the mirror when one is set."""
+        """What a pod runs for `image`: its local build, or the image from the mirror, when set."""
+        if self.local:
+            from images.recipe import local_reference
+
+            return local_reference(image) or image
         return mirrored(image, self.registry) if self.registry else image
+
+    def problems(self, key: str) -> Iterator[str]:
+        if self.local and self.registry:
+            yield f"{key}.registry: set either images.registry or images.local, not both"
 
     def image_pull_secrets(self) -> list[dict[str, str]]:
         """A PodSpec's imagePullSecrets."""
@@ -717,6 +730,7 @@ class StackSettings(Settings):
             found += self.jupyterhub.problems(f"{NAMESPACE}:jupyterhub", self.cluster, "jupyterhub" in secret_keys)
         if self.mnist.enabled:
             found += self.mnist.problems(f"{NAMESPACE}:mnist", self.cluster)
+        found += self.images.problems(f"{NAMESPACE}:images")
         return found
 
 
@@ -749,10 +763,11 @@ def parse(
 
 
 def _pulled(settings: StackSettings) -> StackSettings:
-    """`settings` with every image reference as pods pull it (through `images.registry`), so that
-    components, the spawn form and the stack's outputs all name what really runs."""
+    """`settings` with every image reference as pods pull it (the local build with `images.local`,
+    else through `images.registry`), so that components, the spawn form and the stack's outputs all
+    name what really runs."""
     images = settings.images
-    if not images.registry:
+    if not (images.registry or images.local):
         return settings
     hub, mnist = settings.jupyterhub, settings.mnist
     profiles = tuple(p.model_copy(update={"image": images.pull(p.image)}) for p in hub.profiles)

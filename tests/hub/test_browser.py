@@ -28,6 +28,7 @@ import pytest
 
 from components import hub_config
 from program import ROOT, example_stack
+from stacks import parse
 from rendered import render_hub
 
 HERE = Path(__file__).resolve().parent
@@ -136,7 +137,8 @@ def browser_run(tmp_path_factory):
 def test_the_spawn_form_offers_each_profile_with_its_image_and_limits(browser_run):
     seen, _, _, _ = browser_run
     profiles = {p["title"]: p for p in seen["profiles"]}
-    configured = example_stack("dev")["jupyterhub"]["profiles"]
+    # As the hub gets them: the dev stack's images are the local builds (images.local).
+    configured = [p.model_dump(by_alias=True) for p in parse(example_stack("dev")).jupyterhub.profiles]
     assert list(profiles) == [p["name"] for p in configured], "the form lists the profiles in config order"
     for profile in configured:
         shown = profiles[profile["name"]]["description"]
@@ -161,11 +163,11 @@ def test_starting_the_gpu_profile_builds_a_gpu_pod_and_opens_the_server(browser_
     seen, pod, _, _ = browser_run
     assert pod is not None, "the spawner never built a pod"
     container = pod["spec"]["containers"][0]
-    assert container["image"] == "quay.io/jupyter/tensorflow-notebook:cuda-2025-12-01"
+    assert container["image"] == parse(example_stack("dev")).jupyterhub.profiles[1].image
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert pod["spec"]["nodeSelector"] == {"mlplatform.dev/pool": "gpu"}
     assert seen["serverUrl"].startswith(f"http://127.0.0.1:") and f"/user/{USERNAME}/" in seen["serverUrl"]
-    assert "Stand-in notebook server for admin, image quay.io/jupyter/tensorflow-notebook:cuda-2025-12-01" in seen["serverPage"]
+    assert f"Stand-in notebook server for admin, image {container['image']}" in seen["serverPage"]
 
 
 def test_the_idle_culler_runs_and_its_role_lets_it_list_users(browser_run):

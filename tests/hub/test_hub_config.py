@@ -19,6 +19,7 @@ from jupyterhub.app import JupyterHub
 from kubernetes.utils import parse_quantity
 
 from program import aks_stack, example_stack
+from stacks import parse
 from rendered import RenderedHub, render_hub
 
 GPU = "nvidia.com/gpu"
@@ -124,10 +125,15 @@ def test_idle_culler_runs_as_a_hub_managed_service_with_only_its_scopes(dev_hub)
     assert sorted(role.scopes) == sorted(["list:users", "read:users:activity", "read:servers", "delete:servers"])
 
 
+def dev_profiles() -> list[dict[str, Any]]:
+    """The dev stack's profiles as the hub gets them: the images are the local builds (images.local)."""
+    return [p.model_dump(by_alias=True) for p in parse(example_stack("dev")).jupyterhub.profiles]
+
+
 def test_spawn_form_offers_every_profile_with_its_image_and_limits(dev_hub):
     app, _ = dev_hub
     html = with_spawner(app, "admin", options_form)
-    for profile in example_stack("dev")["jupyterhub"]["profiles"]:
+    for profile in dev_profiles():
         for text in (profile["name"], profile["image"], profile["cpuLimit"], profile["memoryLimit"]):
             assert text in html, f"the spawn form does not show {text!r} of profile {profile['name']!r}"
 
@@ -136,7 +142,7 @@ def test_gpu_profile_asks_for_a_gpu_and_lands_on_the_gpu_pool(dev_hub):
     app, _ = dev_hub
     pod = with_spawner(app, "admin", pod_for("tensorflow-1-gpu"))
     container = pod["spec"]["containers"][0]
-    assert container["image"] == "quay.io/jupyter/tensorflow-notebook:cuda-2025-12-01"
+    assert container["image"] == dev_profiles()[1]["image"]
     limits, requests = container["resources"]["limits"], container["resources"]["requests"]
     assert limits[GPU] == "1"
     assert quantity(limits["cpu"]) == 4 and quantity(requests["cpu"]) == 1
@@ -149,7 +155,7 @@ def test_cpu_profile_lands_on_the_user_pool_without_gpus_or_gpu_tolerations(dev_
     app, _ = dev_hub
     pod = with_spawner(app, "admin", pod_for("tensorflow-cpu"))
     container = pod["spec"]["containers"][0]
-    assert container["image"] == "quay.io/jupyter/tensorflow-notebook:2025-12-01"
+    assert container["image"] == dev_profiles()[0]["image"]
     assert GPU not in container["resources"]["limits"]
     assert quantity(container["resources"]["requests"]["cpu"]) == quantity("500m")
     assert pod["spec"]["nodeSelector"] == {"mlplatform.dev/pool": "cpu"}

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from components import versions
-from components.trainer_image import STOCK_IMAGE
 from images import build, pins, recipe
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,8 +88,34 @@ def test_trainer_image_runs_the_python_of_the_dockerfile():
 
 
 def test_stock_trainer_images_are_the_pinned_tensorflow():
-    assert STOCK_IMAGE == "tensorflow/tensorflow"
-    assert pins.pin("tensorflow-cpu") == recipe.load("trainer").pins["tensorflow-cpu"]
+    tensorflow = pins.pin("tensorflow-cpu")
+    assert versions.TENSORFLOW_IMAGE == f"tensorflow/tensorflow:{tensorflow}"
+    assert versions.TENSORFLOW_GPU_IMAGE == f"tensorflow/tensorflow:{tensorflow}-gpu"
+    assert tensorflow == recipe.load("trainer").pins["tensorflow-cpu"]
+
+
+@pytest.mark.parametrize("field", ["hub", "proxy", "tensorflow", "tensorflow_gpu"])
+def test_the_image_config_defaults_have_local_builds_of_the_same_pins(field):
+    # The dev stack (images.local) runs the local build wherever the stack names the upstream image.
+    from stacks import parse
+
+    upstream = getattr(parse({}).images, field)
+    local = getattr(parse({"images": {"local": True}}).images, field)
+    name = recipe.STANDS_FOR[upstream.rsplit(":", 1)[0]]
+    assert local == recipe.load(name).reference(), field
+
+
+def test_the_dev_stack_runs_only_local_images_and_the_aks_stack_only_upstream_ones():
+    from program import aks_stack, example_stack
+    from stacks import parse
+
+    dev = parse(example_stack("dev"))
+    config, secrets = aks_stack()
+    aks = parse(config, frozenset(secrets))
+    for settings, local in ((dev, True), (aks, False)):
+        named = [getattr(settings.images, f) for f in ("hub", "proxy", "tensorflow", "tensorflow_gpu")]
+        named += [p.image for p in settings.jupyterhub.profiles]
+        assert all(i.startswith("mlplatform/") == local for i in named), named
 
 
 def test_proxy_is_the_version_the_chart_pins_everywhere():

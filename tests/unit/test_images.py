@@ -91,10 +91,15 @@ def test_an_override_replaces_one_image_only():
         ({"hub": "quay.io/jupyterhub/k8s-hub"}, "mlplatform:images.hub", "pinned"),
         ({"tensorflowGpu": "tensorflow/tensorflow:latest"}, "mlplatform:images.tensorflowGpu", "not :latest"),
         ({"pullSecrets": ["Reg_Cred"]}, "mlplatform:images.pullSecrets[0]", "DNS-1035"),
-        ({"tensorboard": "x:1"}, "mlplatform:images.tensorboard", "unknown key; allowed: registry, pullSecrets, hub"),
+        ({"tensorboard": "x:1"}, "mlplatform:images.tensorboard", "unknown key; allowed: registry, local, pullSecrets, hub"),
     ],
 )
 def test_bad_image_config_names_the_key(images, key, words):
     with pytest.raises(ConfigError) as caught:
         parse({"images": images})
     assert any(line.startswith(key) and words in line for line in str(caught.value).splitlines()), str(caught.value)
+
+
+def test_local_images_and_a_mirror_exclude_each_other():
+    with pytest.raises(ConfigError, match=r"^mlplatform:images.registry: set either images.registry or images.local"):
+        parse({"images": {"local": True, "registry": MIRROR}})

@@ -396,10 +396,11 @@ def test_each_profile_is_on_the_form_with_its_image_and_resources():
     document = build(example_stack("dev")).document()
     cpu = profile(document, "TensorFlow (CPU)")
     assert cpu["slug"] == "tensorflow-cpu" and cpu["default"] is True
-    assert "quay.io/jupyter/tensorflow-notebook:2025-12-01" in cpu["description"]
+    image = parse(example_stack("dev")).jupyterhub.profiles[0].image  # the local build (images.local)
+    assert f"Image {image};" in cpu["description"]
     assert "CPU 500m guaranteed, limit 2" in cpu["description"]
     overrides = cpu["kubespawner_override"]
-    assert overrides["image"] == "quay.io/jupyter/tensorflow-notebook:2025-12-01"
+    assert overrides["image"] == image
     assert (overrides["cpu_guarantee"], overrides["cpu_limit"]) == (0.5, 2.0)
     assert (overrides["mem_guarantee"], overrides["mem_limit"]) == (1024**3, 4 * 1024**3)
     assert "extra_resource_limits" not in overrides

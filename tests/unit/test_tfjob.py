@@ -9,6 +9,7 @@ import pytest
 
 from components.tfjob import ReplicaSpec, TFJobError, TFJobSpec
 from program import example_stack, run_program
+from stacks import parse
 from validation import Invalid, validate
 
 TFJOB = "kubernetes:kubeflow.org/v1:TFJob"
@@ -233,7 +234,8 @@ def test_stock_image_runs_the_trainer_from_a_config_map():
     assert "__main__.py" in code.inputs["data"]
     chief = pods(tfjob_of(deployment))["Chief"]
     container = chief["containers"][0]
-    assert container["image"] == "tensorflow/tensorflow:2.21.0"
+    # The dev stack runs the local build that stands in for the stock TensorFlow image (images.local).
+    assert container["image"] == parse(example_stack("dev")).images.tensorflow
     assert container["command"] == ["python", "-m", "trainer"]
     assert {"name": "PYTHONPATH", "value": "/opt/mlplatform"} in container["env"]
     assert {"name": "trainer-code", "configMap": {"name": "distributed-mnist-trainer"}} in chief["volumes"]
