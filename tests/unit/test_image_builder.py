@@ -43,20 +43,23 @@ def test_a_lock_behind_the_project_pins_fails_before_building(monkeypatch):
         build.check_pins(recipe.load("hub"))
 
 
-def test_a_package_without_a_project_pin_is_refused(tmp_path):
+MINIMAL_CONFIG = '[config]\nuser = "0"\nworkdir = "/"\nentrypoint = ["sh"]\n'
+
+
+def recipe_of(tmp_path, text: str) -> None:
+    """An image `x` in tmp_path with the recipe `text`."""
     (tmp_path / "x").mkdir()
-    (tmp_path / "x" / "image.toml").write_text(
-        'summary = "x"\n[base]\npackages = ["python3"]\n[python]\npackages = ["no-such-package"]\nlock = "r.txt"\n'
-        '[config]\nuser = "0"\nworkdir = "/"\nentrypoint = ["sh"]\n')
+    (tmp_path / "x" / "image.toml").write_text('summary = "x"\n[base]\npackages = ["python3"]\n' + text)
+
+
+def test_a_package_without_a_project_pin_is_refused(tmp_path):
+    recipe_of(tmp_path, '[python]\npackages = ["no-such-package"]\nlock = "r.txt"\n' + MINIMAL_CONFIG)
     with pytest.raises(recipe.RecipeError, match=r"\[python\] packages: no-such-package has no pin in requirements.txt"):
         recipe.load("x", images=tmp_path)
 
 
 def test_unknown_recipe_keys_are_errors(tmp_path):
-    (tmp_path / "x").mkdir()
-    (tmp_path / "x" / "image.toml").write_text(
-        'summary = "x"\n[base]\npackages = ["python3"]\n[config]\nuser = "0"\nworkdir = "/"\nentrypoint = ["sh"]\n'
-        'entrypiont = ["sh"]\n')
+    recipe_of(tmp_path, MINIMAL_CONFIG + 'entrypiont = ["sh"]\n')
     with pytest.raises(recipe.RecipeError, match=r"\[config\]: unknown key\(s\) entrypiont"):
         recipe.load("x", images=tmp_path)
 
