@@ -1,40 +1,16 @@
-"""Every upstream version and image the platform deploys, read from the one versions file.
+"""Every upstream version and image the platform deploys, from the project's pins.
 
 `versions.env` at the repository root holds the pins (the shell scripts source the same file);
-Python packages are pinned in the requirements files, which `package_pin` (images/pins.py) reads.
+Python packages are pinned in the requirements files. images/pins.py reads both.
 """
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-VERSIONS_FILE = REPO / "versions.env"
-
-_ASSIGNMENT = re.compile(r"^([A-Z][A-Z0-9_]*)=(\S*)\s*(#.*)?$")
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    """NAME=value lines as a shell sources them (no quoting, no expansion); comments and blank lines skipped."""
-    values = {}
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        match = _ASSIGNMENT.match(line)
-        if not match:
-            raise ValueError(f"{path}:{number}: expected NAME=value, got {line!r}")
-        values[match.group(1)] = match.group(2)
-    return values
-
-
-def package_pin(package: str) -> str:
-    """The version the requirements files pin `package` to (`package==version`)."""
-    from images.pins import pin  # images.pins reads versions.env through this module
-
-    return pin(package)
-
+from images.pins import ROOT as REPO
+from images.pins import VERSIONS_FILE, read_env_file
+from images.pins import pin as package_pin
 
 PINS = read_env_file(VERSIONS_FILE)
 

@@ -1,9 +1,11 @@
-"""The versions the images install, read from where the project pins them.
+"""Every pin of the project, read from where it is written once.
 
-There is one pin per package in the repository: the Python packages in the requirements files,
-npm packages (configurable-http-proxy) in versions.env. Image recipes name packages, never
-versions; the frozen lock files beside the recipes add the transitive pins and are checked
-against these. The Pulumi program reads its package pins here too (components/versions.py).
+`versions.env` holds the pinned upstream versions (tools, images, npm packages such as
+configurable-http-proxy); the requirements files pin the Python packages. Image recipes name
+packages, never versions; the frozen lock files beside the recipes add the transitive pins and
+are checked against these. The Pulumi program reads its pins here too (components/versions.py),
+and tools/versions.sh sources versions.env for the scripts. Standard library only, so the image
+builder runs with the system Python.
 """
 
 from __future__ import annotations
@@ -11,9 +13,24 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from components.versions import VERSIONS_FILE, read_env_file
-
 ROOT = Path(__file__).resolve().parent.parent
+VERSIONS_FILE = ROOT / "versions.env"
+
+_ASSIGNMENT = re.compile(r"^([A-Z][A-Z0-9_]*)=(\S*)\s*(#.*)?$")
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """NAME=value lines as a shell sources them (no quoting, no expansion); comments and blank lines skipped."""
+    values = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = _ASSIGNMENT.match(line)
+        if not match:
+            raise ValueError(f"{path}:{number}: expected NAME=value, got {line!r}")
+        values[match.group(1)] = match.group(2)
+    return values
 
 # Every file that pins Python packages (`name==version`); `-r` includes are followed.
 PYTHON_PIN_FILES = ("requirements.txt", "trainer/requirements.txt", "trainer/notebook-requirements.txt")
