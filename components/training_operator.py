@@ -30,22 +30,46 @@ METRICS_PORT = 8080
 
 _VERBS_ALL = ["create", "delete", "get", "list", "patch", "update", "watch"]
 
-# Exactly what the TFJob reconciler and the webhook certificate rotator use; no wildcards.
-CLUSTER_RULES: list[dict[str, Any]] = [
-    {"apiGroups": [""], "resources": ["pods"], "verbs": _VERBS_ALL},
-    {"apiGroups": [""], "resources": ["services"], "verbs": ["create", "delete", "get", "list", "watch"]},
-    {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
-    {"apiGroups": [GROUP], "resources": [PLURAL], "verbs": _VERBS_ALL},
-    {"apiGroups": [GROUP], "resources": [f"{PLURAL}/status"], "verbs": ["get", "patch", "update"]},
-    {"apiGroups": [GROUP], "resources": [f"{PLURAL}/finalizers"], "verbs": ["update"]},
-    {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"], "verbs": ["get", "list", "watch"]},
-    {
-        "apiGroups": ["admissionregistration.k8s.io"],
-        "resources": ["validatingwebhookconfigurations"],
-        "resourceNames": [WEBHOOK_CONFIGURATION],
-        "verbs": ["update"],
-    },
-]
+# Gang scheduling: the PodGroup API of each scheduler the v1.9 operator supports. The operator
+# watches PodGroups of every group whose CRD exists on the cluster, gang scheduling on or off
+# (tfjob_controller.go SetupWithManager); without list and watch its cache never syncs and the
+# manager exits. Only with --gang-scheduler-name does it also create, read, update and delete one
+# PodGroup per job (controller.v1/control/podgroup_control.go), in that scheduler's group only.
+VOLCANO = "volcano"
+PODGROUP_GROUPS = {VOLCANO: "scheduling.volcano.sh", "scheduler-plugins": "scheduling.x-k8s.io"}
+_PODGROUP_WATCH = ["list", "watch"]
+_PODGROUP_GANG = ["create", "delete", "get", "update"]
+
+
+def podgroup_group(gang_scheduler: str) -> str:
+    """The PodGroup API a --gang-scheduler-name uses: Volcano's, else scheduler-plugins' (any other name)."""
+    return PODGROUP_GROUPS[VOLCANO if gang_scheduler.lower() == VOLCANO else "scheduler-plugins"]
+
+
+def cluster_rules(gang_scheduler: str | None = None) -> list[dict[str, Any]]:
+    """Exactly what the TFJob reconciler and the webhook certificate rotator use; no wildcards."""
+    rules: list[dict[str, Any]] = [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": _VERBS_ALL},
+        {"apiGroups": [""], "resources": ["services"], "verbs": ["create", "delete", "get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
+        {"apiGroups": [GROUP], "resources": [PLURAL], "verbs": _VERBS_ALL},
+        {"apiGroups": [GROUP], "resources": [f"{PLURAL}/status"], "verbs": ["get", "patch", "update"]},
+        {"apiGroups": [GROUP], "resources": [f"{PLURAL}/finalizers"], "verbs": ["update"]},
+        {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"], "verbs": ["get", "list", "watch"]},
+        {
+            "apiGroups": ["admissionregistration.k8s.io"],
+            "resources": ["validatingwebhookconfigurations"],
+            "resourceNames": [WEBHOOK_CONFIGURATION],
+            "verbs": ["update"],
+        },
+    ]
+    gang_group = podgroup_group(gang_scheduler) if gang_scheduler else None
+    for group in PODGROUP_GROUPS.values():
+        verbs = _PODGROUP_WATCH + (_PODGROUP_GANG if group == gang_group else [])
+        rules.append({"apiGroups": [group], "resources": ["podgroups"], "verbs": sorted(verbs)})
+    return rules
+
+
 # The webhook certificate lives in one Secret of the operator's own namespace.
 NAMESPACE_RULES: list[dict[str, Any]] = [
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]},
@@ -60,6 +84,8 @@ class TrainingOperatorArgs:
     # cluster has no pod network (and its operator runs as a local process), so there the CRD's
     # own validation rules stand in for the webhook.
     webhook: bool = True
+    # --gang-scheduler-name: "volcano", or the name of a scheduler-plugins scheduler; None: off.
+    gang_scheduler: str | None = None
 
 
 class TrainingOperator(pulumi.ComponentResource):
@@ -100,7 +126,7 @@ class TrainingOperator(pulumi.ComponentResource):
         account = k8s.core.v1.ServiceAccount(
             f"{name}-sa", metadata={"name": NAME, "namespace": NAMESPACE, "labels": labels}, opts=in_namespace
         )
-        self._grant("ClusterRole", None, CLUSTER_RULES, name, labels, account)
+        self._grant("ClusterRole", None, cluster_rules(args.gang_scheduler), name, labels, account)
         self._grant("Role", NAMESPACE, NAMESPACE_RULES, name, labels, account, depends_on=[namespace])
         # Created empty; the operator writes its CA and serving certificate into it.
         secret = k8s.core.v1.Secret(
@@ -128,7 +154,7 @@ class TrainingOperator(pulumi.ComponentResource):
             spec={
                 "replicas": 1,
                 "selector": {"matchLabels": labels},
-                "template": {"metadata": {"labels": labels}, "spec": self._pod_spec(args.images)},
+                "template": {"metadata": {"labels": labels}, "spec": self._pod_spec(args.images, args.gang_scheduler)},
             },
             opts=pulumi.ResourceOptions(parent=self, depends_on=[namespace, account, secret, self.crd]),
         )
@@ -187,7 +213,10 @@ class TrainingOperator(pulumi.ComponentResource):
         )
 
     @staticmethod
-    def _pod_spec(images: ImagesSettings) -> dict[str, Any]:
+    def _pod_spec(images: ImagesSettings, gang_scheduler: str | None) -> dict[str, Any]:
+        flags = ["--enable-scheme=tfjob", f"--webhook-server-port={WEBHOOK_PORT}"]
+        if gang_scheduler:
+            flags.append(f"--gang-scheduler-name={gang_scheduler}")
         return {
             "serviceAccountName": NAME,
             **({"imagePullSecrets": images.image_pull_secrets()} if images.pull_secrets else {}),
@@ -198,7 +227,7 @@ class TrainingOperator(pulumi.ComponentResource):
                     "name": NAME,
                     "image": images.training_operator,
                     "command": ["/manager"],
-                    "args": ["--enable-scheme=tfjob", f"--webhook-server-port={WEBHOOK_PORT}"],
+                    "args": flags,
                     "env": [
                         {"name": "MY_POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
                         {"name": "MY_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},

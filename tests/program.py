@@ -123,6 +123,20 @@ def run_program(config: dict[str, Any], secret_keys: tuple[str, ...] = (), stack
     return deployment
 
 
+def run_components(build: Any) -> Deployment:
+    """Call `build()` (which creates components directly) under mocks; what it registered."""
+    deployment = Deployment()
+    pulumi.runtime.set_mocks(RecordingMocks(deployment), project="mlplatform", stack="test", preview=False)
+
+    @pulumi.runtime.test
+    def run():
+        build()
+        return pulumi.Output.from_input(None)
+
+    run()
+    return deployment
+
+
 def _exports() -> dict[str, Any]:
     from pulumi.runtime.settings import get_root_resource
 

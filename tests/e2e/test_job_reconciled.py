@@ -179,3 +179,84 @@ def test_the_operators_tf_config_runs_the_real_trainer(tutorial_pods: list[dict[
     accuracies = [float(a) for a in re.findall(r"Accuracy at step \d+: ([0-9.]+)", outputs[master])]
     assert accuracies and accuracies[-1] >= ACCURACY_FLOOR, outputs[master][-3000:]
     assert (model / "COMPLETE.json").exists(), "the master records completion for the serving tasks"
+
+
+# --- TFJobs the upstream operator accepts, and clusters with gang schedulers -----------------
+
+
+def restart_operator(local: LocalStack) -> None:
+    local.run([str(ROOT / "bin" / "training-operator"), "stop"])
+    local.run([str(ROOT / "bin" / "training-operator"), "start"])
+
+
+def lowercase_tfjob(name: str) -> dict[str, Any]:
+    """A TFJob as some clients write it: replica types in lowercase, which the operator's
+    defaulting turns into Worker and PS."""
+    job = tutorial_tfjob()
+    job["metadata"]["name"] = name
+    specs = job["spec"]["tfReplicaSpecs"]
+    job["spec"]["tfReplicaSpecs"] = {"worker": specs["Worker"], "ps": specs["PS"]}
+    return job
+
+
+def test_the_crd_admits_lowercase_replica_types_as_the_operator_does(local: LocalStack) -> None:
+    name = "lowercase-mnist"
+    local.kubectl("apply", "-f", "-", input_json=lowercase_tfjob(name))
+    try:
+        pods = all_pods(local, name, 3)
+        assert {p["metadata"]["name"] for p in pods} == {f"{name}-worker-0", f"{name}-worker-1", f"{name}-ps-0"}
+        worker = next(p for p in pods if p["metadata"]["name"] == f"{name}-worker-0")
+        assert set(tf_config(worker)["cluster"]) == {"worker", "ps"}
+    finally:
+        local.kubectl("delete", "tfjob", name, "-n", NAMESPACE, "--wait=true", check=False)
+
+
+def podgroup_crd(group: str, version: str) -> dict[str, Any]:
+    """The PodGroup CRD of a gang scheduler, reduced to what makes the operator watch it."""
+    names = {"kind": "PodGroup", "listKind": "PodGroupList", "plural": "podgroups", "singular": "podgroup"}
+    schema = {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"podgroups.{group}"},
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": names,
+            "versions": [{"name": version, "served": True, "storage": True, "schema": schema}],
+        },
+    }
+
+
+# Volcano's and scheduler-plugins' PodGroup APIs, at the versions the v1.9 operator speaks.
+GANG_SCHEDULER_CRDS = [podgroup_crd("scheduling.volcano.sh", "v1beta1"), podgroup_crd("scheduling.x-k8s.io", "v1alpha1")]
+
+
+@pytest.fixture
+def gang_scheduler_crds(local: LocalStack):
+    for crd in GANG_SCHEDULER_CRDS:
+        local.kubectl("apply", "-f", "-", input_json=crd)
+    for crd in GANG_SCHEDULER_CRDS:
+        local.kubectl("wait", "--for=condition=Established", f"crd/{crd['metadata']['name']}", "--timeout=30s")
+    try:
+        restart_operator(local)  # it looks for PodGroup APIs when its controllers start
+        yield
+    finally:
+        for crd in GANG_SCHEDULER_CRDS:
+            local.kubectl("delete", "crd", crd["metadata"]["name"], "--wait=true", check=False)
+        restart_operator(local)
+
+
+def test_operator_reconciles_where_gang_scheduler_podgroups_exist(local: LocalStack, gang_scheduler_crds: None) -> None:
+    # With PodGroup CRDs present the operator watches PodGroups; a watch its RBAC does not allow
+    # keeps its cache from syncing, no TFJob is reconciled, and the manager exits.
+    name = "gang-mnist"
+    job = tutorial_tfjob()
+    job["metadata"]["name"] = name
+    local.kubectl("apply", "-f", "-", input_json=job)
+    try:
+        all_pods(local, name, 4)
+        status = local.run([str(ROOT / "bin" / "training-operator"), "status"], check=False)
+        assert status.stdout.strip() == "running", local.run([str(ROOT / "bin" / "training-operator"), "logs"]).stdout[-3000:]
+    finally:
+        local.kubectl("delete", "tfjob", name, "-n", NAMESPACE, "--wait=true", check=False)

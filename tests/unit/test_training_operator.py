@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
+from components.training_operator import TrainingOperator, TrainingOperatorArgs
 from components.versions import PINS
-from program import aks_stack, example_stack, run_program
+from program import aks_stack, example_stack, run_components, run_program
 
 CRD = "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition"
 
@@ -38,10 +41,41 @@ def test_rbac_has_no_wildcards_and_secrets_stay_in_the_operator_namespace():
     assert "secrets" not in cluster_resources, "the webhook certificate Secret is read in kubeflow only"
     assert cluster_resources == {
         "pods", "services", "events", "tfjobs", "tfjobs/status", "tfjobs/finalizers", "validatingwebhookconfigurations",
+        "podgroups",
     }
     update_webhook = next(r for r in cluster_rules if r["resources"] == ["validatingwebhookconfigurations"] and "update" in r["verbs"])
     assert update_webhook["resourceNames"] == ["validator.training-operator.kubeflow.org"]
     assert deployment.named("training-operator-role").inputs["metadata"]["namespace"] == "kubeflow"
+
+
+def podgroup_verbs(deployment):
+    rules = rules_of(deployment, "kubernetes:rbac.authorization.k8s.io/v1:ClusterRole")
+    return {group: rule["verbs"] for rule in rules if rule["resources"] == ["podgroups"] for group in rule["apiGroups"]}
+
+
+def test_operator_may_watch_the_podgroups_of_either_gang_scheduler():
+    # The operator watches PodGroups wherever Volcano's or scheduler-plugins' CRD exists, gang
+    # scheduling or not; a watch it may not make keeps its cache from syncing, and it exits.
+    verbs = podgroup_verbs(run_program(example_stack("dev")))
+    assert verbs == {"scheduling.volcano.sh": ["list", "watch"], "scheduling.x-k8s.io": ["list", "watch"]}
+    args = run_program(example_stack("dev")).named("training-operator-deployment").inputs["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not [a for a in args if a.startswith("--gang-scheduler-name")], "gang scheduling is off unless asked for"
+
+
+@pytest.mark.parametrize(
+    ("scheduler", "group", "other"),
+    [
+        ("volcano", "scheduling.volcano.sh", "scheduling.x-k8s.io"),
+        ("scheduler-plugins-scheduler", "scheduling.x-k8s.io", "scheduling.volcano.sh"),
+    ],
+)
+def test_gang_scheduling_may_manage_podgroups_of_its_scheduler_only(scheduler, group, other):
+    deployment = run_components(lambda: TrainingOperator("training-operator", TrainingOperatorArgs(gang_scheduler=scheduler)))
+    verbs = podgroup_verbs(deployment)
+    assert verbs[group] == ["create", "delete", "get", "list", "update", "watch"]
+    assert verbs[other] == ["list", "watch"]
+    container = deployment.named("training-operator-deployment").inputs["spec"]["template"]["spec"]["containers"][0]
+    assert f"--gang-scheduler-name={scheduler}" in container["args"]
 
 
 def test_webhook_is_deployed_where_the_api_server_can_reach_the_operator():
