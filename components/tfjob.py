@@ -73,7 +73,8 @@ class TFJobSpec:
     labels: Mapping[str, str] = field(default_factory=dict)
 
     def problems(self) -> list[str]:
-        """What the operator's webhook would reject, plus what TensorFlow cannot run."""
+        """What the operator's webhook would reject, plus what this stack holds its own job to:
+        canonical replica types, one Chief, policies from their lists (the CRD admits more)."""
         found = []
         if len(self.name) > 63 or not _DNS_1035.match(self.name):
             found.append(f"metadata.name: {self.name!r} must be a DNS-1035 label (lowercase letters, digits, '-')")
@@ -83,6 +84,9 @@ class TFJobSpec:
             found.append(f"spec.tfReplicaSpecs{f'[{kind}]' if kind else ''}: {message}")
         for kind, spec in self.replica_specs.items():
             path = f"spec.tfReplicaSpecs[{kind}]"
+            if spec.replicas < 0:
+                # The CRD leaves replicas a free integer, as upstream's does.
+                found.append(f"{path}.replicas: {spec.replicas} must be >= 0")
             if spec.restart_policy not in RESTART_POLICIES:
                 found.append(f"{path}.restartPolicy: {spec.restart_policy!r}; allowed: {', '.join(RESTART_POLICIES)}")
             containers = spec.template.get("spec", {}).get("containers", [])
@@ -91,6 +95,14 @@ class TFJobSpec:
             for i, container in enumerate(containers):
                 if not container.get("image"):
                     found.append(f"{path}.template.spec.containers[{i}].image: required")
+        policy = self.run_policy
+        for key, value, least in (
+            ("backoffLimit", policy.backoff_limit, 0),
+            ("activeDeadlineSeconds", policy.active_deadline_seconds, 1),
+            ("ttlSecondsAfterFinished", policy.ttl_seconds_after_finished, 0),
+        ):
+            if value is not None and value < least:
+                found.append(f"spec.runPolicy.{key}: {value} must be >= {least}")
         if self.run_policy.clean_pod_policy not in CLEAN_POD_POLICIES:
             found.append(
                 f"spec.runPolicy.cleanPodPolicy: {self.run_policy.clean_pod_policy!r}; allowed: {', '.join(CLEAN_POD_POLICIES)}"

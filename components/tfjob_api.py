@@ -60,7 +60,12 @@ def replica_problems(counts: Mapping[str, int]) -> list[tuple[str | None, str]]:
     """
     found: list[tuple[str | None, str]] = []
     for kind in counts:
-        if kind not in REPLICA_TYPES:
+        canonical = next((t for t in REPLICA_TYPES if t.lower() == kind.lower()), None)
+        if canonical and canonical != kind:
+            # The operator's defaulting would rename it (and the CRD admits it); a job this stack
+            # writes says what it means.
+            found.append((kind, f"write the replica type as {canonical!r}"))
+        elif kind not in REPLICA_TYPES:
             found.append((kind, f"unknown replica type; allowed: {', '.join(REPLICA_TYPES)}"))
     if sum(kind in counts for kind in COORDINATORS) > 1:
         found.append(

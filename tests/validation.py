@@ -36,10 +36,13 @@ def json_schema(node: dict[str, Any]) -> dict[str, Any]:
 
 
 def cel_errors(node: dict[str, Any], value: Any, path: str = "") -> list[str]:
-    """Evaluate every x-kubernetes-validations rule of `node` and its children against `value`."""
+    """Evaluate every x-kubernetes-validations rule of `node` and its children against `value`,
+    as the API server does on create (transition rules, those reading oldSelf, apply to updates)."""
     errors = []
     env = celpy.Environment()
     for rule in node.get("x-kubernetes-validations", []):
+        if "oldSelf" in rule["rule"]:
+            continue
         program = env.program(env.compile(rule["rule"]))
         if not program.evaluate({"self": celpy.json_to_cel(value)}):
             errors.append(f"{path or '<root>'}: {rule['message']}")

@@ -113,7 +113,8 @@ def test_crd_is_tfjobs_v1_with_status_and_a_generated_pod_template():
         "x-kubernetes-int-or-string": True
     }
     assert {"nodeSelector", "tolerations", "affinity", "volumes", "initContainers"} <= set(pod_spec)
-    assert replica["properties"]["restartPolicy"]["enum"] == ["Always", "OnFailure", "Never", "ExitCode"]
-    assert replica["properties"]["replicas"]["minimum"] == 0
+    # Free strings and integers, as upstream's CRD has them; the stack's own job is checked at preview.
+    assert replica["properties"]["restartPolicy"] == {"type": "string"}
+    assert replica["properties"]["replicas"] == {"type": "integer", "format": "int32"}
     run_policy = schema["properties"]["spec"]["properties"]["runPolicy"]["properties"]
-    assert run_policy["cleanPodPolicy"]["enum"] == ["None", "Running", "All"]
+    assert run_policy["cleanPodPolicy"] == {"type": "string"}
