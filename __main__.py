@@ -8,6 +8,7 @@ import pulumi
 import stacks
 from components.cluster import Cluster, ClusterArgs
 from components.jupyterhub import JupyterHub, JupyterHubArgs
+from components.k8s import declared_state_wins
 from components.mnist import DistributedMnist, DistributedMnistArgs
 from components.trainer_image import TrainerImage, TrainerImageArgs
 from components.training_operator import TrainingOperator, TrainingOperatorArgs
@@ -15,6 +16,8 @@ from components.training_operator import TrainingOperator, TrainingOperatorArgs
 
 def main() -> None:
     settings = stacks.load()
+    # What the stack declares wins over hand edits (kubectl edit/scale) on the next `pulumi up`.
+    pulumi.runtime.register_stack_transformation(declared_state_wins)
     cluster = Cluster("mlplatform", ClusterArgs(settings.cluster, settings.images))
     on_cluster = pulumi.ResourceOptions(providers=[cluster.provider])
     pulumi.export("clusterProvider", settings.cluster.provider)

@@ -38,6 +38,34 @@ FIELD_MANAGER_ANNOTATION = "pulumi.com/patchFieldManager"
 FIELD_MANAGER = "mlplatform"
 
 
+# Drift heals on `pulumi up --refresh`. A field someone changed by hand (`kubectl edit`, `kubectl
+# scale`) belongs to that field manager from then on, and Server-Side Apply refuses to take it
+# back ("conflict with kubectl with subresource scale") unless the apply is forced. The provider
+# documents this annotation as the per-object switch; every object of the stack carries it, so
+# the declared state wins, as users of `pulumi up` expect. Fields the stack does not declare stay
+# with whoever set them.
+PATCH_FORCE_ANNOTATION = "pulumi.com/patchForce"
+
+
+def _force_annotation(metadata: Any) -> Any:
+    def add(meta: Any) -> dict[str, Any]:
+        meta = dict(meta or {})
+        meta["annotations"] = {**(meta.get("annotations") or {}), PATCH_FORCE_ANNOTATION: "true"}
+        return meta
+
+    if metadata is None or (isinstance(metadata, dict) and not isinstance(metadata.get("annotations"), pulumi.Output)):
+        return add(metadata)
+    return pulumi.Output.from_input(metadata).apply(add)
+
+
+def declared_state_wins(args: pulumi.ResourceTransformationArgs) -> pulumi.ResourceTransformationResult | None:
+    """A stack transformation: every Kubernetes object is applied with conflicts forced."""
+    if not args.type_.startswith("kubernetes:") or "metadata" not in args.props:
+        return None
+    props = {**args.props, "metadata": _force_annotation(args.props["metadata"])}
+    return pulumi.ResourceTransformationResult(props, args.opts)
+
+
 def app_labels(name: str, component: str) -> dict[str, str]:
     """The recommended app.kubernetes.io labels, used for both selectors and templates."""
     return {

@@ -32,3 +32,12 @@ def test_the_validator_rejects_unknown_fields():
     bad = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n"}, "spec": {"gpus": 1}}
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(bad, KUBERNETES_API_VERSION, strict=True)
+
+
+@pytest.mark.parametrize(("name", "config", "secrets"), list(stacks()), ids=lambda v: v if isinstance(v, str) else "")
+def test_every_object_takes_back_hand_edited_fields(name, config, secrets):
+    # Without the provider's patchForce switch, `pulumi up --refresh` after `kubectl scale` fails
+    # with a Server-Side Apply conflict instead of restoring the declared replicas.
+    for resource in run_program(config, secrets).kubernetes_objects():
+        annotations = resource.manifest()["metadata"].get("annotations") or {}
+        assert annotations.get("pulumi.com/patchForce") == "true", f"{name}: {resource.type} {resource.name}"
