@@ -1,7 +1,7 @@
 """The TFJob CRD's structural schema, with the pod template generated from the Kubernetes OpenAPI
 definitions that kubernetes-validate ships for the targeted version (never pasted by hand).
 
-The CRD admits every TFJob that the upstream v1.9.4 operator admits: its own CRD's types and
+The CRD admits every TFJob that the upstream operator (v1.9 line) admits: its own CRD's types and
 formats, plus the one rule of its webhook that a schema can state (at most one Chief or Master),
 and nothing stricter. Upstream leaves replica types, restart and clean-pod policies as free
 strings and its defaulting turns `worker` or `ps` into `Worker` and `PS`, so clients that write

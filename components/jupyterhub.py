@@ -30,8 +30,11 @@ import pulumi_kubernetes as k8s
 from components import hub_config as hub
 from components.cluster import Cluster, Scheduling
 from components.k8s import (
+    CLUSTER_DNS_PEER,
+    DNS_PORTS,
     FIELD_MANAGER,
     FIELD_MANAGER_ANNOTATION,
+    NON_INTERNET_RANGES,
     PART_OF,
     app_labels,
     restricted,
@@ -62,24 +65,6 @@ SPAWNER_RULES = (
     },
     {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "watch", "list"]},
 )
-
-# Where user servers may not connect: every private, shared and link-local range, so the pod and
-# service networks (other users, the Kubernetes API's in-cluster address), the nodes and cloud
-# metadata endpoints (169.254.169.254) are out of reach, while the internet is not.
-NON_INTERNET_RANGES = (
-    "10.0.0.0/8",
-    "172.16.0.0/12",
-    "192.168.0.0/16",
-    "100.64.0.0/10",
-    "169.254.0.0/16",
-)
-
-DNS_PORTS = [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
-# The cluster DNS pods: CoreDNS keeps the kube-dns label on kubeadm, AKS, EKS and GKE.
-CLUSTER_DNS_PEER = {
-    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
-    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
-}
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,23 @@ KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 
 GPU_RESOURCE = "nvidia.com/gpu"
 
+# Where user servers and training pods may not connect: every private, shared and link-local
+# range, so the pod and service networks (other users, the Kubernetes API's in-cluster address),
+# the nodes and cloud metadata endpoints (169.254.169.254) are out of reach, while the internet is not.
+NON_INTERNET_RANGES = (
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "169.254.0.0/16",
+)
+DNS_PORTS = [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
+# The cluster DNS pods: CoreDNS keeps the kube-dns label on kubeadm, AKS, EKS and GKE.
+CLUSTER_DNS_PEER = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+}
+
 # Every container of the platform runs without privilege escalation and Linux capabilities.
 RESTRICTED_CONTAINER: dict[str, Any] = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 

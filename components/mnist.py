@@ -10,24 +10,66 @@ import pulumi_kubernetes as k8s
 
 from components.cluster import Cluster
 from components.k8s import (
+    CLUSTER_DNS_PEER,
+    DNS_PORTS,
     FIELD_MANAGER,
     FIELD_MANAGER_ANNOTATION,
     GPU_RESOURCE,
+    NON_INTERNET_RANGES,
     app_labels,
-    restricted,
     port_forward_command,
+    restricted,
     service_url,
 )
 from components.tfjob import ReplicaSpec, RunPolicy, TFJob, TFJobArgs, TFJobSpec
 from components.tfjob_api import CONTAINER_NAME, DEFAULT_PORT, JOB_NAME_LABEL, PORT_NAME
 from components.trainer_image import TrainerImage, trainer_sources
-from components.versions import package_pin
 from stacks.config import ImagesSettings, MnistSettings
 
 DATA_MOUNT = "/data"
 CODE_MOUNT = "/opt/mlplatform/trainer"
 TENSORBOARD = "tensorboard"  # its Deployment, Service, container and app name
 TENSORBOARD_PORT = 6006
+TENSORBOARD_LABELS = app_labels(TENSORBOARD, TENSORBOARD)
+
+# Training and TensorBoard pods run as the trainer image's user (trainer/Dockerfile), never as
+# root (the stock TensorFlow image's default); the shared volume is theirs through fsGroup. No
+# privilege escalation, no capabilities, the runtime's default seccomp profile, a read-only root
+# filesystem with a scratch /tmp (also HOME), and no service account token: they never call the
+# Kubernetes API.
+RUN_AS = 10001
+POD_SECURITY = {
+    "runAsNonRoot": True,
+    "runAsUser": RUN_AS,
+    "runAsGroup": RUN_AS,
+    "fsGroup": RUN_AS,
+    "fsGroupChangePolicy": "OnRootMismatch",
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+SCRATCH = "/tmp"
+
+
+def hardened(pod_spec: dict[str, Any]) -> dict[str, Any]:
+    """`pod_spec` with the pod and container settings above and a scratch /tmp."""
+    containers = [
+        {
+            **c,
+            # Pinned by tag or digest; Always makes the kubelet check the registry's digest and the
+            # pod's pull credentials on every start instead of trusting a node's cache.
+            "imagePullPolicy": "Always",
+            "securityContext": {**restricted(), "privileged": False, "readOnlyRootFilesystem": True},
+            "env": [*c.get("env", []), {"name": "HOME", "value": SCRATCH}],
+            "volumeMounts": [*c.get("volumeMounts", []), {"name": "scratch", "mountPath": SCRATCH}],
+        }
+        for c in pod_spec["containers"]
+    ]
+    return {
+        **pod_spec,
+        "automountServiceAccountToken": False,
+        "securityContext": dict(POD_SECURITY),
+        "containers": containers,
+        "volumes": [*pod_spec.get("volumes", []), {"name": "scratch", "emptyDir": {"sizeLimit": "1Gi"}}],
+    }
 
 
 
@@ -93,6 +135,7 @@ class DistributedMnist(pulumi.ComponentResource):
                     opts=in_ns,
                 )
             )
+        self._network_policies(name, settings, job_spec, in_ns)
         job = TFJob(f"{name}-tfjob", TFJobArgs(job_spec), pulumi.ResourceOptions(parent=self, depends_on=depends))
         self.tf_config = job.tf_config
 
@@ -104,6 +147,49 @@ class DistributedMnist(pulumi.ComponentResource):
         self.register_outputs(
             {"tf_config": self.tf_config, "tensorboard_url": self.tensorboard_url, "watch_command": self.watch_command}
         )
+
+    @staticmethod
+    def _network_policies(name: str, settings: MnistSettings, job_spec: TFJobSpec, opts: pulumi.ResourceOptions) -> None:
+        """Who may talk to whom in the job's namespace.
+
+        Nothing reaches a pod there unless a policy below lets it. The job's replicas reach each
+        other on the job's ports (TF_CONFIG's addresses), the cluster DNS and the internet (the
+        trainer downloads MNIST when the shared volume lacks it), but no other in-cluster, node or
+        metadata address. TensorBoard (no sign-in) is reached only from a LoadBalancer's source
+        ranges; `kubectl port-forward` does not pass through pod networking, so it still works,
+        and TensorBoard itself connects nowhere.
+        """
+        job_pods = {"podSelector": {"matchLabels": {JOB_NAME_LABEL: settings.job_name}}}
+        job_ports = [{"protocol": "TCP", "port": port} for port in sorted({s.port() for s in job_spec.replica_specs.values()})]
+        board = settings.tensorboard
+        board_from = [{"ipBlock": {"cidr": cidr}} for cidr in board.load_balancer_source_ranges]
+        policies: dict[str, dict[str, Any]] = {
+            "default-deny": {"podSelector": {}, "policyTypes": ["Ingress"]},
+            "replicas": {
+                **job_pods,
+                "policyTypes": ["Ingress", "Egress"],
+                "ingress": [{"from": [job_pods], "ports": job_ports}],
+                "egress": [
+                    {"to": [job_pods], "ports": job_ports},
+                    {"to": [CLUSTER_DNS_PEER], "ports": DNS_PORTS},
+                    {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": list(NON_INTERNET_RANGES)}}]},
+                ],
+            },
+        }
+        if board.enabled:
+            policies[TENSORBOARD] = {
+                "podSelector": {"matchLabels": TENSORBOARD_LABELS},
+                "policyTypes": ["Ingress", "Egress"],
+                "ingress": [{"from": board_from, "ports": [{"protocol": "TCP", "port": TENSORBOARD_PORT}]}] if board_from else [],
+                "egress": [],
+            }
+        for policy, spec in policies.items():
+            k8s.networking.v1.NetworkPolicy(
+                f"{name}-netpol-{policy}",
+                metadata={"name": policy, "namespace": settings.namespace, "labels": app_labels("mnist", "network-policy")},
+                spec=spec,
+                opts=opts,
+            )
 
     @staticmethod
     def _job_spec(
@@ -137,14 +223,13 @@ class DistributedMnist(pulumi.ComponentResource):
                 "ports": [{"name": PORT_NAME, "containerPort": DEFAULT_PORT}],
                 "resources": resources,
                 "volumeMounts": [{"name": "data", "mountPath": DATA_MOUNT}],
-                "securityContext": restricted(),
             }
             volumes: list[dict[str, Any]] = [{"name": "data", "persistentVolumeClaim": {"claimName": data_claim(settings)}}]
             if mount_code:
                 container["volumeMounts"].append({"name": "trainer-code", "mountPath": CODE_MOUNT, "readOnly": True})
                 container["env"] = [{"name": "PYTHONPATH", "value": CODE_MOUNT.rsplit("/", 1)[0]}]
                 volumes.append({"name": "trainer-code", "configMap": {"name": code_config_map(settings)}})
-            pod_spec = {"containers": [container], "volumes": volumes, **cluster.scheduling_for(gpus).pod_spec()}
+            pod_spec = hardened({"containers": [container], "volumes": volumes, **cluster.scheduling_for(gpus).pod_spec()})
             if images.pull_secrets:
                 pod_spec["imagePullSecrets"] = images.image_pull_secrets()
             replica_specs[kind] = ReplicaSpec(
@@ -170,44 +255,21 @@ class DistributedMnist(pulumi.ComponentResource):
         self, name: str, settings: MnistSettings, args: DistributedMnistArgs, claim: str, opts: pulumi.ResourceOptions
     ) -> pulumi.Output[str]:
         namespace = settings.namespace
-        labels = app_labels(TENSORBOARD, TENSORBOARD)
+        labels = TENSORBOARD_LABELS
         serve = ["--logdir", f"{DATA_MOUNT}/logs", "--port", str(TENSORBOARD_PORT), "--bind_all"]
         container: dict[str, Any] = {
             "name": TENSORBOARD,
-            "image": args.image.cpu_image,
+            "image": args.image.tensorboard_image,
             "command": ["tensorboard", *serve],
             "ports": [{"name": "http", "containerPort": TENSORBOARD_PORT}],
             "volumeMounts": [{"name": "data", "mountPath": DATA_MOUNT, "readOnly": True}],
             "resources": settings.tensorboard.resources.manifest(),
             "readinessProbe": {"httpGet": {"path": "/", "port": TENSORBOARD_PORT}},
-            "securityContext": restricted(),
+            # Alive while it listens; ready once it serves (a slow log scan is not a reason to restart).
+            "livenessProbe": {"tcpSocket": {"port": TENSORBOARD_PORT}, "initialDelaySeconds": 30, "periodSeconds": 30},
         }
         volumes: list[dict[str, Any]] = [{"name": "data", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}]
-        init: list[dict[str, Any]] = []
-        if args.image.code_from_config_map:
-            # The stock TensorFlow image does not ship TensorBoard (a separate package since TF 2.21):
-            # install the trainer's pinned version into a scratch volume first.
-            tensorboard = f"tensorboard=={package_pin('tensorboard')}"
-            init.append(
-                {
-                    "name": "install-tensorboard",
-                    "image": args.image.cpu_image,
-                    "command": ["pip", "install", "--no-cache-dir", "--target=/opt/tensorboard", tensorboard],
-                    "volumeMounts": [{"name": "tensorboard", "mountPath": "/opt/tensorboard"}],
-                    "securityContext": restricted(),
-                }
-            )
-            volumes.append({"name": "tensorboard", "emptyDir": {}})
-            container["command"] = ["python", "-m", "tensorboard.main", *serve]
-            container["env"] = [{"name": "PYTHONPATH", "value": "/opt/tensorboard"}]
-            container["volumeMounts"].append({"name": "tensorboard", "mountPath": "/opt/tensorboard", "readOnly": True})
-        pod_spec: dict[str, Any] = {
-            "containers": [container],
-            "volumes": volumes,
-            **args.cluster.scheduling_for(0).pod_spec(),
-        }
-        if init:
-            pod_spec["initContainers"] = init
+        pod_spec = hardened({"containers": [container], "volumes": volumes, **args.cluster.scheduling_for(0).pod_spec()})
         if args.images.pull_secrets:
             pod_spec["imagePullSecrets"] = args.images.image_pull_secrets()
         k8s.apps.v1.Deployment(
@@ -224,6 +286,8 @@ class DistributedMnist(pulumi.ComponentResource):
         }
         if board.load_balancer_source_ranges:
             service_spec["loadBalancerSourceRanges"] = list(board.load_balancer_source_ranges)
+            # Keep the client's address, which TensorBoard's NetworkPolicy admits by range.
+            service_spec["externalTrafficPolicy"] = "Local"
         service = k8s.core.v1.Service(
             f"{name}-tensorboard-svc",
             metadata={

@@ -50,6 +50,7 @@ class TrainerImageArgs:
 class TrainerImage(pulumi.ComponentResource):
     cpu_image: pulumi.Output[str]
     gpu_image: pulumi.Output[str]
+    tensorboard_image: pulumi.Output[str]  # an image with the `tensorboard` command
     code_from_config_map: bool
 
     def __init__(self, name: str, args: TrainerImageArgs, opts: pulumi.ResourceOptions | None = None) -> None:
@@ -67,7 +68,14 @@ class TrainerImage(pulumi.ComponentResource):
             self.cpu_image = pulumi.Output.from_input(args.images.tensorflow)
             self.gpu_image = pulumi.Output.from_input(args.images.tensorflow_gpu)
             self.code_from_config_map = True
-        self.register_outputs({"cpu_image": self.cpu_image, "gpu_image": self.gpu_image})
+        # The stock TensorFlow image lacks TensorBoard (a separate package since TF 2.21); a built
+        # trainer image carries it (trainer/requirements.txt), a given one must, and so does the
+        # local trainer build that stands in for the stock image with `images.local`.
+        stock = self.code_from_config_map and not args.images.local
+        self.tensorboard_image = pulumi.Output.from_input(args.images.tensorboard) if stock else self.cpu_image
+        self.register_outputs(
+            {"cpu_image": self.cpu_image, "gpu_image": self.gpu_image, "tensorboard_image": self.tensorboard_image}
+        )
 
     def _build(self, settings: ImageSettings, args: TrainerImageArgs) -> tuple[pulumi.Output[str], pulumi.Output[str]]:
         import pulumi_docker_build as docker_build

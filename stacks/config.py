@@ -686,11 +686,16 @@ class ImagesSettings(Settings):
         TENSORFLOW_IMAGE, description="TensorFlow (CPU) that runs the trainer from a ConfigMap when no trainer image is built or given"
     )
     tensorflow_gpu: PinnedImage = Field(TENSORFLOW_GPU_IMAGE, description="TensorFlow (GPU), likewise, for replicas with GPUs")
+    tensorboard: PinnedImage = Field(
+        DEFAULT_PROFILES[0].image,
+        description="TensorBoard where no trainer image is built or given (those carry TensorBoard and run it): "
+        "the notebooks' Jupyter Docker Stacks TensorFlow image, which runs as a non-root user",
+    )
     training_operator: PinnedImage = Field(TRAINING_OPERATOR_IMAGE, description="the Kubeflow training operator")
     nvidia_device_plugin: PinnedImage = Field(NVIDIA_DEVICE_PLUGIN_IMAGE, description="the NVIDIA device plugin on GPU pools (aks, existing)")
 
     IMAGE_FIELDS: ClassVar[tuple[str, ...]] = (
-        "hub", "proxy", "tensorflow", "tensorflow_gpu", "training_operator", "nvidia_device_plugin"
+        "hub", "proxy", "tensorflow", "tensorflow_gpu", "tensorboard", "training_operator", "nvidia_device_plugin"
     )
 
     def pull(self, image: str) -> str:

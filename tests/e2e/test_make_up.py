@@ -270,35 +270,47 @@ SOURCE_RANGES = {"loadBalancerSourceRanges[0]": "10.0.0.0/8"}
 
 
 @pytest.mark.parametrize(
-    ("prefix", "service_name", "extra"),
+    ("prefix", "service_name", "extra", "policy"),
     [
-        pytest.param("jupyterhub", "proxy-public", {}, id="jupyterhub"),
-        pytest.param("jupyterhub", "proxy-public", SOURCE_RANGES, id="jupyterhub-source-ranges"),
-        pytest.param("mnist.tensorboard", "tensorboard", SOURCE_RANGES, id="tensorboard"),  # LoadBalancer requires ranges
+        pytest.param("jupyterhub", "proxy-public", {}, None, id="jupyterhub"),
+        pytest.param("jupyterhub", "proxy-public", SOURCE_RANGES, None, id="jupyterhub-source-ranges"),
+        # LoadBalancer requires ranges; TensorBoard's NetworkPolicy admits exactly those.
+        pytest.param("mnist.tensorboard", "tensorboard", SOURCE_RANGES, "tensorboard", id="tensorboard"),
     ],
 )
 def test_public_service_flips_to_load_balancer_and_back_alone(
-    local: LocalStack, api: dynamic.DynamicClient, restore_config: None, prefix: str, service_name: str, extra: dict[str, str]
+    local: LocalStack,
+    api: dynamic.DynamicClient,
+    restore_config: None,
+    prefix: str,
+    service_name: str,
+    extra: dict[str, str],
+    policy: str | None,
 ) -> None:
     service = named(local, "Service", service_name)
     assert service is not None, f"no Service {service_name} in the stack"
     urn = service["urn"]
+    # The NetworkPolicy in front of the Service may follow it, in place.
+    follows = {named(local, "NetworkPolicy", policy)["urn"]} if policy else set()
     cluster_ip = local.config_file.read_text()
+
+    def check(plan: dict[str, set[str]], before: dict, after: dict, flip: str) -> None:
+        assert set(plan) - follows == {urn}, f"{flip} should touch only {service_name}: {plan}"
+        assert all(plan[u] == {"update"} for u in follows & set(plan)), f"{flip}: {plan}"
+        changed = {u for u in before if before[u] != after[u]}
+        assert changed - follows == {urn}, "objects other than the Service changed"
+        assert all(before[u][0] == after[u][0] for u in follows), "the NetworkPolicy was replaced"
 
     for key, value in {"serviceType": "LoadBalancer", **extra}.items():
         local.set_config(f"{prefix}.{key}", value)
-    plan, before, after = apply_change(local, api)
-    assert set(plan) == {urn}, f"ClusterIP -> LoadBalancer should touch only {service_name}: {plan}"
-    assert {u for u in before if before[u] != after[u]} == {urn}, "objects other than the Service changed"
+    check(*apply_change(local, api), "ClusterIP -> LoadBalancer")
     svc = live(api, manifest(service))
     assert svc.spec.type == "LoadBalancer"
     ingress = svc.status.loadBalancer.ingress or []
     assert ingress and ingress[0].ip.startswith("192.0.2."), f"no simulated load balancer address: {svc.status}"
 
     local.config_file.write_text(cluster_ip)
-    plan, before, after = apply_change(local, api)
-    assert set(plan) == {urn}, f"LoadBalancer -> ClusterIP should touch only {service_name}: {plan}"
-    assert {u for u in before if before[u] != after[u]} == {urn}, "objects other than the Service changed"
+    check(*apply_change(local, api), "LoadBalancer -> ClusterIP")
     assert live(api, manifest(service)).spec.type == "ClusterIP"
 
 

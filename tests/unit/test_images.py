@@ -91,7 +91,7 @@ def test_an_override_replaces_one_image_only():
         ({"hub": "quay.io/jupyterhub/k8s-hub"}, "mlplatform:images.hub", "pinned"),
         ({"tensorflowGpu": "tensorflow/tensorflow:latest"}, "mlplatform:images.tensorflowGpu", "not :latest"),
         ({"pullSecrets": ["Reg_Cred"]}, "mlplatform:images.pullSecrets[0]", "DNS-1035"),
-        ({"tensorboard": "x:1"}, "mlplatform:images.tensorboard", "unknown key; allowed: registry, local, pullSecrets, hub"),
+        ({"tensorbord": "x:1"}, "mlplatform:images.tensorbord", "unknown key; allowed: registry, local, pullSecrets, hub"),
     ],
 )
 def test_bad_image_config_names_the_key(images, key, words):
