@@ -226,6 +226,7 @@ class TrainingOperator(pulumi.ComponentResource):
                 {
                     "name": NAME,
                     "image": images.training_operator,
+                    "imagePullPolicy": "Always",
                     "command": ["/manager"],
                     "args": flags,
                     "env": [

@@ -8,8 +8,9 @@
 #     pulumi    pulumi CLI with pulumi-language-python, pulumi-resource-kubernetes
 #     kube      kube-apiserver/-controller-manager/-scheduler + kubectl, etcd, kwok + kwokctl
 #     operator  Kubeflow training-operator (v1) manager
+#     scan      kube-score, the manifest scanner of the tests
 #   tools: pulumi-cli pulumi-resource-kubernetes kubernetes etcd kwok
-#          training-operator
+#          training-operator kube-score
 #
 # A tool whose directory holds a .stamp with the same recipe is skipped, so a second run is
 # instant. The stamp is written only after every binary of the tool was built; a failed or
@@ -192,11 +193,24 @@ tool_training-operator() {
 }
 group_operator() { tool_training-operator; }
 
+# --- scan -----------------------------------------------------------------------------------
+
+build_kube_score() {
+    # No replace directives upstream; the version is stamped as its release build does.
+    GOBIN="$1/bin" go install -trimpath -ldflags "-s -w -X main.version=${KUBE_SCORE_VERSION#v}" \
+        "github.com/zegl/kube-score/cmd/kube-score@$KUBE_SCORE_VERSION"
+}
+
+tool_kube-score() {
+    build_tool kube-score "$KUBE_SCORE_DIR" "$(recipe "$KUBE_SCORE_VERSION")" build_kube_score
+}
+group_scan() { tool_kube-score; }
+
 # --- main -----------------------------------------------------------------------------------
 
 main() {
     local targets=("$@") t
-    [ ${#targets[@]} -gt 0 ] || targets=(pulumi kube operator)
+    [ ${#targets[@]} -gt 0 ] || targets=(pulumi kube operator scan)
     command -v go >/dev/null || { log "go is not installed (needs Go >= 1.26)"; exit 1; }
     command -v jq >/dev/null || { log "jq is not installed (apt-get install jq)"; exit 1; }
     mkdir -p "$MLPLATFORM_TOOLS"
