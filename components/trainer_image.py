@@ -11,16 +11,25 @@
 from __future__ import annotations
 
 import hashlib
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pulumi
 
+from stacks.azure_names import REGISTRY
 from stacks.config import ImageSettings, ImagesSettings
 
 TRAINER_DIR = Path(__file__).resolve().parent.parent / "trainer"
 ACR_PULL_ROLE = "7f951dda-4ed3-4680-a7ca-43fe172d538d"  # Azure's built-in AcrPull role
+
+
+def registry_name() -> str:
+    """A fresh Azure Container Registry name: "mlplatform" and 12 random hex digits."""
+    name = f"mlplatform{secrets.token_hex(6)}"
+    assert REGISTRY.problem(name) is None, REGISTRY.problem(name)
+    return name
 
 
 def trainer_sources() -> dict[str, str]:
@@ -110,11 +119,15 @@ class TrainerImage(pulumi.ComponentResource):
         parent = pulumi.ResourceOptions(parent=self)
         registry = containerregistry.Registry(
             f"{self._name}-acr",
+            # Pulumi would auto-name it from the resource name, dashes included, which Azure refuses
+            # (stacks/azure_names.py); registry names are global, so a random one, drawn once and
+            # then kept from state, like the hub's secrets.
+            registry_name=registry_name(),
             resource_group_name=args.resource_group_name,
             sku={"name": containerregistry.SkuName.BASIC},
             # The push needs credentials inside `pulumi up`; they stay Pulumi secrets.
             admin_user_enabled=True,
-            opts=parent,
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["registryName"]),
         )
         client = authorization.get_client_config_output()
         kubelet = args.managed_cluster.identity_profile.apply(lambda profile: profile["kubeletidentity"].object_id)

@@ -2,10 +2,10 @@
 stacks (and the pods the operator makes of each TFJob replica type), held to the anchors' standard.
 
 Budget: no finding that the anchor of its part does not share. The hub's anchor is Zero to
-JupyterHub 4.4.0, whose chart defaults (values.yaml, templates/hub and proxy) give the findings
-listed in Z2JH_SHARED; rendering the chart needs helm, so they are written down here. The
-operator's anchor is the upstream v1.9.4 manifests, scanned here from its Go module. The mnist
-objects are held to what both anchors share.
+JupyterHub at the version versions.env pins, whose chart defaults (values.yaml, templates/hub and
+proxy) give the findings listed in Z2JH_SHARED; rendering the chart needs helm, so they are
+written down here. The operator's anchor is the upstream manifests of the pinned operator release,
+scanned here from its Go module. The mnist objects are held to what both anchors share.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import yaml
 
 from program import ROOT, aks_stack, example_stack, run_program
 
-# kube-score check IDs that Zero to JupyterHub 4.4.0's hub and proxy Deployments fail with their
-# chart defaults, and why (facts read from the chart's values.yaml and templates).
+# kube-score check IDs that Zero to JupyterHub's hub and proxy Deployments fail with their chart
+# defaults, and why (facts read from the chart's values.yaml and templates).
 Z2JH_SHARED = {
     "container-image-pull-policy": "hub.image.pullPolicy and proxy.chp.image.pullPolicy are unset",
     "container-resources": "hub.resources and proxy.chp.resources are {}",

@@ -157,3 +157,13 @@ def test_the_local_cluster_is_found_where_bin_cluster_writes_its_kubeconfig(monk
     monkeypatch.setenv("MLPLATFORM_KUBECONFIG", "/tmp/elsewhere/kubeconfig")
     deployment = run_program(example_stack("dev"))
     assert deployment.named("mlplatform-k8s").inputs["kubeconfig"] == "/tmp/elsewhere/kubeconfig"
+
+
+def test_aks_registry_name_is_one_azure_accepts():
+    from stacks.azure_names import REGISTRY
+
+    config, secrets = aks_stack()
+    (registry,) = run_program(config, secrets).of_type("azure-native:containerregistry:Registry")
+    name = registry.inputs.get("registryName")
+    assert name, "auto-named from trainer-image-acr, which has dashes Azure refuses"
+    assert REGISTRY.problem(name) is None, REGISTRY.problem(name)
