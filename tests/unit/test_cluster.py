@@ -84,8 +84,8 @@ def test_aks_creates_cluster_pools_and_a_secret_kubeconfig():
     assert managed.inputs["agentPoolProfiles"][0]["mode"] == "System"
     pools = {r.inputs["agentPoolName"]: r.inputs for r in deployment.of_type("azure-native:containerservice:AgentPool")}
     gpu = pools["gpu"]
-    assert gpu["vmSize"] == "Standard_NC6s_v3"
-    assert (gpu["enableAutoScaling"], gpu["minCount"], gpu["maxCount"]) == (True, 0, 2)
+    assert gpu["vmSize"] == "Standard_NC4as_T4_v3"
+    assert (gpu["enableAutoScaling"], gpu["minCount"], gpu["maxCount"]) == (True, 0, 3)
     assert gpu["nodeTaints"] == ["sku=gpu:NoSchedule"]
     assert gpu["nodeLabels"]["mlplatform.dev/pool"] == "gpu"
     (plugin,) = deployment.of_type(DEVICE_PLUGIN)
@@ -167,3 +167,10 @@ def test_aks_registry_name_is_one_azure_accepts():
     name = registry.inputs.get("registryName")
     assert name, "auto-named from trainer-image-acr, which has dashes Azure refuses"
     assert REGISTRY.problem(name) is None, REGISTRY.problem(name)
+
+
+def test_aks_example_asks_for_no_retired_vm_size():
+    # Azure retired the NCv3 series (Standard_NC6s_v3 and siblings) on 2025-09-30.
+    config, _ = aks_stack()
+    sizes = [p["vmSize"] for p in config["cluster"]["nodePools"]]
+    assert not [s for s in sizes if s.startswith("Standard_NC") and s.endswith("s_v3")], sizes
