@@ -334,6 +334,9 @@ class ClusterSettings(Settings):
         """The pool whose node capacity a pod's requests must fit, where that capacity is known."""
         return self.pool_for(gpus, pool_name) if self.capacity_known else None
 
+    def pool_key(self, key: str, pool: NodePool) -> str:
+        return f"{key}.nodePools[{self.node_pools.index(pool)}]"
+
     def gpu_problem(self, key: str, gpus: int) -> str | None:
         """Why `gpus` GPUs per pod cannot be placed on any pool, or None when they can."""
         gpu_pools = {p.name: p.gpus_per_node for p in self.node_pools if p.gpus_per_node}
@@ -614,6 +617,39 @@ class MnistSettings(Settings):
     def gpu_counts(self) -> dict[str, int]:
         return {kind: n for kind, n in self.gpus.model_dump(exclude_none=True).items() if n}
 
+    def gpu_capacity_problems(self, key: str, cluster: ClusterSettings) -> Iterator[str]:
+        """The whole job's GPUs must fit the GPU pools at their largest, or some replicas stay
+        Pending for ever (and, the job running all replicas together, so does the job)."""
+        demand: dict[str, list[tuple[str, int, int]]] = {}  # pool -> (replica type, replicas, GPUs each)
+        for kind, gpus in self.gpu_counts.items():
+            pool = cluster.pool_for(gpus)
+            if pool is not None and self.replica_counts.get(kind):
+                demand.setdefault(pool.name, []).append((kind, self.replica_counts[kind], gpus))
+        for pool_name, asks in demand.items():
+            pool = next(p for p in cluster.node_pools if p.name == pool_name)
+            if cluster.provider == "existing" and pool.count is None and pool.max_count is None:
+                continue  # an existing pool of unknown size
+            nodes = pool.node_count
+            # First fit, largest first: what a scheduler manages at best on empty nodes.
+            free = [pool.gpus_per_node] * nodes
+            placed = True
+            for gpus in sorted((g for _, n, g in asks for _ in range(n)), reverse=True):
+                node = next((i for i, left in enumerate(free) if left >= gpus), None)
+                if node is None:
+                    placed = False
+                    break
+                free[node] -= gpus
+            if placed:
+                continue
+            total = sum(n * g for _, n, g in asks)
+            breakdown = ", ".join(f"{kind} {n} x {g}" for kind, n, g in asks)
+            size = "maxCount" if pool.autoscaled else "count"
+            yield (
+                f"{key}.gpus: the job asks for {total} GPUs ({breakdown}) on node pool {pool_name!r}, which holds "
+                f"at most {nodes * pool.gpus_per_node} ({cluster.pool_key(NAMESPACE + ':cluster', pool)}.{size} {nodes} "
+                f"x gpusPerNode {pool.gpus_per_node}); raise {size} or ask for fewer GPUs"
+            )
+
     def problems(self, key: str, cluster: ClusterSettings) -> Iterator[str]:
         # Both coordinators given, even at 0, is the mistake; the counts with defaults hide it.
         given = self.replicas.model_dump(exclude_none=True)
@@ -633,6 +669,7 @@ class MnistSettings(Settings):
         for kind in counts:
             pool = cluster.capacity_pool(self.gpu_counts.get(kind, 0))
             yield from getattr(self.resources, kind).problems(f"{key}.resources.{kind}", pool)
+        yield from self.gpu_capacity_problems(key, cluster)
         yield from self.tensorboard.problems(f"{key}.tensorboard", cluster)
         yield from self.image.problems(f"{key}.image", cluster.provider)
         # Without PS the job trains with MultiWorkerMirroredStrategy: every chief and worker takes an

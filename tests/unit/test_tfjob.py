@@ -17,7 +17,7 @@ GPU_POOLS = {
     "provider": "kwok",
     "nodePools": [
         {"name": "cpu"},
-        {"name": "gpu", "gpusPerNode": 2, "taints": ["nvidia.com/gpu=present:NoSchedule"]},
+        {"name": "gpu", "count": 3, "gpusPerNode": 2, "taints": ["nvidia.com/gpu=present:NoSchedule"]},
     ],
 }
 
@@ -235,7 +235,7 @@ def test_topology_table(replicas, gpus, expected):
 
 
 def test_ps_never_lands_on_gpu_nodes_even_without_a_cpu_pool():
-    config = {"cluster": {"nodePools": [{"name": "gpu", "gpusPerNode": 1}]}, "mnist": {"gpus": {"Worker": 1}}}
+    config = {"cluster": {"nodePools": [{"name": "gpu", "count": 2, "gpusPerNode": 1}]}, "mnist": {"gpus": {"Worker": 1}}}
     ps = pods(tfjob_of(run_program(config)))["PS"]
     term = ps["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]
     assert term["matchExpressions"][0] == {"key": "mlplatform.dev/pool", "operator": "NotIn", "values": ["gpu"]}

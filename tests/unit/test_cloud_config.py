@@ -1,0 +1,54 @@
+"""Config checks of the cloud path (issue 15): what would otherwise fail only in the cloud."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from program import aks_stack
+from stacks import ConfigError, parse
+
+
+def aks(**changes):
+    """The aks example with `changes` applied: {dotted path: value}."""
+    config, secrets = aks_stack()
+    config = copy.deepcopy(config)
+    for path, value in changes.items():
+        node = config
+        *parents, last = path.split(".")
+        for part in parents:
+            node = node[int(part)] if part.isdigit() else node[part]
+        node[int(last) if last.isdigit() else last] = value
+    return config, frozenset(secrets)
+
+
+def refused(config, secrets=frozenset()):
+    with pytest.raises(ConfigError) as caught:
+        parse(config, secrets)
+    return str(caught.value).splitlines()
+
+
+def test_the_aks_example_passes_every_check():
+    config, secrets = aks()
+    parse(config, secrets)
+
+
+def test_a_job_needing_more_gpus_than_its_pool_holds_is_refused_naming_both_numbers():
+    # The aks example's chief and two workers take one GPU each; a pool of at most 2 GPU nodes
+    # leaves one replica Pending for ever.
+    lines = refused(*aks(**{"cluster.nodePools.1.maxCount": 2}))
+    line = next(line for line in lines if line.startswith("mlplatform:mnist.gpus:"))
+    assert "asks for 3 GPUs (Chief 1 x 1, Worker 2 x 1)" in line, line
+    assert "holds at most 2 (mlplatform:cluster.nodePools[1].maxCount 2 x gpusPerNode 1)" in line, line
+
+
+def test_gpu_capacity_counts_whole_pods_per_node():
+    # Three workers of 2 GPUs each ask for 6 GPUs, and two nodes of 3 hold 6, but only one such
+    # worker fits on each node.
+    mnist = {"replicas": {"Chief": 0, "Worker": 2, "PS": 0}, "gpus": {"Worker": 2}}
+    cluster = {"nodePools": [{"name": "gpu", "count": 2, "gpusPerNode": 3}]}
+    parse({"cluster": cluster, "mnist": mnist})
+    mnist["replicas"]["Worker"] = 3
+    lines = refused({"cluster": cluster, "mnist": {**mnist, "batchSize": 96}})
+    assert any("asks for 6 GPUs" in line and "holds at most 6" in line and ".count 2" in line for line in lines), lines
