@@ -58,3 +58,10 @@ RESOURCE_GROUP = NameRule(
 KUBERNETES_VERSION = NameRule(
     "an AKS Kubernetes version", r"[0-9]+\.[0-9]+(\.[0-9]+)?", 3, 20, "<major.minor> (1.34) or <major.minor.patch> (1.34.2)"
 )
+# The SDKs publish no rule for locations (the regions a subscription may use are listed at run
+# time, `az account list-locations`); the stack takes a region's name as that list's Name column
+# spells it, lowercase letters and digits (westeurope, eastus2), which catches display names and
+# typos such as "West Europe" or "west-europe" before Azure does.
+LOCATION = NameRule(
+    "an Azure region name", r"[a-z][a-z0-9]*", 4, 40, "lowercase letters and digits as `az account list-locations` names it (westeurope)"
+)

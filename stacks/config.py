@@ -41,6 +41,7 @@ from components.versions import (
     TRAINING_OPERATOR_IMAGE,
     read_env_file,
 )
+from stacks import azure_names
 
 NAMESPACE = "mlplatform"
 # The kubeconfig bin/cluster writes for the local cluster: cluster/local.env's default, or where
@@ -270,8 +271,9 @@ class NodePool(Settings):
         if provider == "aks":
             if not self.vm_size:
                 yield f"{key}.vmSize: required with cluster.provider aks (e.g. Standard_NC4as_T4_v3 for GPUs)"
-            if len(self.name) > 12 or not self.name.isalnum():
-                yield f"{key}.name: {json.dumps(self.name)} must be at most 12 lowercase letters and digits on aks"
+            problem = azure_names.AGENT_POOL.problem(self.name)
+            if problem:
+                yield f"{key}.name: {problem} (cluster.provider aks)"
 
 
 # The providers each provider-specific cluster key is for: such a key set for another provider
@@ -353,6 +355,16 @@ class ClusterSettings(Settings):
             yield f"{key}.kubeconfig: required with cluster.provider existing (a path or the contents)"
         if self.provider == "aks" and not self.location:
             yield f"{key}.location: required with cluster.provider aks (an Azure region such as westeurope)"
+        if self.provider == "aks":
+            for field, rule in (
+                ("resource_group", azure_names.RESOURCE_GROUP),
+                ("kubernetes_version", azure_names.KUBERNETES_VERSION),
+                ("location", azure_names.LOCATION),
+            ):
+                value = getattr(self, field)
+                problem = value is not None and rule.problem(value)
+                if problem:
+                    yield f"{key}.{to_camel(field)}: {problem}"
         names = self.pool_names
         for i, pool in enumerate(self.node_pools):
             pool_key = f"{key}.nodePools[{i}]"

@@ -52,3 +52,18 @@ def test_gpu_capacity_counts_whole_pods_per_node():
     mnist["replicas"]["Worker"] = 3
     lines = refused({"cluster": cluster, "mnist": {**mnist, "batchSize": 96}})
     assert any("asks for 6 GPUs" in line and "holds at most 6" in line and ".count 2" in line for line in lines), lines
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "key", "words"),
+    [
+        ("cluster.nodePools.1.name", "gpu-pool", "mlplatform:cluster.nodePools[1].name", "lowercase letters and digits"),
+        ("cluster.nodePools.1.name", "gpupoolnumber1", "mlplatform:cluster.nodePools[1].name", "1-12 characters"),
+        ("cluster.resourceGroup", "rg with spaces", "mlplatform:cluster.resourceGroup", "a resource group name"),
+        ("cluster.kubernetesVersion", "v1.34", "mlplatform:cluster.kubernetesVersion", "<major.minor>"),
+        ("cluster.location", "West Europe", "mlplatform:cluster.location", "westeurope"),
+    ],
+)
+def test_azure_names_are_checked_at_preview_naming_the_key(path, value, key, words):
+    lines = refused(*aks(**{path: value}))
+    assert any(line.startswith(key) and words in line for line in lines), lines

@@ -174,3 +174,19 @@ def test_aks_example_asks_for_no_retired_vm_size():
     config, _ = aks_stack()
     sizes = [p["vmSize"] for p in config["cluster"]["nodePools"]]
     assert not [s for s in sizes if s.startswith("Standard_NC") and s.endswith("s_v3")], sizes
+
+
+def test_every_azure_name_the_aks_stack_sends_is_one_azure_accepts():
+    from stacks.azure_names import AGENT_POOL, KUBERNETES_VERSION, LOCATION, MANAGED_CLUSTER, RESOURCE_GROUP
+
+    config, secrets = aks_stack()
+    deployment = run_program(config, secrets)
+    (managed,) = deployment.of_type("azure-native:containerservice:ManagedCluster")
+    names = [(AGENT_POOL, p["name"]) for p in managed.inputs["agentPoolProfiles"]]
+    names += [(AGENT_POOL, r.inputs["agentPoolName"]) for r in deployment.of_type("azure-native:containerservice:AgentPool")]
+    names += [(KUBERNETES_VERSION, managed.inputs["kubernetesVersion"]), (LOCATION, managed.inputs["location"])]
+    # Pulumi auto-names the cluster and the resource group: the resource name plus a random suffix.
+    names += [(MANAGED_CLUSTER, managed.name + "abc1234")]
+    names += [(RESOURCE_GROUP, r.name + "abc1234") for r in deployment.of_type("azure-native:resources:ResourceGroup")]
+    for rule, name in names:
+        assert rule.problem(name) is None, rule.problem(name)
