@@ -28,7 +28,7 @@ from components.k8s import (
     app_labels,
     restricted,
 )
-from stacks.config import ClusterSettings, ImagesSettings, NodePool, Taint
+from stacks.config import SIMULATED_PROVIDERS, ClusterSettings, ImagesSettings, NodePool, Taint
 
 @dataclass(frozen=True)
 class Scheduling:
@@ -103,9 +103,13 @@ class Cluster(pulumi.ComponentResource):
         self.register_outputs({"kubeconfig": self.kubeconfig})
 
     @property
+    def settings(self) -> ClusterSettings:
+        return self._settings
+
+    @property
     def simulated(self) -> bool:
         """A kwok cluster (or its rendering): nodes and pods are simulated, nothing provisions volumes."""
-        return self._settings.provider in ("kwok", "render")
+        return self._settings.provider in SIMULATED_PROVIDERS
 
     def volume_for(
         self, claim: str, namespace: str, size: str, access_modes: list[str], opts: pulumi.ResourceOptions

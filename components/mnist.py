@@ -119,6 +119,9 @@ class DistributedMnist(pulumi.ComponentResource):
             pvc_spec["storageClassName"] = settings.storage.storage_class
         elif args.cluster.simulated:
             pvc_spec["storageClassName"] = ""  # bind to the pre-made volume, not a default class
+        else:
+            # The config layer refuses a provider without a known ReadWriteMany class.
+            pvc_spec["storageClassName"] = args.cluster.settings.read_write_many_class
         pvc = k8s.core.v1.PersistentVolumeClaim(
             f"{name}-data",
             metadata={"name": claim, "namespace": namespace, "labels": app_labels("mnist", "data")},

@@ -53,6 +53,8 @@ ServiceType = Literal["ClusterIP", "LoadBalancer", "NodePort"]
 TaintEffect = Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
 TAINT_EFFECTS: tuple[str, ...] = get_args(TaintEffect)
 ClusterProvider = Literal["kwok", "existing", "aks", "render"]
+# Where nodes, volumes and pods are simulated (kwok) or only written down (render).
+SIMULATED_PROVIDERS = ("kwok", "render")
 AuthType = Literal["dummy", "native", "github", "azuread"]
 OAUTH_TYPES = ("github", "azuread")
 
@@ -290,6 +292,12 @@ _PROVIDERS_OF = {
 }
 
 
+# The StorageClass each provider offers for ReadWriteMany claims, which the default class often
+# cannot serve (AKS's default is Azure Disk, ReadWriteOnce only; Azure Files serves many nodes).
+# A simulated cluster pre-binds its own volumes; on other providers the stack cannot know one.
+READ_WRITE_MANY_CLASSES = {"aks": "azurefile-csi"}
+
+
 class ClusterSettings(Settings):
     provider: ClusterProvider = Field(
         "kwok",
@@ -310,6 +318,11 @@ class ClusterSettings(Settings):
     render_dir: str = Field(".local/render", description="render: where the manifests are written")
     nvidia_device_plugin: bool = Field(True, description="aks, existing: run the NVIDIA device plugin on GPU pools")
     node_pools: tuple[NodePool, ...] = Field((), description="the node pools workloads are placed on")
+
+    @property
+    def read_write_many_class(self) -> str | None:
+        """The StorageClass a ReadWriteMany claim gets when its config names none."""
+        return READ_WRITE_MANY_CLASSES.get(self.provider)
 
     @property
     def pool_names(self) -> list[str]:
@@ -615,7 +628,11 @@ class MnistSettings(Settings):
     )
     tensorboard: TensorBoard = Field(TensorBoard(), description="TensorBoard on the job's logs")
     run_policy: RunPolicy = Field(RunPolicy(), description="the TFJob's runPolicy")
-    storage: Storage = Field(Storage(size="5Gi"), description="the shared ReadWriteMany volume for data, checkpoints and logs")
+    storage: Storage = Field(
+        Storage(size="5Gi"),
+        description="the shared ReadWriteMany volume for data, checkpoints and logs; its `storageClass` defaults "
+        "to one that serves ReadWriteMany (aks: `azurefile-csi`) and is required on an existing cluster",
+    )
 
     @property
     def replica_counts(self) -> dict[str, int]:
@@ -682,6 +699,17 @@ class MnistSettings(Settings):
             pool = cluster.capacity_pool(self.gpu_counts.get(kind, 0))
             yield from getattr(self.resources, kind).problems(f"{key}.resources.{kind}", pool)
         yield from self.gpu_capacity_problems(key, cluster)
+        if (
+            self.storage.storage_class is None
+            and cluster.read_write_many_class is None
+            and cluster.provider not in SIMULATED_PROVIDERS
+        ):
+            yield (
+                f"{key}.storage.storageClass: required with cluster.provider {cluster.provider}: the job's shared "
+                "volume is ReadWriteMany, which a cluster's default class often cannot provide (Azure Disk, EBS and "
+                "GCE PD cannot), so the claim would stay Pending; name a class that serves ReadWriteMany "
+                "(NFS, Azure Files, EFS, Filestore, CephFS)"
+            )
         yield from self.tensorboard.problems(f"{key}.tensorboard", cluster)
         yield from self.image.problems(f"{key}.image", cluster.provider)
         # Without PS the job trains with MultiWorkerMirroredStrategy: every chief and worker takes an

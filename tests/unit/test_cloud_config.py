@@ -67,3 +67,20 @@ def test_gpu_capacity_counts_whole_pods_per_node():
 def test_azure_names_are_checked_at_preview_naming_the_key(path, value, key, words):
     lines = refused(*aks(**{path: value}))
     assert any(line.startswith(key) and words in line for line in lines), lines
+
+
+def test_the_shared_volume_on_aks_gets_a_class_that_serves_read_write_many():
+    from program import run_program
+
+    config, secrets = aks_stack()
+    claim = run_program(config, secrets).named("mnist-data").inputs["spec"]
+    # AKS's default class (Azure Disk) is ReadWriteOnce only: the claim would stay Pending.
+    assert claim["accessModes"] == ["ReadWriteMany"]
+    assert claim["storageClassName"] == "azurefile-csi"
+
+
+def test_read_write_many_without_a_known_class_is_refused_naming_the_key():
+    existing = {"provider": "existing", "kubeconfig": "/k", "nodePools": [{"name": "cpu", "labels": {"a": "b"}}]}
+    lines = refused({"cluster": existing})
+    assert any(line.startswith("mlplatform:mnist.storage.storageClass: required with cluster.provider existing") for line in lines), lines
+    parse({"cluster": existing, "mnist": {"storage": {"storageClass": "nfs-client"}}})

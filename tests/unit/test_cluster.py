@@ -61,7 +61,8 @@ def test_existing_cluster_uses_kubeconfig_and_context_and_runs_the_device_plugin
                 {"name": "cpu", "labels": {"pool": "cpu"}},
                 {"name": "gpu", "gpusPerNode": 4, "labels": {"accelerator": "a100"}, "taints": ["nvidia.com/gpu=present:NoSchedule"]},
             ],
-        }
+        },
+        "mnist": {"storage": {"storageClass": "nfs-client"}},
     }
     deployment = run_program(config)
     provider = deployment.named("mlplatform-k8s")

@@ -108,6 +108,7 @@ def existing(**hub: Any) -> dict[str, Any]:
     }
     config["jupyterhub"]["userPool"] = "users"
     config["jupyterhub"].update(hub)
+    config["mnist"]["storage"] = {"storageClass": "nfs-client"}  # ReadWriteMany needs a class there
     return config
 
 
