@@ -56,6 +56,23 @@ def toleration(taint: Taint) -> dict[str, str]:
     return {"key": taint.key, "operator": "Equal", "value": taint.value, "effect": taint.effect}
 
 
+def aks_network_profile(engine: str) -> dict[str, str]:
+    """The ManagedCluster's networkProfile for a NetworkPolicy engine.
+
+    AKS enforces NetworkPolicies only with an engine chosen when the cluster is created (changing
+    it later replaces the cluster); without one, the hub's and the job's policies are accepted
+    and ignored. Cilium and Calico run on Azure CNI Overlay (pod addresses from a private range,
+    not the VNet); Azure Network Policy Manager needs Azure CNI with VNet addresses.
+    """
+    if engine == "cilium":
+        return {"network_plugin": "azure", "network_plugin_mode": "overlay", "network_dataplane": "cilium", "network_policy": "cilium"}
+    if engine == "calico":
+        return {"network_plugin": "azure", "network_plugin_mode": "overlay", "network_policy": "calico"}
+    if engine == "azure":
+        return {"network_plugin": "azure", "network_policy": "azure"}
+    return {"network_plugin": "azure", "network_plugin_mode": "overlay", "network_policy": "none"}
+
+
 @dataclass(frozen=True)
 class ClusterArgs:
     settings: ClusterSettings
@@ -214,6 +231,12 @@ class Cluster(pulumi.ComponentResource):
 
         settings = self._settings
         parent = pulumi.ResourceOptions(parent=self)
+        if settings.network_policy == "none":
+            pulumi.log.warn(
+                "cluster.networkPolicy is none: the hub's and the job's NetworkPolicies will be accepted and not "
+                "enforced (user isolation and the cloud-metadata block included)",
+                resource=self,
+            )
         if settings.resource_group:
             group_name: pulumi.Input[str] = settings.resource_group
         else:
@@ -227,6 +250,7 @@ class Cluster(pulumi.ComponentResource):
             kubernetes_version=settings.kubernetes_version,
             enable_rbac=True,
             identity={"type": containerservice.ResourceIdentityType.SYSTEM_ASSIGNED},
+            network_profile=aks_network_profile(settings.network_policy),
             agent_pool_profiles=[
                 {
                     "name": "system",

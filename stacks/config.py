@@ -53,6 +53,7 @@ ServiceType = Literal["ClusterIP", "LoadBalancer", "NodePort"]
 TaintEffect = Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
 TAINT_EFFECTS: tuple[str, ...] = get_args(TaintEffect)
 ClusterProvider = Literal["kwok", "existing", "aks", "render"]
+NetworkPolicyEngine = Literal["cilium", "calico", "azure", "none"]
 # Where nodes, volumes and pods are simulated (kwok) or only written down (render).
 SIMULATED_PROVIDERS = ("kwok", "render")
 AuthType = Literal["dummy", "native", "github", "azuread"]
@@ -288,6 +289,7 @@ _PROVIDERS_OF = {
     "resource_group": ("aks",),
     "system_pool_vm_size": ("aks",),
     "system_pool_count": ("aks",),
+    "network_policy": ("aks",),
     "render_dir": ("render",),
 }
 
@@ -315,6 +317,11 @@ class ClusterSettings(Settings):
     resource_group: str | None = Field(None, description="aks: an existing resource group (default: one is created)")
     system_pool_vm_size: str = Field("Standard_D4s_v5", description="aks: the system pool's VM size")
     system_pool_count: Annotated[int, Field(ge=1)] = Field(1, description="aks: the system pool's node count")
+    network_policy: NetworkPolicyEngine = Field(
+        "cilium",
+        description="aks: what enforces NetworkPolicies, chosen when the cluster is created: `cilium` (Azure CNI "
+        "powered by Cilium), `calico` or `azure` (Azure Network Policy Manager), `none` (policies are accepted and ignored)",
+    )
     render_dir: str = Field(".local/render", description="render: where the manifests are written")
     nvidia_device_plugin: bool = Field(True, description="aks, existing: run the NVIDIA device plugin on GPU pools")
     node_pools: tuple[NodePool, ...] = Field((), description="the node pools workloads are placed on")

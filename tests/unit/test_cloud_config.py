@@ -84,3 +84,33 @@ def test_read_write_many_without_a_known_class_is_refused_naming_the_key():
     lines = refused({"cluster": existing})
     assert any(line.startswith("mlplatform:mnist.storage.storageClass: required with cluster.provider existing") for line in lines), lines
     parse({"cluster": existing, "mnist": {"storage": {"storageClass": "nfs-client"}}})
+
+
+@pytest.mark.parametrize(
+    ("engine", "profile"),
+    [
+        (None, {"networkPlugin": "azure", "networkPluginMode": "overlay", "networkDataplane": "cilium", "networkPolicy": "cilium"}),
+        ("calico", {"networkPlugin": "azure", "networkPluginMode": "overlay", "networkPolicy": "calico"}),
+        ("azure", {"networkPlugin": "azure", "networkPolicy": "azure"}),
+    ],
+)
+def test_aks_clusters_enforce_network_policies(engine, profile):
+    # Without an engine chosen at creation AKS accepts NetworkPolicies and ignores them.
+    from program import run_program
+
+    config, secrets = aks(**({"cluster.networkPolicy": engine} if engine else {}))
+    (managed,) = run_program(config, tuple(secrets)).of_type("azure-native:containerservice:ManagedCluster")
+    assert managed.inputs["networkProfile"] == profile
+
+
+@pytest.mark.parametrize(
+    ("config", "words"),
+    [
+        ({"cluster": {"networkPolicy": "cilium"}}, "only used with cluster.provider aks"),
+        (aks(**{"cluster.networkPolicy": "Cilium"})[0], "'cilium', 'calico', 'azure' or 'none'"),
+    ],
+)
+def test_bad_network_policy_engine_names_the_key(config, words):
+    secrets = frozenset({"jupyterhub"}) if config.get("cluster", {}).get("provider") == "aks" else frozenset()
+    lines = refused(config, secrets)
+    assert any(line.startswith("mlplatform:cluster.networkPolicy") and words in line for line in lines), lines
