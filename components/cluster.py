@@ -4,10 +4,11 @@ The backend follows `cluster.provider`:
 - kwok: a local simulated cluster (`make up` starts it); each pool becomes fake Node objects
   with the pool's labels, taints and capacity, GPUs included, so the real scheduler places pods
   as it would on a real GPU pool.
-- render: the same objects, written as YAML by the provider instead of applied.
+- render: written as YAML by the provider instead of applied: what an existing cluster gets
+  (`renderAs: existing`, the default), or the kwok objects (`renderAs: kwok`).
 - existing: any cluster from a kubeconfig; the pools describe pools that already exist.
 - aks: an Azure resource group, managed cluster and one agent pool per node pool.
-On real GPU backends (aks, existing) the NVIDIA device plugin runs on the GPU pools.
+On real GPU backends (aks, existing and its rendering) the NVIDIA device plugin runs on the GPU pools.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from components.k8s import (
     app_labels,
     restricted,
 )
-from stacks.config import SIMULATED_PROVIDERS, ClusterSettings, ImagesSettings, NodePool, Taint
+from stacks.config import ClusterSettings, ImagesSettings, NodePool, Taint
 
 @dataclass(frozen=True)
 class Scheduling:
@@ -111,7 +112,7 @@ class Cluster(pulumi.ComponentResource):
             )
 
         child = pulumi.ResourceOptions(parent=self, provider=self.provider)
-        if settings.provider in ("kwok", "render"):
+        if settings.simulated:
             for pool in settings.node_pools:
                 self._simulated_nodes(pool, child)
         elif settings.nvidia_device_plugin and self.gpu_pools:
@@ -126,7 +127,7 @@ class Cluster(pulumi.ComponentResource):
     @property
     def simulated(self) -> bool:
         """A kwok cluster (or its rendering): nodes and pods are simulated, nothing provisions volumes."""
-        return self._settings.provider in SIMULATED_PROVIDERS
+        return self._settings.simulated
 
     def volume_for(
         self, claim: str, namespace: str, size: str, access_modes: list[str], opts: pulumi.ResourceOptions
@@ -155,8 +156,10 @@ class Cluster(pulumi.ComponentResource):
         return tuple(p for p in self._settings.node_pools if p.gpus_per_node)
 
     def pool_selector(self, pool: NodePool) -> dict[str, str]:
-        if self._settings.provider == "existing":
-            return dict(pool.labels)
+        if self._settings.real_nodes == "existing":
+            # An existing cluster's pools are selected by their own labels; a rendered pool without
+            # any is expected to carry the platform's pool label.
+            return dict(pool.labels) or {POOL_LABEL: pool.name}
         return {POOL_LABEL: pool.name}
 
     def scheduling(self, pool_name: str) -> Scheduling:
@@ -177,7 +180,7 @@ class Cluster(pulumi.ComponentResource):
             return self.scheduling(pool.name)
         if gpus:
             raise ValueError(f"Cluster.scheduling_for: no node pool has {gpus} GPUs per node")
-        if not self.gpu_pools or self._settings.provider == "existing":
+        if not self.gpu_pools or self._settings.real_nodes == "existing":
             return Scheduling()
         keep_off = {
             "key": POOL_LABEL,

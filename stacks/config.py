@@ -54,8 +54,7 @@ TaintEffect = Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
 TAINT_EFFECTS: tuple[str, ...] = get_args(TaintEffect)
 ClusterProvider = Literal["kwok", "existing", "aks", "render"]
 NetworkPolicyEngine = Literal["cilium", "calico", "azure", "none"]
-# Where nodes, volumes and pods are simulated (kwok) or only written down (render).
-SIMULATED_PROVIDERS = ("kwok", "render")
+
 AuthType = Literal["dummy", "native", "github", "azuread"]
 OAUTH_TYPES = ("github", "azuread")
 
@@ -291,6 +290,7 @@ _PROVIDERS_OF = {
     "system_pool_count": ("aks",),
     "network_policy": ("aks",),
     "render_dir": ("render",),
+    "render_as": ("render",),
 }
 
 
@@ -323,8 +323,25 @@ class ClusterSettings(Settings):
         "powered by Cilium), `calico` or `azure` (Azure Network Policy Manager), `none` (policies are accepted and ignored)",
     )
     render_dir: str = Field(".local/render", description="render: where the manifests are written")
+    render_as: Literal["existing", "kwok"] = Field(
+        "existing",
+        description="render: the manifests an `existing` cluster gets (its nodes, volumes and webhooks real), or "
+        "what the local `kwok` cluster gets (simulated nodes, pre-bound volumes; for `make bench-deploy`)",
+    )
     nvidia_device_plugin: bool = Field(True, description="aks, existing: run the NVIDIA device plugin on GPU pools")
     node_pools: tuple[NodePool, ...] = Field((), description="the node pools workloads are placed on")
+
+    @property
+    def simulated(self) -> bool:
+        """Nodes, volumes and pods simulated: the local kwok cluster, or its rendering."""
+        return self.provider == "kwok" or (self.provider == "render" and self.render_as == "kwok")
+
+    @property
+    def real_nodes(self) -> str | None:
+        """How the cluster's real nodes are described: "existing" (by their labels), "aks", or None."""
+        if self.provider == "render" and self.render_as == "existing":
+            return "existing"
+        return None if self.simulated else self.provider
 
     @property
     def read_write_many_class(self) -> str | None:
@@ -338,7 +355,7 @@ class ClusterSettings(Settings):
     @property
     def capacity_known(self) -> bool:
         """Whether the pools' cpu and memory are the nodes' capacity (the simulated backends)."""
-        return self.provider in ("kwok", "render")
+        return self.simulated
 
     def pool_for(self, gpus: int, pool_name: str | None = None) -> NodePool | None:
         """The pool a pod asking for `gpus` GPUs lands on, or None when any node without GPUs will do.
@@ -706,10 +723,11 @@ class MnistSettings(Settings):
             pool = cluster.capacity_pool(self.gpu_counts.get(kind, 0))
             yield from getattr(self.resources, kind).problems(f"{key}.resources.{kind}", pool)
         yield from self.gpu_capacity_problems(key, cluster)
+        # Rendered manifests leave the class to the cluster they are applied to (README, make render).
         if (
             self.storage.storage_class is None
             and cluster.read_write_many_class is None
-            and cluster.provider not in SIMULATED_PROVIDERS
+            and cluster.provider == "existing"
         ):
             yield (
                 f"{key}.storage.storageClass: required with cluster.provider {cluster.provider}: the job's shared "

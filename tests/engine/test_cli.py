@@ -37,7 +37,11 @@ def test_render_writes_every_manifest_of_the_dev_stack(rendered):
     kinds = {(d["kind"], d["metadata"]["name"]) for d in rendered}
     assert ("CustomResourceDefinition", "tfjobs.kubeflow.org") in kinds
     assert ("TFJob", "distributed-mnist") in kinds
-    assert {name for kind, name in kinds if kind == "Node"} == {"cpu-0", "cpu-1", "gpu-0", "gpu-1"}
+    # What an existing cluster gets: its own nodes and volumes, the operator's webhook.
+    assert not {kind for kind, _ in kinds} & {"Node", "PersistentVolume"}, kinds
+    webhook = next(d for d in rendered if d["kind"] == "ValidatingWebhookConfiguration")
+    assert webhook.get("webhooks"), "the operator's admission webhook is missing"
+    assert ("DaemonSet", "nvidia-device-plugin") in kinds
     assert ("Deployment", "training-operator") in kinds
     assert ("Deployment", "tensorboard") in kinds
 

@@ -48,7 +48,31 @@ def test_render_provider_writes_manifests_to_the_render_dir():
     deployment = run_program(config)
     provider = deployment.named("mlplatform-render")
     assert provider.inputs["renderYamlToDirectory"] == "out/manifests"
+
+
+def rendered_for(render_as):
+    config = example_stack("dev")
+    config["cluster"] = {**config["cluster"], "provider": "render", **({"renderAs": render_as} if render_as else {})}
+    return run_program(config)
+
+
+def test_render_writes_what_an_existing_cluster_gets():
+    deployment = rendered_for(None)
+    kinds = {r.type.rsplit(":", 1)[-1] for r in deployment.kubernetes_objects()}
+    assert not kinds & {"Node", "PersistentVolume"}, "simulated nodes and pre-bound volumes belong to kwok only"
+    (webhook,) = deployment.of_type("kubernetes:admissionregistration.k8s.io/v1:ValidatingWebhookConfiguration")
+    assert webhook.inputs["webhooks"], "the operator's webhook, which a real cluster reaches"
+    assert deployment.of_type(DEVICE_PLUGIN), "GPU pools get the NVIDIA device plugin"
+    claim = deployment.named("mnist-data").inputs["spec"]
+    assert "storageClassName" not in claim, "no empty class pinning the claim to a pre-made volume"
+    hub_config = deployment.named("jupyterhub-config").inputs["data"]
+    assert "emptyDir" not in str(hub_config), "user homes are persistent volumes, not emptyDir"
+
+
+def test_render_as_kwok_writes_the_simulated_objects():
+    deployment = rendered_for("kwok")
     assert len(deployment.of_type(NODE)) == 4
+    assert deployment.of_type("kubernetes:core/v1:PersistentVolume")
 
 
 def test_existing_cluster_uses_kubeconfig_and_context_and_runs_the_device_plugin_on_gpu_pools():

@@ -61,7 +61,10 @@ def test_a_resources_setting_keeps_the_defaults_it_does_not_name():
 
 def test_requests_are_not_checked_against_pools_whose_capacity_is_unknown():
     # On aks and existing clusters the pools' cpu/memory are not the nodes' capacity.
-    settings = parse({"cluster": {"provider": "existing", "kubeconfig": "/k", "nodePools": [{"name": "cpu", "cpu": "500m", "labels": {"a": "b"}}]}})
+    settings = parse({
+        "cluster": {"provider": "existing", "kubeconfig": "/k", "nodePools": [{"name": "cpu", "cpu": "500m", "labels": {"a": "b"}}]},
+        "mnist": {"storage": {"storageClass": "nfs-client"}},  # ReadWriteMany needs a class there
+    })
     assert settings.mnist.resources.Chief.cpu_request == "1"
 
 
