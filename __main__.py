@@ -37,7 +37,9 @@ def main() -> None:
 
     if settings.mnist.enabled:
         operator = TrainingOperator(
-            "training-operator", TrainingOperatorArgs(settings.images, webhook=not cluster.simulated), opts=on_cluster
+            "training-operator",
+            TrainingOperatorArgs(settings.images, webhook=not cluster.simulated, gang_scheduler=settings.mnist.gang_scheduler),
+            opts=on_cluster,
         )
         image = TrainerImage(
             "trainer-image",

@@ -652,6 +652,11 @@ class MnistSettings(Settings):
     )
     tensorboard: TensorBoard = Field(TensorBoard(), description="TensorBoard on the job's logs")
     run_policy: RunPolicy = Field(RunPolicy(), description="the TFJob's runPolicy")
+    gang_scheduler: DnsLabel | None = Field(
+        None,
+        description="gang scheduling by the operator: `volcano`, or the name of a scheduler-plugins scheduler "
+        "(its PodGroups, which the operator then may manage); off by default",
+    )
     storage: Storage = Field(
         Storage(size="5Gi"),
         description="the shared ReadWriteMany volume for data, checkpoints and logs; its `storageClass` defaults "

@@ -118,3 +118,12 @@ def test_crd_is_tfjobs_v1_with_status_and_a_generated_pod_template():
     assert replica["properties"]["replicas"] == {"type": "integer", "format": "int32"}
     run_policy = schema["properties"]["spec"]["properties"]["runPolicy"]["properties"]
     assert run_policy["cleanPodPolicy"] == {"type": "string"}
+
+
+def test_gang_scheduling_is_a_config_choice():
+    config = example_stack("dev")
+    config["mnist"]["gangScheduler"] = "volcano"
+    deployment = run_program(config)
+    assert podgroup_verbs(deployment)["scheduling.volcano.sh"] == ["create", "delete", "get", "list", "update", "watch"]
+    container = deployment.named("training-operator-deployment").inputs["spec"]["template"]["spec"]["containers"][0]
+    assert "--gang-scheduler-name=volcano" in container["args"]
