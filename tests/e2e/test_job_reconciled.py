@@ -184,9 +184,21 @@ def test_the_operators_tf_config_runs_the_real_trainer(tutorial_pods: list[dict[
 # --- TFJobs the upstream operator accepts, and clusters with gang schedulers -----------------
 
 
-def restart_operator(local: LocalStack) -> None:
+def operator_files(local: LocalStack) -> tuple[Path, Path]:
+    """bin/training-operator's pid and log files for this cluster."""
+    state = local.cluster_dir / "training-operator"
+    return state / f"{local.cluster_name}.pid", state / f"{local.cluster_name}.log"
+
+
+def restart_operator(local: LocalStack) -> int:
+    """A new operator process; returns where its lines start in the (appended) log."""
+    pid_file, log_file = operator_files(local)
+    before = pid_file.read_text() if pid_file.exists() else None
     local.run([str(ROOT / "bin" / "training-operator"), "stop"])
+    offset = log_file.stat().st_size if log_file.exists() else 0
     local.run([str(ROOT / "bin" / "training-operator"), "start"])
+    assert pid_file.read_text() != before, "the operator was not restarted"
+    return offset
 
 
 def lowercase_tfjob(name: str) -> dict[str, Any]:
@@ -239,15 +251,14 @@ def gang_scheduler_crds(local: LocalStack):
     for crd in GANG_SCHEDULER_CRDS:
         local.kubectl("wait", "--for=condition=Established", f"crd/{crd['metadata']['name']}", "--timeout=30s")
     try:
-        restart_operator(local)  # it looks for PodGroup APIs when its controllers start
-        yield
+        yield restart_operator(local)  # it looks for PodGroup APIs when its controllers start
     finally:
         for crd in GANG_SCHEDULER_CRDS:
             local.kubectl("delete", "crd", crd["metadata"]["name"], "--wait=true", check=False)
         restart_operator(local)
 
 
-def test_operator_reconciles_where_gang_scheduler_podgroups_exist(local: LocalStack, gang_scheduler_crds: None) -> None:
+def test_operator_reconciles_where_gang_scheduler_podgroups_exist(local: LocalStack, gang_scheduler_crds: int) -> None:
     # With PodGroup CRDs present the operator watches PodGroups; a watch its RBAC does not allow
     # keeps its cache from syncing, no TFJob is reconciled, and the manager exits.
     name = "gang-mnist"
@@ -257,6 +268,10 @@ def test_operator_reconciles_where_gang_scheduler_podgroups_exist(local: LocalSt
     try:
         all_pods(local, name, 4)
         status = local.run([str(ROOT / "bin" / "training-operator"), "status"], check=False)
-        assert status.stdout.strip() == "running", local.run([str(ROOT / "bin" / "training-operator"), "logs"]).stdout[-3000:]
+        log = operator_files(local)[1].read_text()[gang_scheduler_crds:]
+        assert status.stdout.strip() == "running", log[-3000:]
+        assert "PodGroup" in log, "the operator did not find the PodGroup APIs"
+        forbidden = [line for line in log.splitlines() if "podgroups" in line and "forbidden" in line]
+        assert not forbidden, forbidden[0]
     finally:
         local.kubectl("delete", "tfjob", name, "-n", NAMESPACE, "--wait=true", check=False)
