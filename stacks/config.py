@@ -475,6 +475,16 @@ class Storage(Settings):
     storage_class: str | None = Field(None, description="the StorageClass (default: the cluster's default class)")
 
 
+class SharedStorage(Storage):
+    """A ReadWriteMany volume, which a cluster's default class often cannot serve."""
+
+    storage_class: str | None = Field(
+        None,
+        description="the StorageClass (default: one that serves ReadWriteMany, on aks `azurefile-csi`; "
+        "required on an existing cluster)",
+    )
+
+
 DEFAULT_PROFILES = (
     Profile(
         name="TensorFlow (CPU)",
@@ -657,10 +667,8 @@ class MnistSettings(Settings):
         description="gang scheduling by the operator: `volcano`, or the name of a scheduler-plugins scheduler "
         "(its PodGroups, which the operator then may manage); off by default",
     )
-    storage: Storage = Field(
-        Storage(size="5Gi"),
-        description="the shared ReadWriteMany volume for data, checkpoints and logs; its `storageClass` defaults "
-        "to one that serves ReadWriteMany (aks: `azurefile-csi`) and is required on an existing cluster",
+    storage: SharedStorage = Field(
+        SharedStorage(size="5Gi"), description="the shared ReadWriteMany volume for data, checkpoints and logs"
     )
 
     @property
