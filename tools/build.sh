@@ -8,8 +8,11 @@
 #     pulumi    pulumi CLI with pulumi-language-python, pulumi-resource-kubernetes
 #     kube      kube-apiserver/-controller-manager/-scheduler + kubectl, etcd, kwok + kwokctl
 #     operator  Kubeflow training-operator (v1) manager
+#     node      what a real node runs (bin/cluster up --real): kubelet + kube-proxy, containerd,
+#               runc, CNI plugins, crictl, CoreDNS, the pause image (not built by default)
 #   tools: pulumi-cli pulumi-resource-kubernetes kubernetes etcd kwok
 #          training-operator
+#          kubernetes-node containerd runc cni-plugins cri-tools coredns pause
 #
 # A tool whose directory holds a .stamp with the same recipe is skipped, so a second run is
 # instant. The stamp is written only after every binary of the tool was built; a failed or
@@ -122,8 +125,9 @@ group_pulumi() { tool_pulumi-cli; tool_pulumi-resource-kubernetes; }
 
 # --- kube -----------------------------------------------------------------------------------
 
-build_kubernetes() {
-    local stamp_date
+# build_kubernetes_cmds DIR CMD...: Kubernetes commands from the wrapper module (go/kubernetes).
+build_kubernetes_cmds() {
+    local dir="$1" stamp_date cmd; shift
     # Upstream (hack/lib/version.sh) stamps the version into both component-base and client-go;
     # without it the binaries report v0.0.0-master. The build date is the tag's date, so two
     # builds of the same version are identical.
@@ -134,11 +138,13 @@ build_kubernetes() {
         ldflags+=" -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
         ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$stamp_date"
     done
-    for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+    for cmd in "$@"; do
         (cd "$TOOLS_SRC/go/kubernetes" && "${GO_BUILD[@]}" -ldflags "$ldflags" \
-            -o "$1/bin/$cmd" "k8s.io/kubernetes/cmd/$cmd")
+            -o "$dir/bin/$cmd" "k8s.io/kubernetes/cmd/$cmd")
     done
 }
+
+build_kubernetes() { build_kubernetes_cmds "$1" kube-apiserver kube-controller-manager kube-scheduler kubectl; }
 
 build_etcd() {
     (cd "$TOOLS_SRC/go/etcd" && "${GO_BUILD[@]}" -ldflags "-s -w" -o "$1/bin/etcd" go.etcd.io/etcd/server/v3)
@@ -191,6 +197,84 @@ tool_training-operator() {
         "$(recipe "$TRAINING_OPERATOR_VERSION")" build_training_operator
 }
 group_operator() { tool_training-operator; }
+
+# --- node -----------------------------------------------------------------------------------
+# What a real node runs. None of these modules has replace directives, so `go install mod@version`
+# builds them as released, except the kubelet and kube-proxy, which come from the control
+# plane's wrapper module (one Kubernetes build list for the whole cluster).
+
+build_kubernetes_node() { build_kubernetes_cmds "$1" kubelet kube-proxy; }
+
+build_containerd() {
+    # The snapshotters for btrfs, zfs and devmapper need C headers and are unused here (overlayfs).
+    # The version is stamped so that nodes report containerd://<version> as their runtime.
+    local cmd
+    for cmd in containerd ctr containerd-shim-runc-v2; do
+        GOBIN="$1/bin" go install -trimpath -tags "no_btrfs no_zfs no_devmapper" \
+            -ldflags "-s -w -X github.com/containerd/containerd/v2/version.Version=${CONTAINERD_VERSION#v}" \
+            "github.com/containerd/containerd/v2/cmd/$cmd@$CONTAINERD_VERSION"
+    done
+}
+
+build_runc() {
+    # seccomp needs cgo and libseccomp (Debian's libseccomp-dev). Upstream's default libpathrs tag
+    # links a Rust library; without it runc uses its Go implementation of the same path checks.
+    pkg-config --exists libseccomp || { log "runc needs libseccomp-dev (apt-get install libseccomp-dev)"; return 1; }
+    GOBIN="$1/bin" CGO_ENABLED=1 go install -trimpath -tags "seccomp urfave_cli_no_docs" \
+        -ldflags "-s -w -X main.version=${RUNC_VERSION#v}" \
+        "github.com/opencontainers/runc@$RUNC_VERSION"
+}
+
+build_cni_plugins() {
+    local plugin
+    for plugin in main/bridge main/loopback ipam/host-local meta/portmap; do
+        GOBIN="$1/bin" go install -trimpath \
+            -ldflags "-s -w -X github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion=$CNI_PLUGINS_VERSION" \
+            "github.com/containernetworking/plugins/plugins/$plugin@$CNI_PLUGINS_VERSION"
+    done
+}
+
+build_cri_tools() {
+    GOBIN="$1/bin" go install -trimpath \
+        -ldflags "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRI_TOOLS_VERSION" \
+        "sigs.k8s.io/cri-tools/cmd/crictl@$CRI_TOOLS_VERSION"
+}
+
+build_coredns() {
+    GOBIN="$1/bin" go install -trimpath -ldflags "-s -w" "github.com/coredns/coredns@$COREDNS_VERSION"
+}
+
+# The pause binary from the kubernetes module's own pause.c, as upstream's build/pause/Makefile
+# compiles it, packed as an OCI image archive named as containerd and the kubelet expect it.
+build_pause() {
+    local src tag
+    command -v gcc >/dev/null || { log "pause needs gcc (apt-get install gcc libc6-dev)"; return 1; }
+    src="$(module_dir "k8s.io/kubernetes@$KUBERNETES_VERSION")/build/pause"
+    tag="$(pause_tag "$src/Makefile")"
+    mkdir -p "$1/rootfs" "$1/images"
+    gcc -Os -Wall -Werror -static -DVERSION="v$tag-mlplatform" -o "$1/rootfs/pause" "$src/linux/pause.c"
+    strip "$1/rootfs/pause"
+    python3 "$TOOLS_SRC/ociimage.py" --name "registry.k8s.io/pause:$tag" --entrypoint /pause \
+        --user 65535:65535 --out "$1/images/pause.tar" "$1/rootfs/pause=/pause"
+    printf '%s\n' "registry.k8s.io/pause:$tag" > "$1/images/pause.name"
+}
+
+pause_tag() { sed -n 's/^TAG ?= *//p' "$1"; }
+
+tool_kubernetes-node() {
+    check_kubernetes_wrapper
+    build_tool kubernetes-node "$KUBERNETES_NODE_DIR" \
+        "$(recipe "$KUBERNETES_VERSION" go/kubernetes/go.mod go/kubernetes/go.sum)" build_kubernetes_node
+}
+tool_containerd() { build_tool containerd "$CONTAINERD_DIR" "$(recipe "$CONTAINERD_VERSION")" build_containerd; }
+tool_runc() { build_tool runc "$RUNC_DIR" "$(recipe "$RUNC_VERSION")" build_runc; }
+tool_cni-plugins() { build_tool cni-plugins "$CNI_PLUGINS_DIR" "$(recipe "$CNI_PLUGINS_VERSION")" build_cni_plugins; }
+tool_cri-tools() { build_tool cri-tools "$CRI_TOOLS_DIR" "$(recipe "$CRI_TOOLS_VERSION")" build_cri_tools; }
+tool_coredns() { build_tool coredns "$COREDNS_DIR" "$(recipe "$COREDNS_VERSION")" build_coredns; }
+tool_pause() { build_tool pause "$PAUSE_DIR" "$(recipe "$KUBERNETES_VERSION" ociimage.py)" build_pause; }
+group_node() {
+    tool_containerd; tool_runc; tool_cni-plugins; tool_cri-tools; tool_pause; tool_kubernetes-node; tool_coredns
+}
 
 # --- main -----------------------------------------------------------------------------------
 

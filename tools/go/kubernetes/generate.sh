@@ -35,7 +35,9 @@ mapfile -t staged < <(awk '
     for m in "${staged[@]}"; do printf '\t%s => %s %s\n' "$m" "$m" "$staging_version"; done
     echo ")"
     echo
-    for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+    # The control plane, and what a real node runs (tools/build.sh kubernetes-node): one build
+    # list for the whole cluster.
+    for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; do
         echo "tool k8s.io/kubernetes/cmd/$cmd"
     done
 } > "$here/go.mod"
