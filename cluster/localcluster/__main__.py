@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import argparse
 import re
+import subprocess
 import sys
 from pathlib import Path
 
-from . import preflight
+from . import dns, images, preflight
 from .node import Node
+from .process import wait_for
 from .settings import NodeSettings, NodeSpec, tools
 
 # One real node for now, tainted so that only pods that ask for it (the real-node tests) land
@@ -36,6 +38,14 @@ def api_port(kubeconfig: Path) -> int:
     if not match:
         raise SystemExit(f"localcluster: {kubeconfig} names no API server on 127.0.0.1")
     return int(match.group(1))
+
+
+def api_address(kubectl: Path, kubeconfig: Path) -> str:
+    """The API server's advertised address, as its `kubernetes` EndpointSlice has it."""
+    out = subprocess.run([str(kubectl), "--kubeconfig", str(kubeconfig), "get", "endpointslice", "-n", "default",
+                          "kubernetes", "-o", "jsonpath={.endpoints[0].addresses[0]}"],
+                         check=True, capture_output=True, text=True)
+    return out.stdout.strip()
 
 
 def existing(nodes_dir: Path) -> list[NodeSettings]:
@@ -70,14 +80,22 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("up needs --kubeconfig")
         known = {s.spec.name: s for s in existing(nodes_dir)}
         port = api_port(args.kubeconfig)
+        kubectl = Path(t["KUBERNETES_DIR"]) / "bin" / "kubectl"
+        address = api_address(kubectl, args.kubeconfig)
         for index, spec in enumerate(DEFAULT_NODES):
             settings = known.get(spec.name)
             if settings is None:
-                settings = NodeSettings.create(spec, index, nodes_dir, args.kubeconfig.resolve(), port)
+                settings = NodeSettings.create(spec, index, nodes_dir, args.kubeconfig.resolve(), port, address)
                 settings.save()
             node = Node(settings, t)
             started = node.up()
             log(f"node {spec.name} Ready" + (f" (started: {', '.join(started)})" if started else " (reused)"))
+        coredns, _ = images.coredns_image(t, nodes_dir / DEFAULT_NODES[0].name / "images")
+        dns.apply(kubectl, args.kubeconfig, dns.manifests(
+            coredns, address, port, node_selector={REAL_NODE_LABEL: "real"},
+            tolerations=[{"key": REAL_NODE_LABEL, "value": "real", "effect": "NoSchedule"}]))
+        wait_for("CoreDNS available", lambda: dns.ready(kubectl, args.kubeconfig), 120)
+        log("CoreDNS available (kube-system/coredns, Service kube-dns " + dns.DNS_SERVICE_IP + ")")
         return 0
 
     nodes = existing(nodes_dir)

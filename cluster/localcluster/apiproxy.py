@@ -1,5 +1,5 @@
-"""Makes the API server, which listens on the machine's 127.0.0.1 only, reachable as
-127.0.0.1:PORT inside a node's network namespace, without any route between the two.
+"""Makes the API server, which listens on the machine's 127.0.0.1 only, reachable on PORT inside a
+node's network namespace, without any route between the two.
 
 A listening socket belongs to the namespace it was made in, whatever thread later uses it: the
 socket is made inside the node's namespace (setns on this thread), then the thread returns to
@@ -34,7 +34,9 @@ def listen_in(netns: str, port: int) -> socket.socket:
         try:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(("127.0.0.1", port))
+            # Loopback for the kubelet and kube-proxy; the API server's advertised address (on the
+            # namespace's loopback too) for pods, through the kubernetes Service.
+            sock.bind(("0.0.0.0", port))
             sock.listen(128)
         finally:
             _setns(home)

@@ -37,12 +37,23 @@ def busybox_image(out_dir: Path) -> tuple[str, Path]:
     return name, archive
 
 
+def coredns_image(tools: dict[str, str], out_dir: Path) -> tuple[str, Path]:
+    """CoreDNS from the tools cache, alone in its image."""
+    name = f"mlplatform.local/coredns:{tools['COREDNS_VERSION'].lstrip('v')}"
+    archive = out_dir / "coredns.tar"
+    if not archive.exists():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, str(REPO / "tools" / "ociimage.py"), "--name", name, "--out", str(archive),
+                        "--entrypoint", "/coredns", f"{tools['COREDNS_DIR']}/bin/coredns=/coredns"], check=True)
+    return name, archive
+
+
 def _applet_links(out_dir: Path) -> list[str]:
     """Symlinks /bin/<applet> -> busybox for the few applets the tests and a shell need."""
     links = out_dir / "links"
     links.mkdir(exist_ok=True)
     args = []
-    for applet in ("sh", "cat", "echo", "sleep", "ls", "wget", "nc", "nslookup", "head", "tr", "grep", "dd", "hostname", "ip", "env"):
+    for applet in ("sh", "cat", "echo", "sleep", "ls", "nc", "nslookup", "head", "tr", "grep", "dd", "hostname", "ip", "env", "httpd", "mkdir"):
         link = links / applet
         if not link.is_symlink():
             link.symlink_to("busybox")

@@ -16,6 +16,7 @@ import subprocess
 from pathlib import Path
 
 from .containerd import unmount_under
+from .dns import CLUSTER_DOMAIN, DNS_SERVICE_IP
 from .process import Daemon, wait_for
 from .settings import NodeSettings
 
@@ -155,6 +156,8 @@ class Kubelet:
             "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": True}},
             "authorization": {"mode": "Webhook"},
             "podLogsDir": str(self.etc / "pod-logs"),
+            "clusterDNS": [DNS_SERVICE_IP],
+            "clusterDomain": CLUSTER_DOMAIN,
             # No upstream resolver: pods never get the machine's nameservers.
             "resolvConf": str(self.etc / "resolv.conf"),
             "registerWithTaints": [taint(t) for t in self.node.spec.taints],

@@ -16,6 +16,10 @@ from pathlib import Path
 from .settings import NodeSettings
 
 NETNS_DIR = Path("/run/netns")
+POD_CIDR = "10.244.0.0/16"  # one /24 per node (settings.py)
+NODE_CIDR = "10.243.0.0/16"  # node N is 10.243.N.2
+# kube-apiserver's default --service-cluster-ip-range (kwokctl passes none).
+SERVICE_CIDR = "10.0.0.0/24"
 CNI_NETWORK = "mlplatform"
 
 
@@ -37,6 +41,8 @@ class Network:
             _ip("netns", "add", self.node.netns)
             ns = ("-n", self.node.netns)
             _ip(*ns, "link", "set", "lo", "up")
+            if self.node.api_address:
+                _ip(*ns, "addr", "add", f"{self.node.api_address}/32", "dev", "lo")
             # The kernel here has no dummy links: a veth pair whose other end stays in the
             # namespace, unused, gives node0 a carrier all the same.
             _ip(*ns, "link", "add", "node0", "type", "veth", "peer", "name", "node0-peer")
@@ -60,6 +66,9 @@ class Network:
                     "ipam": {
                         "type": "host-local",
                         "ranges": [[{"subnet": self.node.pod_subnet}]],
+                        # No default route: pods reach the cluster's own ranges through cni0, and
+                        # nothing else at all.
+                        "routes": [{"dst": cidr} for cidr in self.pod_routes()],
                         "dataDir": str(self.node.state_dir / "cni" / "ipam"),
                     },
                 },
@@ -68,6 +77,13 @@ class Network:
         }
         self.conf_dir.mkdir(parents=True, exist_ok=True)
         (self.conf_dir / "10-mlplatform.conflist").write_text(json.dumps(conf, indent=2) + "\n")
+
+    def pod_routes(self) -> list[str]:
+        """What a pod may reach: pods, nodes, Services' cluster IPs, the API server's address."""
+        routes = [POD_CIDR, NODE_CIDR, SERVICE_CIDR]
+        if self.node.api_address:
+            routes.append(f"{self.node.api_address}/32")
+        return routes
 
     def ready(self) -> bool:
         return self.exists()

@@ -5,6 +5,7 @@
     apiproxy    the API server at 127.0.0.1:PORT inside the namespace (apiproxy.py)
     containerd  the runtime, then the node's images imported          (containerd.py, images.py)
     kubelet     registers the node and runs its pods                  (kubelet.py)
+    kube-proxy  Services' cluster IPs and node ports                  (kubeproxy.py)
 
 `up` starts what is missing and restarts what died (a killed kubelet or containerd comes back,
 and the kubelet starts the node's pods again); `down` leaves nothing of the node on the machine.
@@ -21,6 +22,7 @@ from . import images
 from .cgroups import Cgroups
 from .containerd import Containerd, unmount_under
 from .kubelet import Kubelet, remove_machine_leftovers
+from .kubeproxy import KubeProxy
 from .network import Network
 from .process import Daemon, wait_for
 from .settings import NodeSettings, pause_image
@@ -40,10 +42,11 @@ class Node:
         )
         self.containerd = Containerd(settings, tools)
         self.kubelet = Kubelet(settings, tools, self.containerd.socket)
+        self.kubeproxy = KubeProxy(settings, tools)
 
     def parts(self) -> dict[str, object]:
         return {"network": self.network, "cgroups": self.cgroups, "apiproxy": self.apiproxy,
-                "containerd": self.containerd, "kubelet": self.kubelet}
+                "containerd": self.containerd, "kubelet": self.kubelet, "kube-proxy": self.kubeproxy}
 
     def up(self, wait: bool = True) -> list[str]:
         """Starts every part that does not run; returns the names of those it (re)started."""
@@ -54,7 +57,9 @@ class Node:
                 started.append(name)
             if part is self.containerd:
                 self.containerd.wait_ready()
-                for image, archive in (pause_image(self.tools), images.busybox_image(self.settings.state_dir / "images")):
+                out = self.settings.state_dir / "images"
+                for image, archive in (pause_image(self.tools), images.busybox_image(out),
+                                       images.coredns_image(self.tools, out)):
                     images.ensure(self.containerd, image, archive)
             if part is self.apiproxy:
                 wait_for("the API forwarder listening", self._api_reachable, 10, self.apiproxy.log_file)
@@ -76,6 +81,7 @@ class Node:
         return out
 
     def down(self, deregister: bool = True) -> None:
+        self.kubeproxy.stop()
         self.kubelet.stop()
         if deregister:
             self.kubelet.deregister()

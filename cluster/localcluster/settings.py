@@ -20,6 +20,8 @@ TOOL_DIRS = (
     "CNI_PLUGINS_DIR",
     "CRI_TOOLS_DIR",
     "PAUSE_DIR",
+    "COREDNS_DIR",
+    "COREDNS_VERSION",
     "CONTAINERD_VERSION",
     "KUBERNETES_VERSION",
 )
@@ -69,9 +71,13 @@ class NodeSettings:
     netns: str
     node_ip: str
     pod_subnet: str
+    # The API server's advertised address (its `kubernetes` EndpointSlice): the namespace carries
+    # it on loopback, where the API forwarder serves it to pods (kubernetes Service, CoreDNS).
+    api_address: str = ""
 
     @staticmethod
-    def create(spec: NodeSpec, index: int, nodes_dir: Path, admin_kubeconfig: Path, api_port: int) -> NodeSettings:
+    def create(spec: NodeSpec, index: int, nodes_dir: Path, admin_kubeconfig: Path, api_port: int,
+               api_address: str) -> NodeSettings:
         state_dir = (nodes_dir / spec.name).resolve()
         if len(str(state_dir)) > MAX_STATE_DIR:
             # The kubelet's and containerd's unix sockets live below it (at most 107 bytes a path).
@@ -90,6 +96,7 @@ class NodeSettings:
             # link in its namespace. Nothing routes either outside the cluster's namespaces.
             node_ip=f"10.243.{index}.2",
             pod_subnet=f"10.244.{index}.0/24",
+            api_address=api_address,
         )
 
     def save(self) -> None:
