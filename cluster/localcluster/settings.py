@@ -11,7 +11,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 MAX_STATE_DIR = 64
 
-# The tools a node runs, as tools/versions.sh names their directories (the one place pins live).
+# The tools a node runs, as tools/versions.sh names their directories (the pins are versions.env's).
 TOOL_DIRS = (
     "KUBERNETES_DIR",
     "KUBERNETES_NODE_DIR",
@@ -28,7 +28,7 @@ TOOL_DIRS = (
 
 
 def tools() -> dict[str, str]:
-    """The tool directories and versions from tools/versions.sh (which bash and Python share)."""
+    """The tool directories and versions, as tools/versions.sh (which bin/cluster sources too) has them."""
     script = f'. "{REPO}/tools/versions.sh"; ' + "; ".join(f'printf "%s=%s\\n" {n} "${n}"' for n in TOOL_DIRS)
     out = subprocess.run(["bash", "-c", script], check=True, capture_output=True, text=True).stdout
     return dict(line.split("=", 1) for line in out.splitlines())

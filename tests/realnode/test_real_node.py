@@ -9,6 +9,7 @@ import signal
 from real_cluster import RealCluster, busybox_image_name, host_rules_naming, leftovers, pod, wait_for
 from localcluster.kubelet import KUBELET_SYSCTLS, read_sysctl
 from localcluster.process import Daemon
+from localcluster.settings import tools
 
 SYSCTLS_BEFORE = {k: read_sysctl(k) for k in KUBELET_SYSCTLS}
 
@@ -20,7 +21,7 @@ def test_node_ready_on_containerd_2(real: RealCluster) -> None:
     info = node["status"]["nodeInfo"]
     assert ready == "True", f"node {settings.spec.name} not Ready: {node['status']['conditions']}"
     assert info["containerRuntimeVersion"].startswith("containerd://2."), info
-    assert info["kubeletVersion"] == "v1.36.3", info
+    assert info["kubeletVersion"] == tools()["KUBERNETES_VERSION"], info
     assert "kwok.x-k8s.io/node" not in node["metadata"].get("annotations", {}), "a real node must not be kwok's"
     assert node["status"]["addresses"][0]["address"] == settings.node_ip
 
