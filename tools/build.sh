@@ -125,9 +125,10 @@ group_pulumi() { tool_pulumi-cli; tool_pulumi-resource-kubernetes; }
 
 # --- kube -----------------------------------------------------------------------------------
 
-# build_kubernetes_cmds DIR CMD...: Kubernetes commands from the wrapper module (go/kubernetes).
+# build_kubernetes_cmds MODULE DIR CMD...: Kubernetes commands from a wrapper module
+# (go/kubernetes for the control plane, go/kubernetes-node for the node's; both by generate.sh).
 build_kubernetes_cmds() {
-    local dir="$1" stamp_date cmd; shift
+    local module="$1" dir="$2" stamp_date cmd; shift 2
     # Upstream (hack/lib/version.sh) stamps the version into both component-base and client-go;
     # without it the binaries report v0.0.0-master. The build date is the tag's date, so two
     # builds of the same version are identical.
@@ -139,12 +140,12 @@ build_kubernetes_cmds() {
         ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$stamp_date"
     done
     for cmd in "$@"; do
-        (cd "$TOOLS_SRC/go/kubernetes" && "${GO_BUILD[@]}" -ldflags "$ldflags" \
+        (cd "$TOOLS_SRC/go/$module" && "${GO_BUILD[@]}" -ldflags "$ldflags" \
             -o "$dir/bin/$cmd" "k8s.io/kubernetes/cmd/$cmd")
     done
 }
 
-build_kubernetes() { build_kubernetes_cmds "$1" kube-apiserver kube-controller-manager kube-scheduler kubectl; }
+build_kubernetes() { build_kubernetes_cmds kubernetes "$1" kube-apiserver kube-controller-manager kube-scheduler kubectl; }
 
 build_etcd() {
     (cd "$TOOLS_SRC/go/etcd" && "${GO_BUILD[@]}" -ldflags "-s -w" -o "$1/bin/etcd" go.etcd.io/etcd/server/v3)
@@ -162,10 +163,12 @@ build_kwok() {
     done
 }
 
+# check_kubernetes_wrapper [MODULE]: the wrapper module (default go/kubernetes) is for KUBERNETES_VERSION.
 check_kubernetes_wrapper() {
+    local module="${1:-kubernetes}"
     awk -v v="$KUBERNETES_VERSION" '$1 == "k8s.io/kubernetes" && $2 == v { found = 1 } END { exit !found }' \
-        "$TOOLS_SRC/go/kubernetes/go.mod" || {
-        log "tools/go/kubernetes/go.mod is not for $KUBERNETES_VERSION: run tools/go/kubernetes/generate.sh"
+        "$TOOLS_SRC/go/$module/go.mod" || {
+        log "tools/go/$module/go.mod is not for $KUBERNETES_VERSION: run tools/go/kubernetes/generate.sh"
         exit 1
     }
 }
@@ -200,10 +203,10 @@ group_operator() { tool_training-operator; }
 
 # --- node -----------------------------------------------------------------------------------
 # What a real node runs. None of these modules has replace directives, so `go install mod@version`
-# builds them as released, except the kubelet and kube-proxy, which come from the control
-# plane's wrapper module (one Kubernetes build list for the whole cluster).
+# builds them as released, except the kubelet and kube-proxy, which come from go/kubernetes-node,
+# the control plane's wrapper module with the node's commands (same versions of every module).
 
-build_kubernetes_node() { build_kubernetes_cmds "$1" kubelet kube-proxy; }
+build_kubernetes_node() { build_kubernetes_cmds kubernetes-node "$1" kubelet kube-proxy; }
 
 build_containerd() {
     # The snapshotters for btrfs, zfs and devmapper need C headers and are unused here (overlayfs).
@@ -262,9 +265,9 @@ build_pause() {
 pause_tag() { sed -n 's/^TAG ?= *//p' "$1"; }
 
 tool_kubernetes-node() {
-    check_kubernetes_wrapper
+    check_kubernetes_wrapper kubernetes-node
     build_tool kubernetes-node "$KUBERNETES_NODE_DIR" \
-        "$(recipe "$KUBERNETES_VERSION" go/kubernetes/go.mod go/kubernetes/go.sum)" build_kubernetes_node
+        "$(recipe "$KUBERNETES_VERSION" go/kubernetes-node/go.mod go/kubernetes-node/go.sum)" build_kubernetes_node
 }
 tool_containerd() { build_tool containerd "$CONTAINERD_DIR" "$(recipe "$CONTAINERD_VERSION")" build_containerd; }
 tool_runc() { build_tool runc "$RUNC_DIR" "$(recipe "$RUNC_VERSION")" build_runc; }
