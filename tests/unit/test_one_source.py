@@ -20,6 +20,7 @@ OWN_PIN_FILES = {
     "trainer/requirements.txt",
     "tools/go/pulumi/go.mod",
     "tools/go/kubernetes/go.mod",
+    "tools/go/kubernetes-node/go.mod",
     "tools/go/etcd/go.mod",
 }
 
@@ -76,6 +77,7 @@ def go_requirement(module_file: str, module: str) -> str:
         ("tools/go/pulumi/go.mod", "github.com/pulumi/pulumi/pkg/v3", "PULUMI_VERSION"),
         ("tools/go/pulumi/go.mod", "github.com/pulumi/pulumi/sdk/v3", "PULUMI_VERSION"),
         ("tools/go/kubernetes/go.mod", "k8s.io/kubernetes", "KUBERNETES_VERSION"),
+        ("tools/go/kubernetes-node/go.mod", "k8s.io/kubernetes", "KUBERNETES_VERSION"),
         ("tools/go/etcd/go.mod", "go.etcd.io/etcd/server/v3", "ETCD_VERSION"),
     ],
 )
