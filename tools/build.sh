@@ -9,7 +9,8 @@
 #     kube      kube-apiserver/-controller-manager/-scheduler + kubectl, etcd, kwok + kwokctl
 #     operator  Kubeflow training-operator (v1) manager
 #     node      what a real node runs (bin/cluster up --real): kubelet + kube-proxy, containerd,
-#               runc, CNI plugins, crictl, CoreDNS, the pause image (not built by default)
+#               runc, CNI plugins, crictl, CoreDNS, the pause image, the simulated GPU device
+#               plugin (not built by default)
 #   tools: pulumi-cli pulumi-resource-kubernetes kubernetes etcd kwok
 #          training-operator
 #          kubernetes-node containerd runc cni-plugins cri-tools coredns pause
@@ -206,7 +207,13 @@ group_operator() { tool_training-operator; }
 # builds them as released, except the kubelet and kube-proxy, which come from go/kubernetes-node,
 # the control plane's wrapper module with the node's commands (same versions of every module).
 
-build_kubernetes_node() { build_kubernetes_cmds kubernetes-node "$1" kubelet kube-proxy; }
+build_kubernetes_node() {
+    build_kubernetes_cmds kubernetes-node "$1" kubelet kube-proxy
+    # Our own command in the same module: GPUs that say they are simulated, on the kubelet's
+    # device-plugin API, built on the kubelet's own device-plugin stub.
+    (cd "$TOOLS_SRC/go/kubernetes-node" && "${GO_BUILD[@]}" -ldflags "-s -w" \
+        -o "$1/bin/simulated-gpu-device-plugin" ./cmd/simulated-gpu-device-plugin)
+}
 
 build_containerd() {
     # The snapshotters for btrfs, zfs and devmapper need C headers and are unused here (overlayfs).
@@ -267,7 +274,7 @@ pause_tag() { sed -n 's/^TAG ?= *//p' "$1"; }
 tool_kubernetes-node() {
     check_kubernetes_wrapper kubernetes-node
     build_tool kubernetes-node "$KUBERNETES_NODE_DIR" \
-        "$(recipe "$KUBERNETES_VERSION" go/kubernetes-node/go.mod go/kubernetes-node/go.sum)" build_kubernetes_node
+        "$(recipe "$KUBERNETES_VERSION" go/kubernetes-node)" build_kubernetes_node
 }
 tool_containerd() { build_tool containerd "$CONTAINERD_DIR" "$(recipe "$CONTAINERD_VERSION")" build_containerd; }
 tool_runc() { build_tool runc "$RUNC_DIR" "$(recipe "$RUNC_VERSION")" build_runc; }

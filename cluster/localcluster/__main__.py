@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from . import dns, images, preflight
+from .gpuplugin import SIMULATED_LABEL
 from .node import Node
 from .process import wait_for
 from .settings import NodeSettings, NodeSpec, tools
@@ -29,7 +30,8 @@ from .settings import NodeSettings, NodeSpec, tools
 # Pools of real nodes (cpu and gpu, from the stack's config) are the next step of issue 12.
 REAL_NODE_LABEL = "mlplatform.dev/node-kind"
 DEFAULT_NODES = (
-    NodeSpec("real-0", labels={REAL_NODE_LABEL: "real"}, taints=(f"{REAL_NODE_LABEL}=real:NoSchedule",)),
+    NodeSpec("real-0", labels={REAL_NODE_LABEL: "real", SIMULATED_LABEL[0]: SIMULATED_LABEL[1]},
+             taints=(f"{REAL_NODE_LABEL}=real:NoSchedule",), gpus=2),
 )
 
 

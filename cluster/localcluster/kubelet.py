@@ -28,6 +28,8 @@ CONTAINER_LOG_LINKS = Path("/var/log/containers")
 # result cache. Each is removed by the last node on the machine to stop, the directories only
 # when empty. (Running each node in a mount namespace of its own would make them per node.)
 DEVICE_PLUGIN_SOCKET = Path("/var/lib/kubelet/device-plugins/kubelet.sock")
+# ... and the device manager's record of which devices went to which pod, beside it.
+DEVICE_PLUGIN_CHECKPOINT = DEVICE_PLUGIN_SOCKET.with_name("kubelet_internal_checkpoint")
 SHARED_DIRS = (Path("/var/lib/kubelet/device-plugins"), Path("/var/lib/kubelet"), CONTAINER_LOG_LINKS,
                Path("/var/lib/cni/results"), Path("/var/lib/cni"))
 
@@ -93,6 +95,7 @@ def remove_machine_leftovers() -> None:
     if Sysctls().held():
         return
     DEVICE_PLUGIN_SOCKET.unlink(missing_ok=True)
+    DEVICE_PLUGIN_CHECKPOINT.unlink(missing_ok=True)
     for d in SHARED_DIRS:
         try:
             d.rmdir()
@@ -186,6 +189,12 @@ class Kubelet:
         out = self.kubectl("get", "node", self.node.spec.name, "-o",
                            "jsonpath={.status.conditions[?(@.type=='Ready')].status}", check=False)
         return out.returncode == 0 and out.stdout.strip() == "True"
+
+    def capacity(self, resource: str) -> str:
+        """What the node reports of RESOURCE in status.capacity ("" when none)."""
+        path = "{.status.capacity." + resource.replace(".", "\\.") + "}"
+        out = self.kubectl("get", "node", self.node.spec.name, "-o", f"jsonpath={path}", check=False)
+        return out.stdout.strip() if out.returncode == 0 else ""
 
     def wait_ready(self, timeout: float = 120) -> None:
         wait_for(f"node {self.node.spec.name} Ready", self.ready, timeout, self.daemon.log_file)

@@ -6,6 +6,7 @@
     containerd  the runtime, then the node's images imported          (containerd.py, images.py)
     kubelet     registers the node and runs its pods                  (kubelet.py)
     kube-proxy  Services' cluster IPs and node ports                  (kubeproxy.py)
+    gpu-plugin  simulated nvidia.com/gpu on the device-plugin API     (gpuplugin.py)
 
 `up` starts what is missing and restarts what died (a killed kubelet or containerd comes back,
 and the kubelet starts the node's pods again); `down` leaves nothing of the node on the machine.
@@ -23,6 +24,7 @@ from .cgroups import Cgroups
 from .containerd import Containerd, unmount_under
 from .kubelet import Kubelet, remove_machine_leftovers
 from .kubeproxy import KubeProxy
+from .gpuplugin import GPU_RESOURCE, GpuPlugin
 from .network import Network
 from .process import Daemon, wait_for
 from .settings import NodeSettings, pause_image
@@ -43,10 +45,12 @@ class Node:
         self.containerd = Containerd(settings, tools)
         self.kubelet = Kubelet(settings, tools, self.containerd.socket)
         self.kubeproxy = KubeProxy(settings, tools)
+        self.gpuplugin = GpuPlugin(settings, tools)
 
     def parts(self) -> dict[str, object]:
         return {"network": self.network, "cgroups": self.cgroups, "apiproxy": self.apiproxy,
-                "containerd": self.containerd, "kubelet": self.kubelet, "kube-proxy": self.kubeproxy}
+                "containerd": self.containerd, "kubelet": self.kubelet, "kube-proxy": self.kubeproxy,
+                "gpu-plugin": self.gpuplugin}
 
     def up(self, wait: bool = True) -> list[str]:
         """Starts every part that does not run; returns the names of those it (re)started."""
@@ -63,8 +67,13 @@ class Node:
                     images.ensure(self.containerd, image, archive)
             if part is self.apiproxy:
                 wait_for("the API forwarder listening", self._api_reachable, 10, self.apiproxy.log_file)
-        if wait:
-            self.kubelet.wait_ready()
+            if part is self.kubelet and wait:
+                # The device plugin registers on the kubelet's socket, there once the node is Ready.
+                self.kubelet.wait_ready()
+        if wait and self.settings.spec.gpus:
+            want = str(self.settings.spec.gpus)
+            wait_for(f"node {self.settings.spec.name} advertising {want} {GPU_RESOURCE}",
+                     lambda: self.kubelet.capacity(GPU_RESOURCE) == want, 60, self.gpuplugin.daemon.log_file)
         return started
 
     def _api_reachable(self) -> bool:
@@ -81,6 +90,7 @@ class Node:
         return out
 
     def down(self, deregister: bool = True) -> None:
+        self.gpuplugin.stop()
         self.kubeproxy.stop()
         self.kubelet.stop()
         if deregister:

@@ -52,6 +52,7 @@ class NodeSpec:
     name: str
     labels: dict[str, str] = field(default_factory=dict)
     taints: tuple[str, ...] = ()
+    gpus: int = 0  # simulated nvidia.com/gpu (gpuplugin.py)
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ class NodeSettings:
         data = json.loads((state_dir / "node.json").read_text())
         spec = data.pop("spec")
         return NodeSettings(
-            spec=NodeSpec(spec["name"], spec["labels"], tuple(spec["taints"])),
+            spec=NodeSpec(spec["name"], spec["labels"], tuple(spec["taints"]), spec.get("gpus", 0)),
             **{**data, "state_dir": Path(data["state_dir"]), "admin_kubeconfig": Path(data["admin_kubeconfig"])},
         )
 

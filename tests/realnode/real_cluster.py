@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "cluster"))
 
 from localcluster import images  # noqa: E402
-from localcluster.kubelet import DEVICE_PLUGIN_SOCKET, SHARED_DIRS, Sysctls  # noqa: E402
+from localcluster.kubelet import DEVICE_PLUGIN_CHECKPOINT, DEVICE_PLUGIN_SOCKET, SHARED_DIRS, Sysctls  # noqa: E402
 from localcluster.settings import NodeSettings, missing_tools, tools  # noqa: E402
 
 CLUSTER_TOOLS = ("KUBERNETES_DIR", "ETCD_DIR", "KWOK_DIR")
@@ -134,7 +134,8 @@ def leftovers(settings: NodeSettings) -> list[str]:
     if settings.state_dir.exists():
         found.append(f"state directory {state}")
     if not Sysctls().held():  # no other real node on the machine: the shared paths are gone too
-        found += [f"shared path {p}" for p in (DEVICE_PLUGIN_SOCKET, *SHARED_DIRS) if p.exists()]
+        found += [f"shared path {p}" for p in (DEVICE_PLUGIN_SOCKET, DEVICE_PLUGIN_CHECKPOINT, *SHARED_DIRS)
+                  if p.exists()]
     for link in Path("/var/log/containers").glob("*.log"):
         if link.is_symlink() and os.readlink(link).startswith(state):
             found.append(f"log link {link}")
