@@ -7,7 +7,7 @@ REQ_HASH := $(shell cat requirements.txt trainer/requirements.txt | sha256sum | 
 VENV_DIR := $(CACHE)/venv-$(REQ_HASH)
 PY := .venv/bin/python
 
-.PHONY: venv test test-unit test-deps up down render bench-trainer notebook tools docs images images-lock images-list
+.PHONY: venv test test-unit test-deps up down render bench-trainer notebook tools tools-node docs images images-lock images-list
 
 # .venv is a link to the cached virtualenv for the current pins.
 venv: .venv/.installed
@@ -21,8 +21,9 @@ venv: .venv/.installed
 	@ln -sfn $(VENV_DIR) .venv
 
 # Every test. It first builds whatever the tests need and is missing (the Go-built tools, the
-# browser and npm packages of the hub tests, the images); with warm caches that takes seconds.
-test: venv tools test-deps images
+# browser and npm packages of the hub tests, the real nodes' runtime, the images); with warm
+# caches that takes seconds.
+test: venv tools tools-node test-deps images
 	$(PY) -m pytest tests
 
 # The fast tests: config, components under mocks, schemas (no engine, cluster or processes).
@@ -36,6 +37,11 @@ docs: venv
 # The Pulumi CLI, its plugins, the local control plane and the training operator, from Go modules.
 tools:
 	tools/build.sh
+
+# What real nodes run (kubelet, kube-proxy, containerd, runc, CNI plugins, crictl, CoreDNS, pause):
+# `bin/cluster up --real`, `MLPLATFORM_NODES=real make up` and tests/realnode need them.
+tools-node:
+	tools/build.sh node
 
 test-deps:
 	tests/hub/setup.sh
@@ -53,8 +59,9 @@ render: venv
 STACK ?= dev
 STACK_FLAGS = --stack $(STACK) $(if $(CONFIG_FILE),--config-file $(CONFIG_FILE))
 
+# MLPLATFORM_NODES=real (opt-in, issue 12) adds real nodes (kubelet + containerd) to the cluster.
 up: venv images
-	tools/build.sh pulumi kube operator
+	tools/build.sh pulumi kube operator $(if $(filter real,$(MLPLATFORM_NODES)),node)
 	bin/cluster up
 	bin/pulumi stack select --create $(STACK) --non-interactive
 	bin/pulumi up $(STACK_FLAGS) --yes --non-interactive

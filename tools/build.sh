@@ -9,8 +9,12 @@
 #     kube      kube-apiserver/-controller-manager/-scheduler + kubectl, etcd, kwok + kwokctl
 #     operator  Kubeflow training-operator (v1) manager
 #     scan      kube-score, the manifest scanner of the tests
+#     node      what a real node runs (bin/cluster up --real): kubelet + kube-proxy, containerd,
+#               runc, CNI plugins, crictl, CoreDNS, the pause image, the simulated GPU device
+#               plugin (not built by default)
 #   tools: pulumi-cli pulumi-resource-kubernetes kubernetes etcd kwok
 #          training-operator kube-score
+#          kubernetes-node containerd runc cni-plugins cri-tools coredns pause
 #
 # A tool whose directory holds a .stamp with the same recipe is skipped, so a second run is
 # instant. The stamp is written only after every binary of the tool was built; a failed or
@@ -123,8 +127,10 @@ group_pulumi() { tool_pulumi-cli; tool_pulumi-resource-kubernetes; }
 
 # --- kube -----------------------------------------------------------------------------------
 
-build_kubernetes() {
-    local stamp_date
+# build_kubernetes_cmds MODULE DIR CMD...: Kubernetes commands from a wrapper module
+# (go/kubernetes for the control plane, go/kubernetes-node for the node's; both by generate.sh).
+build_kubernetes_cmds() {
+    local module="$1" dir="$2" stamp_date cmd; shift 2
     # Upstream (hack/lib/version.sh) stamps the version into both component-base and client-go;
     # without it the binaries report v0.0.0-master. The build date is the tag's date, so two
     # builds of the same version are identical.
@@ -135,11 +141,13 @@ build_kubernetes() {
         ldflags+=" -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
         ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$stamp_date"
     done
-    for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
-        (cd "$TOOLS_SRC/go/kubernetes" && "${GO_BUILD[@]}" -ldflags "$ldflags" \
-            -o "$1/bin/$cmd" "k8s.io/kubernetes/cmd/$cmd")
+    for cmd in "$@"; do
+        (cd "$TOOLS_SRC/go/$module" && "${GO_BUILD[@]}" -ldflags "$ldflags" \
+            -o "$dir/bin/$cmd" "k8s.io/kubernetes/cmd/$cmd")
     done
 }
+
+build_kubernetes() { build_kubernetes_cmds kubernetes "$1" kube-apiserver kube-controller-manager kube-scheduler kubectl; }
 
 build_etcd() {
     (cd "$TOOLS_SRC/go/etcd" && "${GO_BUILD[@]}" -ldflags "-s -w" -o "$1/bin/etcd" go.etcd.io/etcd/server/v3)
@@ -157,10 +165,12 @@ build_kwok() {
     done
 }
 
+# check_kubernetes_wrapper [MODULE]: the wrapper module (default go/kubernetes) is for KUBERNETES_VERSION.
 check_kubernetes_wrapper() {
+    local module="${1:-kubernetes}"
     awk -v v="$KUBERNETES_VERSION" '$1 == "k8s.io/kubernetes" && $2 == v { found = 1 } END { exit !found }' \
-        "$TOOLS_SRC/go/kubernetes/go.mod" || {
-        log "tools/go/kubernetes/go.mod is not for $KUBERNETES_VERSION: run tools/go/kubernetes/generate.sh"
+        "$TOOLS_SRC/go/$module/go.mod" || {
+        log "tools/go/$module/go.mod is not for $KUBERNETES_VERSION: run tools/go/kubernetes/generate.sh"
         exit 1
     }
 }
@@ -205,6 +215,90 @@ tool_kube-score() {
     build_tool kube-score "$KUBE_SCORE_DIR" "$(recipe "$KUBE_SCORE_VERSION")" build_kube_score
 }
 group_scan() { tool_kube-score; }
+
+# --- node -----------------------------------------------------------------------------------
+# What a real node runs. None of these modules has replace directives, so `go install mod@version`
+# builds them as released, except the kubelet and kube-proxy, which come from go/kubernetes-node,
+# the control plane's wrapper module with the node's commands (same versions of every module).
+
+build_kubernetes_node() {
+    build_kubernetes_cmds kubernetes-node "$1" kubelet kube-proxy
+    # Our own command in the same module: GPUs that say they are simulated, on the kubelet's
+    # device-plugin API, built on the kubelet's own device-plugin stub.
+    (cd "$TOOLS_SRC/go/kubernetes-node" && "${GO_BUILD[@]}" -ldflags "-s -w" \
+        -o "$1/bin/simulated-gpu-device-plugin" ./cmd/simulated-gpu-device-plugin)
+}
+
+build_containerd() {
+    # The snapshotters for btrfs, zfs and devmapper need C headers and are unused here (overlayfs).
+    # The version is stamped so that nodes report containerd://<version> as their runtime.
+    local cmd
+    for cmd in containerd ctr containerd-shim-runc-v2; do
+        GOBIN="$1/bin" go install -trimpath -tags "no_btrfs no_zfs no_devmapper" \
+            -ldflags "-s -w -X github.com/containerd/containerd/v2/version.Version=${CONTAINERD_VERSION#v}" \
+            "github.com/containerd/containerd/v2/cmd/$cmd@$CONTAINERD_VERSION"
+    done
+}
+
+build_runc() {
+    # seccomp needs cgo and libseccomp (Debian's libseccomp-dev). Upstream's default libpathrs tag
+    # links a Rust library; without it runc uses its Go implementation of the same path checks.
+    pkg-config --exists libseccomp || { log "runc needs libseccomp-dev (apt-get install libseccomp-dev)"; return 1; }
+    GOBIN="$1/bin" CGO_ENABLED=1 go install -trimpath -tags "seccomp urfave_cli_no_docs" \
+        -ldflags "-s -w -X main.version=${RUNC_VERSION#v}" \
+        "github.com/opencontainers/runc@$RUNC_VERSION"
+}
+
+build_cni_plugins() {
+    local plugin
+    for plugin in main/bridge main/loopback ipam/host-local meta/portmap; do
+        GOBIN="$1/bin" go install -trimpath \
+            -ldflags "-s -w -X github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion=$CNI_PLUGINS_VERSION" \
+            "github.com/containernetworking/plugins/plugins/$plugin@$CNI_PLUGINS_VERSION"
+    done
+}
+
+build_cri_tools() {
+    GOBIN="$1/bin" go install -trimpath \
+        -ldflags "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRI_TOOLS_VERSION" \
+        "sigs.k8s.io/cri-tools/cmd/crictl@$CRI_TOOLS_VERSION"
+}
+
+build_coredns() {
+    GOBIN="$1/bin" go install -trimpath -ldflags "-s -w" "github.com/coredns/coredns@$COREDNS_VERSION"
+}
+
+# The pause binary from the kubernetes module's own pause.c, as upstream's build/pause/Makefile
+# compiles it, packed as an OCI image archive named as containerd and the kubelet expect it.
+build_pause() {
+    local src tag
+    command -v gcc >/dev/null || { log "pause needs gcc (apt-get install gcc libc6-dev)"; return 1; }
+    src="$(module_dir "k8s.io/kubernetes@$KUBERNETES_VERSION")/build/pause"
+    tag="$(pause_tag "$src/Makefile")"
+    mkdir -p "$1/rootfs" "$1/images"
+    gcc -Os -Wall -Werror -static -DVERSION="v$tag-mlplatform" -o "$1/rootfs/pause" "$src/linux/pause.c"
+    strip "$1/rootfs/pause"
+    python3 "$TOOLS_SRC/ociimage.py" --name "registry.k8s.io/pause:$tag" --entrypoint /pause \
+        --user 65535:65535 --out "$1/images/pause.tar" "$1/rootfs/pause=/pause"
+    printf '%s\n' "registry.k8s.io/pause:$tag" > "$1/images/pause.name"
+}
+
+pause_tag() { sed -n 's/^TAG ?= *//p' "$1"; }
+
+tool_kubernetes-node() {
+    check_kubernetes_wrapper kubernetes-node
+    build_tool kubernetes-node "$KUBERNETES_NODE_DIR" \
+        "$(recipe "$KUBERNETES_VERSION" go/kubernetes-node)" build_kubernetes_node
+}
+tool_containerd() { build_tool containerd "$CONTAINERD_DIR" "$(recipe "$CONTAINERD_VERSION")" build_containerd; }
+tool_runc() { build_tool runc "$RUNC_DIR" "$(recipe "$RUNC_VERSION")" build_runc; }
+tool_cni-plugins() { build_tool cni-plugins "$CNI_PLUGINS_DIR" "$(recipe "$CNI_PLUGINS_VERSION")" build_cni_plugins; }
+tool_cri-tools() { build_tool cri-tools "$CRI_TOOLS_DIR" "$(recipe "$CRI_TOOLS_VERSION")" build_cri_tools; }
+tool_coredns() { build_tool coredns "$COREDNS_DIR" "$(recipe "$COREDNS_VERSION")" build_coredns; }
+tool_pause() { build_tool pause "$PAUSE_DIR" "$(recipe "$KUBERNETES_VERSION" ociimage.py)" build_pause; }
+group_node() {
+    tool_containerd; tool_runc; tool_cni-plugins; tool_cri-tools; tool_pause; tool_kubernetes-node; tool_coredns
+}
 
 # --- main -----------------------------------------------------------------------------------
 

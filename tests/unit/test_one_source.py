@@ -18,6 +18,7 @@ OWN_PIN_FILES = {
     "versions.env",
     "tools/go/pulumi/go.mod",
     "tools/go/kubernetes/go.mod",
+    "tools/go/kubernetes-node/go.mod",
     "tools/go/etcd/go.mod",
     # What each upstream release ships, keyed by its version, to check the image pins against.
     "tests/unit/test_image_pins.py",
@@ -77,6 +78,7 @@ def go_requirement(module_file: str, module: str) -> str:
         ("tools/go/pulumi/go.mod", "github.com/pulumi/pulumi/pkg/v3", "PULUMI_VERSION"),
         ("tools/go/pulumi/go.mod", "github.com/pulumi/pulumi/sdk/v3", "PULUMI_VERSION"),
         ("tools/go/kubernetes/go.mod", "k8s.io/kubernetes", "KUBERNETES_VERSION"),
+        ("tools/go/kubernetes-node/go.mod", "k8s.io/kubernetes", "KUBERNETES_VERSION"),
         ("tools/go/etcd/go.mod", "go.etcd.io/etcd/server/v3", "ETCD_VERSION"),
     ],
 )

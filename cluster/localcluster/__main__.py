@@ -1,0 +1,124 @@
+"""Command line for the local cluster's real nodes; `bin/cluster` calls it.
+
+    python3 -m localcluster check  --nodes-dir DIR
+    python3 -m localcluster up     --nodes-dir DIR --kubeconfig ADMIN_KUBECONFIG
+    python3 -m localcluster down   --nodes-dir DIR [--keep-node-objects]
+    python3 -m localcluster status --nodes-dir DIR
+
+`check` says what this machine lacks for real nodes (exit 1), before anything starts.
+`up` creates the nodes of DEFAULT_NODES that do not exist yet, starts what is not running of
+those that do, and waits until every node is Ready. `status` prints one line per node part and
+exits 0 when all run, 3 otherwise, 4 when there are no nodes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from . import dns, images, preflight
+from .gpuplugin import SIMULATED_LABEL
+from .node import Node
+from .process import wait_for
+from .settings import NodeSettings, NodeSpec, tools
+
+# One real node for now, tainted so that only pods that ask for it (the real-node tests) land
+# there: the dev stack's images are not built yet, and its pods keep running on kwok's nodes.
+# Pools of real nodes (cpu and gpu, from the stack's config) are the next step of issue 12.
+REAL_NODE_LABEL = "mlplatform.dev/node-kind"
+DEFAULT_NODES = (
+    NodeSpec("real-0", labels={REAL_NODE_LABEL: "real", SIMULATED_LABEL[0]: SIMULATED_LABEL[1]},
+             taints=(f"{REAL_NODE_LABEL}=real:NoSchedule",), gpus=2),
+)
+
+
+def api_port(kubeconfig: Path) -> int:
+    match = re.search(r"server:\s*https://127\.0\.0\.1:(\d+)", kubeconfig.read_text())
+    if not match:
+        raise SystemExit(f"localcluster: {kubeconfig} names no API server on 127.0.0.1")
+    return int(match.group(1))
+
+
+def api_address(kubectl: Path, kubeconfig: Path) -> str:
+    """The API server's advertised address, as its `kubernetes` EndpointSlice has it."""
+    out = subprocess.run([str(kubectl), "--kubeconfig", str(kubeconfig), "get", "endpointslice", "-n", "default",
+                          "kubernetes", "-o", "jsonpath={.endpoints[0].addresses[0]}"],
+                         check=True, capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def existing(nodes_dir: Path) -> list[NodeSettings]:
+    return [NodeSettings.load(p.parent) for p in sorted(nodes_dir.glob("*/node.json"))]
+
+
+def log(msg: str) -> None:
+    print(f"localcluster: {msg}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="localcluster")
+    parser.add_argument("command", choices=("check", "up", "down", "status"))
+    parser.add_argument("--nodes-dir", type=Path, required=True)
+    parser.add_argument("--kubeconfig", type=Path, help="the control plane's admin kubeconfig (up)")
+    parser.add_argument("--keep-node-objects", action="store_true",
+                        help="down: leave the Node objects (the control plane goes away anyway)")
+    args = parser.parse_args(argv)
+    t = tools()
+    nodes_dir = args.nodes_dir.resolve()
+
+    if args.command in ("check", "up"):
+        if found := preflight.problems(t):
+            log("real nodes cannot run on this machine; missing:")
+            for problem in found:
+                log(f"  - {problem}")
+            log("the simulated mode (`bin/cluster up` without --real, `make up`) still works")
+            return 1
+        if args.command == "check":
+            return 0
+        if args.kubeconfig is None:
+            parser.error("up needs --kubeconfig")
+        known = {s.spec.name: s for s in existing(nodes_dir)}
+        port = api_port(args.kubeconfig)
+        kubectl = Path(t["KUBERNETES_DIR"]) / "bin" / "kubectl"
+        address = api_address(kubectl, args.kubeconfig)
+        for index, spec in enumerate(DEFAULT_NODES):
+            settings = known.get(spec.name)
+            if settings is None:
+                settings = NodeSettings.create(spec, index, nodes_dir, args.kubeconfig.resolve(), port, address)
+                settings.save()
+            node = Node(settings, t)
+            started = node.up()
+            log(f"node {spec.name} Ready" + (f" (started: {', '.join(started)})" if started else " (reused)"))
+        coredns, _ = images.coredns_image(t, nodes_dir / DEFAULT_NODES[0].name / "images")
+        dns.apply(kubectl, args.kubeconfig, dns.manifests(
+            coredns, address, port, node_selector={REAL_NODE_LABEL: "real"},
+            tolerations=[{"key": REAL_NODE_LABEL, "value": "real", "effect": "NoSchedule"}]))
+        wait_for("CoreDNS available", lambda: dns.ready(kubectl, args.kubeconfig), 120)
+        log("CoreDNS available (kube-system/coredns, Service kube-dns " + dns.DNS_SERVICE_IP + ")")
+        return 0
+
+    nodes = existing(nodes_dir)
+    if args.command == "down":
+        for settings in nodes:
+            Node(settings, t).down(deregister=not args.keep_node_objects)
+            log(f"node {settings.spec.name} removed")
+        if nodes_dir.is_dir() and not any(nodes_dir.iterdir()):
+            nodes_dir.rmdir()
+        return 0
+
+    if not nodes:
+        print("absent")
+        return 4
+    all_running = True
+    for settings in nodes:
+        for part, state in Node(settings, t).status().items():
+            print(f"{settings.spec.name} {part}: {state}")
+            all_running &= state.startswith("running")
+    return 0 if all_running else 3
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,223 @@
+"""The node's kubelet: registers the node with the local control plane and runs its pods through
+containerd, in the node's network namespace, its cgroups nested under the node's cgroupRoot.
+
+Kernel settings: the kubelet sets vm.overcommit_memory, kernel.panic and kernel.panic_on_oops
+for the whole machine (they are not per namespace). Sysctls records the values found before the
+first kubelet of any cluster on this machine started, and the last node to stop restores them.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from .containerd import unmount_under
+from .dns import CLUSTER_DOMAIN, DNS_SERVICE_IP
+from .process import Daemon, wait_for
+from .settings import NodeSettings
+
+KUBELET_SYSCTLS = ("vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops")
+# The kubelet links each container's log here (a path it hardcodes), pointing into podLogsDir.
+CONTAINER_LOG_LINKS = Path("/var/log/containers")
+# Paths the kubelet and containerd's CNI library hardcode whatever their configuration says: the
+# device-plugin registration socket (every kubelet on the machine binds the same one) and libcni's
+# result cache. Each is removed by the last node on the machine to stop, the directories only
+# when empty. (Running each node in a mount namespace of its own would make them per node.)
+DEVICE_PLUGIN_SOCKET = Path("/var/lib/kubelet/device-plugins/kubelet.sock")
+# ... and the device manager's record of which devices went to which pod, beside it.
+DEVICE_PLUGIN_CHECKPOINT = DEVICE_PLUGIN_SOCKET.with_name("kubelet_internal_checkpoint")
+SHARED_DIRS = (Path("/var/lib/kubelet/device-plugins"), Path("/var/lib/kubelet"), CONTAINER_LOG_LINKS,
+               Path("/var/lib/cni/results"), Path("/var/lib/cni"))
+
+
+class Sysctls:
+    """Machine-wide record of the kernel settings before any kubelet changed them.
+
+    /run/mlplatform/sysctls.json: {"values": {...}, "holders": [state dirs of running nodes]}.
+    /run is a tmpfs on most machines, so a reboot (which resets the settings) forgets it too.
+    """
+
+    def __init__(self, record: Path = Path("/run/mlplatform/sysctls.json")):
+        self.record = record
+
+    def _locked(self, update) -> None:
+        self.record.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.record.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            data = json.loads(self.record.read_text()) if self.record.exists() else None
+            data = update(data)
+            if data is None:
+                self.record.unlink(missing_ok=True)
+            else:
+                self.record.write_text(json.dumps(data, indent=2) + "\n")
+
+    def hold(self, holder: Path) -> None:
+        def update(data):
+            if data is None:
+                data = {"values": {k: read_sysctl(k) for k in KUBELET_SYSCTLS}, "holders": []}
+            if str(holder) not in data["holders"]:
+                data["holders"].append(str(holder))
+            return data
+
+        self._locked(update)
+
+    def release(self, holder: Path) -> None:
+        def update(data):
+            if data is None:
+                return None
+            # A holder whose state directory is gone was removed without `down`: it holds nothing.
+            data["holders"] = [h for h in data["holders"] if h != str(holder) and Path(h).is_dir()]
+            if data["holders"]:
+                return data
+            for key, value in data["values"].items():
+                Path("/proc/sys", key).write_text(value + "\n")
+            return None
+
+        self._locked(update)
+        if not self.record.exists():
+            # Last one out: the lock file and directory go too (a racing `hold` makes them again).
+            self.record.with_suffix(".lock").unlink(missing_ok=True)
+            try:
+                self.record.parent.rmdir()
+            except OSError:
+                pass
+
+    def held(self) -> bool:
+        return self.record.exists()
+
+
+def remove_machine_leftovers() -> None:
+    """The hardcoded paths above, once no node runs on this machine (run after containerd stopped)."""
+    if Sysctls().held():
+        return
+    DEVICE_PLUGIN_SOCKET.unlink(missing_ok=True)
+    DEVICE_PLUGIN_CHECKPOINT.unlink(missing_ok=True)
+    for d in SHARED_DIRS:
+        try:
+            d.rmdir()
+        except OSError:
+            pass  # absent, or holds what is not ours
+
+
+def read_sysctl(key: str) -> str:
+    return Path("/proc/sys", key).read_text().strip()
+
+
+class Kubelet:
+    def __init__(self, node: NodeSettings, tools: dict[str, str], containerd_socket: Path):
+        self.node = node
+        self.tools = tools
+        # Its root directory, kept short: the kubelet's sockets (device plugins, pod resources)
+        # live under it, and a unix socket's path has at most 107 bytes.
+        self.dir = node.state_dir / "kubelet"
+        self.etc = node.state_dir / "kubelet.d"
+        self.containerd_socket = containerd_socket
+        self.sysctls = Sysctls()
+        self.kubectl_bin = Path(tools["KUBERNETES_DIR"]) / "bin" / "kubectl"
+        labels = ",".join(f"{k}={v}" for k, v in node.spec.labels.items())
+        self.daemon = Daemon(
+            "kubelet",
+            [
+                str(Path(tools["KUBERNETES_NODE_DIR"]) / "bin" / "kubelet"),
+                f"--config={self.etc / 'config.json'}",
+                # The admin kubeconfig of the local control plane: its server, 127.0.0.1:PORT,
+                # is the API forwarder inside the node's namespace.
+                f"--kubeconfig={node.admin_kubeconfig}",
+                f"--root-dir={self.dir}",
+                f"--cert-dir={self.etc / 'pki'}",
+                f"--hostname-override={node.spec.name}",
+                f"--node-ip={node.node_ip}",
+                *([f"--node-labels={labels}"] if labels else []),
+                "--v=1",
+            ],
+            node.state_dir,
+            netns=node.netns,
+        )
+
+    def config(self) -> dict:
+        return {
+            "apiVersion": "kubelet.config.k8s.io/v1beta1",
+            "kind": "KubeletConfiguration",
+            "containerRuntimeEndpoint": f"unix://{self.containerd_socket}",
+            # cgroup v1 is deprecated in 1.35+ and refused by default; this machine has only v1.
+            "failCgroupV1": False,
+            "cgroupDriver": "cgroupfs",
+            "cgroupRoot": "/" + self.node.cgroup_root.strip("/"),
+            "enforceNodeAllocatable": ["pods"],
+            # Without CAP_SYS_RESOURCE the kubelet may not lower its OOM score or raise its file limit.
+            "oomScoreAdj": 0,
+            "maxOpenFiles": 20000,
+            "failSwapOn": False,
+            "address": self.node.node_ip,
+            "readOnlyPort": 0,
+            "healthzBindAddress": "127.0.0.1",
+            "healthzPort": 10248,
+            "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": True}},
+            "authorization": {"mode": "Webhook"},
+            "podLogsDir": str(self.etc / "pod-logs"),
+            "clusterDNS": [DNS_SERVICE_IP],
+            "clusterDomain": CLUSTER_DOMAIN,
+            # No upstream resolver: pods never get the machine's nameservers.
+            "resolvConf": str(self.etc / "resolv.conf"),
+            "registerWithTaints": [taint(t) for t in self.node.spec.taints],
+            # The disk's ext4 reserve makes "available" far below "free" here, so the kubelet sees
+            # the disk as ~75% used: evict only when nearly full, and never collect imported images
+            # (they cannot be pulled again).
+            "evictionHard": {"memory.available": "100Mi", "nodefs.available": "2%",
+                             "imagefs.available": "2%", "nodefs.inodesFree": "2%"},
+            "imageGCHighThresholdPercent": 100,
+            "imageGCLowThresholdPercent": 99,
+        }
+
+    def start(self) -> None:
+        self.etc.mkdir(parents=True, exist_ok=True)
+        (self.etc / "config.json").write_text(json.dumps(self.config(), indent=2) + "\n")
+        (self.etc / "resolv.conf").write_text("")
+        self.sysctls.hold(self.node.state_dir)
+        self.daemon.start()
+
+    def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run([str(self.kubectl_bin), "--kubeconfig", str(self.node.admin_kubeconfig),
+                               "--request-timeout=10s", *args], check=check, capture_output=True, text=True)
+
+    def ready(self) -> bool:
+        """The node is registered and Ready."""
+        out = self.kubectl("get", "node", self.node.spec.name, "-o",
+                           "jsonpath={.status.conditions[?(@.type=='Ready')].status}", check=False)
+        return out.returncode == 0 and out.stdout.strip() == "True"
+
+    def capacity(self, resource: str) -> str:
+        """What the node reports of RESOURCE in status.capacity ("" when none)."""
+        path = "{.status.capacity." + resource.replace(".", "\\.") + "}"
+        out = self.kubectl("get", "node", self.node.spec.name, "-o", f"jsonpath={path}", check=False)
+        return out.stdout.strip() if out.returncode == 0 else ""
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        wait_for(f"node {self.node.spec.name} Ready", self.ready, timeout, self.daemon.log_file)
+
+    def alive(self) -> bool:
+        return self.daemon.alive()
+
+    def stop(self) -> None:
+        self.daemon.stop()
+        unmount_under(self.dir)
+        for link in CONTAINER_LOG_LINKS.glob("*.log") if CONTAINER_LOG_LINKS.is_dir() else ():
+            if link.is_symlink() and os.readlink(link).startswith(str(self.etc) + "/"):
+                link.unlink()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        shutil.rmtree(self.etc, ignore_errors=True)
+        self.sysctls.release(self.node.state_dir)
+
+    def deregister(self) -> None:
+        self.kubectl("delete", "node", self.node.spec.name, "--ignore-not-found", "--wait=false", check=False)
+
+
+def taint(spec: str) -> dict:
+    """`key=value:Effect` (or `key:Effect`) as a kubelet taint."""
+    kv, _, effect = spec.rpartition(":")
+    key, _, value = kv.partition("=")
+    return {"key": key, "value": value, "effect": effect} if value else {"key": key, "effect": effect}

@@ -1,0 +1,104 @@
+"""One real node: its parts, started in order and stopped in the reverse order.
+
+    network     the node's network namespace and CNI configuration   (network.py)
+    cgroups     the kubelet's cgroupRoot in every hierarchy           (cgroups.py)
+    apiproxy    the API server at 127.0.0.1:PORT inside the namespace (apiproxy.py)
+    containerd  the runtime, then the node's images imported          (containerd.py, images.py)
+    kubelet     registers the node and runs its pods                  (kubelet.py)
+    kube-proxy  Services' cluster IPs and node ports                  (kubeproxy.py)
+    gpu-plugin  simulated nvidia.com/gpu on the device-plugin API     (gpuplugin.py)
+
+`up` starts what is missing and restarts what died (a killed kubelet or containerd comes back,
+and the kubelet starts the node's pods again); `down` leaves nothing of the node on the machine.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from . import images
+from .cgroups import Cgroups
+from .containerd import Containerd, unmount_under
+from .kubelet import Kubelet, remove_machine_leftovers
+from .kubeproxy import KubeProxy
+from .gpuplugin import GPU_RESOURCE, GpuPlugin
+from .network import Network
+from .process import Daemon, wait_for
+from .settings import NodeSettings, pause_image
+
+
+class Node:
+    def __init__(self, settings: NodeSettings, tools: dict[str, str]):
+        self.settings = settings
+        self.tools = tools
+        self.network = Network(settings, Path(tools["CNI_PLUGINS_DIR"]) / "bin")
+        self.cgroups = Cgroups(settings.cgroup_root, settings.state_dir)
+        self.apiproxy = Daemon(
+            "apiproxy",
+            [sys.executable, "-m", "localcluster.apiproxy", settings.netns, str(settings.api_port)],
+            settings.state_dir,
+            env={"PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        )
+        self.containerd = Containerd(settings, tools)
+        self.kubelet = Kubelet(settings, tools, self.containerd.socket)
+        self.kubeproxy = KubeProxy(settings, tools)
+        self.gpuplugin = GpuPlugin(settings, tools)
+
+    def parts(self) -> dict[str, object]:
+        return {"network": self.network, "cgroups": self.cgroups, "apiproxy": self.apiproxy,
+                "containerd": self.containerd, "kubelet": self.kubelet, "kube-proxy": self.kubeproxy,
+                "gpu-plugin": self.gpuplugin}
+
+    def up(self, wait: bool = True) -> list[str]:
+        """Starts every part that does not run; returns the names of those it (re)started."""
+        started = []
+        for name, part in self.parts().items():
+            if not part.alive():
+                part.start()
+                started.append(name)
+            if part is self.containerd:
+                self.containerd.wait_ready()
+                out = self.settings.state_dir / "images"
+                for image, archive in (pause_image(self.tools), images.busybox_image(out),
+                                       images.coredns_image(self.tools, out)):
+                    images.ensure(self.containerd, image, archive)
+            if part is self.apiproxy:
+                wait_for("the API forwarder listening", self._api_reachable, 10, self.apiproxy.log_file)
+            if part is self.kubelet and wait:
+                # The device plugin registers on the kubelet's socket, there once the node is Ready.
+                self.kubelet.wait_ready()
+        if wait and self.settings.spec.gpus:
+            want = str(self.settings.spec.gpus)
+            wait_for(f"node {self.settings.spec.name} advertising {want} {GPU_RESOURCE}",
+                     lambda: self.kubelet.capacity(GPU_RESOURCE) == want, 60, self.gpuplugin.daemon.log_file)
+        return started
+
+    def _api_reachable(self) -> bool:
+        probe = ["nsenter", f"--net=/run/netns/{self.settings.netns}", "--", sys.executable, "-c",
+                 f"import socket; socket.create_connection(('127.0.0.1', {self.settings.api_port}), 2)"]
+        return subprocess.run(probe, capture_output=True).returncode == 0
+
+    def status(self) -> dict[str, str]:
+        out = {}
+        for name, part in self.parts().items():
+            out[name] = "running" if part.alive() else "stopped"
+        if out["kubelet"] == "running":
+            out["kubelet"] = "running, node Ready" if self.kubelet.ready() else "running, node not Ready"
+        return out
+
+    def down(self, deregister: bool = True) -> None:
+        self.gpuplugin.stop()
+        self.kubeproxy.stop()
+        self.kubelet.stop()
+        if deregister:
+            self.kubelet.deregister()
+        self.containerd.stop()
+        self.cgroups.stop()
+        self.apiproxy.stop()
+        self.network.stop()
+        remove_machine_leftovers()
+        unmount_under(self.settings.state_dir)
+        shutil.rmtree(self.settings.state_dir, ignore_errors=True)

@@ -1,0 +1,82 @@
+"""Daemons of a node: started detached, found again by pid file, stopped by pid."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+
+class Daemon:
+    """One long-running process with a pid file and a log file in the node's state directory.
+
+    A pid counts as the daemon only while /proc/PID/exe is still the binary it was started from
+    and the process is not a zombie: after a reboot or a crash the pid may name another program,
+    which must never be signalled.
+    """
+
+    def __init__(self, name: str, argv: list[str], state_dir: Path, netns: str | None = None,
+                 env: dict[str, str] | None = None):
+        self.name = name
+        self.argv = argv
+        self.state_dir = state_dir
+        self.netns = netns
+        self.env = env
+        self.pid_file = state_dir / f"{name}.pid"
+        self.log_file = state_dir / "logs" / f"{name}.log"
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text())
+            if os.readlink(f"/proc/{pid}/exe") != os.path.realpath(self.argv[0]):
+                return None
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except (OSError, ValueError):
+            return None
+        return None if stat.rsplit(")", 1)[1].split()[0] == "Z" else pid
+
+    def alive(self) -> bool:
+        return self.pid() is not None
+
+    def start(self) -> None:
+        if self.alive():
+            return
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        # nsenter, not `ip netns exec`: the latter remounts /sys in a new mount namespace, and
+        # runc then finds no cgroup mounts. nsenter execs the daemon, so its pid is the daemon's.
+        argv = (["nsenter", f"--net=/run/netns/{self.netns}", "--"] if self.netns else []) + self.argv
+        with open(self.log_file, "ab") as log:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                    cwd=self.state_dir, start_new_session=True,
+                                    env={**os.environ, **(self.env or {})})
+        self.pid_file.write_text(f"{proc.pid}\n")
+        # Wait for nsenter to exec the daemon, so that pid() recognises it.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not self.alive():
+            if proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited at once ({proc.returncode}); log: {self.log_file}")
+            time.sleep(0.05)
+
+    def stop(self, grace: float = 20) -> None:
+        pid = self.pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            while self.alive() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if self.alive():
+                os.kill(pid, signal.SIGKILL)
+                while self.alive():
+                    time.sleep(0.1)
+        self.pid_file.unlink(missing_ok=True)
+
+
+def wait_for(what: str, check, timeout: float, log: Path | None = None) -> None:
+    """Polls check() until it is true, or fails naming what did not happen and where to look."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not happen in {timeout:.0f}s" + (f"; log: {log}" if log else ""))
+        time.sleep(0.25)

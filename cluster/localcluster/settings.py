@@ -1,0 +1,131 @@
+"""Where a real node's files, tools and names come from: one frozen record per node."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+MAX_STATE_DIR = 64
+
+# The tools a node runs, as tools/versions.sh names their directories (the pins are versions.env's).
+TOOL_DIRS = (
+    "KUBERNETES_DIR",
+    "KUBERNETES_NODE_DIR",
+    "CONTAINERD_DIR",
+    "RUNC_DIR",
+    "CNI_PLUGINS_DIR",
+    "CRI_TOOLS_DIR",
+    "PAUSE_DIR",
+    "COREDNS_DIR",
+    "COREDNS_VERSION",
+    "CONTAINERD_VERSION",
+    "KUBERNETES_VERSION",
+)
+
+
+def tools() -> dict[str, str]:
+    """The tool directories and versions, as tools/versions.sh (which bin/cluster sources too) has them."""
+    script = f'. "{REPO}/tools/versions.sh"; ' + "; ".join(f'printf "%s=%s\\n" {n} "${n}"' for n in TOOL_DIRS)
+    out = subprocess.run(["bash", "-c", script], check=True, capture_output=True, text=True).stdout
+    return dict(line.split("=", 1) for line in out.splitlines())
+
+
+def missing_tools(t: dict[str, str]) -> list[str]:
+    """Tool directories without the .stamp that tools/build.sh writes last."""
+    return [t[k] for k in TOOL_DIRS if k.endswith("_DIR") and not (Path(t[k]) / ".stamp").is_file()]
+
+
+def pause_image(t: dict[str, str]) -> tuple[str, Path]:
+    """The pause image's name and archive, as `tools/build.sh pause` wrote them."""
+    images = Path(t["PAUSE_DIR"]) / "images"
+    return (images / "pause.name").read_text().strip(), images / "pause.tar"
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """What a node is: its Kubernetes name, labels and taints (`key=value:Effect`)."""
+
+    name: str
+    labels: dict[str, str] = field(default_factory=dict)
+    taints: tuple[str, ...] = ()
+    gpus: int = 0  # simulated nvidia.com/gpu (gpuplugin.py)
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """Everything a node's parts need, fixed when the node is created and kept in node.json.
+
+    Names that the machine shares between clusters (the network namespace, the cgroup) carry a
+    hash of the node's state directory, so two clusters (a developer's and a test's) never meet.
+    """
+
+    spec: NodeSpec
+    index: int
+    state_dir: Path
+    admin_kubeconfig: Path
+    api_port: int
+    cgroup_root: str
+    netns: str
+    node_ip: str
+    pod_subnet: str
+    # The API server's advertised address (its `kubernetes` EndpointSlice): the namespace carries
+    # it on loopback, where the API forwarder serves it to pods (kubernetes Service, CoreDNS).
+    api_address: str = ""
+
+    @staticmethod
+    def create(spec: NodeSpec, index: int, nodes_dir: Path, admin_kubeconfig: Path, api_port: int,
+               api_address: str) -> NodeSettings:
+        state_dir = (nodes_dir / spec.name).resolve()
+        if len(str(state_dir)) > MAX_STATE_DIR:
+            # The kubelet's and containerd's unix sockets live below it (at most 107 bytes a path).
+            raise ValueError(f"{state_dir}: a node's directory may have at most {MAX_STATE_DIR} characters "
+                             "(its sockets live below it); move the cluster's directory (MLPLATFORM_CLUSTER_DIR)")
+        tag = hashlib.sha256(str(state_dir).encode()).hexdigest()[:8]
+        return NodeSettings(
+            spec=spec,
+            index=index,
+            state_dir=state_dir,
+            admin_kubeconfig=admin_kubeconfig,
+            api_port=api_port,
+            cgroup_root=f"{caller_cgroup()}/mlplatform-{tag}",
+            netns=f"mlp-{tag}",
+            # One /24 per node out of 10.244.0.0/16 for pods; the node's own address on a dummy
+            # link in its namespace. Nothing routes either outside the cluster's namespaces.
+            node_ip=f"10.243.{index}.2",
+            pod_subnet=f"10.244.{index}.0/24",
+            api_address=api_address,
+        )
+
+    def save(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        data = asdict(self)
+        data["state_dir"] = str(self.state_dir)
+        data["admin_kubeconfig"] = str(self.admin_kubeconfig)
+        data["spec"]["taints"] = list(self.spec.taints)
+        (self.state_dir / "node.json").write_text(json.dumps(data, indent=2) + "\n")
+
+    @staticmethod
+    def load(state_dir: Path) -> NodeSettings:
+        data = json.loads((state_dir / "node.json").read_text())
+        spec = data.pop("spec")
+        return NodeSettings(
+            spec=NodeSpec(spec["name"], spec["labels"], tuple(spec["taints"]), spec.get("gpus", 0)),
+            **{**data, "state_dir": Path(data["state_dir"]), "admin_kubeconfig": Path(data["admin_kubeconfig"])},
+        )
+
+
+def caller_cgroup() -> str:
+    """This process's own memory cgroup (cgroup v1), under which the node's cgroups nest.
+
+    It is a child of the root here and differs from one machine (and one session) to the next, so
+    it is read at creation and kept in node.json: a later `down` from elsewhere finds the same one.
+    """
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            return path.rstrip("/")
+    raise RuntimeError("no cgroup v1 memory hierarchy in /proc/self/cgroup: real nodes need cgroup v1 here")

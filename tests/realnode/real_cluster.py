@@ -1,0 +1,148 @@
+"""A private local cluster with real nodes (`bin/cluster up --real`), for the real-node tests.
+
+Its name, directory and kubeconfig are its own (under a short directory in /tmp: the nodes'
+unix sockets live below it), so a developer's cluster and the e2e tests' never meet it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "cluster"))
+
+from localcluster import images  # noqa: E402
+from localcluster.kubelet import DEVICE_PLUGIN_CHECKPOINT, DEVICE_PLUGIN_SOCKET, SHARED_DIRS, Sysctls  # noqa: E402
+from localcluster.settings import NodeSettings, missing_tools, tools  # noqa: E402
+
+CLUSTER_TOOLS = ("KUBERNETES_DIR", "ETCD_DIR", "KWOK_DIR")
+
+
+def not_built() -> list[str]:
+    script = f'. "{ROOT}/tools/versions.sh"; ' + "; ".join(f'echo "${n}"' for n in CLUSTER_TOOLS)
+    dirs = subprocess.run(["bash", "-c", script], check=True, capture_output=True, text=True).stdout.split()
+    return [d for d in dirs if not Path(d, ".stamp").is_file()] + missing_tools(tools())
+
+
+@dataclass
+class RealCluster:
+    base: Path
+    name: str = "mlp-rn"
+
+    def __post_init__(self) -> None:
+        self.cluster_dir = self.base / "kwok"
+        self.kubeconfig = self.base / "kubeconfig"
+        self.nodes_dir = self.cluster_dir / "clusters" / self.name / "nodes"
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("KWOK_", "MLPLATFORM_NODES"))},
+            "MLPLATFORM_CLUSTER_NAME": self.name,
+            "MLPLATFORM_CLUSTER_DIR": str(self.cluster_dir),
+            "MLPLATFORM_KUBECONFIG": str(self.kubeconfig),
+        }
+        self.kubectl_bin = Path(tools()["KUBERNETES_DIR"]) / "bin" / "kubectl"
+
+    def cluster(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+        out = subprocess.run([str(ROOT / "bin" / "cluster"), *args], env=self.env, capture_output=True, text=True,
+                             timeout=timeout)
+        if check and out.returncode != 0:
+            raise AssertionError(f"bin/cluster {' '.join(args)} failed ({out.returncode}):\n{out.stdout}{out.stderr}")
+        return out
+
+    def kubectl(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
+        out = subprocess.run([str(self.kubectl_bin), "--kubeconfig", str(self.kubeconfig), *args], input=input,
+                             capture_output=True, text=True, timeout=60)
+        if check and out.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed:\n{out.stdout}{out.stderr}")
+        return out
+
+    def get(self, *args: str) -> Any:
+        return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
+
+    def apply(self, manifest: dict) -> None:
+        self.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+
+    def nodes(self) -> list[NodeSettings]:
+        return [NodeSettings.load(p.parent) for p in sorted(self.nodes_dir.glob("*/node.json"))]
+
+
+def busybox_image_name() -> str:
+    return f"mlplatform.local/busybox:{images.busybox_tag()}"
+
+
+def pod(name: str, script: str, **spec: Any) -> dict:
+    """A pod running SCRIPT in the imported busybox image on a real node, never restarted."""
+    container = {"name": "main", "image": busybox_image_name(), "command": ["/bin/sh", "-c", script],
+                 **spec.pop("container", {})}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "nodeSelector": {"mlplatform.dev/node-kind": "real"},
+            "tolerations": [{"key": "mlplatform.dev/node-kind", "value": "real", "effect": "NoSchedule"}],
+            "containers": [container],
+            **spec,
+        },
+    }
+
+
+def wait_for(what: str, check, timeout: float, interval: float = 1.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout:.0f}s")
+        time.sleep(interval)
+
+
+def leftovers(settings: NodeSettings) -> list[str]:
+    """What of a node is still on the machine: processes, mounts, namespace, cgroups, files."""
+    found = []
+    state = str(settings.state_dir)
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = os.readlink(proc / "cwd")
+        except OSError:
+            continue
+        if state in cmdline or cwd.startswith(state) or settings.netns in cmdline:
+            found.append(f"process {proc.name}: {cmdline[:150]}")
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        target = line.split()[4]
+        if target.startswith(state) or target == f"/run/netns/{settings.netns}":
+            found.append(f"mount {target}")
+    if Path("/run/netns", settings.netns).exists():
+        found.append(f"network namespace {settings.netns}")
+    leaf = settings.cgroup_root.rsplit("/", 1)[1]
+    for hierarchy in Path("/sys/fs/cgroup").iterdir():
+        for path in hierarchy.glob(f"**/{leaf}"):
+            found.append(f"cgroup {path}")
+    if settings.state_dir.exists():
+        found.append(f"state directory {state}")
+    if not Sysctls().held():  # no other real node on the machine: the shared paths are gone too
+        found += [f"shared path {p}" for p in (DEVICE_PLUGIN_SOCKET, DEVICE_PLUGIN_CHECKPOINT, *SHARED_DIRS)
+                  if p.exists()]
+    for link in Path("/var/log/containers").glob("*.log"):
+        if link.is_symlink() and os.readlink(link).startswith(state):
+            found.append(f"log link {link}")
+    return found
+
+
+def host_rules_naming(patterns: tuple[str, ...]) -> list[str]:
+    """Rules in this machine's own iptables (the root network namespace) that name PATTERNS."""
+    out = subprocess.run(["iptables-save"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if any(re.search(p, line) for p in patterns)]

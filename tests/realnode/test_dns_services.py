@@ -1,0 +1,42 @@
+"""Services on the real node: CoreDNS answers for cluster.local, kube-proxy routes cluster IPs."""
+
+from __future__ import annotations
+
+from real_cluster import RealCluster, pod, wait_for
+
+
+def test_coredns_is_the_cluster_dns(real: RealCluster) -> None:
+    svc = real.get("service", "-n", "kube-system", "kube-dns")
+    assert svc["metadata"]["labels"]["k8s-app"] == "kube-dns"
+    deploy = real.get("deployment", "-n", "kube-system", "coredns")
+    assert deploy["status"].get("availableReplicas") == 1, deploy["status"]
+
+
+def test_pod_reaches_a_service_by_name(real: RealCluster) -> None:
+    """A client pod resolves Services through CoreDNS (itself behind the kube-dns cluster IP) and
+    fetches from `web` through its cluster IP (kube-proxy's rules)."""
+    web = pod("web", "mkdir -p /www && echo hello-from-web > /www/index.html && httpd -f -p 8080 -h /www")
+    web["metadata"]["labels"] = {"app": "web"}
+    web["spec"]["restartPolicy"] = "Always"
+    real.apply(web)
+    real.apply({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"},
+                "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}})
+    wait_for("pod web Running", lambda: real.get("pod", "web")["status"].get("phase") == "Running", 90)
+    web_ip = real.get("service", "web")["spec"]["clusterIP"]
+    # The image has /bin only: outputs stay in variables. Debian's static busybox resolves names
+    # with its own nslookup only, and its wget crashes (segfault, on this machine too), so the name
+    # is looked up, and the cluster IP fetched from with nc, separately.
+    script = ('ns=$(nslookup kubernetes.default.svc.cluster.local 2>&1; nslookup web.default.svc.cluster.local 2>&1); '
+              f'body=$(printf "GET / HTTP/1.0\\r\\n\\r\\n" | nc -w 5 {web_ip} 80 2>&1); '
+              'echo "$ns $body" > /dev/termination-log')
+    real.apply(pod("client", script))
+    p = wait_for("pod client finished", lambda: (q := real.get("pod", "client"))["status"].get("phase")
+                 in ("Succeeded", "Failed") and q, 90)
+    message = p["status"]["containerStatuses"][0]["state"]["terminated"].get("message", "")
+    kubernetes_ip = real.get("service", "kubernetes")["spec"]["clusterIP"]
+    assert f"Address: {kubernetes_ip}" in message, message
+    assert f"Address: {web_ip}" in message, message
+    assert "hello-from-web" in message, message
+    for name in ("client", "web"):
+        real.kubectl("delete", "pod", name, "--wait=false")
+    real.kubectl("delete", "service", "web")
