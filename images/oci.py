@@ -24,6 +24,7 @@ CONFIG_MEDIA_TYPE = "application/vnd.oci.image.config.v1+json"
 MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
 INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
 REF_NAME = "org.opencontainers.image.ref.name"
+CONTAINERD_NAME = "io.containerd.image.name"
 OPAQUE_XATTR = "trusted.overlay.opaque"
 
 
@@ -143,8 +144,13 @@ def image_config(layers: list[Layer], *, user: str, workdir: str, entrypoint: li
     }
 
 
-def write_archive(path: Path, tag: str, layers: list[Layer], config: dict, annotations: dict[str, str]) -> str:
-    """Write an OCI layout as one tar (what `ctr images import` and `umoci` read). Returns the manifest digest."""
+def write_archive(path: Path, tag: str, layers: list[Layer], config: dict, annotations: dict[str, str],
+                  name: str | None = None) -> str:
+    """Write an OCI layout as one tar (what `ctr images import` and `umoci` read). Returns the manifest digest.
+
+    `name`, a full reference, is recorded for containerd (`io.containerd.image.name`), which then
+    imports the image under it without being told a base name.
+    """
     config_digest, config_bytes = _blob(json.dumps(config, sort_keys=True, separators=(",", ":")).encode())
     manifest = {
         "schemaVersion": 2,
@@ -158,7 +164,7 @@ def write_archive(path: Path, tag: str, layers: list[Layer], config: dict, annot
         "schemaVersion": 2,
         "mediaType": INDEX_MEDIA_TYPE,
         "manifests": [{"mediaType": MANIFEST_MEDIA_TYPE, "digest": manifest_digest, "size": len(manifest_bytes),
-                       "annotations": {REF_NAME: tag}}],
+                       "annotations": {REF_NAME: tag, **({CONTAINERD_NAME: name} if name else {})}}],
     }
     partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
     with tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as tar:
@@ -186,6 +192,7 @@ def write_archive(path: Path, tag: str, layers: list[Layer], config: dict, annot
             info.uid = info.gid = 0
             info.uname = info.gname = ""
             info.mode = 0o644
+            info.mtime = 0  # like every other entry: the same image gives the same archive
             with open(layer.path, "rb") as handle:
                 tar.addfile(info, handle)
     os.replace(partial, path)

@@ -295,7 +295,7 @@ tool_runc() { build_tool runc "$RUNC_DIR" "$(recipe "$RUNC_VERSION")" build_runc
 tool_cni-plugins() { build_tool cni-plugins "$CNI_PLUGINS_DIR" "$(recipe "$CNI_PLUGINS_VERSION")" build_cni_plugins; }
 tool_cri-tools() { build_tool cri-tools "$CRI_TOOLS_DIR" "$(recipe "$CRI_TOOLS_VERSION")" build_cri_tools; }
 tool_coredns() { build_tool coredns "$COREDNS_DIR" "$(recipe "$COREDNS_VERSION")" build_coredns; }
-tool_pause() { build_tool pause "$PAUSE_DIR" "$(recipe "$KUBERNETES_VERSION" ociimage.py)" build_pause; }
+tool_pause() { build_tool pause "$PAUSE_DIR" "$(recipe "$KUBERNETES_VERSION" ociimage.py ../images/oci.py)" build_pause; }
 group_node() {
     tool_containerd; tool_runc; tool_cni-plugins; tool_cri-tools; tool_pause; tool_kubernetes-node; tool_coredns
 }

@@ -1,112 +1,54 @@
 #!/usr/bin/env python3
 """Packs files into a one-layer OCI image archive that `ctr images import` reads.
 
-Usage: ociimage.py --name REF --out FILE.tar [--entrypoint PATH] [--user U:G] SRC=DEST ...
+Usage: ociimage.py --name REF --out FILE.tar [--entrypoint ARG ...] [--user U:G] [--env K=V ...] SRC=DEST ...
 
-No Docker, registry or umoci: an OCI image layout (oci-layout, index.json, blobs/sha256/...) is
-three JSON documents and a tar of the layer, written here with the standard library. Every
-timestamp is zero and every file is owned by root, so the same inputs give the same digest, and
-the image's name never changes by rebuilding it. The name goes into the index as
-`io.containerd.image.name` (what containerd names the imported image) and its tag as
-`org.opencontainers.image.ref.name` (the OCI convention).
+A thin command over images/oci.py, the project's one OCI writer (the image builder's): the files
+are staged at their destinations (symlinks kept) with zero timestamps and root ownership, so the
+same inputs give the same archive. The image's full name goes into the index for containerd
+(`io.containerd.image.name`), beside its tag (`org.opencontainers.image.ref.name`).
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
-import hashlib
-import io
-import json
 import os
-import tarfile
+import shutil
+import sys
+import tempfile
+from pathlib import Path
 
-MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-MEDIA_CONFIG = "application/vnd.oci.image.config.v1+json"
-MEDIA_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
-
-
-def _tarinfo(name: str, **fields) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.mtime = 0
-    info.uid = info.gid = 0
-    info.uname = info.gname = "root"
-    for key, value in fields.items():
-        setattr(info, key, value)
-    return info
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from images import oci  # noqa: E402  (the repository root is on the path only now)
 
 
-def layer(files: list[tuple[str, str]]) -> tuple[bytes, bytes]:
-    """The layer (gzipped, and its uncompressed tar for the diff id) of SRC files at DEST paths."""
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        dirs: set[str] = set()
-        for _, dest in files:
-            parts = dest.strip("/").split("/")[:-1]
-            for i in range(1, len(parts) + 1):
-                dirs.add("/".join(parts[:i]))
-        for d in sorted(dirs):
-            tar.addfile(_tarinfo(d + "/", type=tarfile.DIRTYPE, mode=0o755))
-        for src, dest in sorted(files, key=lambda f: f[1]):
-            if os.path.islink(src):
-                tar.addfile(_tarinfo(dest.strip("/"), type=tarfile.SYMTYPE, linkname=os.readlink(src), mode=0o777))
-                continue
-            with open(src, "rb") as f:
-                data = f.read()
-            mode = 0o755 if os.access(src, os.X_OK) else 0o644
-            tar.addfile(_tarinfo(dest.strip("/"), size=len(data), mode=mode), io.BytesIO(data))
-    return gzip.compress(raw.getvalue(), mtime=0), raw.getvalue()
+def stage(files: list[tuple[str, str]], top: Path) -> None:
+    """Copy each SRC to DEST below `top`, then zero every timestamp."""
+    for source, destination in files:
+        target = top / destination.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if os.path.islink(source):
+            os.symlink(os.readlink(source), target)
+        else:
+            shutil.copyfile(source, target)
+            os.chmod(target, os.stat(source).st_mode & 0o7777)
+    for directory, subdirectories, names in os.walk(top, topdown=False):
+        for name in names + subdirectories:
+            os.utime(Path(directory) / name, (0, 0), follow_symlinks=False)
 
 
-def _digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def image(name: str, files: list[tuple[str, str]], entrypoint: list[str], user: str, env: list[str]) -> bytes:
-    """The bytes of an OCI image layout archive holding one image named NAME."""
-    compressed, uncompressed = layer(files)
-    config = {
-        "architecture": "amd64",
-        "os": "linux",
-        "config": {"Entrypoint": entrypoint, "User": user, "Env": env},
-        "rootfs": {"type": "layers", "diff_ids": [_digest(uncompressed)]},
-    }
-    config_blob = json.dumps(config, sort_keys=True).encode()
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": MEDIA_MANIFEST,
-        "config": {"mediaType": MEDIA_CONFIG, "digest": _digest(config_blob), "size": len(config_blob)},
-        "layers": [{"mediaType": MEDIA_LAYER, "digest": _digest(compressed), "size": len(compressed)}],
-    }
-    manifest_blob = json.dumps(manifest, sort_keys=True).encode()
-    index = {
-        "schemaVersion": 2,
-        "manifests": [
-            {
-                "mediaType": MEDIA_MANIFEST,
-                "digest": _digest(manifest_blob),
-                "size": len(manifest_blob),
-                "platform": {"architecture": "amd64", "os": "linux"},
-                "annotations": {
-                    "io.containerd.image.name": name,
-                    "org.opencontainers.image.ref.name": name.rsplit(":", 1)[1],
-                },
-            }
-        ],
-    }
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
-
-        def add(path: str, data: bytes) -> None:
-            tar.addfile(_tarinfo(path, size=len(data), mode=0o644), io.BytesIO(data))
-
-        tar.addfile(_tarinfo("blobs/", type=tarfile.DIRTYPE, mode=0o755))
-        tar.addfile(_tarinfo("blobs/sha256/", type=tarfile.DIRTYPE, mode=0o755))
-        for blob in (config_blob, compressed, manifest_blob):
-            add("blobs/sha256/" + _digest(blob).split(":", 1)[1], blob)
-        add("oci-layout", json.dumps({"imageLayoutVersion": "1.0.0"}).encode())
-        add("index.json", json.dumps(index, sort_keys=True).encode())
-    return out.getvalue()
+def pack(name: str, files: list[tuple[str, str]], entrypoint: list[str], user: str, env: list[str], out: Path) -> None:
+    tag = name.rsplit(":", 1)[1]
+    with tempfile.TemporaryDirectory() as scratch:
+        top = Path(scratch) / "rootfs"
+        top.mkdir()
+        stage(files, top)
+        layer = oci.write_layer(top, Path(scratch) / "blobs", owner=(0, 0))
+        config = oci.image_config(
+            [layer], user=user, workdir="/", entrypoint=entrypoint, cmd=[],
+            env=dict(e.split("=", 1) for e in env), ports=[], labels={}, history=[],
+        )
+        oci.write_archive(out, tag, [layer], config, annotations={}, name=name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,12 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     if not repo or "/" in tag or tag in ("", "latest"):
         # An untagged or :latest image gets pull policy Always, and nothing can be pulled here.
         parser.error(f"--name {args.name}: needs an explicit tag other than latest")
-    files = [tuple(f.split("=", 1)) for f in args.files]
-    data = image(args.name, files, args.entrypoint, args.user, args.env)
-    tmp = args.out + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, args.out)
+    pack(args.name, [tuple(f.split("=", 1)) for f in args.files], args.entrypoint, args.user, args.env, Path(args.out))
     return 0
 
 
