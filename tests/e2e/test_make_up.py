@@ -318,6 +318,9 @@ def test_more_workers_update_the_tfjob_in_place(local: LocalStack, api: dynamic.
     (job,) = of_kind(local, "TFJob")
     workers = settings(local).mnist.replica_counts["Worker"] + 1
     local.set_config("mnist.replicas.Worker", str(workers))
+    # The dev stack's GPU pool holds one GPU per worker it has now, and the preview refuses a job
+    # whose GPUs could never fit: the grown job trains on CPU.
+    local.set_config("mnist.gpus.Worker", "0")
     plan, before, after = apply_change(local, api)
     assert plan == {job["urn"]: {"update"}}, f"a new worker count should update the TFJob in place, nothing else: {plan}"
     assert after[job["urn"]][0] == before[job["urn"]][0], "the TFJob was replaced"

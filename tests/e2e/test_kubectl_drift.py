@@ -1,8 +1,9 @@
 """Drift heals: what someone changed by hand with kubectl, `pulumi up --refresh` puts back.
 
 Hand edits make kubectl the owner of the fields it touched; without forcing the apply, Server-Side
-Apply refuses to take them back. Runs on the session deployment of `make up` (before
-test_job_reconciled.py and test_make_up.py, file order) and leaves it as declared.
+Apply refuses to take them back. Runs on the session deployment of `make up` (after
+test_job_reconciled.py, which must see the job's first pods, and before test_make_up.py, file
+order) and leaves it as declared.
 """
 
 from __future__ import annotations
