@@ -22,6 +22,8 @@ import yaml
 from kubernetes import dynamic
 from kubernetes.dynamic.exceptions import NotFoundError
 
+from polling import wait_for  # noqa: F401  (the tests import it from here)
+
 ROOT = Path(__file__).resolve().parents[2]
 NAMESPACE = "mlplatform"  # the project's config namespace (Pulumi.yaml name)
 # The pulumi commands that read stack config (and so take --config-file).
@@ -237,13 +239,3 @@ def live(api: dynamic.DynamicClient, manifest: dict[str, Any]) -> Any | None:
         return None
 
 
-def wait_for(condition: Any, timeout: float, what: str, interval: float = 0.5) -> Any:
-    """condition()'s first truthy value, polled until `timeout` seconds have passed."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)

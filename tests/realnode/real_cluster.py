@@ -11,7 +11,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ sys.path.insert(0, str(ROOT / "cluster"))
 from localcluster import images  # noqa: E402
 from localcluster.kubelet import DEVICE_PLUGIN_CHECKPOINT, DEVICE_PLUGIN_SOCKET, SHARED_DIRS, Sysctls  # noqa: E402
 from localcluster.settings import NodeSettings, missing_tools, tools  # noqa: E402
+from polling import wait_for  # noqa: E402,F401  (the tests import it from here)
 
 CLUSTER_TOOLS = ("KUBERNETES_DIR", "ETCD_DIR", "KWOK_DIR")
 
@@ -94,17 +94,6 @@ def pod(name: str, script: str, **spec: Any) -> dict:
             **spec,
         },
     }
-
-
-def wait_for(what: str, check, timeout: float, interval: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:.0f}s")
-        time.sleep(interval)
 
 
 def leftovers(settings: NodeSettings) -> list[str]:

@@ -21,7 +21,7 @@ def test_pod_reaches_a_service_by_name(real: RealCluster) -> None:
     real.apply(web)
     real.apply({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"},
                 "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}})
-    wait_for("pod web Running", lambda: real.get("pod", "web")["status"].get("phase") == "Running", 90)
+    wait_for(lambda: real.get("pod", "web")["status"].get("phase") == "Running", 90, "pod web Running")
     web_ip = real.get("service", "web")["spec"]["clusterIP"]
     # The image has /bin only: outputs stay in variables. Debian's static busybox resolves names
     # with its own nslookup only, and its wget crashes (segfault, on this machine too), so the name
@@ -30,8 +30,8 @@ def test_pod_reaches_a_service_by_name(real: RealCluster) -> None:
               f'body=$(printf "GET / HTTP/1.0\\r\\n\\r\\n" | nc -w 5 {web_ip} 80 2>&1); '
               'echo "$ns $body" > /dev/termination-log')
     real.apply(pod("client", script))
-    p = wait_for("pod client finished", lambda: (q := real.get("pod", "client"))["status"].get("phase")
-                 in ("Succeeded", "Failed") and q, 90)
+    p = wait_for(lambda: (q := real.get("pod", "client"))["status"].get("phase")
+                 in ("Succeeded", "Failed") and q, 90, "pod client finished")
     message = p["status"]["containerStatuses"][0]["state"]["terminated"].get("message", "")
     kubernetes_ip = real.get("service", "kubernetes")["spec"]["clusterIP"]
     assert f"Address: {kubernetes_ip}" in message, message

@@ -20,13 +20,13 @@ def test_gpus_are_allocated_by_the_kubelet(real: RealCluster) -> None:
     for name in names[:-1]:
         real.apply(pod(name, 'echo "$MLPLATFORM_SIMULATED_GPUS" > /dev/termination-log; sleep 20',
                        container={"resources": {"limits": {GPU_RESOURCE: "1"}}}))
-    wait_for("one pod per GPU Running", lambda: all(phase(real, n) in ("Running", "Succeeded") for n in names[:-1]), 60)
+    wait_for(lambda: all(phase(real, n) in ("Running", "Succeeded") for n in names[:-1]), 60, "one pod per GPU Running")
     real.apply(pod(names[-1], "true", container={"resources": {"limits": {GPU_RESOURCE: "1"}}}))
-    pending = wait_for(f"pod {names[-1]} unschedulable", lambda: next(
+    pending = wait_for(lambda: next(
         (c for c in real.get("pod", names[-1])["status"].get("conditions", []) if c.get("reason") == "Unschedulable"),
-        None), 30)
+        None), 30, f"pod {names[-1]} unschedulable")
     assert f"Insufficient {GPU_RESOURCE}" in pending["message"], pending
-    wait_for("the GPU pods done", lambda: all(phase(real, n) == "Succeeded" for n in names[:-1]), 60)
+    wait_for(lambda: all(phase(real, n) == "Succeeded" for n in names[:-1]), 60, "the GPU pods done")
     given = sorted(real.get("pod", n)["status"]["containerStatuses"][0]["state"]["terminated"]["message"].strip()
                    for n in names[:-1])
     assert given == [f"sim-gpu-{i}" for i in range(settings.spec.gpus)], given
