@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from real_cluster import RealCluster, not_built
+from real_cluster import RealCluster, machine_lock, not_built
 
 SKIPPED_BECAUSE: list[str] = []
 
@@ -36,6 +36,7 @@ def real() -> Iterator[RealCluster]:
         pytest.skip(reason)
     assert os.geteuid() == 0, "real nodes need root (network namespaces, cgroups, mounts)"
     # Short: the nodes' unix sockets live below it.
+    lock = machine_lock()
     base = Path(tempfile.mkdtemp(prefix="mlp-rn-", dir="/tmp"))
     cluster = RealCluster(base)
     try:
@@ -44,3 +45,4 @@ def real() -> Iterator[RealCluster]:
     finally:
         cluster.cluster("down", check=False)
         shutil.rmtree(base, ignore_errors=True)
+        lock.close()

@@ -6,6 +6,7 @@ unix sockets live below it), so a developer's cluster and the e2e tests' never m
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -24,6 +25,16 @@ from localcluster.settings import NodeSettings, missing_tools, tools  # noqa: E4
 from polling import wait_for  # noqa: E402,F401  (the tests import it from here)
 
 CLUSTER_TOOLS = ("KUBERNETES_DIR", "ETCD_DIR", "KWOK_DIR")
+# Held by a test session for as long as its real cluster lives: two sessions on one machine (two
+# clones, a helper's and CI's) take turns instead of sharing the machine's kernel settings and CPU.
+MACHINE_LOCK = Path("/tmp/mlplatform-real-node-tests.lock")
+
+
+def machine_lock():
+    """Blocks until no other real-node test session runs on this machine; close() releases it."""
+    lock = open(MACHINE_LOCK, "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    return lock
 
 
 def not_built() -> list[str]:
