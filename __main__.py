@@ -6,6 +6,7 @@ Composes the components from the typed stack config and exports what users need.
 import pulumi
 
 import stacks
+from components.cert_manager import CertManager
 from components.cluster import Cluster, ClusterArgs
 from components.jupyterhub import JupyterHub, JupyterHubArgs
 from components.k8s import declared_state_wins
@@ -29,8 +30,15 @@ def main() -> None:
         pulumi.export("kubeconfig", cluster.kubeconfig)
 
     if settings.jupyterhub.enabled:
+        https = settings.jupyterhub.https
+        cert_manager = ()
+        if https is not None and https.install_cert_manager:
+            # The hub's Let's Encrypt certificate is issued and renewed by cert-manager.
+            cert_manager = tuple(CertManager("cert-manager", opts=on_cluster).ready)
         hub = JupyterHub(
-            "jupyterhub", JupyterHubArgs.from_cluster(settings.jupyterhub, cluster, settings.images), opts=on_cluster
+            "jupyterhub",
+            JupyterHubArgs.from_cluster(settings.jupyterhub, cluster, settings.images, cert_manager),
+            opts=on_cluster,
         )
         # The hub's URL once its load balancer has an address, else the port-forward command.
         pulumi.export("jupyterhub", hub.url)

@@ -8,6 +8,11 @@ What runs in the hub's namespace (names as Zero to JupyterHub uses them):
 - Services `hub` and `proxy-api` (ClusterIP) and `proxy-public`, of type `jupyterhub.serviceType`;
 - Secrets: `hub` (proxy token and cookie secret, generated once) and `hub-oauth` (the OAuth client
   secret from stack config), both created from Pulumi secrets;
+- with `jupyterhub.https`, the proxy serves TLS on `proxy-public`'s port 443 and redirects port
+  80 there, with the certificate of a `kubernetes.io/tls` Secret: one the user names (`secret`),
+  one cert-manager keeps from an ACME server (`letsencrypt`: an Issuer and a Certificate), or one
+  generated once (`selfSigned`); or TLS ends in front of the Service (`offload`) and the hub is
+  told its public https URL;
 - NetworkPolicies that let user servers reach the hub, the proxy, DNS and the internet, but not
   the Kubernetes API, other private addresses or each other.
 User servers are KubeSpawner's pods: one per user, with the profile's image, CPU, memory and GPU
@@ -27,7 +32,9 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components import cert_manager
 from components import hub_config as hub
+from components import tls
 from components.cluster import Cluster, Scheduling
 from components.k8s import (
     CLUSTER_DNS_PEER,
@@ -41,7 +48,7 @@ from components.k8s import (
     port_forward_command,
     service_url,
 )
-from stacks.config import ImagesSettings, JupyterHubSettings
+from stacks.config import Https, ImagesSettings, JupyterHubSettings
 
 HUB_DB_SIZE = "1Gi"  # a sqlite file of users, servers and tokens
 SECRET_NAME = "hub"
@@ -49,6 +56,19 @@ OAUTH_SECRET_NAME = "hub-oauth"
 CONFIG_MAP_NAME = "hub-config"
 DB_CLAIM_NAME = "hub-db-dir"
 PORT_FORWARD_LOCAL_PORT = 8080
+PORT_FORWARD_LOCAL_HTTPS_PORT = 8443
+# letsencrypt: the Issuer, and the Secret cert-manager keeps the ACME account's key in.
+ISSUER_NAME = "letsencrypt"
+ACME_ACCOUNT_SECRET_NAME = "letsencrypt-account-key"
+# cert-manager's HTTP-01 solver makes an Ingress for every challenge. No controller serves this
+# class: the proxy itself routes the challenges to the solver pods (hub_config.acme_route_command),
+# so that the hub's own address answers them and no ingress controller is needed.
+ACME_INGRESS_CLASS = "mlplatform-proxy-routes-acme"
+# The sidecar that keeps that route: a node process waking every 30 s.
+ACME_ROUTE_RESOURCES = {"requests": {"cpu": "5m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}}
+# On the selfSigned Secret: the names its certificate is for. A change (jupyterhub.https.hosts)
+# replaces the Secret, and so draws a certificate for the new names.
+CERTIFICATE_NAMES_ANNOTATION = "mlplatform.dev/certificate-names"
 
 # The keys of the generated Secret, and the environment variables they become.
 PROXY_TOKEN_KEY = "proxy-token"
@@ -75,6 +95,8 @@ class JupyterHubArgs:
     component, never written by hand); `core_scheduling` places the hub and proxy pods.
     `simulated`: a kwok cluster, where nothing provisions volumes; `volume_for` (the cluster's)
     then makes the volume the hub's database claim binds to, and user homes are emptyDir volumes.
+    `cert_manager`: what the Issuer and Certificate wait for (the stack's cert-manager install),
+    with `https.type letsencrypt`.
     """
 
     settings: JupyterHubSettings
@@ -83,10 +105,15 @@ class JupyterHubArgs:
     simulated: bool = False
     volume_for: Callable[..., None] | None = None
     images: ImagesSettings = field(default_factory=ImagesSettings)
+    cert_manager: tuple[pulumi.Resource, ...] = ()
 
     @classmethod
     def from_cluster(
-        cls, settings: JupyterHubSettings, cluster: Cluster, images: ImagesSettings | None = None
+        cls,
+        settings: JupyterHubSettings,
+        cluster: Cluster,
+        images: ImagesSettings | None = None,
+        cert_manager: tuple[pulumi.Resource, ...] = (),
     ) -> JupyterHubArgs:
         """GPU profiles go to a GPU pool, CPU profiles to `userPool`, the hub and proxy off GPU nodes."""
         return cls(
@@ -98,12 +125,14 @@ class JupyterHubArgs:
             simulated=cluster.simulated,
             volume_for=cluster.volume_for,
             images=images or ImagesSettings(),
+            cert_manager=cert_manager,
         )
 
 
 def _check(args: JupyterHubArgs) -> None:
     # The profile rules are the config layer's, so settings built any other way meet them too.
     problems = list(args.settings.profile_problems("JupyterHubArgs.settings"))
+    problems += args.settings.https_problems("JupyterHubArgs.settings")
     if problems:
         raise ValueError("\n".join(problems))
     names = [p.name for p in args.settings.profiles]
@@ -131,6 +160,7 @@ class JupyterHub(pulumi.ComponentResource):
     url: pulumi.Output[str]
     namespace: str
     port_forward: str
+    tls_secret_name: str | None
 
     def __init__(self, name: str, args: JupyterHubArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         _check(args)
@@ -142,7 +172,17 @@ class JupyterHub(pulumi.ComponentResource):
         self._volume_for = args.volume_for
         self._images = args.images
         self.namespace = settings.namespace
-        self.port_forward = port_forward_command(settings.namespace, hub.PROXY_PUBLIC_SERVICE, PORT_FORWARD_LOCAL_PORT, hub.PUBLIC_PORT)
+        https = settings.https
+        self._tls_at_proxy = https is not None and https.terminates_tls
+        if self._tls_at_proxy:
+            self.port_forward = port_forward_command(
+                settings.namespace, hub.PROXY_PUBLIC_SERVICE, PORT_FORWARD_LOCAL_HTTPS_PORT, hub.PUBLIC_HTTPS_PORT
+            )
+        else:
+            self.port_forward = port_forward_command(settings.namespace, hub.PROXY_PUBLIC_SERVICE, PORT_FORWARD_LOCAL_PORT, hub.PUBLIC_PORT)
+        self.tls_secret_name = None
+        if self._tls_at_proxy:
+            self.tls_secret_name = https.secret_name if https.type == "secret" else hub.TLS_SECRET_NAME
         child = pulumi.ResourceOptions(parent=self)
 
         namespace = k8s.core.v1.Namespace(
@@ -155,6 +195,7 @@ class JupyterHub(pulumi.ComponentResource):
 
         self._rbac(child)
         generated = self._generated_secret(child)
+        certificate = self._certificate(https, args.core_scheduling, args.cert_manager, child) if https else None
         oauth = self._oauth_secret(child)
         document = hub.render(
             settings, args.profile_scheduling, persistent_homes=not args.simulated, pull_secrets=args.images.pull_secrets
@@ -175,12 +216,23 @@ class JupyterHub(pulumi.ComponentResource):
         secret_data = [generated.data] + ([oauth.data] if oauth else [])
         secrets_checksum = pulumi.Output.unsecret(pulumi.Output.all(*secret_data).apply(lambda d: _checksum(*d)))
         self._hub(config_map, _checksum(config_data), secrets_checksum, oauth is not None, args.core_scheduling, child)
-        self._proxy(secrets_checksum, args.core_scheduling, child)
+        # The proxy restarts with a new self-signed certificate; renewed ones (letsencrypt, secret)
+        # it notices itself (hub_config.served_certificate_check).
+        proxy_checksum = secrets_checksum
+        if certificate is not None:
+            proxy_checksum = pulumi.Output.unsecret(
+                pulumi.Output.all(secrets_checksum, certificate.data).apply(lambda d: _checksum(*d))
+            )
+        self._proxy(proxy_checksum, args.core_scheduling, child)
         public = self._services(settings, child)
         self._network_policies(child)
 
-        self.url = service_url(public, settings.service_type, hub.PUBLIC_PORT, self.port_forward)
-        self.register_outputs({"url": self.url})
+        # With offload the Service itself is plain HTTP; what is in front serves the public URL.
+        port, scheme = (hub.PUBLIC_HTTPS_PORT, "https") if self._tls_at_proxy else (hub.PUBLIC_PORT, "http")
+        self.url = service_url(
+            public, settings.service_type, port, self.port_forward, scheme=scheme, public_url=https.public_url if https else None
+        )
+        self.register_outputs({"url": self.url, "tls_secret_name": self.tls_secret_name})
 
     # --- helpers --------------------------------------------------------------------------------
 
@@ -243,6 +295,128 @@ class JupyterHub(pulumi.ComponentResource):
             metadata=self._metadata(OAUTH_SECRET_NAME, hub.HUB_COMPONENT),
             type="Opaque",
             data=pulumi.Output.secret({CLIENT_SECRET_KEY: _encode(auth.client_secret)}),
+            opts=opts,
+        )
+
+    # --- TLS ------------------------------------------------------------------------------------
+
+    def _certificate(
+        self,
+        https: Https,
+        scheduling: Scheduling,
+        cert_manager_ready: tuple[pulumi.Resource, ...],
+        opts: pulumi.ResourceOptions,
+    ) -> k8s.core.v1.Secret | None:
+        """What provides the proxy's certificate; the generated Secret for selfSigned, else None.
+
+        secret: the user's Secret, which the stack only mounts; offload: nothing here.
+        """
+        if https.type == "selfSigned":
+            return self._self_signed_secret(https, opts)
+        if https.type == "letsencrypt":
+            self._letsencrypt(https, scheduling, cert_manager_ready, opts)
+        return None
+
+    def _self_signed_secret(self, https: Https, opts: pulumi.ResourceOptions) -> k8s.core.v1.Secret:
+        """A certificate for the hub's names, drawn once and kept, as the proxy token is.
+
+        Each run draws a new one, and `ignore_changes` keeps the one in Pulumi's state (encrypted:
+        the inputs are secrets, the private key among them) for as long as the Secret exists. New
+        names in `jupyterhub.https.hosts` change the annotation, which replaces the Secret with a
+        certificate for them; `pulumi up --replace <this Secret's URN>` draws a new one for the
+        same names (do so before it expires, after tls.SERVER_DAYS days).
+        """
+        service = hub.PROXY_PUBLIC_SERVICE
+        namespace = self.namespace
+        # Its public names, the in-cluster ones, and those of `kubectl port-forward`.
+        names = (*https.hosts, f"{service}.{namespace}.svc", f"{service}.{namespace}", service, "localhost", "127.0.0.1")
+        generated = tls.self_signed(names)
+        data = pulumi.Output.secret({key: _encode(value) for key, value in generated.secret_data().items()})
+        return k8s.core.v1.Secret(
+            f"{self._name}-tls",
+            metadata={
+                **self._metadata(hub.TLS_SECRET_NAME, hub.PROXY_COMPONENT),
+                "annotations": {CERTIFICATE_NAMES_ANNOTATION: ",".join(dict.fromkeys(names))},
+            },
+            type="kubernetes.io/tls",
+            data=data,
+            opts=pulumi.ResourceOptions.merge(
+                opts,
+                pulumi.ResourceOptions(
+                    ignore_changes=["data"],
+                    replace_on_changes=[f'metadata.annotations["{CERTIFICATE_NAMES_ANNOTATION}"]'],
+                    delete_before_replace=True,
+                ),
+            ),
+        )
+
+    def _letsencrypt(
+        self,
+        https: Https,
+        scheduling: Scheduling,
+        cert_manager_ready: tuple[pulumi.Resource, ...],
+        opts: pulumi.ResourceOptions,
+    ) -> None:
+        """An ACME Issuer and a Certificate for `https.hosts`, kept and renewed by cert-manager.
+
+        The ACME server checks each host over HTTP-01: it fetches
+        http://<host>/.well-known/acme-challenge/<token>, which the proxy redirects to https (the
+        ACME server follows, and does not check that certificate: cert-manager's temporary one
+        is served until the real one exists) and routes to cert-manager's solver pods through the
+        `acme-solver` Service.
+        """
+        after = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=list(cert_manager_ready)))
+        solver_labels = {cert_manager.HTTP01_SOLVER_LABEL: "true"}
+        k8s.apiextensions.CustomResource(
+            f"{self._name}-issuer",
+            api_version=cert_manager.API_VERSION,
+            kind=cert_manager.ISSUER_KIND,
+            metadata=self._metadata(ISSUER_NAME, hub.PROXY_COMPONENT),
+            spec={
+                "acme": {
+                    "server": https.acme_server,
+                    "email": https.contact_email,
+                    "privateKeySecretRef": {"name": ACME_ACCOUNT_SECRET_NAME},
+                    "solvers": [
+                        {
+                            "http01": {
+                                "ingress": {
+                                    "ingressClassName": ACME_INGRESS_CLASS,
+                                    "serviceType": "ClusterIP",
+                                    # The solver pods run where the hub's own pods do.
+                                    "podTemplate": {"spec": scheduling.pod_spec()},
+                                }
+                            }
+                        }
+                    ],
+                }
+            },
+            opts=after,
+        )
+        k8s.apiextensions.CustomResource(
+            f"{self._name}-certificate",
+            api_version=cert_manager.API_VERSION,
+            kind=cert_manager.CERTIFICATE_KIND,
+            metadata={
+                **self._metadata(hub.TLS_SECRET_NAME, hub.PROXY_COMPONENT),
+                "annotations": {cert_manager.ISSUE_TEMPORARY_CERTIFICATE: "true"},
+            },
+            spec={
+                "secretName": hub.TLS_SECRET_NAME,
+                "dnsNames": list(https.hosts),
+                "issuerRef": {"group": "cert-manager.io", "kind": cert_manager.ISSUER_KIND, "name": ISSUER_NAME},
+                "privateKey": {"algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always"},
+            },
+            opts=after,
+        )
+        k8s.core.v1.Service(
+            f"{self._name}-acme-solver",
+            metadata=self._metadata(hub.ACME_SOLVER_SERVICE, hub.PROXY_COMPONENT),
+            spec={
+                "type": "ClusterIP",
+                "selector": solver_labels,
+                "ports": [{"name": "http", "port": hub.ACME_SOLVER_PORT, "targetPort": hub.ACME_SOLVER_PORT}],
+            },
             opts=opts,
         )
 
@@ -328,7 +502,27 @@ class JupyterHub(pulumi.ComponentResource):
         )
 
     def _proxy(self, secrets_checksum: pulumi.Output[str], scheduling: Scheduling, opts: pulumi.ResourceOptions) -> None:
-        probe = {"httpGet": {"path": "/_chp_healthz", "port": "http"}}
+        token_env = [_secret_env(hub.PROXY_TOKEN_ENV, SECRET_NAME, PROXY_TOKEN_KEY)]
+        ports = [
+            {"name": "http", "containerPort": hub.PROXY_PORT},
+            {"name": "api", "containerPort": hub.PROXY_API_PORT},
+        ]
+        probe: dict[str, Any] = {"httpGet": {"path": "/_chp_healthz", "port": "http"}}
+        liveness: dict[str, Any] = {**probe, "initialDelaySeconds": 60, "periodSeconds": 10}
+        command = hub.proxy_command(hub.hub_url())
+        tls_volume: dict[str, Any] = {}
+        if self._tls_at_proxy:
+            command = hub.proxy_command(hub.hub_url(), https_port=hub.PROXY_HTTPS_PORT)
+            ports.insert(0, {"name": "https", "containerPort": hub.PROXY_HTTPS_PORT})
+            probe = {"httpGet": {"path": "/_chp_healthz", "port": "https", "scheme": "HTTPS"}}
+            # Alive means: answering TLS with the certificate the Secret holds now.
+            liveness = {
+                "exec": {"command": hub.served_certificate_check()},
+                "initialDelaySeconds": 60,
+                "periodSeconds": 30,
+                "timeoutSeconds": 10,
+            }
+            tls_volume = {"name": "tls", "mountPath": hub.TLS_DIR, "readOnly": True}
         pod_spec: dict[str, Any] = {
             # The proxy never talks to the Kubernetes API.
             "automountServiceAccountToken": False,
@@ -343,19 +537,31 @@ class JupyterHub(pulumi.ComponentResource):
                 {
                     "name": "chp",
                     "image": self._images.proxy,
-                    "command": hub.proxy_command(hub.hub_url()),
-                    "env": [_secret_env(hub.PROXY_TOKEN_ENV, SECRET_NAME, PROXY_TOKEN_KEY)],
-                    "ports": [
-                        {"name": "http", "containerPort": hub.PROXY_PORT},
-                        {"name": "api", "containerPort": hub.PROXY_API_PORT},
-                    ],
+                    "command": command,
+                    "env": token_env,
+                    "ports": ports,
                     "readinessProbe": {**probe, "periodSeconds": 5},
-                    "livenessProbe": {**probe, "initialDelaySeconds": 60, "periodSeconds": 10},
+                    "livenessProbe": liveness,
                     "resources": self._settings.proxy_resources.manifest(),
                     "securityContext": restricted(),
+                    **({"volumeMounts": [tls_volume]} if tls_volume else {}),
                 }
             ],
         }
+        if tls_volume:
+            pod_spec["volumes"] = [{"name": "tls", "secret": {"secretName": self.tls_secret_name}}]
+        https = self._settings.https
+        if https is not None and https.type == "letsencrypt":
+            pod_spec["containers"].append(
+                {
+                    "name": "acme-route",
+                    "image": self._images.proxy,
+                    "command": hub.acme_route_command(),
+                    "env": token_env,
+                    "resources": ACME_ROUTE_RESOURCES,
+                    "securityContext": restricted(),
+                }
+            )
         self._singleton(
             f"{self._name}-proxy",
             hub.PROXY_DEPLOYMENT,
@@ -416,10 +622,16 @@ class JupyterHub(pulumi.ComponentResource):
                 },
                 opts=opts,
             )
+        ports = [{"name": "http", "port": hub.PUBLIC_PORT, "targetPort": "http"}]
+        if settings.https is not None:
+            # With TLS at the proxy, 443 is its TLS port and 80 its redirect to https; with offload
+            # both reach its plain port, and what is in front terminates TLS (and redirects).
+            target = "https" if self._tls_at_proxy else "http"
+            ports.insert(0, {"name": "https", "port": hub.PUBLIC_HTTPS_PORT, "targetPort": target})
         spec: dict[str, Any] = {
             "type": settings.service_type,
             "selector": proxy_labels,
-            "ports": [{"name": "http", "port": hub.PUBLIC_PORT, "targetPort": "http"}],
+            "ports": ports,
         }
         if settings.load_balancer_source_ranges:
             spec["loadBalancerSourceRanges"] = list(settings.load_balancer_source_ranges)
@@ -464,6 +676,7 @@ class JupyterHub(pulumi.ComponentResource):
         user_pods = {"podSelector": {"matchLabels": app_labels(hub.APP_NAME, hub.USER_COMPONENT)}}
         hub_api = [{"protocol": "TCP", "port": hub.HUB_PORT}]
         proxy_http = [{"protocol": "TCP", "port": hub.PROXY_PORT}]
+        proxy_public = [*proxy_http, *([{"protocol": "TCP", "port": hub.PROXY_HTTPS_PORT}] if self._tls_at_proxy else [])]
         proxy_api = [{"protocol": "TCP", "port": hub.PROXY_API_PORT}]
         notebook = [{"protocol": "TCP", "port": hub.SINGLEUSER_PORT}]
         dns = {"to": [CLUSTER_DNS_PEER], "ports": DNS_PORTS}
@@ -474,7 +687,7 @@ class JupyterHub(pulumi.ComponentResource):
             },
             hub.PROXY_COMPONENT: {
                 "policyTypes": ["Ingress", "Egress"],
-                "ingress": [{"ports": proxy_http}, {"from": [hub_pods], "ports": proxy_api}],
+                "ingress": [{"ports": proxy_public}, {"from": [hub_pods], "ports": proxy_api}],
                 "egress": [{"to": [hub_pods], "ports": hub_api}, {"to": [user_pods], "ports": notebook}, dns],
             },
             hub.USER_COMPONENT: {
@@ -488,6 +701,13 @@ class JupyterHub(pulumi.ComponentResource):
                 ],
             },
         }
+        https = self._settings.https
+        if https is not None and https.type == "letsencrypt":
+            # The proxy forwards the ACME server's challenges to cert-manager's solver pods.
+            solver_pods = {"podSelector": {"matchLabels": {cert_manager.HTTP01_SOLVER_LABEL: "true"}}}
+            policies[hub.PROXY_COMPONENT]["egress"].append(
+                {"to": [solver_pods], "ports": [{"protocol": "TCP", "port": hub.ACME_SOLVER_PORT}]}
+            )
         for component, rules in policies.items():
             k8s.networking.v1.NetworkPolicy(
                 f"{self._name}-netpol-{component}",

@@ -96,8 +96,19 @@ def port_forward_command(namespace: str, service: str, local: int, remote: int) 
     return f"kubectl port-forward -n {namespace} svc/{service} {local}:{remote}"
 
 
-def service_url(service: k8s.core.v1.Service, service_type: str, port: int, fallback: str) -> pulumi.Output[str]:
-    """The public URL once a LoadBalancer has an address; otherwise `fallback` (how to reach it)."""
+def service_url(
+    service: k8s.core.v1.Service,
+    service_type: str,
+    port: int,
+    fallback: str,
+    scheme: str = "http",
+    public_url: str | None = None,
+) -> pulumi.Output[str]:
+    """The public URL once a LoadBalancer has an address; otherwise `fallback` (how to reach it).
+
+    With `public_url` (a DNS name of the stack's config) that is the URL, and the address is
+    what its name must resolve to.
+    """
     if service_type != "LoadBalancer":
         return pulumi.Output.from_input(fallback)
 
@@ -105,8 +116,10 @@ def service_url(service: k8s.core.v1.Service, service_type: str, port: int, fall
         balancer = getattr(status, "load_balancer", None)
         for entry in getattr(balancer, "ingress", None) or []:
             address = entry.ip or entry.hostname
+            if address and public_url:
+                return f"{public_url} (its DNS name must point at {address})"
             if address:
-                return f"http://{address}:{port}"
+                return f"{scheme}://{address}:{port}"
         return f"(no LoadBalancer address yet) {fallback}"
 
     return service.status.apply(pick)

@@ -22,6 +22,9 @@ NVIDIA_DEVICE_PLUGIN_IMAGE = f"nvcr.io/nvidia/k8s-device-plugin:{PINS['NVIDIA_DE
 JUPYTERHUB_HUB_IMAGE = f"quay.io/jupyterhub/k8s-hub:{PINS['ZERO_TO_JUPYTERHUB_VERSION']}"
 CONFIGURABLE_HTTP_PROXY_VERSION = PINS["CONFIGURABLE_HTTP_PROXY_VERSION"]
 CONFIGURABLE_HTTP_PROXY_IMAGE = f"quay.io/jupyterhub/configurable-http-proxy:{CONFIGURABLE_HTTP_PROXY_VERSION}"
+# cert-manager's static install, as its release publishes it (jupyterhub.https.installCertManager).
+CERT_MANAGER_VERSION = PINS["CERT_MANAGER_VERSION"]
+CERT_MANAGER_MANIFEST = f"https://github.com/cert-manager/cert-manager/releases/download/{CERT_MANAGER_VERSION}/cert-manager.yaml"
 TRAINING_OPERATOR_VERSION = PINS["TRAINING_OPERATOR_VERSION"]
 TRAINING_OPERATOR_IMAGE = f"ghcr.io/kubeflow/training-v1/training-operator:{PINS['TRAINING_OPERATOR_IMAGE_TAG']}"
 

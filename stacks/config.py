@@ -17,6 +17,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
+from urllib.parse import urlparse
 
 from kubernetes.utils import parse_quantity
 from pydantic import (
@@ -57,6 +58,10 @@ NetworkPolicyEngine = Literal["cilium", "calico", "azure", "none"]
 
 AuthType = Literal["dummy", "native", "github", "azuread"]
 OAUTH_TYPES = ("github", "azuread")
+HttpsType = Literal["secret", "letsencrypt", "selfSigned", "offload"]
+LETS_ENCRYPT_SERVER = "https://acme-v02.api.letsencrypt.org/directory"
+# Where oauthenticator's callback handler answers, below the hub's prefix.
+OAUTH_CALLBACK_PATH = "/hub/oauth_callback"
 
 
 class ConfigError(pulumi.RunError):
@@ -111,6 +116,15 @@ def _registry(value: str) -> str:
     return value
 
 
+_HOSTNAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def _hostname(value: str) -> str:
+    if len(value) > 253 or not _HOSTNAME.match(value):
+        raise ValueError("must be a DNS name such as notebooks.example.com: lowercase letters, digits, '-' and '.', no scheme or port")
+    return value
+
+
 def _cidr(value: str) -> str:
     try:
         ipaddress.ip_network(value)
@@ -123,6 +137,7 @@ DnsLabel = Annotated[str, AfterValidator(_dns_label)]
 Quantity = Annotated[str, BeforeValidator(_quantity)]
 PinnedImage = Annotated[str, AfterValidator(_pinned_image)]
 Cidr = Annotated[str, AfterValidator(_cidr)]
+Hostname = Annotated[str, AfterValidator(_hostname)]
 Registry = Annotated[str, AfterValidator(_registry)]
 Count = Annotated[int, Field(ge=0)]
 
@@ -485,6 +500,84 @@ class SharedStorage(Storage):
     )
 
 
+# The https types each type-specific key is for: such a key set for another type is a mistake.
+_HTTPS_TYPES_OF = {
+    "secret_name": ("secret",),
+    "contact_email": ("letsencrypt",),
+    "acme_server": ("letsencrypt",),
+    "install_cert_manager": ("letsencrypt",),
+}
+
+
+class Https(Settings):
+    """TLS for the public proxy Service, in the spirit of Zero to JupyterHub's `proxy.https`."""
+
+    type: HttpsType = Field(
+        description="`secret` (an existing `kubernetes.io/tls` Secret), `letsencrypt` (a certificate from an ACME "
+        "server through cert-manager), `selfSigned` (generated once and kept, for private and local use), "
+        "`offload` (TLS ends at a load balancer or ingress in front of the Service)"
+    )
+    hosts: tuple[Hostname, ...] = Field(
+        (),
+        description="the hub's public DNS names; the first is its public URL `https://<host>/` (required with "
+        "letsencrypt, which takes one, and offload; selfSigned: added to the certificate's names)",
+    )
+    secret_name: DnsLabel | None = Field(
+        None, description="secret: the `kubernetes.io/tls` Secret (keys `tls.crt`, `tls.key`) in the hub's namespace"
+    )
+    contact_email: str | None = Field(None, description="letsencrypt: the ACME account's e-mail address (required there)")
+    acme_server: str = Field(
+        LETS_ENCRYPT_SERVER,
+        description="letsencrypt: the ACME directory (Let's Encrypt's staging server for trials: "
+        "https://acme-staging-v02.api.letsencrypt.org/directory)",
+    )
+    install_cert_manager: bool = Field(
+        False, description="letsencrypt: install cert-manager (the pinned upstream release) into the cluster"
+    )
+
+    @property
+    def terminates_tls(self) -> bool:
+        """Whether the proxy itself serves TLS (every type but offload)."""
+        return self.type != "offload"
+
+    @property
+    def public_url(self) -> str | None:
+        """The hub's address as browsers see it, when the config names one."""
+        return f"https://{self.hosts[0]}/" if self.hosts else None
+
+    def callback_hosts(self) -> tuple[str, ...]:
+        """Hosts an OAuth callback may name: the public names, and for a self-signed hub its port-forward."""
+        return self.hosts + (("localhost",) if self.type == "selfSigned" else ())
+
+    def problems(self, key: str, service_type: str) -> Iterator[str]:
+        for field, types in _HTTPS_TYPES_OF.items():
+            if field in self.model_fields_set and self.type not in types:
+                yield _only_with(f"{key}.{to_camel(field)}", f"https.type {' or '.join(types)}", self.type)
+        if self.type == "secret" and not self.secret_name:
+            yield f"{key}.secretName: required with https.type secret: the name of a kubernetes.io/tls Secret in the hub's namespace"
+        if self.type in ("letsencrypt", "offload") and not self.hosts:
+            what = "the names the certificate is for" if self.type == "letsencrypt" else "the public URL the hub is reached at"
+            yield f"{key}.hosts: required with https.type {self.type}: {what}"
+        if self.type == "letsencrypt":
+            if len(self.hosts) > 1:
+                # cert-manager runs one solver pod per name, and the proxy's one route for
+                # challenges reaches any of them: each would answer for its own name only.
+                yield (
+                    f"{key}.hosts: letsencrypt takes one host here, not {len(self.hosts)}: the proxy routes every "
+                    "ACME challenge to the same solver Service"
+                )
+            if not self.contact_email or "@" not in self.contact_email:
+                yield f"{key}.contactEmail: {json.dumps(self.contact_email)} must be an e-mail address (required with https.type letsencrypt)"
+            if not self.acme_server.startswith("https://"):
+                yield f"{key}.acmeServer: {json.dumps(self.acme_server)} must be an https:// ACME directory URL"
+            if service_type != "LoadBalancer":
+                # The ACME server proves control of each host by fetching http://<host>/.well-known/...
+                yield (
+                    f"{key}.type: letsencrypt needs jupyterhub.serviceType LoadBalancer, not {service_type}: the ACME "
+                    "server checks http://<host>/ on port 80; use secret, selfSigned or offload otherwise"
+                )
+
+
 DEFAULT_PROFILES = (
     Profile(
         name="TensorFlow (CPU)",
@@ -504,6 +597,9 @@ class JupyterHubSettings(Settings):
     namespace: DnsLabel = Field("jupyterhub", description="the hub's namespace")
     service_type: ServiceType = Field("ClusterIP", description="the public proxy Service `proxy-public`: `ClusterIP`, `LoadBalancer` or `NodePort`")
     load_balancer_source_ranges: tuple[Cidr, ...] = Field((), description="LoadBalancer: the CIDR blocks allowed to reach it")
+    https: Https | None = Field(
+        None, description="TLS for the public Service (required with serviceType LoadBalancer or NodePort)"
+    )
     auth: Auth = Field(Auth(), description="how users sign in")
     profiles: tuple[Profile, ...] = Field(
         DEFAULT_PROFILES,
@@ -533,6 +629,33 @@ class JupyterHubSettings(Settings):
                     f"name ({profile.slug}) as another profile; rename one"
                 )
 
+    def https_problems(self, key: str) -> Iterator[str]:
+        """A public hub serves TLS, and an OAuth provider sends users back to its https address."""
+        if self.https is None:
+            if self.service_type != "ClusterIP":
+                yield (
+                    f"{key}.https: required with jupyterhub.serviceType {self.service_type}: without it the hub "
+                    "serves sign-in and notebooks over plain HTTP; set https.type to secret, letsencrypt, selfSigned or offload"
+                )
+            return
+        yield from self.https.problems(f"{key}.https", self.service_type)
+        callback = self.auth.callback_url
+        if self.auth.type not in OAUTH_TYPES or not callback:
+            return
+        url = urlparse(callback)
+        hosts = self.https.callback_hosts()
+        if url.scheme != "https" or url.path != OAUTH_CALLBACK_PATH or (hosts and url.hostname not in hosts):
+            where = " or ".join(f"https://{host}{OAUTH_CALLBACK_PATH}" for host in hosts) or f"https://<host>{OAUTH_CALLBACK_PATH}"
+            yield (
+                f"{key}.auth.callbackUrl: {json.dumps(callback)} is not on the hub's https address; "
+                f"must be {where} (the hosts of jupyterhub.https.hosts)"
+            )
+        if not hosts:
+            yield (
+                f"{key}.https.hosts: required with auth.type {self.auth.type}: the host of auth.callbackUrl, "
+                "so that the callback is checked against the hub's address"
+            )
+
     def problems(self, key: str, cluster: ClusterSettings, secret: bool) -> Iterator[str]:
         if self.auth.type == "dummy" and self.service_type != "ClusterIP":
             yield (
@@ -541,6 +664,7 @@ class JupyterHubSettings(Settings):
             )
         yield from _source_ranges_problems(key, self.service_type, self.load_balancer_source_ranges)
         yield from self.auth.problems(f"{key}.auth", secret)
+        yield from self.https_problems(key)
         if self.user_pool is not None and self.user_pool not in cluster.pool_names:
             yield (
                 f"{key}.userPool: {json.dumps(self.user_pool)} is not a node pool; "

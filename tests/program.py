@@ -32,6 +32,9 @@ class Resource:
         return {k: reveal(v) for k, v in self.inputs.items() if k not in ("__meta", "__internal")}
 
 
+# The kubernetes provider's component resources: they stand for many objects, not one.
+COMPONENT_TYPES = ("kubernetes:yaml/v2:ConfigFile",)
+
 # Mocks record a Pulumi secret input as {SECRET_SIG: <secret marker>, "value": <the value>}.
 SECRET_SIG = "4dabf18193072939515e22adb298388d"
 
@@ -60,9 +63,11 @@ class Deployment:
         return [r for r in self.resources if r.type == type_token]
 
     def kubernetes_objects(self) -> list[Resource]:
+        """The Kubernetes objects the program declares itself (not the provider's components, such
+        as a yaml/v2 ConfigFile, whose objects the provider reads from a manifest)."""
         return [
             r for r in self.resources
-            if r.type.startswith("kubernetes:") and r.type != "pulumi:providers:kubernetes"
+            if r.type.startswith("kubernetes:") and r.type != "pulumi:providers:kubernetes" and r.type not in COMPONENT_TYPES
         ]
 
     def named(self, name: str) -> Resource:

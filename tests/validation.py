@@ -1,10 +1,18 @@
 """Validate Kubernetes objects as a strict API server would: built-in kinds against the Kubernetes
 OpenAPI schema of the targeted version, TFJobs against the CRD this project declares (its
-structural schema, unknown fields refused, and its CEL rules evaluated)."""
+structural schema, unknown fields refused, and its CEL rules evaluated), and cert-manager's
+Issuers and Certificates against the CRDs of the pinned cert-manager release (from its Go
+module, which carries them: `go mod download` fetches it from the module proxy once)."""
 
 from __future__ import annotations
 
+import functools
+import json
+import subprocess
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 import celpy
 import jsonschema
@@ -12,7 +20,8 @@ import kubernetes_validate
 
 from components.crd_schema import tfjob_schema
 from components.tfjob_api import API_VERSION, KIND
-from components.versions import KUBERNETES_API_VERSION
+from components import cert_manager
+from components.versions import CERT_MANAGER_VERSION, KUBERNETES_API_VERSION
 
 
 class Invalid(Exception):
@@ -70,9 +79,38 @@ def validate_tfjob(manifest: dict[str, Any]) -> None:
         raise Invalid("; ".join(errors))
 
 
+@functools.cache
+def cert_manager_schema(kind: str) -> dict[str, Any]:
+    """The v1 schema of cert-manager's CRD for `kind`, as the pinned release ships it."""
+    module = f"github.com/cert-manager/cert-manager@{CERT_MANAGER_VERSION}"
+    found = subprocess.run(["go", "mod", "download", "-json", module], capture_output=True, text=True, timeout=600)
+    if found.returncode != 0:
+        raise RuntimeError(f"go mod download {module} failed (the module proxy serves it): {found.stdout}{found.stderr}")
+    crds = Path(json.loads(found.stdout)["Dir"]) / "deploy" / "crds"
+    for path in sorted(crds.glob("*.yaml")):
+        for crd in yaml.safe_load_all(path.read_text()):
+            if crd and crd["spec"]["names"]["kind"] == kind:
+                (version,) = [v for v in crd["spec"]["versions"] if v["name"] == cert_manager.API_VERSION.split("/")[1]]
+                return version["schema"]["openAPIV3Schema"]
+    raise RuntimeError(f"{module} has no CRD for {kind} in {crds}")
+
+
+def validate_custom(manifest: dict[str, Any], schema: dict[str, Any]) -> None:
+    try:
+        jsonschema.validate(manifest, json_schema(schema))
+    except jsonschema.ValidationError as error:
+        raise Invalid(f"{'.'.join(map(str, error.absolute_path))}: {error.message}") from None
+    errors = cel_errors(schema, manifest)
+    if errors:
+        raise Invalid("; ".join(errors))
+
+
 def validate(manifest: dict[str, Any]) -> None:
     if (manifest.get("apiVersion"), manifest.get("kind")) == (API_VERSION, KIND):
         validate_tfjob(manifest)
+        return
+    if manifest.get("apiVersion") == cert_manager.API_VERSION:
+        validate_custom(manifest, cert_manager_schema(manifest["kind"]))
         return
     try:
         kubernetes_validate.validate(manifest, KUBERNETES_API_VERSION, strict=True)

@@ -32,7 +32,9 @@ DATA_DIR = "/srv/jupyterhub"
 
 HUB_PORT = 8081
 PUBLIC_PORT = 80  # the public Service's port, in front of the proxy's PROXY_PORT
-PROXY_PORT = 8000
+PUBLIC_HTTPS_PORT = 443  # with jupyterhub.https: the public Service's TLS port
+PROXY_PORT = 8000  # plain HTTP; with TLS at the proxy, it only redirects to https
+PROXY_HTTPS_PORT = 8443  # the proxy's TLS port (as Zero to JupyterHub's), in front of which is PUBLIC_HTTPS_PORT
 PROXY_API_PORT = 8001
 SINGLEUSER_PORT = 8888  # KubeSpawner's default port for user servers
 HOME_DIR = "/home/jovyan"  # home of the Jupyter Docker Stacks images (user jovyan, uid 1000, gid 100)
@@ -43,6 +45,15 @@ HUB_SERVICE = "hub"  # also the hub's Deployment, ServiceAccount and Role
 PROXY_DEPLOYMENT = "proxy"
 PROXY_API_SERVICE = "proxy-api"
 PROXY_PUBLIC_SERVICE = "proxy-public"
+# The proxy's certificate: the Secret the stack makes (selfSigned) or cert-manager writes
+# (letsencrypt), mounted where configurable-http-proxy reads it.
+TLS_SECRET_NAME = "proxy-public-tls"
+TLS_DIR = "/etc/chp/tls"
+# letsencrypt: cert-manager's HTTP-01 solver pods answer the ACME server's challenges; the proxy
+# routes this path to them through the Service ACME_SOLVER_SERVICE.
+ACME_CHALLENGE_PATH = "/.well-known/acme-challenge/"
+ACME_SOLVER_SERVICE = "acme-solver"
+ACME_SOLVER_PORT = 8089  # cert-manager's acmesolver listens here
 
 # The `app.kubernetes.io/name` and `.../component` label values of the hub's pods. KubeSpawner
 # labels user pods with its `component_label`, singleuser-server.
@@ -87,20 +98,79 @@ def proxy_command(
     port: int = PROXY_PORT,
     api_ip: str = "",
     api_port: int = PROXY_API_PORT,
+    https_port: int | None = None,
+    tls_dir: str = TLS_DIR,
 ) -> list[str]:
     """The configurable-http-proxy command line: public port, API port, and the hub as default target.
 
     An empty ip listens on every interface. The token for the API comes from the environment.
+    With `https_port` the proxy serves TLS there with the certificate in `tls_dir` (a
+    `kubernetes.io/tls` Secret's keys), and `port` answers every request with a redirect to
+    https on the public Service's port 443.
     """
+    listen = [f"--port={port}"]
+    if https_port is not None:
+        listen = [
+            f"--port={https_port}",
+            f"--ssl-key={tls_dir}/tls.key",
+            f"--ssl-cert={tls_dir}/tls.crt",
+            f"--redirect-port={port}",
+            f"--redirect-to={PUBLIC_HTTPS_PORT}",
+        ]
     return [
         "configurable-http-proxy",
         f"--ip={ip}",
-        f"--port={port}",
+        *listen,
         f"--api-ip={api_ip}",
         f"--api-port={api_port}",
         f"--default-target={hub}",
         f"--error-target={hub}/hub/error",
     ]
+
+
+def served_certificate_check(https_port: int = PROXY_HTTPS_PORT, tls_dir: str = TLS_DIR) -> list[str]:
+    """A command that fails unless the proxy serves the certificate its Secret holds now.
+
+    configurable-http-proxy reads its certificate once, at start; a renewed one (cert-manager
+    renews Let's Encrypt's 90-day certificates a month ahead, and the kubelet updates the mounted
+    Secret) would otherwise never be served. As the proxy container's liveness probe, this makes
+    the kubelet restart it with the new one; the hub adds its routes back on its next check.
+    Node, because the proxy image has it.
+    """
+    script = (
+        "const fs = require('fs'), tls = require('tls'), {X509Certificate} = require('crypto');"
+        f"const want = new X509Certificate(fs.readFileSync('{tls_dir}/tls.crt')).raw;"
+        f"const socket = tls.connect({{host: '127.0.0.1', port: {https_port}, rejectUnauthorized: false}}, () => {{"
+        "  const served = socket.getPeerCertificate().raw; socket.destroy();"
+        "  if (!served || !served.equals(want)) { console.error('the proxy serves an older certificate than its Secret holds'); process.exit(1); }"
+        "  process.exit(0); });"
+        "socket.setTimeout(5000, () => process.exit(1)); socket.on('error', (e) => { console.error(e.message); process.exit(1); });"
+    )
+    return ["node", "-e", script]
+
+
+def acme_route_command(api_port: int = PROXY_API_PORT, every_seconds: int = 30) -> list[str]:
+    """A command that keeps the proxy's route for ACME challenges to cert-manager's solver (letsencrypt).
+
+    configurable-http-proxy keeps routes in memory, so this runs beside it in the proxy's pod and
+    adds the route again every `every_seconds` (after a restart of the proxy container too). The
+    hub leaves routes it did not add alone. Node, because the proxy image has it; the API token
+    comes from the environment, as the proxy's does.
+    """
+    target = f"http://{ACME_SOLVER_SERVICE}:{ACME_SOLVER_PORT}"
+    script = (
+        "const http = require('http');"
+        "function ensure() {"
+        f"  const request = http.request({{host: '127.0.0.1', port: {api_port}, method: 'POST',"
+        f"    path: '/api/routes{ACME_CHALLENGE_PATH.rstrip('/')}',"
+        f"    headers: {{'Authorization': 'token ' + process.env.{PROXY_TOKEN_ENV}, 'Content-Type': 'application/json'}}}},"
+        "    (response) => { if (response.statusCode >= 300) console.error('route not added: HTTP ' + response.statusCode); response.resume(); });"
+        "  request.on('error', (e) => console.error('proxy API: ' + e.message));"
+        f"  request.end(JSON.stringify({{target: '{target}'}}));"
+        "}"
+        f"ensure(); setInterval(ensure, {every_seconds * 1000});"
+    )
+    return ["node", "-e", script]
 
 
 # --- profiles -----------------------------------------------------------------------------------
@@ -263,6 +333,7 @@ def render(
             "db_url": f"sqlite:///{DATA_DIR}/jupyterhub.sqlite",
             # User pods outlive a hub restart; the hub finds them again from its database.
             "cleanup_servers": False,
+            **({"public_url": settings.https.public_url} if settings.https and settings.https.public_url else {}),
             **auth_traits.pop("JupyterHub"),
         },
         "ConfigurableHTTPProxy": {

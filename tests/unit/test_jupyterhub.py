@@ -14,7 +14,7 @@ from typing import Any
 import pulumi
 import pytest
 
-from components import hub_config
+from components import hub_config, tls
 from components.cluster import Cluster, ClusterArgs, Scheduling
 from components.jupyterhub import JupyterHub, JupyterHubArgs
 from components.k8s import app_labels
@@ -214,8 +214,16 @@ def test_public_service_type_follows_config(service_type):
     public = build(dev(serviceType=service_type, auth={"type": "native"})).objects()["jupyterhub-proxy-public"]
     assert public["metadata"]["name"] == "proxy-public"
     assert public["spec"]["type"] == service_type
-    assert public["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http"}]
     assert public["spec"]["selector"] == app_labels("jupyterhub", "proxy")
+
+
+def test_without_https_the_cluster_internal_hub_serves_plain_http_on_port_80():
+    config = dev()
+    del config["jupyterhub"]["https"]
+    objects = build(config).objects()
+    assert objects["jupyterhub-proxy-public"]["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http"}]
+    container = objects["jupyterhub-proxy"]["spec"]["template"]["spec"]["containers"][0]
+    assert "--port=8000" in container["command"] and not any(a.startswith("--ssl") for a in container["command"])
 
 
 def test_load_balancer_source_ranges_are_passed_on():
@@ -262,8 +270,11 @@ FLIPS = [
 
 @pytest.mark.parametrize(("before", "after"), FLIPS, ids=[f"{a}-to-{b}" for a, b in FLIPS])
 def test_changing_the_service_type_replaces_only_the_public_service(before, after, monkeypatch):
-    # Between two `pulumi up`s the generated tokens stay as they are (ignore_changes): fix them.
+    # Between two `pulumi up`s the generated tokens and certificate stay as they are
+    # (ignore_changes): fix them.
     monkeypatch.setattr(secrets, "token_hex", lambda n: "0f" * n)
+    certificate = tls.self_signed(("proxy-public",))
+    monkeypatch.setattr(tls, "self_signed", lambda names: certificate)
     config = {"serviceType": before, "auth": {"type": "native", "adminUsers": ["admin"]}}
     first = build(dev(**config)).objects()
     second_built = build(dev(**{**config, "serviceType": after}))
@@ -285,23 +296,28 @@ def test_changing_the_service_type_replaces_only_the_public_service(before, afte
 def test_no_other_object_is_replaced_on_changes():
     options = build(example_stack("dev")).options
     replacing = {n for n, o in options.items() if o.replace_on_changes or o.delete_before_replace}
-    assert replacing == {"jupyterhub-proxy-public"}
+    # The self-signed certificate's Secret is replaced when its names change (see the https tests).
+    assert replacing == {"jupyterhub-proxy-public", "jupyterhub-tls"}
 
 
 def test_stack_output_is_the_port_forward_command_without_a_load_balancer():
     deployment = run_program(example_stack("dev"))
-    assert deployment.outputs["jupyterhub"] == "kubectl port-forward -n jupyterhub svc/proxy-public 8080:80"
+    assert deployment.outputs["jupyterhub"] == "kubectl port-forward -n jupyterhub svc/proxy-public 8443:443"
 
 
 def test_stack_output_is_the_hub_url_once_the_load_balancer_has_an_address():
     config, secret_keys = aks_stack()
-    assert build(config, secret_keys, mocks=LoadBalancerMocks).url == "http://20.1.2.3:80"
+    url = build(config, secret_keys, mocks=LoadBalancerMocks).url
+    assert url == "https://notebooks.example.com/ (its DNS name must point at 20.1.2.3)"
+    config["jupyterhub"]["https"] = {"type": "selfSigned"}
+    config["jupyterhub"]["auth"]["callbackUrl"] = "https://localhost/hub/oauth_callback"
+    assert build(config, secret_keys, mocks=LoadBalancerMocks).url == "https://20.1.2.3:443"
 
 
 def test_stack_output_says_when_the_load_balancer_has_no_address_yet():
     config, secret_keys = aks_stack()
     url = build(config, secret_keys).url
-    assert url == "(no LoadBalancer address yet) kubectl port-forward -n jupyterhub svc/proxy-public 8080:80"
+    assert url == "(no LoadBalancer address yet) kubectl port-forward -n jupyterhub svc/proxy-public 8443:443"
 
 
 # --- RBAC -------------------------------------------------------------------------------------------
@@ -445,6 +461,8 @@ def test_hub_and_proxy_pods_stay_off_gpu_nodes():
 # --- authentication ---------------------------------------------------------------------------------
 
 
+# The OAuth cases' callbacks are on this hub's address.
+HUB_EXAMPLE_HTTPS = {"type": "selfSigned", "hosts": ["hub.example.com"]}
 AUTH_CASES = {
     "dummy": ({"type": "dummy"}, "jupyterhub.auth.DummyAuthenticator", True),
     "native": ({"type": "native", "adminUsers": ["admin"]}, "nativeauthenticator.NativeAuthenticator", True),
@@ -468,7 +486,7 @@ AUTH_CASES = {
 def test_authenticator_and_who_may_log_in(case):
     auth, cls, allow_all = AUTH_CASES[case]
     secret_keys = ("jupyterhub",) if "clientSecret" in auth else ()
-    traits = build(dev(auth=auth), secret_keys).document()["traits"]
+    traits = build(dev(auth=auth, https=HUB_EXAMPLE_HTTPS), secret_keys).document()["traits"]
     assert traits["JupyterHub"]["authenticator_class"] == cls
     assert traits["Authenticator"]["allow_all"] is allow_all
     assert traits["Authenticator"]["admin_users"] == sorted(auth.get("adminUsers", []))
@@ -477,7 +495,7 @@ def test_authenticator_and_who_may_log_in(case):
 
 def test_github_oauth_settings_and_organizations():
     auth = AUTH_CASES["github"][0]
-    traits = build(dev(auth=auth), ("jupyterhub",)).document()["traits"]
+    traits = build(dev(auth=auth, https=HUB_EXAMPLE_HTTPS), ("jupyterhub",)).document()["traits"]
     assert traits["GitHubOAuthenticator"] == {
         "client_id": "gh",
         "oauth_callback_url": "https://hub.example.com/hub/oauth_callback",
