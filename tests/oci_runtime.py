@@ -9,6 +9,7 @@ loopback interface and nothing else, so the processes reach only each other, on 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -24,6 +25,7 @@ from images import build as builder
 from images.recipe import load
 
 RUNC = "runc"
+_CONTAINER_NUMBERS = itertools.count()
 
 
 def require_tools() -> None:
@@ -113,7 +115,8 @@ class Container:
     hosts: dict[str, str] = field(default_factory=dict)  # extra /etc/hosts names
 
     def __post_init__(self) -> None:
-        self.id = f"mlpimg-{os.getpid()}-{self.bundle.name}-{int(time.monotonic() * 1000) % 10**7}"
+        # A counter too: two containers of one image may be made within the same millisecond.
+        self.id = f"mlpimg-{os.getpid()}-{self.bundle.name}-{int(time.monotonic() * 1000) % 10**7}-{next(_CONTAINER_NUMBERS)}"
         self.state = self.work / "runc-state"
         self.log = self.work / f"{self.id}.log"
 
@@ -171,11 +174,15 @@ class Container:
 
     def exec(self, argv: list[str], timeout: float = 60) -> str:
         """Run `argv` in the running container (as its user); its output, after checking it exited 0."""
-        user = self.user or (self.bundle.process["user"]["uid"], self.bundle.process["user"]["gid"])
-        result = subprocess.run([RUNC, "--root", str(self.state), "exec", "--user", f"{user[0]}:{user[1]}", self.id, *argv],
-                                capture_output=True, text=True, timeout=timeout)
+        result = self.exec_result(argv, timeout)
         assert result.returncode == 0, f"{self.bundle.reference}: {argv} exited {result.returncode}: {result.stderr}"
         return result.stdout
+
+    def exec_result(self, argv: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
+        """Run `argv` in the running container (as its user), as a kubelet's exec probe does; its result."""
+        user = self.user or (self.bundle.process["user"]["uid"], self.bundle.process["user"]["gid"])
+        return subprocess.run([RUNC, "--root", str(self.state), "exec", "--user", f"{user[0]}:{user[1]}", self.id, *argv],
+                              capture_output=True, text=True, timeout=timeout)
 
     def _delete(self) -> None:
         subprocess.run([RUNC, "--root", str(self.state), "delete", "--force", self.id], capture_output=True)
@@ -184,29 +191,44 @@ class Container:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
-def http_get(netns: str, url: str, timeout: float = 5, follow: bool = True) -> tuple[int, str]:
-    """GET `url` from inside the network namespace (the only way to reach its 127.0.0.1)."""
+def http_response(netns: str, url: str, timeout: float = 5, follow: bool = True, cafile: str | None = None,
+                  headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], str]:
+    """GET `url` from inside the network namespace (the only way to reach its 127.0.0.1): status,
+    headers (lowercase names) and body. An https URL is verified against `cafile` (else the
+    system's CAs), its host name included."""
     script = (
-        "import sys, urllib.request, urllib.error\n"
+        "import json, ssl, sys, urllib.request, urllib.error\n"
         "class Stay(urllib.request.HTTPRedirectHandler):\n"
         "    def redirect_request(self, *args): return None\n"
-        f"opener = urllib.request.build_opener(*([] if {follow} else [Stay]))\n"
+        "context = ssl.create_default_context(cafile=sys.argv[2] or None)\n"
+        f"opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context), *([] if {follow} else [Stay]))\n"
+        "request = urllib.request.Request(sys.argv[1], headers=json.loads(sys.argv[3]))\n"
         "try:\n"
-        f"    r = opener.open(sys.argv[1], timeout={timeout})\n"
-        "    print(r.status); sys.stdout.write(r.read().decode(errors='replace'))\n"
+        f"    r = opener.open(request, timeout={timeout})\n"
         "except urllib.error.HTTPError as e:\n"
-        "    print(e.code); sys.stdout.write(e.read().decode(errors='replace'))\n"
+        "    r = e\n"
+        "print(r.status); print(json.dumps({k.lower(): v for k, v in r.headers.items()}))\n"
+        "sys.stdout.write(r.read().decode(errors='replace'))\n"
     )
-    result = subprocess.run(["nsenter", f"--net={netns}", "python3", "-c", script, url],
+    result = subprocess.run(["nsenter", f"--net={netns}", "python3", "-c", script, url, cafile or "", json.dumps(headers or {})],
                             capture_output=True, text=True, timeout=timeout + 10)
     if result.returncode != 0:
         raise ConnectionError(result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "no answer")
-    status, _, body = result.stdout.partition("\n")
-    return int(status), body
+    status, _, rest = result.stdout.partition("\n")
+    header_line, _, body = rest.partition("\n")
+    return int(status), json.loads(header_line), body
 
 
-def wait_for(netns: str, url: str, container: Container, timeout: float = 120, status: int = 200) -> str:
-    """The body of `url` once it answers `status`; fails with the container's log otherwise."""
+def http_get(netns: str, url: str, timeout: float = 5, follow: bool = True, cafile: str | None = None) -> tuple[int, str]:
+    """GET `url` from inside the network namespace: status and body (see http_response)."""
+    status, _, body = http_response(netns, url, timeout, follow, cafile)
+    return status, body
+
+
+def wait_for(netns: str, url: str, container: Container, timeout: float = 120, status: int = 200,
+             cafile: str | None = None) -> str:
+    """The body of `url` once it answers `status` (https verified against `cafile`); fails with the
+    container's log otherwise."""
     deadline = time.monotonic() + timeout
     last = "no answer"
     while time.monotonic() < deadline:
@@ -214,7 +236,7 @@ def wait_for(netns: str, url: str, container: Container, timeout: float = 120, s
             raise AssertionError(f"{container.bundle.reference} exited ({container.process.returncode}) "
                                  f"before {url} answered:\n{container.output()[-4000:]}")
         try:
-            code, body = http_get(netns, url)
+            code, body = http_get(netns, url, cafile=cafile)
             if code == status:
                 return body
             last = f"HTTP {code}: {body[:300]}"
@@ -225,4 +247,4 @@ def wait_for(netns: str, url: str, container: Container, timeout: float = 120, s
                          f"{container.bundle.reference} log:\n{container.output()[-4000:]}")
 
 
-__all__ = ["Bundle", "Container", "Mount", "http_get", "network_namespace", "require_tools", "unpacked", "wait_for"]
+__all__ = ["Bundle", "Container", "Mount", "http_get", "http_response", "network_namespace", "require_tools", "unpacked", "wait_for"]

@@ -2,13 +2,16 @@
 
 Each image is built if the cache lacks it, unpacked once per tag, and run with runc in a network
 namespace that has only loopback (tests/oci_runtime.py): hub and proxy exactly as the dev stack's
-Deployments run them (command, arguments, environment, user, the hub's ConfigMap mounted where
-the Deployment mounts it); the notebook's start-notebook with and without a hub; the trainer's
+Deployments run them (command, arguments, environment, user, the hub's ConfigMap and the proxy's
+TLS Secret mounted where the Deployments mount them); the proxy serving TLS with the stack's
+self-signed certificate, redirecting HTTP, noticing a renewed certificate, and routing ACME
+challenges (jupyterhub.https); the notebook's start-notebook with and without a hub; the trainer's
 entry point and a short training run; TensorBoard serving its page.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import secrets
@@ -22,9 +25,10 @@ from pathlib import Path
 import pytest
 
 from components import hub_config as hub
+from components import tls
 from images import pins
 from images.recipe import load
-from oci_runtime import Container, Mount, http_get, network_namespace, require_tools, unpacked, wait_for
+from oci_runtime import Container, Mount, http_get, http_response, network_namespace, require_tools, unpacked, wait_for
 from program import example_stack, run_program
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "hub"))
@@ -85,11 +89,23 @@ def pod_process(manifest: dict, image: str, secrets_by_ref: dict) -> tuple[list[
     return [*entrypoint, *args], env, (int(context["runAsUser"]), int(context["runAsGroup"]))
 
 
+def secret_volume(manifest: dict, directory: Path) -> Path:
+    """The Secret's keys as files, as the kubelet mounts a secret volume (mode 0644)."""
+    directory.mkdir()
+    for key, value in manifest["data"].items():
+        (directory / key).write_bytes(base64.b64decode(value))
+        (directory / key).chmod(0o644)
+    return directory
+
+
 def test_hub_and_proxy_serve_the_dev_stack_configuration(dev_stack, netns, tmp_path):
     config_dir = tmp_path / "hub-config"
     config_dir.mkdir()
     for name, text in dev_stack[("ConfigMap", "hub-config")]["data"].items():
         (config_dir / name).write_text(text)
+    # The dev stack's self-signed certificate (jupyterhub.https), where the proxy's pod mounts it.
+    tls_dir = secret_volume(dev_stack[("Secret", hub.TLS_SECRET_NAME)], tmp_path / "tls")
+    ca = str(tls_dir / tls.CA_KEY)
     # Outside a cluster KubeSpawner falls back to a kubeconfig: one that points at a closed port.
     (config_dir / "kubeconfig").write_text(UNREACHABLE_KUBECONFIG)
     shared: dict = {}
@@ -102,12 +118,13 @@ def test_hub_and_proxy_serve_the_dev_stack_configuration(dev_stack, netns, tmp_p
         bundle("hub"), netns, tmp_path, args=hub_argv, env={**hub_env, "KUBECONFIG": f"{hub.CONFIG_DIR}/kubeconfig"},
         user=hub_user, hosts=names,
         mounts=[Mount(hub.CONFIG_DIR, str(config_dir), readonly=True), Mount(hub.DATA_DIR, owner=(1000, 1000))])
-    proxy_container = Container(bundle("proxy"), netns, tmp_path, args=proxy_argv, env=proxy_env, user=proxy_user, hosts=names)
+    proxy_container = Container(bundle("proxy"), netns, tmp_path, args=proxy_argv, env=proxy_env, user=proxy_user, hosts=names,
+                                mounts=[Mount(hub.TLS_DIR, str(tls_dir), readonly=True)])
     with proxy_container.running(), hub_container.running():
-        wait_for(netns, f"http://127.0.0.1:{hub.PROXY_PORT}/_chp_healthz", proxy_container, timeout=60)
+        wait_for(netns, f"https://localhost:{hub.PROXY_HTTPS_PORT}/_chp_healthz", proxy_container, timeout=60, cafile=ca)
         wait_for(netns, f"http://127.0.0.1:{hub.HUB_PORT}/hub/health", hub_container, timeout=180)
         # Through the proxy: the hub reached the proxy's API and registered itself as the default route.
-        wait_for(netns, f"http://127.0.0.1:{hub.PROXY_PORT}/hub/health", hub_container, timeout=60)
+        wait_for(netns, f"https://localhost:{hub.PROXY_HTTPS_PORT}/hub/health", hub_container, timeout=60, cafile=ca)
         time.sleep(3)
         log = hub_container.output()
         assert "Starting managed service jupyterhub-idle-culler" in log, log[-3000:]
@@ -125,6 +142,90 @@ def test_proxy_answers_its_health_check_on_debians_node(netns, tmp_path):
         assert proxy.exec(["node", "--version"]).startswith("v18."), "Debian bookworm's Node.js"
     out = in_image("proxy", ["configurable-http-proxy", "--version"], netns, tmp_path)
     assert out.strip() == pins.pin("configurable-http-proxy")
+
+
+def test_proxy_serves_tls_with_the_stacks_certificate_and_redirects_http(dev_stack, netns, tmp_path):
+    # The dev stack's proxy exactly as deployed: its command, user and TLS Secret (drawn by
+    # components/tls.py, as every selfSigned stack's is).
+    argv, env, user = pod_process(dev_stack[("Deployment", "proxy")], "proxy", {})
+    tls_dir = secret_volume(dev_stack[("Secret", hub.TLS_SECRET_NAME)], tmp_path / "tls")
+    ca = str(tls_dir / tls.CA_KEY)
+    proxy = Container(bundle("proxy"), netns, tmp_path, args=argv, env=env, user=user,
+                      mounts=[Mount(hub.TLS_DIR, str(tls_dir), readonly=True)])
+    with proxy.running():
+        # TLS on the port behind the Service's 443, for the names the certificate lists, trusted
+        # through ca.crt alone.
+        for name in ("localhost", "127.0.0.1"):
+            body = wait_for(netns, f"https://{name}:{hub.PROXY_HTTPS_PORT}/_chp_healthz", proxy, timeout=60, cafile=ca)
+            assert json.loads(body) == {"status": "OK"}
+        other_ca = tmp_path / "other-ca.crt"
+        other_ca.write_text(tls.self_signed(("localhost",)).ca)
+        with pytest.raises(ConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
+            http_get(netns, f"https://localhost:{hub.PROXY_HTTPS_PORT}/_chp_healthz", cafile=str(other_ca))
+        # The plain port (the Service's 80) answers only with a redirect to the same path on https.
+        status, headers, _ = http_response(netns, f"http://127.0.0.1:{hub.PROXY_PORT}/hub/login?next=%2Fhub%2F", follow=False)
+        assert status == 301, (status, headers)
+        assert headers["location"] == f"https://127.0.0.1:{hub.PUBLIC_HTTPS_PORT}/hub/login?next=%2Fhub%2F"
+        # The liveness probe passes while the proxy serves the Secret's certificate, and fails once
+        # the Secret holds another (a renewal), so that the kubelet restarts the proxy with it.
+        probe = hub.served_certificate_check()
+        result = proxy.exec_result(probe)
+        assert result.returncode == 0, result.stderr
+        (tls_dir / tls.CERT_KEY).write_text(tls.self_signed(("localhost",)).certificate)
+        result = proxy.exec_result(probe)
+        assert result.returncode == 1 and "older certificate" in result.stderr, (result.returncode, result.stderr)
+
+
+@contextmanager
+def stand_in_acme_solver(netns: str, port: int, token: str):
+    """What cert-manager's solver pod answers: the key authorization at the challenge's path."""
+    script = (
+        "import http.server, sys\n"
+        "class Solver(http.server.BaseHTTPRequestHandler):\n"
+        "    def do_GET(self):\n"
+        "        found = self.path == '/.well-known/acme-challenge/' + sys.argv[2]\n"
+        "        self.send_response(200 if found else 404); self.end_headers()\n"
+        "        self.wfile.write((sys.argv[2] + '.key-authorization').encode() if found else b'')\n"
+        "http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), Solver).serve_forever()\n"
+    )
+    process = subprocess.Popen(["nsenter", f"--net={netns}", sys.executable, "-c", script, str(port), token],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_proxy_routes_acme_challenges_to_the_solver(netns, tmp_path):
+    # letsencrypt: the acme-route container keeps the proxy's route to cert-manager's solver; the
+    # ACME server's http://<host>/.well-known/... is redirected to https and reaches it.
+    token = secrets.token_hex(32)
+    tls_dir = tmp_path / "tls"
+    tls_dir.mkdir()
+    for key, value in tls.self_signed(("localhost",)).secret_data().items():
+        (tls_dir / key).write_text(value)
+        (tls_dir / key).chmod(0o644)
+    argv = hub.proxy_command("http://127.0.0.1:9", https_port=hub.PROXY_HTTPS_PORT, tls_dir=hub.TLS_DIR)
+    env = {hub.PROXY_TOKEN_ENV: secrets.token_hex(32)}
+    solver_host = {hub.ACME_SOLVER_SERVICE: "127.0.0.1"}
+    proxy = Container(bundle("proxy"), netns, tmp_path, args=argv, env=env, hosts=solver_host,
+                      mounts=[Mount(hub.TLS_DIR, str(tls_dir), readonly=True)])
+    route = Container(bundle("proxy"), netns, tmp_path, args=hub.acme_route_command(every_seconds=1), env=env)
+    challenge = f"{hub.ACME_CHALLENGE_PATH}{token}"
+    with stand_in_acme_solver(netns, hub.ACME_SOLVER_PORT, token), proxy.running(), route.running():
+        ca = str(tls_dir / tls.CA_KEY)
+        wait_for(netns, f"https://localhost:{hub.PROXY_HTTPS_PORT}/_chp_healthz", proxy, timeout=60, cafile=ca)
+        body = wait_for(netns, f"https://localhost:{hub.PROXY_HTTPS_PORT}{challenge}", route, timeout=60, cafile=ca)
+        assert body == f"{token}.key-authorization"
+        status, headers, _ = http_response(netns, f"http://localhost:{hub.PROXY_PORT}{challenge}", follow=False)
+        assert (status, headers["location"]) == (301, f"https://localhost:{hub.PUBLIC_HTTPS_PORT}{challenge}")
+        # The route is the sidecar's, with the solver Service as its target.
+        _, _, routes = http_response(netns, f"http://127.0.0.1:{hub.PROXY_API_PORT}/api/routes",
+                                     headers={"Authorization": f"token {env[hub.PROXY_TOKEN_ENV]}"})
+        assert json.loads(routes)[hub.ACME_CHALLENGE_PATH.rstrip("/")]["target"] == (
+            f"http://{hub.ACME_SOLVER_SERVICE}:{hub.ACME_SOLVER_PORT}"
+        )
 
 
 def test_hub_image_runs_the_pinned_packages(netns, tmp_path):
