@@ -7,6 +7,7 @@ what it changed, and the last one takes everything down.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -15,9 +16,12 @@ import signal
 from typing import Any
 
 import pytest
+from cryptography import x509
 from kubernetes import dynamic
 
 import stacks
+from components import hub_config as hub
+from components import tls
 from components.cluster import toleration
 from components.k8s import CAPACITY_ANNOTATION, GPU_RESOURCE, POOL_LABEL
 from local_stack import NAMESPACE, LocalStack, live, steps_changed, wait_for
@@ -89,6 +93,30 @@ def test_tfjob_is_stored_as_declared(local: LocalStack, api: dynamic.DynamicClie
     stored = live(api, manifest(job)).to_dict()
     workers = settings(local).mnist.replica_counts["Worker"]
     assert stored["spec"]["tfReplicaSpecs"]["Worker"]["replicas"] == workers, stored["spec"]
+
+
+def test_the_hub_serves_https_with_its_self_signed_certificate(local: LocalStack) -> None:
+    # The dev stack's jupyterhub.https (selfSigned), as the API server stored it. No container runs
+    # here: tests/images runs the proxy with such a certificate.
+    namespace = settings(local).jupyterhub.namespace
+    secret = local.kubectl_json("get", "secret", "-n", namespace, hub.TLS_SECRET_NAME)
+    assert secret["type"] == "kubernetes.io/tls"
+    assert set(secret["data"]) == {tls.CERT_KEY, tls.PRIVATE_KEY_KEY, tls.CA_KEY}
+    certificate = x509.load_pem_x509_certificates(base64.b64decode(secret["data"][tls.CERT_KEY]))[0]
+    certificate.verify_directly_issued_by(x509.load_pem_x509_certificate(base64.b64decode(secret["data"][tls.CA_KEY])))
+    service = local.kubectl_json("get", "service", "-n", namespace, hub.PROXY_PUBLIC_SERVICE)
+    ports = {p["name"]: (p["port"], p["targetPort"]) for p in service["spec"]["ports"]}
+    assert ports == {"https": (hub.PUBLIC_HTTPS_PORT, "https"), "http": (hub.PUBLIC_PORT, "http")}, ports
+    proxy = local.kubectl_json("get", "deployment", "-n", namespace, hub.PROXY_DEPLOYMENT)["spec"]["template"]["spec"]
+    (chp,) = proxy["containers"]
+    assert f"--ssl-cert={hub.TLS_DIR}/tls.crt" in chp["command"] and f"--redirect-port={hub.PROXY_PORT}" in chp["command"]
+    assert {"name": "tls", "secret": {"secretName": hub.TLS_SECRET_NAME, "defaultMode": 420}} in proxy["volumes"]
+    # Pulumi's state holds the private key encrypted, never in plain text (nor base64-encoded).
+    key = base64.b64decode(secret["data"][tls.PRIVATE_KEY_KEY]).decode()
+    state = "".join(f.read_text(errors="replace") for f in (local.base / "state").rglob("*") if f.is_file())
+    assert "PRIVATE KEY" in key and state
+    assert key.strip().splitlines()[1] not in state, "the private key is in Pulumi's state in plain text"
+    assert secret["data"][tls.PRIVATE_KEY_KEY] not in state, "the private key is in Pulumi's state, base64-encoded"
 
 
 def test_nodes_report_the_capacity_their_pool_declares(local: LocalStack, api: dynamic.DynamicClient) -> None:

@@ -185,6 +185,13 @@ def test_azuread_hub_takes_its_client_secret_from_the_environment(aks_hub):
     assert "client-secret-for-tests" not in rendered.document_file.read_text()
 
 
+def test_the_https_hub_knows_its_public_url(aks_hub):
+    # jupyterhub.https: the address users and OAuth see, whatever scheme the proxy's requests carry.
+    app, _ = aks_hub
+    assert app.public_url == "https://notebooks.example.com/"
+    assert app.tornado_settings["public_url"].geturl() == "https://notebooks.example.com/"
+
+
 def test_each_user_gets_a_home_volume_of_the_configured_size_and_class(tmp_path, monkeypatch):
     config, secret_keys = aks_stack()
     config = copy.deepcopy(config)
