@@ -125,6 +125,13 @@ def _hostname(value: str) -> str:
     return value
 
 
+def _dns_subdomain(value: str) -> str:
+    """An object name such as a Secret's: the DNS-1123 subdomain rule (the host name rule, read as such)."""
+    if len(value) > 253 or not _HOSTNAME.match(value):
+        raise ValueError("must be a DNS-1123 subdomain: lowercase letters, digits, '-' and '.', at most 253 characters")
+    return value
+
+
 def _cidr(value: str) -> str:
     try:
         ipaddress.ip_network(value)
@@ -138,6 +145,7 @@ Quantity = Annotated[str, BeforeValidator(_quantity)]
 PinnedImage = Annotated[str, AfterValidator(_pinned_image)]
 Cidr = Annotated[str, AfterValidator(_cidr)]
 Hostname = Annotated[str, AfterValidator(_hostname)]
+DnsSubdomain = Annotated[str, AfterValidator(_dns_subdomain)]
 Registry = Annotated[str, AfterValidator(_registry)]
 Count = Annotated[int, Field(ge=0)]
 
@@ -522,7 +530,7 @@ class Https(Settings):
         description="the hub's public DNS names; the first is its public URL `https://<host>/` (required with "
         "letsencrypt, which takes one, and offload; selfSigned: added to the certificate's names)",
     )
-    secret_name: DnsLabel | None = Field(
+    secret_name: DnsSubdomain | None = Field(
         None, description="secret: the `kubernetes.io/tls` Secret (keys `tls.crt`, `tls.key`) in the hub's namespace"
     )
     contact_email: str | None = Field(None, description="letsencrypt: the ACME account's e-mail address (required there)")

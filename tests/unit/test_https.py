@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from components import cert_manager, hub_config, tls
+from components.cluster import Scheduling
 from components.jupyterhub import JupyterHub, JupyterHubArgs
 from components.versions import CERT_MANAGER_MANIFEST, PINS
 from program import Deployment, RecordingMocks, aks_stack, example_stack, is_secret, reveal, run_program
@@ -97,6 +98,10 @@ REFUSALS = {
     ),
     "offload without its public host": (
         hub(serviceType="LoadBalancer", https={"type": "offload"}), "mlplatform:jupyterhub.https.hosts: required with https.type offload"
+    ),
+    "a Secret name that is no object name": (
+        hub(https={"type": "secret", "secretName": "Hub_TLS"}),
+        'mlplatform:jupyterhub.https.secretName: "Hub_TLS" must be a DNS-1123 subdomain',
     ),
     "a URL for a host": (
         hub(https={"type": "selfSigned", "hosts": ["https://notebooks.example.com"]}),
@@ -177,7 +182,7 @@ def test_the_component_refuses_a_public_hub_without_https_before_registering_any
 
     @pulumi.runtime.test
     def program():
-        JupyterHub("jupyterhub", JupyterHubArgs(settings, profile_scheduling={p.name: hub_config.Scheduling() for p in settings.profiles}))
+        JupyterHub("jupyterhub", JupyterHubArgs(settings, profile_scheduling={p.name: Scheduling() for p in settings.profiles}))
 
     with pytest.raises(ValueError, match=r"JupyterHubArgs\.settings\.https: required with jupyterhub\.serviceType LoadBalancer"):
         program()
