@@ -74,3 +74,26 @@ def test_bad_config_fails_preview_with_the_clear_message_and_creates_nothing(pro
     assert "Traceback" not in output
     state = json.loads(pulumi(project, "stack", "export", "--stack", "bad").stdout)
     assert not state["deployment"].get("resources"), "a failed preview must leave the stack empty"
+
+
+def test_a_public_hub_without_https_fails_preview_naming_the_key(project):
+    # Today's mistake of the aks example: a LoadBalancer hub that would serve sign-in over plain HTTP.
+    (project / "Pulumi.plainhttp.yaml").write_text(
+        yaml.safe_dump({"config": {"mlplatform:cluster": {"provider": "render"}, "mlplatform:jupyterhub": {"serviceType": "LoadBalancer"}}})
+    )
+    pulumi(project, "stack", "init", "plainhttp")
+    result = pulumi(project, "preview", "--stack", "plainhttp", check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "mlplatform:jupyterhub.https: required with jupyterhub.serviceType LoadBalancer" in output, output[-3000:]
+    assert "Traceback" not in output
+    state = json.loads(pulumi(project, "stack", "export", "--stack", "plainhttp").stdout)
+    assert not state["deployment"].get("resources"), "a failed preview must leave the stack empty"
+
+
+def test_render_writes_the_hubs_tls_secret_and_https_service(rendered):
+    # The dev stack's jupyterhub.https selfSigned, through the real engine and provider.
+    (secret,) = [d for d in rendered if d["kind"] == "Secret" and d["metadata"]["name"] == "proxy-public-tls"]
+    assert secret["type"] == "kubernetes.io/tls" and set(secret["data"]) == {"tls.crt", "tls.key", "ca.crt"}
+    (service,) = [d for d in rendered if d["kind"] == "Service" and d["metadata"]["name"] == "proxy-public"]
+    assert [(p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [(443, "https"), (80, "http")]
