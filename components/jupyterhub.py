@@ -216,7 +216,8 @@ class JupyterHub(pulumi.ComponentResource):
         secret_data = [generated.data] + ([oauth.data] if oauth else [])
         secrets_checksum = pulumi.Output.unsecret(pulumi.Output.all(*secret_data).apply(lambda d: _checksum(*d)))
         self._hub(config_map, _checksum(config_data), secrets_checksum, oauth is not None, args.core_scheduling, child)
-        # The proxy restarts with a new self-signed certificate; renewed ones (letsencrypt, secret)
+        # The proxy restarts with a new self-signed certificate (a checksum in the clear, as above:
+        # a SHA-256 of a random private key gives nothing away); renewed ones (letsencrypt, secret)
         # it notices itself (hub_config.served_certificate_check).
         proxy_checksum = secrets_checksum
         if certificate is not None:

@@ -1115,6 +1115,8 @@ def _describe(error: Any) -> str:
         parent = _model_at(loc[:-1])
         allowed = f"; allowed: {_allowed_keys(parent)}" if parent else ""
         return f"{key}: unknown key{allowed}"
+    if kind == "missing":
+        return f"{key}: required"
     if kind == "literal_error":
         return f"{key}: {json.dumps(value)} is not allowed; allowed: {error['ctx']['expected']} (case matters)"
     message = error["msg"].removeprefix("Value error, ")

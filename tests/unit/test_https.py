@@ -107,6 +107,7 @@ REFUSALS = {
         hub(https={"type": "selfSigned", "hosts": ["https://notebooks.example.com"]}),
         'mlplatform:jupyterhub.https.hosts[0]: "https://notebooks.example.com" must be a DNS name',
     ),
+    "https without a type": (hub(https={}), "mlplatform:jupyterhub.https.type: required"),
     "an unknown type": (hub(https={"type": "manual"}), "mlplatform:jupyterhub.https.type: \"manual\" is not allowed; allowed: 'secret', 'letsencrypt', 'selfSigned' or 'offload'"),
 }
 
