@@ -62,7 +62,7 @@ STACK_FLAGS = --stack $(STACK) $(if $(CONFIG_FILE),--config-file $(CONFIG_FILE))
 # MLPLATFORM_NODES=real (opt-in, issue 12) adds real nodes (kubelet + containerd) to the cluster.
 up: venv images
 	tools/build.sh pulumi kube operator $(if $(filter real,$(MLPLATFORM_NODES)),node)
-	bin/cluster up
+	MLPLATFORM_STACK_CONFIG=$(or $(CONFIG_FILE),Pulumi.$(STACK).yaml) bin/cluster up
 	bin/pulumi stack select --create $(STACK) --non-interactive
 	bin/pulumi up $(STACK_FLAGS) --yes --non-interactive
 	bin/training-operator start

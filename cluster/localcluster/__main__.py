@@ -1,38 +1,69 @@
 """Command line for the local cluster's real nodes; `bin/cluster` calls it.
 
-    python3 -m localcluster check  --nodes-dir DIR
-    python3 -m localcluster up     --nodes-dir DIR --kubeconfig ADMIN_KUBECONFIG
-    python3 -m localcluster down   --nodes-dir DIR [--keep-node-objects]
-    python3 -m localcluster status --nodes-dir DIR
+    python3 -m localcluster check         --nodes-dir DIR
+    python3 -m localcluster egress-config --nodes-dir DIR
+    python3 -m localcluster up            --nodes-dir DIR --kubeconfig ADMIN_KUBECONFIG --nodes-file FILE
+    python3 -m localcluster down          --nodes-dir DIR [--keep-node-objects]
+    python3 -m localcluster status        --nodes-dir DIR
 
 `check` says what this machine lacks for real nodes (exit 1), before anything starts.
-`up` creates the nodes of DEFAULT_NODES that do not exist yet, starts what is not running of
-those that do, and waits until every node is Ready. `status` prints one line per node part and
-exits 0 when all run, 3 otherwise, 4 when there are no nodes.
+`egress-config` writes the API server's egress selector configuration for a new cluster (the
+API server reaches the nodes through egress.py) and prints its path.
+`up` starts the cluster's network and egress proxy, creates the nodes of FILE (JSON, as
+`python -m stacks.local_nodes` writes it for a stack's node pools) that do not exist yet, starts
+what is not running of those that do, and waits until every node is Ready. `status` prints one
+line per part and exits 0 when all run, 3 otherwise, 4 when there are no nodes.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from . import dns, images, preflight
+from . import dns, egress, images, preflight
 from .gpuplugin import SIMULATED_LABEL
+from .network import ClusterNetwork
 from .node import Node
-from .process import wait_for
-from .settings import NodeSettings, NodeSpec, tools
+from .process import Daemon, wait_for
+from .settings import NodeSettings, NodeSpec, cluster_netns, tools
 
-# One real node for now, tainted so that only pods that ask for it (the real-node tests) land
-# there: the dev stack's images are not built yet, and its pods keep running on kwok's nodes.
-# Pools of real nodes (cpu and gpu, from the stack's config) are the next step of issue 12.
+# Every real node carries this label; and, until the dev stack runs on real nodes (issue 14), this
+# taint too, so that only pods that ask for real nodes (the real-node tests) land there and the
+# stack's pods keep running on kwok's nodes.
 REAL_NODE_LABEL = "mlplatform.dev/node-kind"
-DEFAULT_NODES = (
-    NodeSpec("real-0", labels={REAL_NODE_LABEL: "real", SIMULATED_LABEL[0]: SIMULATED_LABEL[1]},
-             taints=(f"{REAL_NODE_LABEL}=real:NoSchedule",), gpus=2),
-)
+REAL_NODE_TAINT = f"{REAL_NODE_LABEL}=real:NoSchedule"
+
+
+def specs(nodes_file: Path) -> list[NodeSpec]:
+    """The nodes FILE asks for, each with the real-node label, and GPU nodes labelled simulated."""
+    found = []
+    for node in json.loads(nodes_file.read_text()):
+        labels = {**node["labels"], REAL_NODE_LABEL: "real"}
+        if node["gpus"]:
+            labels[SIMULATED_LABEL[0]] = SIMULATED_LABEL[1]
+        found.append(NodeSpec(node["name"], labels, (*node["taints"], REAL_NODE_TAINT), node["gpus"]))
+    return found
+
+
+class ClusterParts:
+    """What the nodes share: the network namespace linking them and the API server's egress proxy."""
+
+    def __init__(self, nodes_dir: Path):
+        self.network = ClusterNetwork(cluster_netns(nodes_dir))
+        self.egress = Daemon(
+            "egress",
+            [sys.executable, "-m", "localcluster.egress", str(egress.socket_path(nodes_dir)), str(nodes_dir)],
+            nodes_dir,
+            env={"PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        )
+
+    def parts(self) -> dict[str, object]:
+        return {"network": self.network, "egress": self.egress}
 
 
 def api_port(kubeconfig: Path) -> int:
@@ -60,14 +91,19 @@ def log(msg: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="localcluster")
-    parser.add_argument("command", choices=("check", "up", "down", "status"))
+    parser.add_argument("command", choices=("check", "egress-config", "up", "down", "status"))
     parser.add_argument("--nodes-dir", type=Path, required=True)
     parser.add_argument("--kubeconfig", type=Path, help="the control plane's admin kubeconfig (up)")
+    parser.add_argument("--nodes-file", type=Path, help="the nodes to create (up; JSON from stacks.local_nodes)")
     parser.add_argument("--keep-node-objects", action="store_true",
                         help="down: leave the Node objects (the control plane goes away anyway)")
     args = parser.parse_args(argv)
     t = tools()
     nodes_dir = args.nodes_dir.resolve()
+    if args.command == "egress-config":
+        print(egress.write_config(nodes_dir))
+        return 0
+    shared = ClusterParts(nodes_dir)
 
     if args.command in ("check", "up"):
         if found := preflight.problems(t):
@@ -78,24 +114,33 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         if args.command == "check":
             return 0
-        if args.kubeconfig is None:
-            parser.error("up needs --kubeconfig")
+        if args.kubeconfig is None or args.nodes_file is None:
+            parser.error("up needs --kubeconfig and --nodes-file")
         known = {s.spec.name: s for s in existing(nodes_dir)}
         port = api_port(args.kubeconfig)
         kubectl = Path(t["KUBERNETES_DIR"]) / "bin" / "kubectl"
         address = api_address(kubectl, args.kubeconfig)
-        for index, spec in enumerate(DEFAULT_NODES):
+        shared.network.start()
+        nodes = []
+        for spec in specs(args.nodes_file):
             settings = known.get(spec.name)
             if settings is None:
+                index = min(set(range(len(known) + 1)) - {s.index for s in known.values()})
                 settings = NodeSettings.create(spec, index, nodes_dir, args.kubeconfig.resolve(), port, address)
                 settings.save()
+                known[spec.name] = settings
             node = Node(settings, t)
             started = node.up()
+            nodes.append(node)
             log(f"node {spec.name} Ready" + (f" (started: {', '.join(started)})" if started else " (reused)"))
-        coredns, _ = images.coredns_image(t, nodes_dir / DEFAULT_NODES[0].name / "images")
+        for node in nodes:
+            node.network.route_to(list(known.values()))
+        if not shared.egress.alive():
+            shared.egress.start()
+        coredns, _ = images.coredns_image(t, nodes[0].settings.state_dir / "images")
         dns.apply(kubectl, args.kubeconfig, dns.manifests(
             coredns, address, port, node_selector={REAL_NODE_LABEL: "real"},
-            tolerations=[{"key": REAL_NODE_LABEL, "value": "real", "effect": "NoSchedule"}]))
+            tolerations=[{"key": REAL_NODE_LABEL, "operator": "Exists"}]))
         wait_for("CoreDNS available", lambda: dns.ready(kubectl, args.kubeconfig), 120)
         log("CoreDNS available (kube-system/coredns, Service kube-dns " + dns.DNS_SERVICE_IP + ")")
         return 0
@@ -105,6 +150,11 @@ def main(argv: list[str] | None = None) -> int:
         for settings in nodes:
             Node(settings, t).down(deregister=not args.keep_node_objects)
             log(f"node {settings.spec.name} removed")
+        shared.egress.stop()
+        shared.network.stop()
+        for leftover in (egress.socket_path(nodes_dir), nodes_dir / "egress-selector.yaml"):
+            leftover.unlink(missing_ok=True)
+        shutil.rmtree(nodes_dir / "logs", ignore_errors=True)
         if nodes_dir.is_dir() and not any(nodes_dir.iterdir()):
             nodes_dir.rmdir()
         return 0
@@ -113,10 +163,12 @@ def main(argv: list[str] | None = None) -> int:
         print("absent")
         return 4
     all_running = True
+    states = [("cluster", part, "running" if p.alive() else "stopped") for part, p in shared.parts().items()]
     for settings in nodes:
-        for part, state in Node(settings, t).status().items():
-            print(f"{settings.spec.name} {part}: {state}")
-            all_running &= state.startswith("running")
+        states += [(settings.spec.name, part, state) for part, state in Node(settings, t).status().items()]
+    for owner, part, state in states:
+        print(f"{owner} {part}: {state}")
+        all_running &= state.startswith("running")
     return 0 if all_running else 3
 
 

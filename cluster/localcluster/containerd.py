@@ -1,9 +1,8 @@
 """The node's container runtime: containerd (CRI) with runc, in the node's network namespace.
 
 Everything it keeps is under the node's state directory (root, state, socket, runc's state, pod
-network namespaces), except the shims' socket directory, which containerd hardcodes as
-/run/containerd/s and which every containerd on the machine shares: stop() removes it when it is
-empty. Images are never pulled: images.py imports them.
+network namespaces); the shims' socket directory, which containerd hardcodes as /run/containerd/s,
+is the node's own in its mount namespace (mounts.py). Images are never pulled: images.py imports them.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ from pathlib import Path
 from .process import Daemon, wait_for
 from .settings import NodeSettings, pause_image
 
-SHIM_SOCKETS = Path("/run/containerd")
 K8S_NAMESPACE = "k8s.io"
 
 
@@ -36,6 +34,7 @@ class Containerd:
             [str(self.bin / "containerd"), "--config", str(self.dir / "config.toml")],
             node.state_dir,
             netns=node.netns,
+            mount_ns=node.mount_ns,
             # The shim is found on PATH; runc is named in the config.
             env={"PATH": f"{self.bin}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"},
         )
@@ -141,13 +140,8 @@ disabled_plugins = ['io.containerd.nri.v1.nri']
                 os.kill(pid, 9)
             except ProcessLookupError:
                 pass
-        unmount_under(self.node.state_dir)
+        unmount_under(self.dir)
         shutil.rmtree(self.dir, ignore_errors=True)
-        for d in (SHIM_SOCKETS / "s", SHIM_SOCKETS):
-            try:
-                d.rmdir()  # only when empty: another cluster's containerd may use it
-            except OSError:
-                pass
 
 
 def mounts_under(top: Path) -> list[str]:

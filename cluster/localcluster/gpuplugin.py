@@ -13,9 +13,6 @@ from .settings import NodeSettings
 
 GPU_RESOURCE = "nvidia.com/gpu"
 SIMULATED_LABEL = ("mlplatform.dev/gpu", "simulated")
-# The kubelet's device-plugin directory is hardcoded (kubelet.DEVICE_PLUGIN_SOCKET's); the plugin's
-# socket sits beside the kubelet's.
-PLUGIN_SOCKET = Path("/var/lib/kubelet/device-plugins/mlplatform-simulated-gpu.sock")
 
 
 class GpuPlugin:
@@ -26,6 +23,8 @@ class GpuPlugin:
             [str(Path(tools["KUBERNETES_NODE_DIR"]) / "bin" / "simulated-gpu-device-plugin"),
              f"--count={node.spec.gpus}", f"--resource={GPU_RESOURCE}"],
             node.state_dir,
+            # Its socket goes beside the kubelet's, in the node's own device-plugin directory.
+            mount_ns=node.mount_ns,
         )
 
     def start(self) -> None:
@@ -40,4 +39,3 @@ class GpuPlugin:
 
     def stop(self) -> None:
         self.daemon.stop()
-        PLUGIN_SOCKET.unlink(missing_ok=True)

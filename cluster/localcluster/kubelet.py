@@ -10,30 +10,18 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
 from .containerd import unmount_under
+from .mounts import MACHINE_PATHS
 from .dns import CLUSTER_DOMAIN, DNS_SERVICE_IP
 from .process import Daemon, wait_for
 from .settings import NodeSettings
 
 KUBELET_SYSCTLS = ("vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops")
-# The kubelet links each container's log here (a path it hardcodes), pointing into podLogsDir.
-CONTAINER_LOG_LINKS = Path("/var/log/containers")
-# Paths the kubelet and containerd's CNI library hardcode whatever their configuration says: the
-# device-plugin registration socket (every kubelet on the machine binds the same one) and libcni's
-# result cache. Each is removed by the last node on the machine to stop, the directories only
-# when empty. (Running each node in a mount namespace of its own would make them per node.)
-DEVICE_PLUGIN_SOCKET = Path("/var/lib/kubelet/device-plugins/kubelet.sock")
-# ... and the device manager's record of which devices went to which pod, beside it.
-DEVICE_PLUGIN_CHECKPOINT = DEVICE_PLUGIN_SOCKET.with_name("kubelet_internal_checkpoint")
-SHARED_DIRS = (Path("/var/lib/kubelet/device-plugins"), Path("/var/lib/kubelet"), CONTAINER_LOG_LINKS,
-               Path("/var/lib/cni/results"), Path("/var/lib/cni"))
-
-
 class Sysctls:
     """Machine-wide record of the kernel settings before any kubelet changed them.
 
@@ -91,12 +79,10 @@ class Sysctls:
 
 
 def remove_machine_leftovers() -> None:
-    """The hardcoded paths above, once no node runs on this machine (run after containerd stopped)."""
+    """The empty mount points the nodes' mount namespaces needed, once no node runs on this machine."""
     if Sysctls().held():
         return
-    DEVICE_PLUGIN_SOCKET.unlink(missing_ok=True)
-    DEVICE_PLUGIN_CHECKPOINT.unlink(missing_ok=True)
-    for d in SHARED_DIRS:
+    for d in MACHINE_PATHS:
         try:
             d.rmdir()
         except OSError:
@@ -136,6 +122,7 @@ class Kubelet:
             ],
             node.state_dir,
             netns=node.netns,
+            mount_ns=node.mount_ns,
         )
 
     def config(self) -> dict:
@@ -156,7 +143,10 @@ class Kubelet:
             "readOnlyPort": 0,
             "healthzBindAddress": "127.0.0.1",
             "healthzPort": 10248,
-            "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": True}},
+            # The API server signs in with a client certificate of the cluster's CA (logs, exec,
+            # port-forward); anything else must bring a token the API server vouches for.
+            "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": True},
+                               "x509": {"clientCAFile": self.cluster_ca()}},
             "authorization": {"mode": "Webhook"},
             "podLogsDir": str(self.etc / "pod-logs"),
             "clusterDNS": [DNS_SERVICE_IP],
@@ -172,6 +162,13 @@ class Kubelet:
             "imageGCHighThresholdPercent": 100,
             "imageGCLowThresholdPercent": 99,
         }
+
+    def cluster_ca(self) -> str:
+        """The cluster's CA, as the admin kubeconfig names it."""
+        match = re.search(r"certificate-authority:\s*(\S+)", self.node.admin_kubeconfig.read_text())
+        if not match:
+            raise RuntimeError(f"{self.node.admin_kubeconfig} names no certificate-authority file")
+        return match.group(1)
 
     def start(self) -> None:
         self.etc.mkdir(parents=True, exist_ok=True)
@@ -205,9 +202,6 @@ class Kubelet:
     def stop(self) -> None:
         self.daemon.stop()
         unmount_under(self.dir)
-        for link in CONTAINER_LOG_LINKS.glob("*.log") if CONTAINER_LOG_LINKS.is_dir() else ():
-            if link.is_symlink() and os.readlink(link).startswith(str(self.etc) + "/"):
-                link.unlink()
         shutil.rmtree(self.dir, ignore_errors=True)
         shutil.rmtree(self.etc, ignore_errors=True)
         self.sysctls.release(self.node.state_dir)

@@ -1,10 +1,13 @@
-"""The node's network: a network namespace of its own, and the CNI bridge its pods join.
+"""The cluster's network: a network namespace per node, linked by a bridge in one more namespace
+that is the cluster's own.
 
-Inside the namespace: loopback, a link `node0` carrying the node's address, and (made by
-the CNI bridge plugin on the first pod) the bridge `cni0`, the pods' gateway. There is no route
-off the box and no masquerade: pods reach each other, the node, and through the API forwarder
-the API server on 127.0.0.1. Deleting the namespace removes every link, address, route and
-iptables rule in it, so stopping the network is deleting the namespace.
+Inside a node's namespace: loopback, a link `node0` carrying the node's address (its other end is
+a port of the bridge `nodes` in the cluster's namespace), a route to each other node's pods via
+that node's address, and (made by the CNI bridge plugin on the first pod) the bridge `cni0`, the
+pods' gateway; the node forwards between the two. There is no route off the box and no
+masquerade: pods reach each other across nodes, the nodes, and through the API forwarder the API
+server on 127.0.0.1. Deleting a namespace removes every link, address, route and iptables rule in
+it, so stopping a network is deleting its namespace.
 """
 
 from __future__ import annotations
@@ -23,8 +26,50 @@ SERVICE_CIDR = "10.0.0.0/24"
 CNI_NETWORK = "mlplatform"
 
 
+NODES_BRIDGE = "nodes"
+
+
 def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
+    out = subprocess.run(["ip", *args], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(args)} failed: {out.stderr.strip()}")
+
+
+def _delete_netns(name: str) -> None:
+    if (NETNS_DIR / name).exists():
+        _ip("netns", "delete", name)
+    # `ip netns add` made /run/netns a mount point of its own; the last namespace gone (no
+    # other cluster's, no one else's), take that mount away too.
+    if NETNS_DIR.is_dir() and not any(NETNS_DIR.iterdir()):
+        subprocess.run(["umount", str(NETNS_DIR)], capture_output=True)
+        NETNS_DIR.rmdir()
+
+
+class ClusterNetwork:
+    """The namespace holding the bridge that links the nodes: layer 2 only, no address, no route."""
+
+    def __init__(self, netns: str):
+        self.netns = netns
+
+    def exists(self) -> bool:
+        return (NETNS_DIR / self.netns).exists()
+
+    def start(self) -> None:
+        if self.exists():
+            return
+        _ip("netns", "add", self.netns)
+        _ip("-n", self.netns, "link", "set", "lo", "up")
+        _ip("-n", self.netns, "link", "add", NODES_BRIDGE, "type", "bridge")
+        _ip("-n", self.netns, "link", "set", NODES_BRIDGE, "up")
+
+    def ready(self) -> bool:
+        return self.exists()
+
+    def alive(self) -> bool:
+        return self.exists()
+
+    def stop(self) -> None:
+        _delete_netns(self.netns)
 
 
 class Network:
@@ -43,13 +88,23 @@ class Network:
             _ip(*ns, "link", "set", "lo", "up")
             if self.node.api_address:
                 _ip(*ns, "addr", "add", f"{self.node.api_address}/32", "dev", "lo")
-            # The kernel here has no dummy links: a veth pair whose other end stays in the
-            # namespace, unused, gives node0 a carrier all the same.
-            _ip(*ns, "link", "add", "node0", "type", "veth", "peer", "name", "node0-peer")
-            _ip(*ns, "addr", "add", f"{self.node.node_ip}/24", "dev", "node0")
-            _ip(*ns, "link", "set", "node0-peer", "up")
+            # node0's other end becomes a port of the cluster's bridge.
+            port = f"peer{self.node.index}"
+            _ip(*ns, "link", "add", "node0", "type", "veth", "peer", "name", port)
+            _ip(*ns, "link", "set", port, "netns", self.node.cluster_netns)
+            _ip("-n", self.node.cluster_netns, "link", "set", port, "master", NODES_BRIDGE, "up")
+            _ip(*ns, "addr", "add", f"{self.node.node_ip}/{NODE_CIDR.split('/')[1]}", "dev", "node0")
             _ip(*ns, "link", "set", "node0", "up")
+            # Between node0 and cni0 (set in this namespace only; the machine's stays as it is).
+            subprocess.run(["nsenter", f"--net={NETNS_DIR / self.node.netns}", "--", "sysctl", "-qw",
+                            "net.ipv4.ip_forward=1"], check=True, capture_output=True)
         self.write_cni_config()
+
+    def route_to(self, peers: list[NodeSettings]) -> None:
+        """Routes to the other nodes' pods, each via its node (made again when a node joins)."""
+        for peer in peers:
+            if peer.netns != self.node.netns:
+                _ip("-n", self.node.netns, "route", "replace", peer.pod_subnet, "via", peer.node_ip, "dev", "node0")
 
     def write_cni_config(self) -> None:
         conf = {
@@ -92,10 +147,4 @@ class Network:
         return self.exists()
 
     def stop(self) -> None:
-        if self.exists():
-            _ip("netns", "delete", self.node.netns)
-        # `ip netns add` made /run/netns a mount point of its own; the last namespace gone (no
-        # other cluster's, no one else's), take that mount away too.
-        if NETNS_DIR.is_dir() and not any(NETNS_DIR.iterdir()):
-            subprocess.run(["umount", str(NETNS_DIR)], capture_output=True)
-            NETNS_DIR.rmdir()
+        _delete_netns(self.node.netns)

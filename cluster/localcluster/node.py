@@ -2,6 +2,7 @@
 
     network     the node's network namespace and CNI configuration   (network.py)
     cgroups     the kubelet's cgroupRoot in every hierarchy           (cgroups.py)
+    mounts      the node's mount namespace, its own hardcoded paths   (mounts.py)
     apiproxy    the API server at 127.0.0.1:PORT inside the namespace (apiproxy.py)
     containerd  the runtime, then the node's images imported          (containerd.py, images.py)
     kubelet     registers the node and runs its pods                  (kubelet.py)
@@ -25,6 +26,7 @@ from .containerd import Containerd, unmount_under
 from .kubelet import Kubelet, remove_machine_leftovers
 from .kubeproxy import KubeProxy
 from .gpuplugin import GPU_RESOURCE, GpuPlugin
+from .mounts import MountNamespace
 from .network import Network
 from .process import Daemon, wait_for
 from .settings import NodeSettings, pause_image
@@ -36,6 +38,7 @@ class Node:
         self.tools = tools
         self.network = Network(settings, Path(tools["CNI_PLUGINS_DIR"]) / "bin")
         self.cgroups = Cgroups(settings.cgroup_root, settings.state_dir)
+        self.mounts = MountNamespace(settings)
         self.apiproxy = Daemon(
             "apiproxy",
             [sys.executable, "-m", "localcluster.apiproxy", settings.netns, str(settings.api_port)],
@@ -48,7 +51,7 @@ class Node:
         self.gpuplugin = GpuPlugin(settings, tools)
 
     def parts(self) -> dict[str, object]:
-        return {"network": self.network, "cgroups": self.cgroups, "apiproxy": self.apiproxy,
+        return {"network": self.network, "cgroups": self.cgroups, "mounts": self.mounts, "apiproxy": self.apiproxy,
                 "containerd": self.containerd, "kubelet": self.kubelet, "kube-proxy": self.kubeproxy,
                 "gpu-plugin": self.gpuplugin}
 
@@ -97,6 +100,7 @@ class Node:
             self.kubelet.deregister()
         self.containerd.stop()
         self.cgroups.stop()
+        self.mounts.stop()
         self.apiproxy.stop()
         self.network.stop()
         remove_machine_leftovers()

@@ -18,11 +18,12 @@ class Daemon:
     """
 
     def __init__(self, name: str, argv: list[str], state_dir: Path, netns: str | None = None,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, mount_ns: Path | None = None):
         self.name = name
         self.argv = argv
         self.state_dir = state_dir
         self.netns = netns
+        self.mount_ns = mount_ns
         self.env = env
         self.pid_file = state_dir / f"{name}.pid"
         self.log_file = state_dir / "logs" / f"{name}.log"
@@ -46,7 +47,9 @@ class Daemon:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         # nsenter, not `ip netns exec`: the latter remounts /sys in a new mount namespace, and
         # runc then finds no cgroup mounts. nsenter execs the daemon, so its pid is the daemon's.
-        argv = (["nsenter", f"--net=/run/netns/{self.netns}", "--"] if self.netns else []) + self.argv
+        enter = [f"--net=/run/netns/{self.netns}"] if self.netns else []
+        enter += [f"--mount={self.mount_ns}"] if self.mount_ns else []
+        argv = (["nsenter", *enter, "--"] if enter else []) + self.argv
         with open(self.log_file, "ab") as log:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                     cwd=self.state_dir, start_new_session=True,

@@ -75,6 +75,8 @@ class NodeSettings:
     # The API server's advertised address (its `kubernetes` EndpointSlice): the namespace carries
     # it on loopback, where the API forwarder serves it to pods (kubernetes Service, CoreDNS).
     api_address: str = ""
+    # The cluster's own network namespace, whose bridge links the nodes (network.ClusterNetwork).
+    cluster_netns: str = ""
 
     @staticmethod
     def create(spec: NodeSpec, index: int, nodes_dir: Path, admin_kubeconfig: Path, api_port: int,
@@ -93,12 +95,18 @@ class NodeSettings:
             api_port=api_port,
             cgroup_root=f"{caller_cgroup()}/mlplatform-{tag}",
             netns=f"mlp-{tag}",
-            # One /24 per node out of 10.244.0.0/16 for pods; the node's own address on a dummy
-            # link in its namespace. Nothing routes either outside the cluster's namespaces.
+            # One /24 per node out of 10.244.0.0/16 for pods; the node's own address on its link
+            # to the cluster's bridge. Nothing routes either outside the cluster's namespaces.
             node_ip=f"10.243.{index}.2",
             pod_subnet=f"10.244.{index}.0/24",
             api_address=api_address,
+            cluster_netns=cluster_netns(nodes_dir),
         )
+
+    @property
+    def mount_ns(self) -> Path:
+        """The node's mount namespace, kept at this path (mounts.py); its daemons run inside."""
+        return self.state_dir / "ns" / "mnt"
 
     def save(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -116,6 +124,11 @@ class NodeSettings:
             spec=NodeSpec(spec["name"], spec["labels"], tuple(spec["taints"]), spec.get("gpus", 0)),
             **{**data, "state_dir": Path(data["state_dir"]), "admin_kubeconfig": Path(data["admin_kubeconfig"])},
         )
+
+
+def cluster_netns(nodes_dir: Path) -> str:
+    """The network namespace that links a cluster's nodes; its name carries a hash of their directory."""
+    return "mlpnet-" + hashlib.sha256(str(nodes_dir.resolve()).encode()).hexdigest()[:8]
 
 
 def caller_cgroup() -> str:

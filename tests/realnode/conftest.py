@@ -27,6 +27,11 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_line(f"real-node tests SKIPPED: {reason}", yellow=True, bold=True)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The test that takes the cluster down runs last, whichever file it is in."""
+    items.sort(key=lambda item: item.name == "test_down_leaves_nothing")
+
+
 @pytest.fixture(scope="session")
 def real() -> Iterator[RealCluster]:
     missing = not_built()

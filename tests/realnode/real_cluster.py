@@ -20,8 +20,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "cluster"))
 
 from localcluster import images  # noqa: E402
-from localcluster.kubelet import DEVICE_PLUGIN_CHECKPOINT, DEVICE_PLUGIN_SOCKET, SHARED_DIRS, Sysctls  # noqa: E402
-from localcluster.settings import NodeSettings, missing_tools, tools  # noqa: E402
+from localcluster.kubelet import Sysctls  # noqa: E402
+from localcluster.mounts import MACHINE_PATHS  # noqa: E402
+from localcluster.settings import NodeSettings, cluster_netns, missing_tools, tools  # noqa: E402
 from polling import wait_for  # noqa: E402,F401  (the tests import it from here)
 
 CLUSTER_TOOLS = ("KUBERNETES_DIR", "ETCD_DIR", "KWOK_DIR")
@@ -43,6 +44,24 @@ def not_built() -> list[str]:
     return [d for d in dirs if not Path(d, ".stamp").is_file()] + missing_tools(tools())
 
 
+POOL_LABEL = "mlplatform.dev/pool"
+# The test cluster's stack config: a CPU pool, and a GPU pool of two (simulated) GPUs per node
+# behind a taint, as the dev stack's pools are; `bin/cluster up --real` makes one node of each.
+STACK_CONFIG = """\
+config:
+  mlplatform:cluster:
+    provider: kwok
+    nodePools:
+      - name: cpu
+        labels:
+          hub.jupyter.org/node-purpose: user
+      - name: gpu
+        gpusPerNode: 2
+        taints:
+          - sku=gpu:NoSchedule
+"""
+
+
 @dataclass
 class RealCluster:
     base: Path
@@ -52,11 +71,14 @@ class RealCluster:
         self.cluster_dir = self.base / "kwok"
         self.kubeconfig = self.base / "kubeconfig"
         self.nodes_dir = self.cluster_dir / "clusters" / self.name / "nodes"
+        self.stack_config = self.base / "Pulumi.realnode.yaml"
+        self.stack_config.write_text(STACK_CONFIG)
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("KWOK_", "MLPLATFORM_NODES"))},
             "MLPLATFORM_CLUSTER_NAME": self.name,
             "MLPLATFORM_CLUSTER_DIR": str(self.cluster_dir),
             "MLPLATFORM_KUBECONFIG": str(self.kubeconfig),
+            "MLPLATFORM_STACK_CONFIG": str(self.stack_config),
         }
         self.kubectl_bin = Path(tools()["KUBERNETES_DIR"]) / "bin" / "kubectl"
 
@@ -83,13 +105,18 @@ class RealCluster:
     def nodes(self) -> list[NodeSettings]:
         return [NodeSettings.load(p.parent) for p in sorted(self.nodes_dir.glob("*/node.json"))]
 
+    def node(self, pool: str) -> NodeSettings:
+        """The real node of POOL."""
+        (found,) = [n for n in self.nodes() if n.spec.labels.get(POOL_LABEL) == pool]
+        return found
+
 
 def busybox_image_name() -> str:
     return f"mlplatform.local/busybox:{images.busybox_tag()}"
 
 
-def pod(name: str, script: str, **spec: Any) -> dict:
-    """A pod running SCRIPT in the imported busybox image on a real node, never restarted."""
+def pod(name: str, script: str, pool: str = "cpu", **spec: Any) -> dict:
+    """A pod running SCRIPT in the imported busybox image on POOL's real node, never restarted."""
     container = {"name": "main", "image": busybox_image_name(), "command": ["/bin/sh", "-c", script],
                  **spec.pop("container", {})}
     return {
@@ -99,8 +126,9 @@ def pod(name: str, script: str, **spec: Any) -> dict:
         "spec": {
             "restartPolicy": "Never",
             "automountServiceAccountToken": False,
-            "nodeSelector": {"mlplatform.dev/node-kind": "real"},
-            "tolerations": [{"key": "mlplatform.dev/node-kind", "value": "real", "effect": "NoSchedule"}],
+            "nodeSelector": {"mlplatform.dev/node-kind": "real", POOL_LABEL: pool},
+            # The real-node taint, and the GPU pool's.
+            "tolerations": [{"operator": "Exists", "effect": "NoSchedule"}],
             "containers": [container],
             **spec,
         },
@@ -133,12 +161,26 @@ def leftovers(settings: NodeSettings) -> list[str]:
             found.append(f"cgroup {path}")
     if settings.state_dir.exists():
         found.append(f"state directory {state}")
-    if not Sysctls().held():  # no other real node on the machine: the shared paths are gone too
-        found += [f"shared path {p}" for p in (DEVICE_PLUGIN_SOCKET, DEVICE_PLUGIN_CHECKPOINT, *SHARED_DIRS)
-                  if p.exists()]
-    for link in Path("/var/log/containers").glob("*.log"):
-        if link.is_symlink() and os.readlink(link).startswith(state):
-            found.append(f"log link {link}")
+    if not Sysctls().held():  # no other real node on the machine: the mount points are gone too
+        found += [f"mount point {p}" for p in MACHINE_PATHS if p.exists()]
+    return found
+
+
+def cluster_leftovers(nodes_dir: Path) -> list[str]:
+    """What the nodes shared that is still on the machine: the bridge's namespace, the egress proxy."""
+    found = []
+    netns = cluster_netns(nodes_dir)
+    if Path("/run/netns", netns).exists():
+        found.append(f"network namespace {netns}")
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if proc.name.isdigit() and "localcluster.egress" in cmdline and str(nodes_dir) in cmdline:
+            found.append(f"process {proc.name}: {cmdline[:150]}")
+    if nodes_dir.exists():
+        found.append(f"directory {nodes_dir}")
     return found
 
 

@@ -1,6 +1,11 @@
-"""Services on the real node: CoreDNS answers for cluster.local, kube-proxy routes cluster IPs."""
+"""Services on the real nodes: CoreDNS answers for cluster.local, kube-proxy routes cluster IPs
+to pods on the other node, and the API server reaches the kubelets (logs, exec, port-forward)."""
 
 from __future__ import annotations
+
+import re
+import subprocess
+import urllib.request
 
 from real_cluster import RealCluster, pod, wait_for
 
@@ -13,9 +18,11 @@ def test_coredns_is_the_cluster_dns(real: RealCluster) -> None:
 
 
 def test_pod_reaches_a_service_by_name(real: RealCluster) -> None:
-    """A client pod resolves Services through CoreDNS (itself behind the kube-dns cluster IP) and
-    fetches from `web` through its cluster IP (kube-proxy's rules)."""
-    web = pod("web", "mkdir -p /www && echo hello-from-web > /www/index.html && httpd -f -p 8080 -h /www")
+    """A client pod on the cpu node resolves Services through CoreDNS (itself behind the kube-dns
+    cluster IP) and fetches from `web`, on the gpu node, through its cluster IP (kube-proxy's rules,
+    then the route between the nodes)."""
+    web = pod("web", "mkdir -p /www && echo hello-from-web > /www/index.html && httpd -f -p 8080 -h /www",
+              pool="gpu")
     web["metadata"]["labels"] = {"app": "web"}
     web["spec"]["restartPolicy"] = "Always"
     real.apply(web)
@@ -37,6 +44,26 @@ def test_pod_reaches_a_service_by_name(real: RealCluster) -> None:
     assert f"Address: {kubernetes_ip}" in message, message
     assert f"Address: {web_ip}" in message, message
     assert "hello-from-web" in message, message
+    assert real.get("pod", "web")["spec"]["nodeName"] != p["spec"]["nodeName"]
+    # Through the egress proxy, the API server reaches the gpu node's kubelet and the pod itself.
+    assert "hello-from-web" in real.kubectl("exec", "web", "--", "cat", "/www/index.html").stdout
+    forward = subprocess.Popen([str(real.kubectl_bin), "--kubeconfig", str(real.kubeconfig), "port-forward",
+                                "pod/web", ":8080"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = forward.stdout.readline()  # "Forwarding from 127.0.0.1:PORT -> 8080"
+        port = int(re.search(r"127\.0\.0\.1:(\d+)", line).group(1))
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
+            assert response.read().decode().strip() == "hello-from-web"
+    finally:
+        forward.terminate()
+        forward.wait(10)
     for name in ("client", "web"):
         real.kubectl("delete", "pod", name, "--wait=false")
     real.kubectl("delete", "service", "web")
+
+
+def test_kubectl_logs_of_a_real_pod(real: RealCluster) -> None:
+    real.apply(pod("talker", "echo said-by-talker; sleep 1"))
+    wait_for(lambda: real.get("pod", "talker")["status"].get("phase") == "Succeeded", 90, "pod talker Succeeded")
+    assert real.kubectl("logs", "talker").stdout.strip() == "said-by-talker"
+    real.kubectl("delete", "pod", "talker", "--wait=false")

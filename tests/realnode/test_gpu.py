@@ -12,16 +12,16 @@ def phase(real: RealCluster, name: str) -> str:
 
 
 def test_gpus_are_allocated_by_the_kubelet(real: RealCluster) -> None:
-    (settings,) = real.nodes()
+    settings = real.node("gpu")
     node = real.get("node", settings.spec.name)
     assert node["status"]["capacity"].get(GPU_RESOURCE) == str(settings.spec.gpus), node["status"]["capacity"]
     assert node["metadata"]["labels"].get(SIMULATED_LABEL[0]) == SIMULATED_LABEL[1], node["metadata"]["labels"]
     names = [f"gpu-{i}" for i in range(settings.spec.gpus + 1)]
     for name in names[:-1]:
-        real.apply(pod(name, 'echo "$MLPLATFORM_SIMULATED_GPUS" > /dev/termination-log; sleep 20',
+        real.apply(pod(name, 'echo "$MLPLATFORM_SIMULATED_GPUS" > /dev/termination-log; sleep 20', pool="gpu",
                        container={"resources": {"limits": {GPU_RESOURCE: "1"}}}))
     wait_for(lambda: all(phase(real, n) in ("Running", "Succeeded") for n in names[:-1]), 60, "one pod per GPU Running")
-    real.apply(pod(names[-1], "true", container={"resources": {"limits": {GPU_RESOURCE: "1"}}}))
+    real.apply(pod(names[-1], "true", pool="gpu", container={"resources": {"limits": {GPU_RESOURCE: "1"}}}))
     pending = wait_for(lambda: next(
         (c for c in real.get("pod", names[-1])["status"].get("conditions", []) if c.get("reason") == "Unschedulable"),
         None), 30, f"pod {names[-1]} unschedulable")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import signal
 
-from real_cluster import RealCluster, busybox_image_name, host_rules_naming, leftovers, pod, wait_for
+from real_cluster import RealCluster, busybox_image_name, cluster_leftovers, host_rules_naming, leftovers, pod, wait_for
 from localcluster.kubelet import KUBELET_SYSCTLS, read_sysctl
 from localcluster.process import Daemon
 from localcluster.settings import tools
@@ -14,16 +14,23 @@ from localcluster.settings import tools
 SYSCTLS_BEFORE = {k: read_sysctl(k) for k in KUBELET_SYSCTLS}
 
 
-def test_node_ready_on_containerd_2(real: RealCluster) -> None:
-    (settings,) = real.nodes()
-    node = real.get("node", settings.spec.name)
-    ready = {c["type"]: c["status"] for c in node["status"]["conditions"]}["Ready"]
-    info = node["status"]["nodeInfo"]
-    assert ready == "True", f"node {settings.spec.name} not Ready: {node['status']['conditions']}"
-    assert info["containerRuntimeVersion"].startswith("containerd://2."), info
-    assert info["kubeletVersion"] == tools()["KUBERNETES_VERSION"], info
-    assert "kwok.x-k8s.io/node" not in node["metadata"].get("annotations", {}), "a real node must not be kwok's"
-    assert node["status"]["addresses"][0]["address"] == settings.node_ip
+def test_a_node_per_pool_ready_on_containerd_2(real: RealCluster) -> None:
+    """One real node per pool of the stack config, with the pool's labels and taints."""
+    assert sorted(n.spec.name for n in real.nodes()) == ["real-cpu-0", "real-gpu-0"]
+    for pool, taints in (("cpu", []), ("gpu", [{"key": "sku", "value": "gpu", "effect": "NoSchedule"}])):
+        settings = real.node(pool)
+        node = real.get("node", settings.spec.name)
+        ready = {c["type"]: c["status"] for c in node["status"]["conditions"]}["Ready"]
+        info = node["status"]["nodeInfo"]
+        assert ready == "True", f"node {settings.spec.name} not Ready: {node['status']['conditions']}"
+        assert info["containerRuntimeVersion"].startswith("containerd://2."), info
+        assert info["kubeletVersion"] == tools()["KUBERNETES_VERSION"], info
+        assert "kwok.x-k8s.io/node" not in node["metadata"].get("annotations", {}), "a real node must not be kwok's"
+        assert node["status"]["addresses"][0]["address"] == settings.node_ip
+        assert node["metadata"]["labels"]["mlplatform.dev/pool"] == pool
+        for taint in taints:
+            assert taint in node["spec"]["taints"], node["spec"]["taints"]
+    assert real.get("node", "real-cpu-0")["metadata"]["labels"]["hub.jupyter.org/node-purpose"] == "user"
 
 
 def test_pod_runs_from_imported_image(real: RealCluster) -> None:
@@ -36,7 +43,7 @@ def test_pod_runs_from_imported_image(real: RealCluster) -> None:
     assert status["image"].endswith(busybox_image_name().split("/", 1)[1]), status
     terminated = status["state"]["terminated"]
     assert terminated["exitCode"] == 0, terminated
-    (settings,) = real.nodes()
+    settings = real.node("cpu")
     # Nested: the pod's memory cgroup lies under the node's cgroupRoot.
     assert settings.cgroup_root + "/kubepods" in terminated["message"], terminated["message"]
     assert p["status"]["podIP"].startswith(settings.pod_subnet.rsplit(".", 1)[0] + "."), p["status"]
@@ -55,7 +62,7 @@ def test_memory_limit_is_enforced(real: RealCluster) -> None:
 
 
 def test_killed_kubelet_is_restarted_by_up(real: RealCluster) -> None:
-    (settings,) = real.nodes()
+    settings = real.node("cpu")
     kubelet = Daemon("kubelet", [""], settings.state_dir)
     pid = int(kubelet.pid_file.read_text())
     os.kill(pid, signal.SIGKILL)
@@ -71,11 +78,14 @@ def test_killed_kubelet_is_restarted_by_up(real: RealCluster) -> None:
 
 def test_down_leaves_nothing(real: RealCluster) -> None:
     """Last: `bin/cluster down` leaves no process, mount, namespace, cgroup, state, rule or sysctl."""
-    (settings,) = real.nodes()
-    real.apply(pod("running-at-down", "sleep 3600"))
-    wait_for(lambda: real.get("pod", "running-at-down")["status"].get("phase") == "Running", 90, "pod running-at-down Running")
+    nodes = real.nodes()
+    for pool in ("cpu", "gpu"):
+        real.apply(pod(f"running-at-down-{pool}", "sleep 3600", pool=pool))
+    wait_for(lambda: all(real.get("pod", f"running-at-down-{p}")["status"].get("phase") == "Running"
+                         for p in ("cpu", "gpu")), 90, "a pod Running on each node")
     real.cluster("down")
-    assert leftovers(settings) == []
-    assert host_rules_naming((r"10\.24[34]\.", "cni0", settings.netns)) == []
+    assert [found for settings in nodes for found in leftovers(settings)] == []
+    assert cluster_leftovers(real.nodes_dir) == []
+    assert host_rules_naming((r"10\.24[34]\.", "cni0", *(s.netns for s in nodes))) == []
     assert {k: read_sysctl(k) for k in KUBELET_SYSCTLS} == SYSCTLS_BEFORE
     assert not real.cluster_dir.exists() or not any(real.cluster_dir.iterdir())

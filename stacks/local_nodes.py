@@ -1,0 +1,60 @@
+"""The real nodes `bin/cluster up --real` makes for a stack's node pools, as JSON on stdout.
+
+    python -m stacks.local_nodes STACK_CONFIG_FILE
+
+One node per pool (this machine has two cores; kwok's simulated nodes are for rehearsing many),
+named `real-<pool>-0`, with the labels and taints the stack's workloads select and tolerate on
+that pool, and the pool's GPUs per node (simulated there: cluster/localcluster/gpuplugin.py).
+Only `mlplatform:cluster` is read and validated: the rest of the config may hold secrets that
+need the stack's passphrase.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+from components.k8s import POOL_LABEL
+from stacks.config import NAMESPACE, ClusterSettings, ConfigError, parse
+
+KEY = "cluster"
+
+
+def nodes(cluster: ClusterSettings) -> list[dict]:
+    return [
+        {
+            "name": f"real-{pool.name}-0",
+            "labels": {**pool.labels, POOL_LABEL: pool.name},
+            "taints": [str(t) for t in pool.taints],
+            "gpus": pool.gpus_per_node,
+        }
+        for pool in cluster.node_pools
+    ]
+
+
+def read(config_file: Path) -> ClusterSettings:
+    config = (yaml.safe_load(config_file.read_text()) or {}).get("config") or {}
+    cluster = parse({KEY: config.get(f"{NAMESPACE}:{KEY}", {})}).cluster
+    if not cluster.node_pools:
+        raise ConfigError(f"{NAMESPACE}:{KEY}.nodePools: real nodes are made for the stack's pools, and it has none")
+    return cluster
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m stacks.local_nodes STACK_CONFIG_FILE", file=sys.stderr)
+        return 2
+    try:
+        cluster = read(Path(argv[0]))
+    except (ConfigError, OSError, yaml.YAMLError) as error:
+        print(f"{argv[0]}: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(nodes(cluster), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
