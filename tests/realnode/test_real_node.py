@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
-from real_cluster import RealCluster, busybox_image_name, host_rules_naming, leftovers, pod, wait_for
+from real_cluster import (RealCluster, busybox_image_name, host_rules_naming, ipset_names, leftovers, pod,
+                          processes_running, wait_for)
 from localcluster.kubelet import KUBELET_SYSCTLS, read_sysctl
+from localcluster.netpol import CHAIN_PREFIXES, IPSET_PREFIXES
 from localcluster.process import Daemon
 from localcluster.settings import tools
 
@@ -70,12 +73,17 @@ def test_killed_kubelet_is_restarted_by_up(real: RealCluster) -> None:
 
 
 def test_down_leaves_nothing(real: RealCluster) -> None:
-    """Last: `bin/cluster down` leaves no process, mount, namespace, cgroup, state, rule or sysctl."""
+    """Last: `bin/cluster down` leaves no process, mount, namespace, cgroup, state, rule, ipset or sysctl."""
     (settings,) = real.nodes()
+    kube_router = Path(tools()["KUBE_ROUTER_DIR"]) / "bin" / "kube-router"
+    # What must go is there: the node's policy engine, its chains and ipsets in the node's namespace.
+    assert processes_running(kube_router, str(real.kubeconfig)), "kube-router is not running before down"
     real.apply(pod("running-at-down", "sleep 3600"))
     wait_for(lambda: real.get("pod", "running-at-down")["status"].get("phase") == "Running", 90, "pod running-at-down Running")
     real.cluster("down")
     assert leftovers(settings) == []
-    assert host_rules_naming((r"10\.24[34]\.", "cni0", settings.netns)) == []
+    assert processes_running(kube_router, str(real.kubeconfig)) == []
+    assert host_rules_naming((r"10\.24[34]\.", "cni0", settings.netns, *CHAIN_PREFIXES)) == []
+    assert [name for name in ipset_names() if name.startswith(IPSET_PREFIXES)] == []
     assert {k: read_sysctl(k) for k in KUBELET_SYSCTLS} == SYSCTLS_BEFORE
     assert not real.cluster_dir.exists() or not any(real.cluster_dir.iterdir())
