@@ -64,7 +64,8 @@ class NetworkPolicyEngine:
                 "--health-port=0",
                 "--metrics-addr=127.0.0.1",
                 f"--metrics-port={METRICS_PORT}",
-                "--v=1",
+                # At 1 it logs every lock and step of every sync (each pod event makes one).
+                "--v=0",
             ],
             node.state_dir,
             netns=node.netns,

@@ -163,7 +163,7 @@ def iptables_rules(netns: str) -> list[str]:
 
 
 def processes_running(binary: Path, naming: str) -> list[str]:
-    """Processes of BINARY whose command line holds NAMING (a cluster's kubeconfig, say)."""
+    """Processes of BINARY whose command line holds NAMING (a node's admin kubeconfig, say)."""
     found = []
     for proc in Path("/proc").iterdir():
         try:

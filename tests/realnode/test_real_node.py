@@ -77,12 +77,12 @@ def test_down_leaves_nothing(real: RealCluster) -> None:
     (settings,) = real.nodes()
     kube_router = Path(tools()["KUBE_ROUTER_DIR"]) / "bin" / "kube-router"
     # What must go is there: the node's policy engine, its chains and ipsets in the node's namespace.
-    assert processes_running(kube_router, str(real.kubeconfig)), "kube-router is not running before down"
+    assert processes_running(kube_router, str(settings.admin_kubeconfig)), "kube-router is not running before down"
     real.apply(pod("running-at-down", "sleep 3600"))
     wait_for(lambda: real.get("pod", "running-at-down")["status"].get("phase") == "Running", 90, "pod running-at-down Running")
     real.cluster("down")
     assert leftovers(settings) == []
-    assert processes_running(kube_router, str(real.kubeconfig)) == []
+    assert processes_running(kube_router, str(settings.admin_kubeconfig)) == []
     assert host_rules_naming((r"10\.24[34]\.", "cni0", settings.netns, *CHAIN_PREFIXES)) == []
     assert [name for name in ipset_names() if name.startswith(IPSET_PREFIXES)] == []
     assert {k: read_sysctl(k) for k in KUBELET_SYSCTLS} == SYSCTLS_BEFORE
