@@ -38,7 +38,8 @@ docs: venv
 tools:
 	tools/build.sh
 
-# What real nodes run (kubelet, kube-proxy, containerd, runc, CNI plugins, crictl, CoreDNS, pause):
+# What real nodes run (kubelet, kube-proxy, containerd, runc, CNI plugins, crictl, CoreDNS, pause,
+# kube-router for NetworkPolicy):
 # `bin/cluster up --real`, `MLPLATFORM_NODES=real make up` and tests/realnode need them.
 tools-node:
 	tools/build.sh node

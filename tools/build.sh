@@ -11,10 +11,10 @@
 #     scan      kube-score, the manifest scanner of the tests
 #     node      what a real node runs (bin/cluster up --real): kubelet + kube-proxy, containerd,
 #               runc, CNI plugins, crictl, CoreDNS, the pause image, the simulated GPU device
-#               plugin (not built by default)
+#               plugin, kube-router (its network-policy controller) (not built by default)
 #   tools: pulumi-cli pulumi-resource-kubernetes kubernetes etcd kwok
 #          training-operator kube-score
-#          kubernetes-node containerd runc cni-plugins cri-tools coredns pause
+#          kubernetes-node containerd runc cni-plugins cri-tools coredns pause kube-router
 #
 # A tool whose directory holds a .stamp with the same recipe is skipped, so a second run is
 # instant. The stamp is written only after every binary of the tool was built; a failed or
@@ -268,6 +268,19 @@ build_coredns() {
     GOBIN="$1/bin" go install -trimpath -ldflags "-s -w" "github.com/coredns/coredns@$COREDNS_VERSION"
 }
 
+# kube-router has no replace directives. The nodes run only its network-policy controller
+# (netpol.py). Its version and build date are stamped as its Makefile does, the date being the
+# release tag's (not the build's), so two builds of the same version are identical.
+build_kube_router() {
+    local module=github.com/cloudnativelabs/kube-router/v2 stamp_date
+    # `go mod download -json` has no .Time; the .info file it names does.
+    stamp_date="$(jq -r .Time "$(go mod download -json "$module@$KUBE_ROUTER_VERSION" | jq -r .Info)")"
+    [ "$stamp_date" != null ] || { log "no release date for $module@$KUBE_ROUTER_VERSION"; return 1; }
+    GOBIN="$1/bin" go install -trimpath \
+        -ldflags "-s -w -X $module/pkg/version.Version=$KUBE_ROUTER_VERSION -X $module/pkg/version.BuildDate=$stamp_date" \
+        "$module/cmd/kube-router@$KUBE_ROUTER_VERSION"
+}
+
 # The pause binary from the kubernetes module's own pause.c, as upstream's build/pause/Makefile
 # compiles it, packed as an OCI image archive named as containerd and the kubelet expect it.
 build_pause() {
@@ -295,9 +308,11 @@ tool_runc() { build_tool runc "$RUNC_DIR" "$(recipe "$RUNC_VERSION")" build_runc
 tool_cni-plugins() { build_tool cni-plugins "$CNI_PLUGINS_DIR" "$(recipe "$CNI_PLUGINS_VERSION")" build_cni_plugins; }
 tool_cri-tools() { build_tool cri-tools "$CRI_TOOLS_DIR" "$(recipe "$CRI_TOOLS_VERSION")" build_cri_tools; }
 tool_coredns() { build_tool coredns "$COREDNS_DIR" "$(recipe "$COREDNS_VERSION")" build_coredns; }
+tool_kube-router() { build_tool kube-router "$KUBE_ROUTER_DIR" "$(recipe "$KUBE_ROUTER_VERSION")" build_kube_router; }
 tool_pause() { build_tool pause "$PAUSE_DIR" "$(recipe "$KUBERNETES_VERSION" ociimage.py ../images/oci.py)" build_pause; }
 group_node() {
     tool_containerd; tool_runc; tool_cni-plugins; tool_cri-tools; tool_pause; tool_kubernetes-node; tool_coredns
+    tool_kube-router
 }
 
 # --- main -----------------------------------------------------------------------------------

@@ -7,6 +7,7 @@
     containerd  the runtime, then the node's images imported          (containerd.py, images.py)
     kubelet     registers the node and runs its pods                  (kubelet.py)
     kube-proxy  Services' cluster IPs and node ports                  (kubeproxy.py)
+    netpol      NetworkPolicy enforced (kube-router's firewall only)  (netpol.py)
     gpu-plugin  simulated nvidia.com/gpu on the device-plugin API     (gpuplugin.py)
 
 `up` starts what is missing and restarts what died (a killed kubelet or containerd comes back,
@@ -25,6 +26,7 @@ from .cgroups import Cgroups
 from .containerd import Containerd, unmount_under
 from .kubelet import Kubelet, remove_machine_leftovers
 from .kubeproxy import KubeProxy
+from .netpol import NetworkPolicyEngine
 from .gpuplugin import GPU_RESOURCE, GpuPlugin
 from .mounts import MountNamespace
 from .network import Network
@@ -48,12 +50,13 @@ class Node:
         self.containerd = Containerd(settings, tools)
         self.kubelet = Kubelet(settings, tools, self.containerd.socket)
         self.kubeproxy = KubeProxy(settings, tools)
+        self.netpol = NetworkPolicyEngine(settings, tools)
         self.gpuplugin = GpuPlugin(settings, tools)
 
     def parts(self) -> dict[str, object]:
         return {"network": self.network, "cgroups": self.cgroups, "mounts": self.mounts, "apiproxy": self.apiproxy,
                 "containerd": self.containerd, "kubelet": self.kubelet, "kube-proxy": self.kubeproxy,
-                "gpu-plugin": self.gpuplugin}
+                "netpol": self.netpol, "gpu-plugin": self.gpuplugin}
 
     def up(self, wait: bool = True) -> list[str]:
         """Starts every part that does not run; returns the names of those it (re)started."""
@@ -94,6 +97,7 @@ class Node:
 
     def down(self, deregister: bool = True) -> None:
         self.gpuplugin.stop()
+        self.netpol.stop()
         self.kubeproxy.stop()
         self.kubelet.stop()
         if deregister:

@@ -188,3 +188,32 @@ def host_rules_naming(patterns: tuple[str, ...]) -> list[str]:
     """Rules in this machine's own iptables (the root network namespace) that name PATTERNS."""
     out = subprocess.run(["iptables-save"], capture_output=True, text=True).stdout
     return [line for line in out.splitlines() if any(re.search(p, line) for p in patterns)]
+
+
+def ipset_names(netns: str | None = None) -> list[str]:
+    """The ipsets of a node's network namespace, or of this machine's own (netns None)."""
+    argv = ["ipset", "list", "-name"]
+    if netns:
+        argv = ["nsenter", f"--net=/run/netns/{netns}", "--", *argv]
+    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout.split()
+
+
+def iptables_rules(netns: str) -> list[str]:
+    """The filter table of a node's network namespace, as iptables-save writes it."""
+    argv = ["nsenter", f"--net=/run/netns/{netns}", "--", "iptables-save", "-t", "filter"]
+    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout.splitlines()
+
+
+def processes_running(binary: Path, naming: str) -> list[str]:
+    """Processes of BINARY whose command line holds NAMING (a node's admin kubeconfig, say)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if not proc.name.isdigit() or os.readlink(proc / "exe") != os.path.realpath(binary):
+                continue
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if naming in cmdline:
+            found.append(f"process {proc.name}: {cmdline[:150]}")
+    return found

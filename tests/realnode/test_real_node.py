@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
-from real_cluster import RealCluster, busybox_image_name, cluster_leftovers, host_rules_naming, leftovers, pod, wait_for
+from real_cluster import (RealCluster, busybox_image_name, cluster_leftovers, host_rules_naming, ipset_names,
+                          leftovers, pod, processes_running, wait_for)
 from localcluster.kubelet import KUBELET_SYSCTLS, read_sysctl
+from localcluster.netpol import CHAIN_PREFIXES, IPSET_PREFIXES
 from localcluster.process import Daemon
 from localcluster.settings import tools
 
@@ -77,8 +80,12 @@ def test_killed_kubelet_is_restarted_by_up(real: RealCluster) -> None:
 
 
 def test_down_leaves_nothing(real: RealCluster) -> None:
-    """Last: `bin/cluster down` leaves no process, mount, namespace, cgroup, state, rule or sysctl."""
+    """Last: `bin/cluster down` leaves no process, mount, namespace, cgroup, state, rule, ipset or sysctl."""
     nodes = real.nodes()
+    kube_router = Path(tools()["KUBE_ROUTER_DIR"]) / "bin" / "kube-router"
+    kubeconfig = str(nodes[0].admin_kubeconfig)
+    # What must go is there: the nodes' policy engines, their chains and ipsets in the nodes' namespaces.
+    assert len(processes_running(kube_router, kubeconfig)) == len(nodes), "kube-router is not running on each node"
     for pool in ("cpu", "gpu"):
         real.apply(pod(f"running-at-down-{pool}", "sleep 3600", pool=pool))
     wait_for(lambda: all(real.get("pod", f"running-at-down-{p}")["status"].get("phase") == "Running"
@@ -86,6 +93,8 @@ def test_down_leaves_nothing(real: RealCluster) -> None:
     real.cluster("down")
     assert [found for settings in nodes for found in leftovers(settings)] == []
     assert cluster_leftovers(real.nodes_dir) == []
-    assert host_rules_naming((r"10\.24[34]\.", "cni0", *(s.netns for s in nodes))) == []
+    assert processes_running(kube_router, kubeconfig) == []
+    assert host_rules_naming((r"10\.24[34]\.", "cni0", *(s.netns for s in nodes), *CHAIN_PREFIXES)) == []
+    assert [name for name in ipset_names() if name.startswith(IPSET_PREFIXES)] == []
     assert {k: read_sysctl(k) for k in KUBELET_SYSCTLS} == SYSCTLS_BEFORE
     assert not real.cluster_dir.exists() or not any(real.cluster_dir.iterdir())
