@@ -127,6 +127,15 @@ group_pulumi() { tool_pulumi-cli; tool_pulumi-resource-kubernetes; }
 
 # --- kube -----------------------------------------------------------------------------------
 
+# release_date MODULE@VERSION: the date the Go proxy gives the release (its tag's). `go mod
+# download -json` has no .Time; the .info file it names does.
+release_date() {
+    local date
+    date="$(jq -r .Time "$(go mod download -json "$1" | jq -r .Info)")"
+    [ "$date" != null ] || { log "no release date for $1"; return 1; }
+    printf '%s\n' "$date"
+}
+
 # build_kubernetes_cmds MODULE DIR CMD...: Kubernetes commands from a wrapper module
 # (go/kubernetes for the control plane, go/kubernetes-node for the node's; both by generate.sh).
 build_kubernetes_cmds() {
@@ -134,7 +143,7 @@ build_kubernetes_cmds() {
     # Upstream (hack/lib/version.sh) stamps the version into both component-base and client-go;
     # without it the binaries report v0.0.0-master. The build date is the tag's date, so two
     # builds of the same version are identical.
-    stamp_date="$(go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" | jq -r .Time)"
+    stamp_date="$(release_date "k8s.io/kubernetes@$KUBERNETES_VERSION")" || return 1
     local minor="${KUBERNETES_VERSION#v1.}" pkg ldflags="-s -w"
     minor="${minor%%.*}"
     for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
@@ -273,9 +282,7 @@ build_coredns() {
 # release tag's (not the build's), so two builds of the same version are identical.
 build_kube_router() {
     local module=github.com/cloudnativelabs/kube-router/v2 stamp_date
-    # `go mod download -json` has no .Time; the .info file it names does.
-    stamp_date="$(jq -r .Time "$(go mod download -json "$module@$KUBE_ROUTER_VERSION" | jq -r .Info)")"
-    [ "$stamp_date" != null ] || { log "no release date for $module@$KUBE_ROUTER_VERSION"; return 1; }
+    stamp_date="$(release_date "$module@$KUBE_ROUTER_VERSION")" || return 1
     GOBIN="$1/bin" go install -trimpath \
         -ldflags "-s -w -X $module/pkg/version.Version=$KUBE_ROUTER_VERSION -X $module/pkg/version.BuildDate=$stamp_date" \
         "$module/cmd/kube-router@$KUBE_ROUTER_VERSION"
