@@ -7,8 +7,10 @@
 
 `check` says what this machine lacks for real nodes (exit 1), before anything starts.
 `up` creates the nodes of DEFAULT_NODES that do not exist yet, starts what is not running of
-those that do, and waits until every node is Ready. `status` prints one line per node part and
-exits 0 when all run, 3 otherwise, 4 when there are no nodes.
+those that do, and waits until every node is Ready; then CoreDNS and the cluster-wide parts
+(cluster_parts: storage, the service load balancer). `down` stops the cluster-wide parts, then
+the nodes. `status` prints one line per node part and cluster part and exits 0 when all run, 3
+otherwise, 4 when there are no nodes.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from . import dns, images, preflight
 from .gpuplugin import SIMULATED_LABEL
 from .node import Node
 from .process import wait_for
+from .servicelb import ServiceLB
 from .settings import NodeSettings, NodeSpec, tools
+from .storage import Storage
 
 # One real node for now, tainted so that only pods that ask for it (the real-node tests) land
 # there: the dev stack's images are not built yet, and its pods keep running on kwok's nodes.
@@ -48,6 +52,23 @@ def api_address(kubectl: Path, kubeconfig: Path) -> str:
                           "kubernetes", "-o", "jsonpath={.endpoints[0].addresses[0]}"],
                          check=True, capture_output=True, text=True)
     return out.stdout.strip()
+
+
+REAL_NODES_ONLY = {"node_selector": {REAL_NODE_LABEL: "real"},
+                   "tolerations": [{"key": REAL_NODE_LABEL, "value": "real", "effect": "NoSchedule"}]}
+
+
+def cluster_parts(nodes_dir: Path, t: dict[str, str], kubeconfig: Path | None = None,
+                  helper_image: str = "") -> dict[str, Storage | ServiceLB]:
+    """The parts of the cluster as a whole, beside its nodes; their state in the cluster's directory.
+    kubeconfig and helper_image are needed to start them only (down and status go without)."""
+    cluster_dir = nodes_dir.parent
+    return {
+        "storage": Storage(cluster_dir / "storage", cluster_dir / "volumes", t, kubeconfig, helper_image,
+                           **REAL_NODES_ONLY),
+        "servicelb": ServiceLB(cluster_dir / "servicelb", nodes_dir, Path(t["KUBERNETES_DIR"]) / "bin" / "kubectl",
+                               kubeconfig),
+    }
 
 
 def existing(nodes_dir: Path) -> list[NodeSettings]:
@@ -93,15 +114,24 @@ def main(argv: list[str] | None = None) -> int:
             started = node.up()
             log(f"node {spec.name} Ready" + (f" (started: {', '.join(started)})" if started else " (reused)"))
         coredns, _ = images.coredns_image(t, nodes_dir / DEFAULT_NODES[0].name / "images")
-        dns.apply(kubectl, args.kubeconfig, dns.manifests(
-            coredns, address, port, node_selector={REAL_NODE_LABEL: "real"},
-            tolerations=[{"key": REAL_NODE_LABEL, "value": "real", "effect": "NoSchedule"}]))
+        dns.apply(kubectl, args.kubeconfig, dns.manifests(coredns, address, port, **REAL_NODES_ONLY))
         wait_for("CoreDNS available", lambda: dns.ready(kubectl, args.kubeconfig), 120)
         log("CoreDNS available (kube-system/coredns, Service kube-dns " + dns.DNS_SERVICE_IP + ")")
+        busybox, _ = images.busybox_image(nodes_dir / DEFAULT_NODES[0].name / "images")
+        for name, part in cluster_parts(nodes_dir, t, args.kubeconfig.resolve(), busybox).items():
+            started = not part.alive()
+            if started:
+                part.start()
+            wait_for(f"{name} ready", part.ready, 60, part.daemon.log_file)
+            log(f"{name} running" + (" (started)" if started else " (reused)"))
         return 0
 
     nodes = existing(nodes_dir)
     if args.command == "down":
+        # The load balancer's listeners and the volumes first: they serve the nodes' pods.
+        for name, part in cluster_parts(nodes_dir, t).items():
+            part.stop()
+            log(f"{name} removed")
         for settings in nodes:
             Node(settings, t).down(deregister=not args.keep_node_objects)
             log(f"node {settings.spec.name} removed")
@@ -117,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         for part, state in Node(settings, t).status().items():
             print(f"{settings.spec.name} {part}: {state}")
             all_running &= state.startswith("running")
+    for name, part in cluster_parts(nodes_dir, t).items():
+        print(f"cluster {name}: {part.status()}")
+        all_running &= part.alive()
     return 0 if all_running else 3
 
 

@@ -21,6 +21,7 @@ sys.path.insert(0, str(ROOT / "cluster"))
 
 from localcluster import images  # noqa: E402
 from localcluster.kubelet import DEVICE_PLUGIN_CHECKPOINT, DEVICE_PLUGIN_SOCKET, SHARED_DIRS, Sysctls  # noqa: E402
+from localcluster.servicelb import LoopbackBlocks, loopback_listeners  # noqa: E402
 from localcluster.settings import NodeSettings, missing_tools, tools  # noqa: E402
 from polling import wait_for  # noqa: E402,F401  (the tests import it from here)
 
@@ -51,7 +52,8 @@ class RealCluster:
     def __post_init__(self) -> None:
         self.cluster_dir = self.base / "kwok"
         self.kubeconfig = self.base / "kubeconfig"
-        self.nodes_dir = self.cluster_dir / "clusters" / self.name / "nodes"
+        self.state_dir = self.cluster_dir / "clusters" / self.name
+        self.nodes_dir = self.state_dir / "nodes"
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("KWOK_", "MLPLATFORM_NODES"))},
             "MLPLATFORM_CLUSTER_NAME": self.name,
@@ -82,6 +84,10 @@ class RealCluster:
 
     def nodes(self) -> list[NodeSettings]:
         return [NodeSettings.load(p.parent) for p in sorted(self.nodes_dir.glob("*/node.json"))]
+
+    def loopback_prefix(self) -> str:
+        """The "127.A.B" of the cluster's loopback block (servicelb.py), as recorded with the cluster."""
+        return json.loads((self.state_dir / "servicelb" / "servicelb.json").read_text())["prefix"]
 
 
 def busybox_image_name() -> str:
@@ -139,6 +145,30 @@ def leftovers(settings: NodeSettings) -> list[str]:
     for link in Path("/var/log/containers").glob("*.log"):
         if link.is_symlink() and os.readlink(link).startswith(state):
             found.append(f"log link {link}")
+    return found
+
+
+def cluster_leftovers(cluster: RealCluster, prefix: str) -> list[str]:
+    """What of the cluster as a whole is still on the machine: a process started under its
+    directory, a listener on its loopback block or the machine's record of that block, its volumes."""
+    found = []
+    base = str(cluster.base)
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = os.readlink(proc / "cwd")
+        except OSError:
+            continue
+        if base in cmdline or cwd.startswith(base):
+            found.append(f"process {proc.name}: {cmdline[:150]}")
+    found += [f"listener on {a}" for a in loopback_listeners() if a.startswith(prefix + ".")]
+    record = LoopbackBlocks().record
+    if record.exists() and prefix in json.loads(record.read_text()):
+        found.append(f"loopback block {prefix}.0/24 still recorded in {record}")
+    if (cluster.state_dir / "volumes").exists():
+        found.append(f"volumes directory {cluster.state_dir / 'volumes'}")
     return found
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import os
 import signal
 
-from real_cluster import RealCluster, busybox_image_name, host_rules_naming, leftovers, pod, wait_for
+from real_cluster import (RealCluster, busybox_image_name, cluster_leftovers, host_rules_naming, leftovers, pod,
+                          wait_for)
 from localcluster.kubelet import KUBELET_SYSCTLS, read_sysctl
 from localcluster.process import Daemon
 from localcluster.settings import tools
@@ -70,12 +71,15 @@ def test_killed_kubelet_is_restarted_by_up(real: RealCluster) -> None:
 
 
 def test_down_leaves_nothing(real: RealCluster) -> None:
-    """Last: `bin/cluster down` leaves no process, mount, namespace, cgroup, state, rule or sysctl."""
+    """Last: `bin/cluster down` leaves no process, mount, namespace, cgroup, state, rule or sysctl,
+    no listener on the cluster's loopback block and no volume (test_persistent_volumes leaves a claim)."""
     (settings,) = real.nodes()
+    prefix = real.loopback_prefix()
     real.apply(pod("running-at-down", "sleep 3600"))
     wait_for(lambda: real.get("pod", "running-at-down")["status"].get("phase") == "Running", 90, "pod running-at-down Running")
     real.cluster("down")
     assert leftovers(settings) == []
+    assert cluster_leftovers(real, prefix) == []
     assert host_rules_naming((r"10\.24[34]\.", "cni0", settings.netns)) == []
     assert {k: read_sysctl(k) for k in KUBELET_SYSCTLS} == SYSCTLS_BEFORE
     assert not real.cluster_dir.exists() or not any(real.cluster_dir.iterdir())
