@@ -371,17 +371,17 @@ class Balancer:
             proc = subprocess.Popen([*self.kubectl_argv[:3], "get", "services", "--all-namespaces", "--watch-only",
                                      "--output-watch-events", "-o", "json"],
                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-            lines: list[str] = []
+            pending = ""
             for line in proc.stdout:
-                lines.append(line)
-                if line.rstrip("\n") == "}":  # the end of one pretty-printed event
-                    try:
-                        event = json.loads("".join(lines))
-                    except ValueError:
-                        event = None
-                    lines = []
-                    if event and event.get("object", {}).get("kind") == "Service":
-                        self.updates.put((event["type"], event["object"]))
+                # One event a line (kubectl writes them compact); should one span lines, read on.
+                pending += line
+                try:
+                    event = json.loads(pending)
+                except ValueError:
+                    continue
+                pending = ""
+                if isinstance(event, dict) and event.get("object", {}).get("kind") == "Service":
+                    self.updates.put((event["type"], event["object"]))
             proc.wait()
             self.updates.put(("RESYNC", None))
             time.sleep(1)

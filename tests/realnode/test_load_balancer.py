@@ -5,6 +5,9 @@ is enforced."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import socket
 from collections.abc import Iterator
 
@@ -73,8 +76,8 @@ def test_load_balancer_answers_at_its_ingress_address(real: RealCluster, web: No
     assert ingress(real, "lb-web") == [{"ip": address, "ipMode": "Proxy"}]
     wait_for(lambda: answers(address, 8081), 60, f"lb-web answering at {address}:8081")
     # Only the load balancer wrote the status: kwok's simulated one is not loaded on a real cluster.
-    writers = {m["manager"] for m in real.get("service", "lb-web")["metadata"]["managedFields"]
-               if m.get("subresource") == "status"}
+    fields = json.loads(real.kubectl("get", "service", "lb-web", "-o", "json", "--show-managed-fields").stdout)
+    writers = {m["manager"] for m in fields["metadata"]["managedFields"] if m.get("subresource") == "status"}
     assert writers == {MANAGER}, writers
     events = real.get("events", "--field-selector", "involvedObject.name=lb-web")["items"]
     assert any(f"{address}:8081" in e["message"] for e in events), [e["message"] for e in events]
@@ -87,6 +90,19 @@ def test_node_port_answers_at_the_nodes_loopback_address(real: RealCluster, web:
     address = real.get("node", settings.spec.name)["metadata"]["annotations"][NODE_ANNOTATION]
     assert address.startswith(real.loopback_prefix() + "."), address
     wait_for(lambda: answers(address, node_port), 60, f"np-web answering at {address}:{node_port}")
+
+
+def test_killed_load_balancer_is_restarted_by_up(real: RealCluster, web: None) -> None:
+    """`bin/cluster up` starts a dead load balancer again, and each Service keeps its address."""
+    (address,) = [i["ip"] for i in ingress(real, "lb-web")]
+    pid = int((real.state_dir / "servicelb" / "servicelb.pid").read_text())
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: refused(address, 8081), 10, f"{address}:8081 closed with the load balancer killed")
+    assert real.cluster("status", check=False).stdout.strip() == "stopped"
+    out = real.cluster("up")
+    assert "servicelb running (started)" in out.stderr, out.stderr
+    wait_for(lambda: answers(address, 8081), 30, f"lb-web answering at {address}:8081 again")
+    assert ingress(real, "lb-web") == [{"ip": address, "ipMode": "Proxy"}]
 
 
 def test_listeners_go_with_their_service(real: RealCluster, web: None) -> None:
