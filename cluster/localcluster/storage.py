@@ -17,7 +17,10 @@ so one directory is the same volume on every node, and ReadWriteMany is real.
 - The provisioner is a controller of the control plane and runs beside it on this machine with the
   admin kubeconfig, as the controller manager's own provisioner would; only its helper pods, which
   make and remove the directories, run on a real node (the imported busybox image; the image has
-  a few applet links only, so the scripts call busybox by name).
+  a few applet links only, so the scripts call busybox by name). After each helper pod it logs
+  "failed to save ... logs: unable to load in-cluster configuration": it fetches the pod's log
+  with in-cluster credentials it does not have out here (and `kubectl logs` does not reach real
+  nodes yet anyway); the volume is made all the same.
 """
 
 from __future__ import annotations
