@@ -414,7 +414,11 @@ class Balancer:
                     kind, obj = self.updates.get_nowait()
             except queue.Empty:
                 pass
-            self.reconcile()
+            try:
+                self.reconcile()
+            except (RuntimeError, ValueError, OSError) as err:
+                # Logged and tried again at the next change or resync; the listeners that are up stay.
+                log(f"reconciling: {err}")
             (self.state_dir / "synced").touch()
 
     def nodes(self) -> list[NodeSettings]:
