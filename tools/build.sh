@@ -10,8 +10,8 @@
 #     operator  Kubeflow training-operator (v1) manager
 #     scan      kube-score, the manifest scanner of the tests
 #     node      what a real node runs (bin/cluster up --real): kubelet + kube-proxy, containerd,
-#               runc, CNI plugins, crictl, CoreDNS, local-path-provisioner, the pause image, the simulated GPU device
-#               plugin (not built by default)
+#               runc, CNI plugins, crictl, CoreDNS, local-path-provisioner, the pause image, the
+#               simulated GPU device plugin (not built by default)
 #   tools: pulumi-cli pulumi-resource-kubernetes kubernetes etcd kwok
 #          training-operator kube-score
 #          kubernetes-node containerd runc cni-plugins cri-tools coredns local-path-provisioner pause
