@@ -12,7 +12,7 @@ import os
 import re
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "cluster"))
 
 from localcluster import images  # noqa: E402
-from localcluster.kubelet import DEVICE_PLUGIN_CHECKPOINT, DEVICE_PLUGIN_SOCKET, SHARED_DIRS, Sysctls  # noqa: E402
+from localcluster.kubelet import (DEVICE_PLUGIN_CHECKPOINT, DEVICE_PLUGIN_SOCKET, KUBELET_SYSCTLS,  # noqa: E402
+                                  SHARED_DIRS, Sysctls, read_sysctl)
 from localcluster.servicelb import LoopbackBlocks, loopback_listeners  # noqa: E402
 from localcluster.settings import NodeSettings, missing_tools, tools  # noqa: E402
 from polling import wait_for  # noqa: E402,F401  (the tests import it from here)
@@ -38,6 +39,10 @@ def machine_lock():
     return lock
 
 
+def kubelet_sysctls() -> dict[str, str]:
+    return {k: read_sysctl(k) for k in KUBELET_SYSCTLS}
+
+
 def not_built() -> list[str]:
     script = f'. "{ROOT}/tools/versions.sh"; ' + "; ".join(f'echo "${n}"' for n in CLUSTER_TOOLS)
     dirs = subprocess.run(["bash", "-c", script], check=True, capture_output=True, text=True).stdout.split()
@@ -48,6 +53,9 @@ def not_built() -> list[str]:
 class RealCluster:
     base: Path
     name: str = "mlp-rn"
+    # The kernel settings that the kubelet changes, as they were before this cluster started (read
+    # with the machine lock held: at import time another session's kubelet may have them changed).
+    sysctls_before: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.cluster_dir = self.base / "kwok"

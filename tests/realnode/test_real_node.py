@@ -6,13 +6,10 @@ from __future__ import annotations
 import os
 import signal
 
-from real_cluster import (RealCluster, busybox_image_name, cluster_leftovers, host_rules_naming, leftovers, pod,
-                          wait_for)
-from localcluster.kubelet import KUBELET_SYSCTLS, read_sysctl
+from real_cluster import (RealCluster, busybox_image_name, cluster_leftovers, host_rules_naming, kubelet_sysctls,
+                          leftovers, pod, wait_for)
 from localcluster.process import Daemon
 from localcluster.settings import tools
-
-SYSCTLS_BEFORE = {k: read_sysctl(k) for k in KUBELET_SYSCTLS}
 
 
 def test_node_ready_on_containerd_2(real: RealCluster) -> None:
@@ -81,5 +78,5 @@ def test_down_leaves_nothing(real: RealCluster) -> None:
     assert leftovers(settings) == []
     assert cluster_leftovers(real, prefix) == []
     assert host_rules_naming((r"10\.24[34]\.", "cni0", settings.netns)) == []
-    assert {k: read_sysctl(k) for k in KUBELET_SYSCTLS} == SYSCTLS_BEFORE
+    assert kubelet_sysctls() == real.sysctls_before
     assert not real.cluster_dir.exists() or not any(real.cluster_dir.iterdir())
