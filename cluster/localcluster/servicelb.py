@@ -402,18 +402,19 @@ class Balancer:
                 except (RuntimeError, ValueError) as err:
                     log(f"listing Services and Nodes: {err}")
                 next_resync = time.monotonic() + RESYNC_SECONDS
-            try:
-                kind, obj = self.updates.get(timeout=max(0.0, next_resync - time.monotonic()))
-                while True:  # take every update already queued, then reconcile once
-                    if kind == "RESYNC":
-                        next_resync = 0.0
-                    elif kind == "DELETED":
-                        self.services.pop(key_of(obj), None)
-                    else:
-                        self.services[key_of(obj)] = obj
-                    kind, obj = self.updates.get_nowait()
-            except queue.Empty:
-                pass
+            else:
+                try:
+                    kind, obj = self.updates.get(timeout=max(0.0, next_resync - time.monotonic()))
+                    while True:  # take every update already queued, then reconcile once
+                        if kind == "RESYNC":
+                            next_resync = 0.0
+                        elif kind == "DELETED":
+                            self.services.pop(key_of(obj), None)
+                        else:
+                            self.services[key_of(obj)] = obj
+                        kind, obj = self.updates.get_nowait()
+                except queue.Empty:
+                    pass
             try:
                 self.reconcile()
             except (RuntimeError, ValueError, OSError) as err:
