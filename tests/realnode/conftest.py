@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from real_cluster import RealCluster, kubelet_sysctls, machine_lock, not_built
+from real_cluster import RealCluster, machine_lock, not_built, sysctls_before_kubelets
 
 SKIPPED_BECAUSE: list[str] = []
 
@@ -38,9 +38,10 @@ def real() -> Iterator[RealCluster]:
     # Short: the nodes' unix sockets live below it.
     lock = machine_lock()
     base = Path(tempfile.mkdtemp(prefix="mlp-rn-", dir="/tmp"))
-    cluster = RealCluster(base, sysctls_before=kubelet_sysctls())
+    cluster = RealCluster(base)
     try:
         cluster.up_run = cluster.cluster("up", "--real")
+        cluster.sysctls_before = sysctls_before_kubelets()
         yield cluster
     finally:
         cluster.cluster("down", check=False)

@@ -43,6 +43,11 @@ def kubelet_sysctls() -> dict[str, str]:
     return {k: read_sysctl(k) for k in KUBELET_SYSCTLS}
 
 
+def sysctls_before_kubelets() -> dict[str, str]:
+    """The values the machine-wide record (kubelet.Sysctls) will restore; there while a node runs."""
+    return json.loads(Sysctls().record.read_text())["values"]
+
+
 def not_built() -> list[str]:
     script = f'. "{ROOT}/tools/versions.sh"; ' + "; ".join(f'echo "${n}"' for n in CLUSTER_TOOLS)
     dirs = subprocess.run(["bash", "-c", script], check=True, capture_output=True, text=True).stdout.split()
@@ -53,8 +58,10 @@ def not_built() -> list[str]:
 class RealCluster:
     base: Path
     name: str = "mlp-rn"
-    # The kernel settings that the kubelet changes, as they were before this cluster started (read
-    # with the machine lock held: at import time another session's kubelet may have them changed).
+    # The kernel settings that the kubelet changes, as they were before the first kubelet on this
+    # machine changed them: the record the last node to stop restores them from (read once this
+    # cluster runs; the values at hand then may be another cluster's kubelet's, or left by one
+    # that was removed without `down`).
     sysctls_before: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
