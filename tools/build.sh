@@ -10,11 +10,11 @@
 #     operator  Kubeflow training-operator (v1) manager
 #     scan      kube-score, the manifest scanner of the tests
 #     node      what a real node runs (bin/cluster up --real): kubelet + kube-proxy, containerd,
-#               runc, CNI plugins, crictl, CoreDNS, the pause image, the simulated GPU device
-#               plugin, kube-router (its network-policy controller) (not built by default)
+#               runc, CNI plugins, crictl, CoreDNS, local-path-provisioner, the pause image, the
+#               simulated GPU device plugin, kube-router (its network-policy controller) (not built by default)
 #   tools: pulumi-cli pulumi-resource-kubernetes kubernetes etcd kwok
 #          training-operator kube-score
-#          kubernetes-node containerd runc cni-plugins cri-tools coredns pause kube-router
+#          kubernetes-node containerd runc cni-plugins cri-tools coredns local-path-provisioner pause kube-router
 #
 # A tool whose directory holds a .stamp with the same recipe is skipped, so a second run is
 # instant. The stamp is written only after every binary of the tool was built; a failed or
@@ -288,6 +288,13 @@ build_kube_router() {
         "$module/cmd/kube-router@$KUBE_ROUTER_VERSION"
 }
 
+# The module vendors its dependencies and has no replace directives, so `go install` builds it
+# as released.
+build_local_path_provisioner() {
+    GOBIN="$1/bin" go install -trimpath -ldflags "-s -w -X main.VERSION=$LOCAL_PATH_PROVISIONER_VERSION" \
+        "github.com/rancher/local-path-provisioner@$LOCAL_PATH_PROVISIONER_VERSION"
+}
+
 # The pause binary from the kubernetes module's own pause.c, as upstream's build/pause/Makefile
 # compiles it, packed as an OCI image archive named as containerd and the kubelet expect it.
 build_pause() {
@@ -316,10 +323,14 @@ tool_cni-plugins() { build_tool cni-plugins "$CNI_PLUGINS_DIR" "$(recipe "$CNI_P
 tool_cri-tools() { build_tool cri-tools "$CRI_TOOLS_DIR" "$(recipe "$CRI_TOOLS_VERSION")" build_cri_tools; }
 tool_coredns() { build_tool coredns "$COREDNS_DIR" "$(recipe "$COREDNS_VERSION")" build_coredns; }
 tool_kube-router() { build_tool kube-router "$KUBE_ROUTER_DIR" "$(recipe "$KUBE_ROUTER_VERSION")" build_kube_router; }
+tool_local-path-provisioner() {
+    build_tool local-path-provisioner "$LOCAL_PATH_PROVISIONER_DIR" "$(recipe "$LOCAL_PATH_PROVISIONER_VERSION")" \
+        build_local_path_provisioner
+}
 tool_pause() { build_tool pause "$PAUSE_DIR" "$(recipe "$KUBERNETES_VERSION" ociimage.py ../images/oci.py)" build_pause; }
 group_node() {
     tool_containerd; tool_runc; tool_cni-plugins; tool_cri-tools; tool_pause; tool_kubernetes-node; tool_coredns
-    tool_kube-router
+    tool_local-path-provisioner; tool_kube-router
 }
 
 # --- main -----------------------------------------------------------------------------------

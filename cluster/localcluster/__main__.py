@@ -11,8 +11,10 @@
 API server reaches the nodes through egress.py) and prints its path.
 `up` starts the cluster's network and egress proxy, creates the nodes of FILE (JSON, as
 `python -m stacks.local_nodes` writes it for a stack's node pools) that do not exist yet, starts
-what is not running of those that do, and waits until every node is Ready. `status` prints one
-line per part and exits 0 when all run, 3 otherwise, 4 when there are no nodes.
+what is not running of those that do, and waits until every node is Ready; then CoreDNS and the
+cluster-wide parts (cluster_parts: storage, the service load balancer). `down` stops the
+cluster-wide parts, then the nodes, then what they share. `status` prints one line per part and
+exits 0 when all run, 3 otherwise, 4 when there are no nodes.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ from .gpuplugin import SIMULATED_LABEL
 from .network import ClusterNetwork
 from .node import Node
 from .process import Daemon, wait_for
+from .servicelb import ServiceLB
 from .settings import NodeSettings, NodeSpec, cluster_netns, tools
+from .storage import Storage
 
 # Every real node carries this label; and, until the dev stack runs on real nodes (issue 14), this
 # taint too, so that only pods that ask for real nodes (the real-node tests) land there and the
@@ -79,6 +83,23 @@ def api_address(kubectl: Path, kubeconfig: Path) -> str:
                           "kubernetes", "-o", "jsonpath={.endpoints[0].addresses[0]}"],
                          check=True, capture_output=True, text=True)
     return out.stdout.strip()
+
+
+REAL_NODES_ONLY = {"node_selector": {REAL_NODE_LABEL: "real"},
+                   "tolerations": [{"key": REAL_NODE_LABEL, "value": "real", "effect": "NoSchedule"}]}
+
+
+def cluster_parts(nodes_dir: Path, t: dict[str, str], kubeconfig: Path | None = None,
+                  helper_image: str = "") -> dict[str, Storage | ServiceLB]:
+    """The parts of the cluster as a whole, beside its nodes; their state in the cluster's directory.
+    kubeconfig and helper_image are needed to start them only (down and status go without)."""
+    cluster_dir = nodes_dir.parent
+    return {
+        "storage": Storage(cluster_dir / "storage", cluster_dir / "volumes", t, kubeconfig, helper_image,
+                           **REAL_NODES_ONLY),
+        "servicelb": ServiceLB(cluster_dir / "servicelb", nodes_dir, Path(t["KUBERNETES_DIR"]) / "bin" / "kubectl",
+                               kubeconfig),
+    }
 
 
 def existing(nodes_dir: Path) -> list[NodeSettings]:
@@ -138,15 +159,24 @@ def main(argv: list[str] | None = None) -> int:
         if not shared.egress.alive():
             shared.egress.start()
         coredns, _ = images.coredns_image(t, nodes[0].settings.state_dir / "images")
-        dns.apply(kubectl, args.kubeconfig, dns.manifests(
-            coredns, address, port, node_selector={REAL_NODE_LABEL: "real"},
-            tolerations=[{"key": REAL_NODE_LABEL, "operator": "Exists"}]))
+        dns.apply(kubectl, args.kubeconfig, dns.manifests(coredns, address, port, **REAL_NODES_ONLY))
         wait_for("CoreDNS available", lambda: dns.ready(kubectl, args.kubeconfig), 120)
         log("CoreDNS available (kube-system/coredns, Service kube-dns " + dns.DNS_SERVICE_IP + ")")
+        busybox, _ = images.busybox_image(nodes[0].settings.state_dir / "images")
+        for name, part in cluster_parts(nodes_dir, t, args.kubeconfig.resolve(), busybox).items():
+            started = not part.alive()
+            if started:
+                part.start()
+            wait_for(f"{name} ready", part.ready, 60, part.daemon.log_file)
+            log(f"{name} running" + (" (started)" if started else " (reused)"))
         return 0
 
     nodes = existing(nodes_dir)
     if args.command == "down":
+        # The load balancer's listeners and the volumes first: they serve the nodes' pods.
+        for name, part in cluster_parts(nodes_dir, t).items():
+            part.stop()
+            log(f"{name} removed")
         for settings in nodes:
             Node(settings, t).down(deregister=not args.keep_node_objects)
             log(f"node {settings.spec.name} removed")
@@ -166,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     states = [("cluster", part, "running" if p.alive() else "stopped") for part, p in shared.parts().items()]
     for settings in nodes:
         states += [(settings.spec.name, part, state) for part, state in Node(settings, t).status().items()]
+    states += [("cluster", name, part.status()) for name, part in cluster_parts(nodes_dir, t).items()]
     for owner, part, state in states:
         print(f"{owner} {part}: {state}")
         all_running &= state.startswith("running")

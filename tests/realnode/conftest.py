@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from real_cluster import RealCluster, machine_lock, not_built
+from real_cluster import RealCluster, machine_lock, not_built, sysctls_before_kubelets
 
 SKIPPED_BECAUSE: list[str] = []
 
@@ -46,6 +46,7 @@ def real() -> Iterator[RealCluster]:
     cluster = RealCluster(base)
     try:
         cluster.up_run = cluster.cluster("up", "--real")
+        cluster.sysctls_before = sysctls_before_kubelets()
         yield cluster
     finally:
         cluster.cluster("down", check=False)

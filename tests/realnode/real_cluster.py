@@ -12,7 +12,7 @@ import os
 import re
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "cluster"))
 
 from localcluster import images  # noqa: E402
-from localcluster.kubelet import Sysctls  # noqa: E402
+from localcluster.kubelet import KUBELET_SYSCTLS, Sysctls, read_sysctl  # noqa: E402
 from localcluster.mounts import MACHINE_PATHS  # noqa: E402
+from localcluster.servicelb import LoopbackBlocks, loopback_listeners  # noqa: E402
 from localcluster.settings import NodeSettings, cluster_netns, missing_tools, tools  # noqa: E402
 from polling import wait_for  # noqa: E402,F401  (the tests import it from here)
 
@@ -36,6 +37,15 @@ def machine_lock():
     lock = open(MACHINE_LOCK, "w")
     fcntl.flock(lock, fcntl.LOCK_EX)
     return lock
+
+
+def kubelet_sysctls() -> dict[str, str]:
+    return {k: read_sysctl(k) for k in KUBELET_SYSCTLS}
+
+
+def sysctls_before_kubelets() -> dict[str, str]:
+    """The values the machine-wide record (kubelet.Sysctls) will restore; there while a node runs."""
+    return json.loads(Sysctls().record.read_text())["values"]
 
 
 def not_built() -> list[str]:
@@ -66,11 +76,17 @@ config:
 class RealCluster:
     base: Path
     name: str = "mlp-rn"
+    # The kernel settings that the kubelet changes, as they were before the first kubelet on this
+    # machine changed them: the record the last node to stop restores them from (read once this
+    # cluster runs; the values at hand then may be another cluster's kubelet's, or left by one
+    # that was removed without `down`).
+    sysctls_before: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.cluster_dir = self.base / "kwok"
         self.kubeconfig = self.base / "kubeconfig"
-        self.nodes_dir = self.cluster_dir / "clusters" / self.name / "nodes"
+        self.state_dir = self.cluster_dir / "clusters" / self.name
+        self.nodes_dir = self.state_dir / "nodes"
         self.stack_config = self.base / "Pulumi.realnode.yaml"
         self.stack_config.write_text(STACK_CONFIG)
         self.env = {
@@ -109,6 +125,10 @@ class RealCluster:
         """The real node of POOL."""
         (found,) = [n for n in self.nodes() if n.spec.labels.get(POOL_LABEL) == pool]
         return found
+
+    def loopback_prefix(self) -> str:
+        """The "127.A.B" of the cluster's loopback block (servicelb.py), as recorded with the cluster."""
+        return json.loads((self.state_dir / "servicelb" / "servicelb.json").read_text())["prefix"]
 
 
 def busybox_image_name() -> str:
@@ -166,21 +186,33 @@ def leftovers(settings: NodeSettings) -> list[str]:
     return found
 
 
-def cluster_leftovers(nodes_dir: Path) -> list[str]:
-    """What the nodes shared that is still on the machine: the bridge's namespace, the egress proxy."""
+def cluster_leftovers(cluster: RealCluster, prefix: str) -> list[str]:
+    """What of the cluster as a whole is still on the machine: a process started under its
+    directory (the egress proxy's, say), the namespace of the bridge between its nodes, a listener
+    on its loopback block or the machine's record of that block, its volumes, its nodes' directory."""
     found = []
-    netns = cluster_netns(nodes_dir)
+    netns = cluster_netns(cluster.nodes_dir)
     if Path("/run/netns", netns).exists():
         found.append(f"network namespace {netns}")
+    if cluster.nodes_dir.exists():
+        found.append(f"directory {cluster.nodes_dir}")
+    base = str(cluster.base)
     for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
         try:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = os.readlink(proc / "cwd")
         except OSError:
             continue
-        if proc.name.isdigit() and "localcluster.egress" in cmdline and str(nodes_dir) in cmdline:
+        if base in cmdline or cwd.startswith(base):
             found.append(f"process {proc.name}: {cmdline[:150]}")
-    if nodes_dir.exists():
-        found.append(f"directory {nodes_dir}")
+    found += [f"listener on {a}" for a in loopback_listeners() if a.startswith(prefix + ".")]
+    record = LoopbackBlocks().record
+    if record.exists() and prefix in json.loads(record.read_text()):
+        found.append(f"loopback block {prefix}.0/24 still recorded in {record}")
+    if (cluster.state_dir / "volumes").exists():
+        found.append(f"volumes directory {cluster.state_dir / 'volumes'}")
     return found
 
 

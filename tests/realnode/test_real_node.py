@@ -8,13 +8,11 @@ import signal
 from pathlib import Path
 
 from real_cluster import (RealCluster, busybox_image_name, cluster_leftovers, host_rules_naming, ipset_names,
-                          leftovers, pod, processes_running, wait_for)
-from localcluster.kubelet import KUBELET_SYSCTLS, read_sysctl
+                          kubelet_sysctls, leftovers, pod, processes_running, sysctls_before_kubelets, wait_for)
+from localcluster.kubelet import Sysctls
 from localcluster.netpol import CHAIN_PREFIXES, IPSET_PREFIXES
 from localcluster.process import Daemon
 from localcluster.settings import tools
-
-SYSCTLS_BEFORE = {k: read_sysctl(k) for k in KUBELET_SYSCTLS}
 
 
 def test_a_node_per_pool_ready_on_containerd_2(real: RealCluster) -> None:
@@ -80,8 +78,11 @@ def test_killed_kubelet_is_restarted_by_up(real: RealCluster) -> None:
 
 
 def test_down_leaves_nothing(real: RealCluster) -> None:
-    """Last: `bin/cluster down` leaves no process, mount, namespace, cgroup, state, rule, ipset or sysctl."""
+    """Last: `bin/cluster down` leaves no process, mount, namespace, cgroup, state, rule, ipset or
+    sysctl, no listener on the cluster's loopback block and no volume (test_persistent_volumes
+    leaves a claim)."""
     nodes = real.nodes()
+    prefix = real.loopback_prefix()
     kube_router = Path(tools()["KUBE_ROUTER_DIR"]) / "bin" / "kube-router"
     kubeconfig = str(nodes[0].admin_kubeconfig)
     # What must go is there: the nodes' policy engines, their chains and ipsets in the nodes' namespaces.
@@ -92,9 +93,12 @@ def test_down_leaves_nothing(real: RealCluster) -> None:
                          for p in ("cpu", "gpu")), 90, "a pod Running on each node")
     real.cluster("down")
     assert [found for settings in nodes for found in leftovers(settings)] == []
-    assert cluster_leftovers(real.nodes_dir) == []
+    assert cluster_leftovers(real, prefix) == []
     assert processes_running(kube_router, kubeconfig) == []
     assert host_rules_naming((r"10\.24[34]\.", "cni0", *(s.netns for s in nodes), *CHAIN_PREFIXES)) == []
     assert [name for name in ipset_names() if name.startswith(IPSET_PREFIXES)] == []
-    assert {k: read_sysctl(k) for k in KUBELET_SYSCTLS} == SYSCTLS_BEFORE
+    if Sysctls().held():  # another cluster's node still runs: the record must keep the values
+        assert sysctls_before_kubelets() == real.sysctls_before
+    else:
+        assert kubelet_sysctls() == real.sysctls_before
     assert not real.cluster_dir.exists() or not any(real.cluster_dir.iterdir())
