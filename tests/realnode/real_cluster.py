@@ -236,8 +236,8 @@ def iptables_rules(netns: str) -> list[str]:
     return subprocess.run(argv, check=True, capture_output=True, text=True).stdout.splitlines()
 
 
-def processes_running(binary: Path, naming: str) -> list[str]:
-    """Processes of BINARY whose command line holds NAMING (a node's admin kubeconfig, say)."""
+def processes_running(binary: Path, *naming: str) -> list[str]:
+    """Processes of BINARY whose command line holds every one of NAMING (a node's admin kubeconfig, say)."""
     found = []
     for proc in Path("/proc").iterdir():
         try:
@@ -246,6 +246,6 @@ def processes_running(binary: Path, naming: str) -> list[str]:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if naming in cmdline:
-            found.append(f"process {proc.name}: {cmdline[:150]}")
+        if all(n in cmdline for n in naming):
+            found.append(f"process {proc.name}: {cmdline}")
     return found

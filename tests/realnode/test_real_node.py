@@ -86,7 +86,9 @@ def test_down_leaves_nothing(real: RealCluster) -> None:
     kube_router = Path(tools()["KUBE_ROUTER_DIR"]) / "bin" / "kube-router"
     kubeconfig = str(nodes[0].admin_kubeconfig)
     # What must go is there: the nodes' policy engines, their chains and ipsets in the nodes' namespaces.
-    assert len(processes_running(kube_router, kubeconfig)) == len(nodes), "kube-router is not running on each node"
+    for settings in nodes:
+        running = processes_running(kube_router, kubeconfig, f"--hostname-override={settings.spec.name} ")
+        assert len(running) == 1, f"not one kube-router for node {settings.spec.name}: {running}"
     for pool in ("cpu", "gpu"):
         real.apply(pod(f"running-at-down-{pool}", "sleep 3600", pool=pool))
     wait_for(lambda: all(real.get("pod", f"running-at-down-{p}")["status"].get("phase") == "Running"
