@@ -21,13 +21,29 @@ def rules_of(deployment, type_token):
 
 
 def test_operator_reconciles_tfjobs_only_with_a_pinned_image():
-    deployment = run_program(example_stack("dev"))
+    # The upstream image, as every stack but the dev stack (images.local) runs it.
+    deployment = run_program({**example_stack("dev"), "images": {}})
     pod = deployment.named("training-operator-deployment").inputs["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert "--enable-scheme=tfjob" in container["args"]
     assert container["image"] == f"ghcr.io/kubeflow/training-v1/training-operator:{PINS['TRAINING_OPERATOR_IMAGE_TAG']}"
+    assert container["imagePullPolicy"] == "Always"
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert pod["securityContext"]["runAsNonRoot"] is True
+
+
+def test_dev_stack_runs_the_local_operator_image_never_pulled():
+    """images.local: the manager built here (images/operator), which the real nodes have imported
+    and no registry serves."""
+    from images.recipe import load
+
+    deployment = run_program(example_stack("dev"))
+    pod = deployment.named("training-operator-deployment").inputs["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["image"] == load("operator").reference()
+    assert container["imagePullPolicy"] == "Never"
+    assert container["command"] == list(load("operator").config.entrypoint)
+    assert pod["securityContext"]["runAsUser"] == int(load("operator").config.user.split(":")[0])
 
 
 def test_rbac_has_no_wildcards_and_secrets_stay_in_the_operator_namespace():
