@@ -157,7 +157,8 @@ class JupyterHub(pulumi.ComponentResource):
         generated = self._generated_secret(child)
         oauth = self._oauth_secret(child)
         document = hub.render(
-            settings, args.profile_scheduling, persistent_homes=not args.simulated, pull_secrets=args.images.pull_secrets
+            settings, args.profile_scheduling, persistent_homes=not args.simulated, pull_secrets=args.images.pull_secrets,
+            pull_policy=args.images.never_pulled().get("imagePullPolicy"),
         )
         config_data = {
             hub.CONFIG_FILE.name: hub.CONFIG_FILE.read_text(),
@@ -297,6 +298,7 @@ class JupyterHub(pulumi.ComponentResource):
                 {
                     "name": "hub",
                     "image": self._images.hub,
+                    **self._images.never_pulled(),
                     # Arguments only: the image's entrypoint (tini) stays PID 1 and reaps the
                     # culler's processes.
                     "args": ["jupyterhub", f"--config={hub.CONFIG_DIR}/{hub.CONFIG_FILE.name}", "--upgrade-db"],
@@ -343,6 +345,7 @@ class JupyterHub(pulumi.ComponentResource):
                 {
                     "name": "chp",
                     "image": self._images.proxy,
+                    **self._images.never_pulled(),
                     "command": hub.proxy_command(hub.hub_url()),
                     "env": [_secret_env(hub.PROXY_TOKEN_ENV, SECRET_NAME, PROXY_TOKEN_KEY)],
                     "ports": [

@@ -831,6 +831,11 @@ class ImagesSettings(Settings):
         """
         return "Never" if self.local else "Always"
 
+    def never_pulled(self) -> dict[str, str]:
+        """For containers that keep Kubernetes' default policy upstream (IfNotPresent, for a
+        tagged image): `imagePullPolicy: Never` with the local builds, as pull_policy() says why."""
+        return {"imagePullPolicy": "Never"} if self.local else {}
+
     def problems(self, key: str) -> Iterator[str]:
         if self.local and self.registry:
             yield f"{key}.registry: set either images.registry or images.local, not both"

@@ -143,3 +143,25 @@ def test_gang_scheduling_is_a_config_choice():
     assert podgroup_verbs(deployment)["scheduling.volcano.sh"] == ["create", "delete", "get", "list", "update", "watch"]
     container = deployment.named("training-operator-deployment").inputs["spec"]["template"]["spec"]["containers"][0]
     assert "--gang-scheduler-name=volcano" in container["args"]
+
+
+def test_with_local_images_no_container_of_the_stack_is_ever_pulled():
+    """The dev stack's images are the local builds, which the real nodes import and no registry
+    serves: every container (and KubeSpawner's user pods) says Never; the upstream images keep
+    their policies."""
+    import json
+
+    for config, policies in ((example_stack("dev"), {"Never"}), ({**example_stack("dev"), "images": {}}, {"Always", None})):
+        deployment = run_program(config)
+        seen = set()
+        for resource in deployment.kubernetes_objects():
+            manifest = resource.manifest()
+            templates = [manifest["spec"]["template"]] if manifest["kind"] == "Deployment" else []
+            if manifest["kind"] == "TFJob":
+                templates = [r["template"] for r in manifest["spec"]["tfReplicaSpecs"].values()]
+            seen |= {c.get("imagePullPolicy") for t in templates for c in t["spec"]["containers"]}
+        hub_config = next(r.manifest() for r in deployment.kubernetes_objects()
+                          if r.manifest()["kind"] == "ConfigMap" and r.manifest()["metadata"]["name"] == "hub-config")
+        document = json.loads(next(v for k, v in hub_config["data"].items() if k.endswith(".json")))
+        seen.add(document["traits"]["KubeSpawner"].get("image_pull_policy"))
+        assert seen == policies, (config.get("images"), seen)
