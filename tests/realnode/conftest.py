@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from real_cluster import RealCluster, machine_lock, not_built
+from localcluster.kubelet import KUBELET_SYSCTLS, read_sysctl
 
 SKIPPED_BECAUSE: list[str] = []
 
@@ -39,6 +40,8 @@ def real() -> Iterator[RealCluster]:
     lock = machine_lock()
     base = Path(tempfile.mkdtemp(prefix="mlp-rn-", dir="/tmp"))
     cluster = RealCluster(base)
+    # Read with the lock held: while another session's node runs, its kubelet's settings are in place.
+    cluster.sysctls_before = {k: read_sysctl(k) for k in KUBELET_SYSCTLS}
     try:
         cluster.up_run = cluster.cluster("up", "--real")
         yield cluster

@@ -11,7 +11,6 @@ from localcluster.kubelet import KUBELET_SYSCTLS, read_sysctl
 from localcluster.process import Daemon
 from localcluster.settings import tools
 
-SYSCTLS_BEFORE = {k: read_sysctl(k) for k in KUBELET_SYSCTLS}
 
 
 def test_node_ready_on_containerd_2(real: RealCluster) -> None:
@@ -77,5 +76,5 @@ def test_down_leaves_nothing(real: RealCluster) -> None:
     real.cluster("down")
     assert leftovers(settings) == []
     assert host_rules_naming((r"10\.24[34]\.", "cni0", settings.netns)) == []
-    assert {k: read_sysctl(k) for k in KUBELET_SYSCTLS} == SYSCTLS_BEFORE
+    assert {k: read_sysctl(k) for k in KUBELET_SYSCTLS} == real.sysctls_before
     assert not real.cluster_dir.exists() or not any(real.cluster_dir.iterdir())
