@@ -198,7 +198,8 @@ class JupyterHub(pulumi.ComponentResource):
         certificate = self._certificate(https, args.core_scheduling, args.cert_manager, child) if https else None
         oauth = self._oauth_secret(child)
         document = hub.render(
-            settings, args.profile_scheduling, persistent_homes=not args.simulated, pull_secrets=args.images.pull_secrets
+            settings, args.profile_scheduling, persistent_homes=not args.simulated, pull_secrets=args.images.pull_secrets,
+            pull_policy=args.images.never_pulled().get("imagePullPolicy"),
         )
         config_data = {
             hub.CONFIG_FILE.name: hub.CONFIG_FILE.read_text(),
@@ -472,6 +473,7 @@ class JupyterHub(pulumi.ComponentResource):
                 {
                     "name": "hub",
                     "image": self._images.hub,
+                    **self._images.never_pulled(),
                     # Arguments only: the image's entrypoint (tini) stays PID 1 and reaps the
                     # culler's processes.
                     "args": ["jupyterhub", f"--config={hub.CONFIG_DIR}/{hub.CONFIG_FILE.name}", "--upgrade-db"],
@@ -538,6 +540,7 @@ class JupyterHub(pulumi.ComponentResource):
                 {
                     "name": "chp",
                     "image": self._images.proxy,
+                    **self._images.never_pulled(),
                     "command": command,
                     "env": token_env,
                     "ports": ports,
@@ -557,6 +560,7 @@ class JupyterHub(pulumi.ComponentResource):
                 {
                     "name": "acme-route",
                     "image": self._images.proxy,
+                    **self._images.never_pulled(),
                     "command": hub.acme_route_command(),
                     "env": token_env,
                     "resources": ACME_ROUTE_RESOURCES,

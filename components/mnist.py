@@ -49,14 +49,13 @@ POD_SECURITY = {
 SCRATCH = "/tmp"
 
 
-def hardened(pod_spec: dict[str, Any]) -> dict[str, Any]:
+def hardened(pod_spec: dict[str, Any], images: ImagesSettings) -> dict[str, Any]:
     """`pod_spec` with the pod and container settings above and a scratch /tmp."""
     containers = [
         {
             **c,
-            # Pinned by tag or digest; Always makes the kubelet check the registry's digest and the
-            # pod's pull credentials on every start instead of trusting a node's cache.
-            "imagePullPolicy": "Always",
+            # Pinned by tag or digest (ImagesSettings.pull_policy says why Always, or Never).
+            "imagePullPolicy": images.pull_policy(),
             "securityContext": {**restricted(), "privileged": False, "readOnlyRootFilesystem": True},
             "env": [*c.get("env", []), {"name": "HOME", "value": SCRATCH}],
             "volumeMounts": [*c.get("volumeMounts", []), {"name": "scratch", "mountPath": SCRATCH}],
@@ -232,7 +231,8 @@ class DistributedMnist(pulumi.ComponentResource):
                 container["volumeMounts"].append({"name": "trainer-code", "mountPath": CODE_MOUNT, "readOnly": True})
                 container["env"] = [{"name": "PYTHONPATH", "value": CODE_MOUNT.rsplit("/", 1)[0]}]
                 volumes.append({"name": "trainer-code", "configMap": {"name": code_config_map(settings)}})
-            pod_spec = hardened({"containers": [container], "volumes": volumes, **cluster.scheduling_for(gpus).pod_spec()})
+            pod_spec = hardened({"containers": [container], "volumes": volumes, **cluster.scheduling_for(gpus).pod_spec()},
+                                images)
             if images.pull_secrets:
                 pod_spec["imagePullSecrets"] = images.image_pull_secrets()
             replica_specs[kind] = ReplicaSpec(
@@ -272,7 +272,8 @@ class DistributedMnist(pulumi.ComponentResource):
             "livenessProbe": {"tcpSocket": {"port": TENSORBOARD_PORT}, "initialDelaySeconds": 30, "periodSeconds": 30},
         }
         volumes: list[dict[str, Any]] = [{"name": "data", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}]
-        pod_spec = hardened({"containers": [container], "volumes": volumes, **args.cluster.scheduling_for(0).pod_spec()})
+        pod_spec = hardened({"containers": [container], "volumes": volumes, **args.cluster.scheduling_for(0).pod_spec()},
+                            args.images)
         if args.images.pull_secrets:
             pod_spec["imagePullSecrets"] = args.images.image_pull_secrets()
         k8s.apps.v1.Deployment(

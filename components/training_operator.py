@@ -226,7 +226,7 @@ class TrainingOperator(pulumi.ComponentResource):
                 {
                     "name": NAME,
                     "image": images.training_operator,
-                    "imagePullPolicy": "Always",
+                    "imagePullPolicy": images.pull_policy(),
                     "command": ["/manager"],
                     "args": flags,
                     "env": [

@@ -5,7 +5,10 @@ Each image is three layers:
           image with the same package list and kept unpacked as the lower directory of the next;
   system  the user, directories and Python packages: commands run in a chroot on an overlay of
           the base, and the overlay's upper directory is the layer;
-  app     files from the repository and the npm package tree, staged in a plain directory.
+  app     files from the repository (or a tool's build) and the npm package tree, staged in a
+          plain directory.
+An image without a [base] (a static binary, such as the training operator's manager) is its app
+layer alone, its directories made there.
 The archive is an OCI layout in one tar, `$MLPLATFORM_CACHE/images/<name>-<tag>.oci.tar`, for
 the image `mlplatform/<name>:<tag>`: the tag is a hash of everything the image is made from
 (images/recipe.py), so a warm build is a file lookup and a changed pin rebuilds its image only.
@@ -288,6 +291,9 @@ def _app_layer(recipe: Recipe, work: Path) -> tuple[oci.Layer, Path]:
     def inside(path: str) -> Path:
         return stage / path.lstrip("/")
 
+    if recipe.base is None:  # no chroot to make them in (recipe.py allows root-owned ones only)
+        for d in recipe.dirs:
+            inside(d.path).mkdir(parents=True, exist_ok=True)
     for file in recipe.files:
         for source, destination in expand(file):
             target = inside(destination)
@@ -310,6 +316,9 @@ def _app_layer(recipe: Recipe, work: Path) -> tuple[oci.Layer, Path]:
     for directory, dirnames, _ in os.walk(stage):
         for name in dirnames:
             os.chmod(Path(directory) / name, 0o755)
+    if recipe.base is None:
+        for d in recipe.dirs:
+            os.chmod(inside(d.path), int(d.mode, 8))
     return oci.write_layer(stage, cache_dir() / "blobs", owner=(0, 0)), stage
 
 
@@ -349,31 +358,36 @@ def build(recipe: Recipe) -> Built:
         work = cache_dir() / "work" / f"{recipe.name}-{os.getpid()}"
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
+        (work / "build.log").touch()  # kept beside the archive, even for an image that ran no command
         try:
-            lower, base_layer = ensure_base(recipe.base, recipe.name)
-            timings["base"] = round(time.monotonic() - started, 1)
-            mark = time.monotonic()
-            system_layer, upper = _system_layer(recipe, lower, work)
-            timings["system"] = round(time.monotonic() - mark, 1)
+            layers, trees, history = [], [], []
+            if recipe.base:
+                lower, base_layer = ensure_base(recipe.base, recipe.name)
+                timings["base"] = round(time.monotonic() - started, 1)
+                mark = time.monotonic()
+                system_layer, upper = _system_layer(recipe, lower, work)
+                timings["system"] = round(time.monotonic() - mark, 1)
+                layers, trees = [base_layer, system_layer], [lower, upper]
+                history = [f"mmdebstrap {recipe.base.suite} {' '.join(recipe.base.packages)}",
+                           "user, directories, Python packages (images/build.py)"]
             mark = time.monotonic()
             app_layer, stage = _app_layer(recipe, work)
             timings["app"] = round(time.monotonic() - mark, 1)
-            layers = [base_layer, system_layer, app_layer]
+            layers, trees, history = [*layers, app_layer], [*trees, stage], [*history, "files and npm packages"]
             config = recipe.config
             image_config = oci.image_config(
                 layers, user=config.user, workdir=config.workdir, entrypoint=list(config.entrypoint),
                 cmd=list(config.cmd), env=dict(config.env), ports=list(config.ports),
                 labels={"org.opencontainers.image.title": reference,
                         "org.opencontainers.image.description": recipe.summary},
-                history=[f"mmdebstrap {recipe.base.suite} {' '.join(recipe.base.packages)}",
-                         "user, directories, Python packages (images/build.py)", "files and npm packages"])
+                history=history)
             if recipe.tag() != tag:
                 raise BuildError(recipe.name, "inputs", "the recipe, its pins or its files changed during the build: run it again")
             archive = archive_path(recipe, tag)
             manifest = oci.write_archive(archive, tag, layers, image_config,
                                          {"org.opencontainers.image.ref.name": tag,
                                           "io.mlplatform.image.reference": reference})
-            rootfs_bytes = _du(lower) + _du(upper) + _du(stage)
+            rootfs_bytes = sum(_du(tree) for tree in trees)
             timings["total"] = round(time.monotonic() - started, 1)
             metadata = {"reference": reference, "manifest": manifest, "archive_bytes": archive.stat().st_size,
                         "rootfs_bytes": rootfs_bytes, "layers": [layer.to_json() for layer in layers],
@@ -495,8 +509,8 @@ def main(argv: list[str] | None = None) -> int:
                     meta = done.metadata
                     seconds = meta["seconds"]
                     print(f"{recipe.reference()}  built  archive {_size(meta['archive_bytes'])}  "
-                          f"rootfs {_size(meta['rootfs_bytes'])}  took {seconds['total']:.0f} s "
-                          f"(base {seconds['base']:.0f} s, 0 when it was cached)")
+                          f"rootfs {_size(meta['rootfs_bytes'])}  took {seconds['total']:.0f} s"
+                          + (f" (base {seconds['base']:.0f} s, 0 when it was cached)" if "base" in seconds else ""))
                 else:
                     print(f"{recipe.reference()}  not built (make images)")
         elif args.command == "check":

@@ -1,8 +1,10 @@
 """An image's recipe: `images/<name>/image.toml`, read into frozen dataclasses.
 
 A recipe says what the image is made from (Debian bookworm packages, a user, directories,
-Python packages by name, an npm package tree, files from the repository) and how it runs (the
-OCI config: user, working directory, entrypoint, command, environment, ports). Versions are not
+Python packages by name, an npm package tree, files from the repository or from a tool that
+tools/build.sh built) and how it runs (the OCI config: user, working directory, entrypoint,
+command, environment, ports). A recipe without [base] is an image of its files alone, as
+distroless's `static` is: for a static binary, which needs no Debian underneath. Versions are not
 written here: they come from the project's pins (images/pins.py), and the frozen lock files
 beside the recipe pin the rest. Unknown keys are errors, named with the file.
 """
@@ -13,6 +15,8 @@ import fnmatch
 import hashlib
 import json
 import os
+import re
+import subprocess
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,10 +78,13 @@ class Npm:
 
 @dataclass(frozen=True)
 class File:
-    src: str  # relative to the repository root
+    src: str  # relative to the repository root, or to the tool's directory
     dst: str
     mode: str | None = None
     ignore: str | None = None  # a .dockerignore-style file, relative to the repository root
+    # A tool directory of tools/versions.sh (TRAINING_OPERATOR_DIR, say): `src` is then a file
+    # that tools/build.sh built there, in the tools cache, instead of one in the repository.
+    tool: str | None = None
 
 
 @dataclass(frozen=True)
@@ -101,7 +108,7 @@ class Recipe:
     name: str
     directory: Path
     summary: str
-    base: Base
+    base: Base | None  # None: no Debian, the image is its files alone
     config: Config
     user: User | None = None
     dirs: tuple[Directory, ...] = ()
@@ -118,14 +125,16 @@ class Recipe:
 
     def inputs(self) -> list[tuple[str, bytes]]:
         """Everything the image is made from, as (name, content), in a fixed order."""
-        items: list[tuple[str, bytes]] = [("builder", BUILDER_VERSION.encode()), ("base", self.base.key().encode())]
+        base = self.base.key() if self.base else "none"
+        items: list[tuple[str, bytes]] = [("builder", BUILDER_VERSION.encode()), ("base", base.encode())]
         for path in sorted(p for p in self.directory.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
             name = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path.relative_to(self.directory.parent)
             items.append((str(name), path.read_bytes()))
         items.append(("pins", repr(sorted(self._pins)).encode()))
         for file in self.files:
             for source, _ in expand(file):
-                items.append((str(source.relative_to(ROOT)), source.read_bytes() + oct(source.stat().st_mode & 0o111).encode()))
+                name = f"{file.tool}:{file.src}" if file.tool else str(source.relative_to(ROOT))
+                items.append((name, _content(source) + oct(source.stat().st_mode & 0o111).encode()))
         return items
 
     def tag(self) -> str:
@@ -150,8 +159,44 @@ def ignored(relative: str, patterns: list[str]) -> bool:
     return False
 
 
+_DIGESTS: dict[tuple[str, int, int], bytes] = {}
+
+
+def _content(path: Path) -> bytes:
+    """What of a file goes into the tag: its bytes, or for a large one (a tool's binary, read for
+    every tag the stack computes) their digest, remembered while the file is unchanged."""
+    st = path.stat()
+    if st.st_size < 1 << 20:
+        return path.read_bytes()
+    key = (str(path), st.st_mtime_ns, st.st_size)
+    if key not in _DIGESTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        _DIGESTS[key] = digest.digest()
+    return _DIGESTS[key]
+
+
+def tool_dir(name: str) -> Path:
+    """A tool's directory as tools/versions.sh (which tools/build.sh builds into) names it."""
+    if not re.fullmatch(r"[A-Z][A-Z0-9_]*_DIR", name):
+        raise RecipeError(f"files: tool {name!r} is not a tool directory of tools/versions.sh (NAME_DIR)")
+    script = f'. "{ROOT}/tools/versions.sh" && printf %s "${{{name}:-}}"'
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+    if out.returncode != 0 or not out.stdout:
+        raise RecipeError(f"files: tools/versions.sh names no {name} {out.stderr.strip()}".rstrip())
+    return Path(out.stdout)
+
+
 def expand(file: File) -> list[tuple[Path, str]]:
     """(source path, path in the image) for every regular file or link a `files` entry copies."""
+    if file.tool:
+        source = tool_dir(file.tool) / file.src
+        if not source.is_file():
+            raise RecipeError(f"files: {source} ({file.tool}) is not built: tools/build.sh builds it "
+                              "(`make images` runs it; or `make tools`)")
+        return [(source, file.dst)]
     source = ROOT / file.src
     if not source.exists():
         raise RecipeError(f"files: {file.src} does not exist")
@@ -192,8 +237,16 @@ def load(name: str, images: Path = IMAGES) -> Recipe:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as error:
         raise RecipeError(f"{where}: {error}") from None
-    _take(data, where, ("summary", "base", "config"), ("user", "dirs", "python", "npm", "files", "links"))
-    base = _take(data["base"], f"{where} [base]", ("packages",), ("suite", "mirror"))
+    _take(data, where, ("summary", "config"), ("base", "user", "dirs", "python", "npm", "files", "links"))
+    base = data.get("base")
+    if base is None:
+        # Users, directories with owners and packages are made by commands in a Debian chroot.
+        needs_debian = [key for key in ("user", "python", "npm") if key in data]
+        needs_debian += ["dirs (owned by anyone but root)" for d in data.get("dirs", []) if d.get("owner", "0:0") != "0:0"][:1]
+        if needs_debian:
+            raise RecipeError(f"{where}: {', '.join(needs_debian)} need a [base] (Debian packages to run in)")
+    else:
+        _take(base, f"{where} [base]", ("packages",), ("suite", "mirror"))
     config = _take(data["config"], f"{where} [config]", ("user", "workdir", "entrypoint"), ("cmd", "env", "ports"))
     user = data.get("user")
     python = data.get("python")
@@ -225,7 +278,7 @@ def load(name: str, images: Path = IMAGES) -> Recipe:
             suite=base.get("suite", "bookworm"),
             mirror=base.get("mirror", "http://deb.debian.org/debian"),
             packages=tuple(base["packages"]),
-        ),
+        ) if base is not None else None,
         config=Config(
             user=config["user"],
             workdir=config["workdir"],
@@ -239,7 +292,8 @@ def load(name: str, images: Path = IMAGES) -> Recipe:
         python=Python(packages=tuple(python["packages"]), lock=python["lock"], venv=python.get("venv", "/opt/venv"),
                       owner=python.get("owner", "0:0")) if python else None,
         npm=Npm(dir=npm["dir"]) if npm else None,
-        files=tuple(File(**_take(f, f"{where} [[files]]", ("src", "dst"), ("mode", "ignore"))) for f in data.get("files", [])),
+        files=tuple(File(**_take(f, f"{where} [[files]]", ("src", "dst"), ("mode", "ignore", "tool")))
+                    for f in data.get("files", [])),
         links=tuple(Link(**_take(link, f"{where} [[links]]", ("path", "target"))) for link in data.get("links", [])),
         _pins=tuple(sorted(resolved.items())),
     )
@@ -253,6 +307,7 @@ STANDS_FOR = {
     "quay.io/jupyterhub/configurable-http-proxy": "proxy",
     "quay.io/jupyter/tensorflow-notebook": "notebook",
     "tensorflow/tensorflow": "trainer",
+    "ghcr.io/kubeflow/training-v1/training-operator": "operator",
 }
 
 

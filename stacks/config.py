@@ -953,6 +953,21 @@ class ImagesSettings(Settings):
             return local_reference(image) or image
         return mirrored(image, self.registry) if self.registry else image
 
+    def pull_policy(self) -> str:
+        """The imagePullPolicy of the containers that would otherwise check the registry on every start.
+
+        `Always` makes the kubelet check the registry's digest and the pod's pull credentials on
+        every start instead of trusting a node's cache. The local builds are in no registry: the
+        real nodes have them imported (cluster/localcluster/images.py), so `Never`, and an image
+        a node lacks fails its pod at once with ErrImageNeverPull naming it, never ImagePullBackOff.
+        """
+        return "Never" if self.local else "Always"
+
+    def never_pulled(self) -> dict[str, str]:
+        """For containers that keep Kubernetes' default policy upstream (IfNotPresent, for a
+        tagged image): `imagePullPolicy: Never` with the local builds, as pull_policy() says why."""
+        return {"imagePullPolicy": "Never"} if self.local else {}
+
     def problems(self, key: str) -> Iterator[str]:
         if self.local and self.registry:
             yield f"{key}.registry: set either images.registry or images.local, not both"
@@ -1021,6 +1036,14 @@ def _pulled(settings: StackSettings) -> StackSettings:
     images = settings.images
     if not (images.registry or images.local):
         return settings
+    if images.local:
+        from images.recipe import RecipeError, load, names
+
+        for name in names():
+            try:  # the local build's tag, which needs all it is made from
+                load(name).tag()
+            except RecipeError as error:
+                raise ConfigError(f"{NAMESPACE}:images.local: image {name}: {error}") from None
     hub, mnist = settings.jupyterhub, settings.mnist
     profiles = tuple(p.model_copy(update={"image": images.pull(p.image)}) for p in hub.profiles)
     reference = mnist.image.reference and images.pull(mnist.image.reference)

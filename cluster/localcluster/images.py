@@ -3,7 +3,11 @@
 - the pause image, built by `tools/build.sh pause` from Kubernetes' pause.c under the name
   containerd and the kubelet expect (registry.k8s.io/pause:<tag of that Kubernetes release>);
 - a small test image, Debian's static busybox packed by tools/ociimage.py, for the tests and
-  for poking at a node (`mlplatform.local/busybox:<Debian version>`).
+  for poking at a node (`mlplatform.local/busybox:<Debian version>`);
+- the platform's images (images/, `make images`: hub, proxy, notebook, trainer, operator) under
+  the names the stack's pods give them with `images.local` (`mlplatform/<name>:<content tag>`,
+  which the kubelet reads as docker.io/mlplatform/...). An image the node already holds with the
+  same manifest digest is not imported again, so a warm `bin/cluster up --real` only lists them.
 """
 
 from __future__ import annotations
@@ -11,6 +15,9 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from .containerd import Containerd
@@ -70,3 +77,98 @@ def ensure(containerd: Containerd, name: str, archive: Path) -> None:
         containerd.ctr("images", "import", "--all-platforms", str(archive))
         if not imported(containerd, name):
             raise RuntimeError(f"{archive} was imported but containerd has no image {name}")
+
+
+# --- the platform's images (images/) ---------------------------------------------------------
+
+
+class ImagesNotBuilt(RuntimeError):
+    """Images of images/ that the cache lacks: the node cannot have them."""
+
+
+@dataclass(frozen=True)
+class PlatformImage:
+    name: str  # as containerd holds it and pods' statuses name it: docker.io/mlplatform/<name>:<tag>
+    archive: Path
+    digest: str  # the manifest's, as `ctr images ls` shows it
+    size: int  # the archive's bytes
+
+
+def _builder():
+    """The image builder (standard library only, like this package), from the repository root."""
+    if str(REPO) not in sys.path:
+        sys.path.append(str(REPO))
+    from images import build, containerd, recipe
+
+    return build, containerd, recipe
+
+
+def platform_images() -> list[PlatformImage]:
+    """Every image of images/ at the tag its recipe has now (the tag the stack's pods name)."""
+    build, containerd, recipe = _builder()
+    found, missing = [], []
+    for name in recipe.names():
+        image = recipe.load(name)
+        try:
+            tag = image.tag()
+        except recipe.RecipeError as error:  # made from a tool that is not built, say
+            missing.append(f"mlplatform/{name} ({error})")
+            continue
+        done = build.built(image, tag)
+        if done is None:
+            missing.append(f"mlplatform/{name}:{tag}")
+            continue
+        found.append(PlatformImage(f"{containerd.base_name(name)}:{tag}", done.archive, done.metadata["manifest"],
+                                   done.metadata["archive_bytes"]))
+    if missing:
+        raise ImagesNotBuilt(f"the real nodes run images that are not built: {', '.join(missing)}; "
+                             f"build them with `make images` (they go to {build.cache_dir()})")
+    return found
+
+
+def digests(containerd: Containerd) -> dict[str, str]:
+    """Image name -> manifest digest, for every image the node's containerd holds."""
+    rows = containerd.ctr("images", "ls").stdout.splitlines()[1:]  # REF TYPE DIGEST SIZE PLATFORMS LABELS
+    return {fields[0]: fields[2] for fields in (row.split() for row in rows) if len(fields) >= 3}
+
+
+def import_platform_images(containerd: Containerd, log: Callable[[str], None]) -> dict[str, float]:
+    """Imports what of platform_images() the node lacks (or holds with another digest).
+
+    Returns the seconds each import took, by image name; images already there are not listed.
+    """
+    _, naming, _ = _builder()
+    have = digests(containerd)
+    took = {}
+    for image in platform_images():
+        if have.get(image.name) == image.digest:
+            continue
+        repository = image.name.rsplit(":", 1)[0].rsplit("/", 1)[1]
+        command = naming.import_command(image.archive, repository, address=str(containerd.socket),
+                                        ctr=str(containerd.bin / "ctr"))
+        started = time.monotonic()
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"importing {image.archive} into the node's containerd failed: {result.stderr.strip()}")
+        took[image.name] = round(time.monotonic() - started, 1)
+        got = digests(containerd).get(image.name)
+        if got != image.digest:
+            raise RuntimeError(f"{image.archive} was imported but containerd has {image.name} as {got}, "
+                               f"not {image.digest}")
+        log(f"imported {image.name} ({image.size / 1e6:.0f} MB) in {took[image.name]} s")
+    return took
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python3 -m localcluster.images`: the platform's images, as the real nodes will import them."""
+    try:
+        for image in platform_images():
+            print(f"{image.name}  {image.digest}  {image.size / 1e6:.0f} MB")
+    except ImagesNotBuilt as error:
+        print(f"localcluster: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -5,6 +5,7 @@
     mounts      the node's mount namespace, its own hardcoded paths   (mounts.py)
     apiproxy    the API server at 127.0.0.1:PORT inside the namespace (apiproxy.py)
     containerd  the runtime, then the node's images imported          (containerd.py, images.py)
+                (pause, busybox, CoreDNS and the platform's images/, those it lacks)
     kubelet     registers the node and runs its pods                  (kubelet.py)
     kube-proxy  Services' cluster IPs and node ports                  (kubeproxy.py)
     netpol      NetworkPolicy enforced (kube-router's firewall only)  (netpol.py)
@@ -71,6 +72,7 @@ class Node:
                 for image, archive in (pause_image(self.tools), images.busybox_image(out),
                                        images.coredns_image(self.tools, out)):
                     images.ensure(self.containerd, image, archive)
+                images.import_platform_images(self.containerd, self._log)
             if part is self.apiproxy:
                 wait_for("the API forwarder listening", self._api_reachable, 10, self.apiproxy.log_file)
             if part is self.kubelet and wait:
@@ -81,6 +83,9 @@ class Node:
             wait_for(f"node {self.settings.spec.name} advertising {want} {GPU_RESOURCE}",
                      lambda: self.kubelet.capacity(GPU_RESOURCE) == want, 60, self.gpuplugin.daemon.log_file)
         return started
+
+    def _log(self, line: str) -> None:
+        print(f"localcluster: node {self.settings.spec.name}: {line}", file=sys.stderr, flush=True)
 
     def _api_reachable(self) -> bool:
         probe = ["nsenter", f"--net=/run/netns/{self.settings.netns}", "--", sys.executable, "-c",

@@ -319,9 +319,11 @@ def render(
     profile_scheduling: Mapping[str, Scheduling],
     persistent_homes: bool = True,
     pull_secrets: tuple[str, ...] = (),
+    pull_policy: str | None = None,
 ) -> dict[str, Any]:
     """The hub's configuration document for `settings`; `profile_scheduling` maps profile name to pool,
-    `pull_secrets` are the Secrets user pods pull their images with."""
+    `pull_secrets` are the Secrets user pods pull their images with, `pull_policy` their
+    imagePullPolicy (None: KubeSpawner's default)."""
     auth_traits, auth_secret_env = authentication(settings.auth)
     default = next((p for p in settings.profiles if p.default), settings.profiles[0])
     traits: dict[str, Any] = {
@@ -359,6 +361,7 @@ def render(
             # User servers never talk to the Kubernetes API: no token in their pods.
             "automount_service_account_token": False,
             **({"image_pull_secrets": list(pull_secrets)} if pull_secrets else {}),
+            **({"image_pull_policy": pull_policy} if pull_policy else {}),
             **home_storage(settings, persistent_homes),
         },
         **auth_traits,

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 
 from images import build, containerd, oci, pins, recipe
+from images.recipe import ROOT, RecipeError, load
 
 
 @pytest.mark.parametrize(
@@ -111,3 +114,39 @@ def test_containerd_import_names_the_image_as_pods_do():
     command = containerd.import_command(Path("/c/hub.oci.tar"), "hub", address="/run/x/containerd.sock", ctr="/bin/ctr")
     assert command == ["/bin/ctr", "--address", "/run/x/containerd.sock", "-n", "k8s.io", "images", "import",
                        "--base-name", "docker.io/mlplatform/hub", "/c/hub.oci.tar"]
+
+
+def test_an_image_without_a_base_cannot_have_what_needs_debian(tmp_path):
+    (tmp_path / "static").mkdir()
+    (tmp_path / "static" / "image.toml").write_text(
+        'summary = "x"\n[user]\nname = "a"\nuid = 1\ngroup = "a"\ngid = 1\nhome = "/"\n'
+        '[config]\nuser = "1:1"\nworkdir = "/"\nentrypoint = ["/x"]\n')
+    with pytest.raises(RecipeError, match=r"user need a \[base\]"):
+        load("static", tmp_path)
+
+
+def test_a_file_from_an_unbuilt_tool_names_the_tool_and_its_build(tmp_path, monkeypatch):
+    # An empty cache: no tool is built there.
+    monkeypatch.setenv("MLPLATFORM_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(RecipeError, match=r"training-operator-v[\d.]+/bin/training-operator \(TRAINING_OPERATOR_DIR\) "
+                                          r"is not built: tools/build.sh builds it"):
+        load("operator").tag()
+
+
+def test_the_dev_stack_names_the_unbuilt_tool_of_a_local_image(tmp_path, monkeypatch):
+    from program import example_stack
+    from stacks import ConfigError, parse
+
+    monkeypatch.setenv("MLPLATFORM_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(ConfigError, match=r"^mlplatform:images.local: image operator: files: .* is not built"):
+        parse(example_stack("dev"))
+
+
+def test_the_real_nodes_name_the_images_that_are_not_built(tmp_path):
+    """What `bin/cluster up --real` says, before any node starts, when the cache lacks images."""
+    env = {**os.environ, "MLPLATFORM_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT / "cluster")}
+    out = subprocess.run([sys.executable, "-m", "localcluster.images"], env=env, capture_output=True, text=True)
+    assert out.returncode == 1, out
+    for name in ("hub", "proxy", "notebook", "trainer"):
+        assert f"mlplatform/{name}:" in out.stderr, out.stderr
+    assert "mlplatform/operator (files:" in out.stderr and "build them with `make images`" in out.stderr, out.stderr

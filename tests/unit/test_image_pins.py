@@ -30,10 +30,10 @@ def tag_of(image: str) -> str:
 
 
 def test_every_image_has_a_recipe():
-    assert IMAGES == ["hub", "notebook", "proxy", "trainer"]
+    assert IMAGES == ["hub", "notebook", "operator", "proxy", "trainer"]
 
 
-@pytest.mark.parametrize("name", IMAGES)
+@pytest.mark.parametrize("name", [n for n in IMAGES if recipe.load(n).python or recipe.load(n).npm])
 def test_lock_pins_the_top_level_packages_as_the_project_does(name):
     image = recipe.load(name)
     assert image.pins, f"{name}: no pinned packages"
@@ -52,6 +52,17 @@ def test_lock_pins_every_line_exactly(name):
              if line and not line.startswith("#")]
     loose = [line for line in lines if not re.fullmatch(r"[A-Za-z0-9._-]+(\[[^\]]*\])?==[^\s]+", line)]
     assert not loose, f"{name}: lines that are not name==version: {loose}"
+
+
+def test_operator_image_is_the_pinned_manager_build():
+    # The manager comes from the tools cache, where tools/build.sh builds the pinned version into
+    # a directory named after it; the stack's upstream default is that version's image.
+    operator = recipe.load("operator")
+    (manager,) = operator.files
+    assert manager.tool == "TRAINING_OPERATOR_DIR" and manager.dst == "/manager"
+    assert recipe.tool_dir(manager.tool).name == f"training-operator-{versions.TRAINING_OPERATOR_VERSION}"
+    assert recipe.STANDS_FOR[versions.TRAINING_OPERATOR_IMAGE.rsplit(":", 1)[0]] == "operator"
+    assert operator.base is None and operator.config.user == "65532:65532"
 
 
 def test_hub_image_installs_what_the_upstream_hub_image_ships():
@@ -94,7 +105,7 @@ def test_stock_trainer_images_are_the_pinned_tensorflow():
     assert tensorflow == recipe.load("trainer").pins["tensorflow-cpu"]
 
 
-@pytest.mark.parametrize("field", ["hub", "proxy", "tensorflow", "tensorflow_gpu"])
+@pytest.mark.parametrize("field", ["hub", "proxy", "tensorflow", "tensorflow_gpu", "tensorboard", "training_operator"])
 def test_the_image_config_defaults_have_local_builds_of_the_same_pins(field):
     # The dev stack (images.local) runs the local build wherever the stack names the upstream image.
     from stacks import parse
@@ -113,7 +124,8 @@ def test_the_dev_stack_runs_only_local_images_and_the_aks_stack_only_upstream_on
     config, secrets = aks_stack()
     aks = parse(config, frozenset(secrets))
     for settings, local in ((dev, True), (aks, False)):
-        named = [getattr(settings.images, f) for f in ("hub", "proxy", "tensorflow", "tensorflow_gpu")]
+        named = [getattr(settings.images, f) for f in ("hub", "proxy", "tensorflow", "tensorflow_gpu", "tensorboard",
+                                                       "training_operator")]
         named += [p.image for p in settings.jupyterhub.profiles]
         assert all(i.startswith("mlplatform/") == local for i in named), named
 

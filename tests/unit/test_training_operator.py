@@ -21,13 +21,29 @@ def rules_of(deployment, type_token):
 
 
 def test_operator_reconciles_tfjobs_only_with_a_pinned_image():
-    deployment = run_program(example_stack("dev"))
+    # The upstream image, as every stack but the dev stack (images.local) runs it.
+    deployment = run_program({**example_stack("dev"), "images": {}})
     pod = deployment.named("training-operator-deployment").inputs["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert "--enable-scheme=tfjob" in container["args"]
     assert container["image"] == f"ghcr.io/kubeflow/training-v1/training-operator:{PINS['TRAINING_OPERATOR_IMAGE_TAG']}"
+    assert container["imagePullPolicy"] == "Always"
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert pod["securityContext"]["runAsNonRoot"] is True
+
+
+def test_dev_stack_runs_the_local_operator_image_never_pulled():
+    """images.local: the manager built here (images/operator), which the real nodes have imported
+    and no registry serves."""
+    from images.recipe import load
+
+    deployment = run_program(example_stack("dev"))
+    pod = deployment.named("training-operator-deployment").inputs["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["image"] == load("operator").reference()
+    assert container["imagePullPolicy"] == "Never"
+    assert container["command"] == list(load("operator").config.entrypoint)
+    assert pod["securityContext"]["runAsUser"] == int(load("operator").config.user.split(":")[0])
 
 
 def test_rbac_has_no_wildcards_and_secrets_stay_in_the_operator_namespace():
@@ -127,3 +143,25 @@ def test_gang_scheduling_is_a_config_choice():
     assert podgroup_verbs(deployment)["scheduling.volcano.sh"] == ["create", "delete", "get", "list", "update", "watch"]
     container = deployment.named("training-operator-deployment").inputs["spec"]["template"]["spec"]["containers"][0]
     assert "--gang-scheduler-name=volcano" in container["args"]
+
+
+def test_with_local_images_no_container_of_the_stack_is_ever_pulled():
+    """The dev stack's images are the local builds, which the real nodes import and no registry
+    serves: every container (and KubeSpawner's user pods) says Never; the upstream images keep
+    their policies."""
+    import json
+
+    for config, policies in ((example_stack("dev"), {"Never"}), ({**example_stack("dev"), "images": {}}, {"Always", None})):
+        deployment = run_program(config)
+        seen = set()
+        for resource in deployment.kubernetes_objects():
+            manifest = resource.manifest()
+            templates = [manifest["spec"]["template"]] if manifest["kind"] == "Deployment" else []
+            if manifest["kind"] == "TFJob":
+                templates = [r["template"] for r in manifest["spec"]["tfReplicaSpecs"].values()]
+            seen |= {c.get("imagePullPolicy") for t in templates for c in t["spec"]["containers"]}
+        hub_config = next(r.manifest() for r in deployment.kubernetes_objects()
+                          if r.manifest()["kind"] == "ConfigMap" and r.manifest()["metadata"]["name"] == "hub-config")
+        document = json.loads(next(v for k, v in hub_config["data"].items() if k.endswith(".json")))
+        seen.add(document["traits"]["KubeSpawner"].get("image_pull_policy"))
+        assert seen == policies, (config.get("images"), seen)
