@@ -59,14 +59,17 @@ render: venv
 # directory and kubeconfig follow MLPLATFORM_CLUSTER_NAME/_DIR and MLPLATFORM_KUBECONFIG.
 STACK ?= dev
 STACK_FLAGS = --stack $(STACK) $(if $(CONFIG_FILE),--config-file $(CONFIG_FILE))
+STACK_CONFIG = $(or $(CONFIG_FILE),Pulumi.$(STACK).yaml)
 
 # MLPLATFORM_NODES=real (opt-in, issue 12) adds real nodes (kubelet + containerd) to the cluster.
 up: venv images
-	tools/build.sh pulumi kube operator $(if $(filter real,$(MLPLATFORM_NODES)),node)
-	MLPLATFORM_STACK_CONFIG=$(or $(CONFIG_FILE),Pulumi.$(STACK).yaml) bin/cluster up
+	tools/build.sh pulumi kube operator $$(if [ "$(MLPLATFORM_NODES)" = real ] || \
+	  [ "$$($(PY) -m stacks.local_nodes --provider $(STACK_CONFIG))" = local ]; then echo node; fi)
+	MLPLATFORM_STACK_CONFIG=$(STACK_CONFIG) bin/cluster up
 	bin/pulumi stack select --create $(STACK) --non-interactive
 	bin/pulumi up $(STACK_FLAGS) --yes --non-interactive
-	bin/training-operator start
+	@# On kwok's simulated nodes no container runs: the operator runs here (a `local` stack's runs in the cluster).
+	@if [ "$$($(PY) -m stacks.local_nodes --provider $(STACK_CONFIG))" != local ]; then bin/training-operator start; fi
 
 # The objects live in the cluster's etcd, which `bin/cluster down` removes: when the cluster is
 # not running, destroy only forgets them (the provider's deleteUnreachable) instead of failing.

@@ -115,7 +115,7 @@ class Cluster(pulumi.ComponentResource):
         if settings.simulated:
             for pool in settings.node_pools:
                 self._simulated_nodes(pool, child)
-        elif settings.nvidia_device_plugin and self.gpu_pools:
+        elif settings.nvidia_device_plugin and self.gpu_pools and settings.provider != "local":
             self._device_plugin(child)
 
         self.register_outputs({"kubeconfig": self.kubeconfig})

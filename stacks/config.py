@@ -53,7 +53,9 @@ LOCAL_KUBECONFIG = read_env_file(REPO / "cluster" / "local.env")["LOCAL_KUBECONF
 ServiceType = Literal["ClusterIP", "LoadBalancer", "NodePort"]
 TaintEffect = Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
 TAINT_EFFECTS: tuple[str, ...] = get_args(TaintEffect)
-ClusterProvider = Literal["kwok", "existing", "aks", "render"]
+ClusterProvider = Literal["kwok", "local", "existing", "aks", "render"]
+# The providers whose cluster is the one `bin/cluster` runs on this machine (kubeconfig default).
+LOCAL_PROVIDERS = ("kwok", "local")
 NetworkPolicyEngine = Literal["cilium", "calico", "azure", "none"]
 
 AuthType = Literal["dummy", "native", "github", "azuread"]
@@ -304,8 +306,8 @@ class NodePool(Settings):
 # The providers each provider-specific cluster key is for: such a key set for another provider
 # is a mistake.
 _PROVIDERS_OF = {
-    "kubeconfig": ("kwok", "existing"),
-    "context": ("kwok", "existing"),
+    "kubeconfig": ("kwok", "local", "existing"),
+    "context": ("kwok", "local", "existing"),
     "location": ("aks",),
     "kubernetes_version": ("aks",),
     "resource_group": ("aks",),
@@ -320,21 +322,22 @@ _PROVIDERS_OF = {
 # The StorageClass each provider offers for ReadWriteMany claims, which the default class often
 # cannot serve (AKS's default is Azure Disk, ReadWriteOnce only; Azure Files serves many nodes).
 # A simulated cluster pre-binds its own volumes; on other providers the stack cannot know one.
-READ_WRITE_MANY_CLASSES = {"aks": "azurefile-csi"}
+READ_WRITE_MANY_CLASSES = {"aks": "azurefile-csi", "local": "local-path"}
 
 
 class ClusterSettings(Settings):
     provider: ClusterProvider = Field(
         "kwok",
-        description="`kwok` (the local cluster `make up` starts), `existing` (any cluster), `aks` (Azure), "
+        description="`kwok` (the local cluster `make up` starts, its nodes simulated by kwok), `local` (that "
+        "cluster with real nodes, one per pool: `bin/cluster up --real`), `existing` (any cluster), `aks` (Azure), "
         "`render` (write the manifests instead of applying them)",
     )
     kubeconfig: str | None = Field(
         None,
-        description="kwok, existing: the cluster's kubeconfig, a path or the contents (kwok default: "
+        description="kwok, local, existing: the cluster's kubeconfig, a path or the contents (kwok and local default: "
         "$MLPLATFORM_KUBECONFIG, else `.local/kubeconfig`, the file `bin/cluster` writes)",
     )
-    context: str | None = Field(None, description="kwok, existing: the kubeconfig context")
+    context: str | None = Field(None, description="kwok, local, existing: the kubeconfig context")
     location: str | None = Field(None, description="aks: the Azure region (required there)")
     kubernetes_version: str | None = Field(None, description="aks: the Kubernetes version (default: Azure's)")
     resource_group: str | None = Field(None, description="aks: an existing resource group (default: one is created)")
@@ -351,7 +354,11 @@ class ClusterSettings(Settings):
         description="render: the manifests an `existing` cluster gets (its nodes, volumes and webhooks real), or "
         "what the local `kwok` cluster gets (simulated nodes, pre-bound volumes; for `make bench-deploy`)",
     )
-    nvidia_device_plugin: bool = Field(True, description="aks, existing: run the NVIDIA device plugin on GPU pools")
+    nvidia_device_plugin: bool = Field(
+        True,
+        description="aks, existing: run the NVIDIA device plugin on GPU pools (the local cluster's GPU nodes run "
+        "a simulated one of their own)",
+    )
     node_pools: tuple[NodePool, ...] = Field((), description="the node pools workloads are placed on")
 
     @property
@@ -1023,7 +1030,7 @@ def parse(
     problems = settings.problems(secret_keys)
     if problems:
         raise ConfigError("\n".join(problems))
-    if settings.cluster.provider == "kwok" and settings.cluster.kubeconfig is None:
+    if settings.cluster.provider in LOCAL_PROVIDERS and settings.cluster.kubeconfig is None:
         cluster = settings.cluster.model_copy(update={"kubeconfig": local_kubeconfig})
         settings = settings.model_copy(update={"cluster": cluster})
     return _pulled(settings)

@@ -36,11 +36,8 @@ from .servicelb import ServiceLB
 from .settings import NodeSettings, NodeSpec, cluster_netns, tools
 from .storage import Storage
 
-# Every real node carries this label; and, until the dev stack runs on real nodes (issue 14), this
-# taint too, so that only pods that ask for real nodes (the real-node tests) land there and the
-# stack's pods keep running on kwok's nodes.
+# Every real node carries this label (the nodes file says which taints: stacks/local_nodes.py).
 REAL_NODE_LABEL = "mlplatform.dev/node-kind"
-REAL_NODE_TAINT = f"{REAL_NODE_LABEL}=real:NoSchedule"
 
 
 def specs(nodes_file: Path) -> list[NodeSpec]:
@@ -50,7 +47,7 @@ def specs(nodes_file: Path) -> list[NodeSpec]:
         labels = {**node["labels"], REAL_NODE_LABEL: "real"}
         if node["gpus"]:
             labels[SIMULATED_LABEL[0]] = SIMULATED_LABEL[1]
-        found.append(NodeSpec(node["name"], labels, (*node["taints"], REAL_NODE_TAINT), node["gpus"]))
+        found.append(NodeSpec(node["name"], labels, tuple(node["taints"]), node["gpus"]))
     return found
 
 
@@ -86,7 +83,7 @@ def api_address(kubectl: Path, kubeconfig: Path) -> str:
 
 
 REAL_NODES_ONLY = {"node_selector": {REAL_NODE_LABEL: "real"},
-                   "tolerations": [{"key": REAL_NODE_LABEL, "value": "real", "effect": "NoSchedule"}]}
+                   "tolerations": [{"key": REAL_NODE_LABEL, "operator": "Exists", "effect": "NoSchedule"}]}
 
 
 def cluster_parts(nodes_dir: Path, t: dict[str, str], kubeconfig: Path | None = None,

@@ -329,11 +329,8 @@ def test_the_stacks_operator_deployment_runs_the_local_operator_and_answers_heal
     (container,) = template["spec"]["containers"]
     assert container["image"] == local("operator") and container["imagePullPolicy"] == "Never", container
     container["terminationMessagePolicy"] = "FallbackToLogsOnError"
-    # The API server's certificate does not name the kubernetes Service's IP (kwok's PKI), so the
-    # manager is pointed at the API's advertised address, as CoreDNS is (cluster/localcluster/dns.py).
-    settings = real.node("cpu")
-    container["env"] = [*container.get("env", []), {"name": "KUBERNETES_SERVICE_HOST", "value": settings.api_address},
-                        {"name": "KUBERNETES_SERVICE_PORT", "value": str(settings.api_port)}]
+    # As declared: the manager reaches the API server as the `kubernetes` Service (its cluster IP is
+    # in the API server's certificate, cluster/kwokctl.yaml).
     order = ("Namespace", "CustomResourceDefinition", "ServiceAccount", "ClusterRole", "Role", "ClusterRoleBinding",
              "RoleBinding", "Secret", "Service", "ValidatingWebhookConfiguration", "Deployment")
     objects.sort(key=lambda o: order.index(o["kind"]))

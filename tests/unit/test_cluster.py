@@ -42,6 +42,24 @@ def test_every_kubernetes_object_uses_the_cluster_provider():
         assert resource.provider and "mlplatform-k8s" in resource.provider, resource.name
 
 
+def test_local_cluster_has_real_nodes_volumes_and_webhooks():
+    """cluster.provider local: the machine's cluster with a real node per pool (bin/cluster up --real)."""
+    config = example_stack("dev")
+    config["cluster"] = {**config["cluster"], "provider": "local"}
+    deployment = run_program(config)
+    assert deployment.named("mlplatform-k8s").inputs["kubeconfig"] == ".local/kubeconfig"
+    kinds = {r.type.rsplit(":", 1)[-1] for r in deployment.kubernetes_objects()}
+    assert not kinds & {"Node", "PersistentVolume"}, "real nodes register themselves; local-path provisions volumes"
+    assert not deployment.of_type(DEVICE_PLUGIN), "the GPU nodes run their own (simulated) device plugin"
+    (webhook,) = deployment.of_type("kubernetes:admissionregistration.k8s.io/v1:ValidatingWebhookConfiguration")
+    assert webhook.inputs["webhooks"], "the operator runs in the cluster, its webhook reached over the pod network"
+    claim = deployment.named("mnist-data").inputs["spec"]
+    assert claim["storageClassName"] == "local-path" and claim["accessModes"] == ["ReadWriteMany"], claim
+    (tfjob,) = deployment.of_type("kubernetes:kubeflow.org/v1:TFJob")
+    worker = tfjob.inputs["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"]
+    assert worker["nodeSelector"] == {"mlplatform.dev/pool": "gpu"}, worker["nodeSelector"]
+
+
 def test_render_provider_writes_manifests_to_the_render_dir():
     config = example_stack("dev")
     config["cluster"] = {**config["cluster"], "provider": "render", "renderDir": "out/manifests"}

@@ -83,7 +83,7 @@ BAD_CONFIGS = [
     # (config, key the message must name, words it must contain)
     ({"clustr": {}}, "mlplatform:clustr", "unknown key; allowed: cluster, jupyterhub, mnist"),
     ({"cluster": {"provder": "kwok"}}, "mlplatform:cluster.provder", "unknown key"),
-    ({"cluster": {"provider": "gke"}}, "mlplatform:cluster.provider", "'kwok', 'existing', 'aks' or 'render'"),
+    ({"cluster": {"provider": "gke"}}, "mlplatform:cluster.provider", "'kwok', 'local', 'existing', 'aks' or 'render'"),
     ({"cluster": {"provider": "Kwok"}}, "mlplatform:cluster.provider", "case matters"),
     ({"cluster": {"nodePools": [{"name": "a", "count": -1}]}}, "cluster.nodePools[0].count", "must be >= 0"),
     ({"cluster": {"nodePools": [{"name": "a", "count": "two"}]}}, "cluster.nodePools[0].count", "valid integer"),

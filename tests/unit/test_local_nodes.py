@@ -27,8 +27,23 @@ def test_dev_stack_gets_a_real_node_per_pool() -> None:
     nodes = {n["name"]: n for n in json.loads(out.stdout)}
     assert set(nodes) == {"real-cpu-0", "real-gpu-0"}
     assert nodes["real-cpu-0"]["labels"] == {"hub.jupyter.org/node-purpose": "user", "mlplatform.dev/pool": "cpu"}
-    assert nodes["real-gpu-0"]["taints"] == ["sku=gpu:NoSchedule"]
+    # Beside kwok's nodes (the dev stack's provider), real nodes keep the stack's pods off.
+    assert nodes["real-gpu-0"]["taints"] == ["sku=gpu:NoSchedule", "mlplatform.dev/node-kind=real:NoSchedule"]
+    assert nodes["real-cpu-0"]["taints"] == ["mlplatform.dev/node-kind=real:NoSchedule"]
     assert (nodes["real-cpu-0"]["gpus"], nodes["real-gpu-0"]["gpus"]) == (0, 1)
+
+
+def test_a_local_stacks_pods_run_on_the_real_nodes(tmp_path: Path) -> None:
+    config = tmp_path / "Pulumi.local.yaml"
+    config.write_text("config:\n  mlplatform:cluster:\n    provider: local\n    nodePools:\n      - name: gpu\n"
+                      "        gpusPerNode: 2\n        taints: [sku=gpu:NoSchedule]\n")
+    out = local_nodes(config)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == [{"name": "real-gpu-0", "labels": {"mlplatform.dev/pool": "gpu"},
+                                       "taints": ["sku=gpu:NoSchedule"], "gpus": 2}]
+    provider = subprocess.run([sys.executable, "-m", "stacks.local_nodes", "--provider", str(config)], cwd=REPO,
+                              capture_output=True, text=True)
+    assert provider.stdout.strip() == "local", provider.stderr
 
 
 def test_bad_pool_is_refused_naming_the_key(tmp_path: Path) -> None:
