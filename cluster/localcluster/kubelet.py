@@ -159,6 +159,10 @@ class Kubelet:
             # (they cannot be pulled again).
             "evictionHard": {"memory.available": "100Mi", "nodefs.available": "2%",
                              "imagefs.available": "2%", "nodefs.inodesFree": "2%"},
+            # How often each pod is synced, and so how soon a changed Secret or ConfigMap shows in
+            # its volumes (default 1m): the training operator waits for the webhook certificate it
+            # wrote into its Secret to appear in its volume, with backoff, before it gets ready.
+            "syncFrequency": "10s",
             "imageGCHighThresholdPercent": 100,
             "imageGCLowThresholdPercent": 99,
         }

@@ -95,6 +95,9 @@ class Network:
             _ip("-n", self.node.cluster_netns, "link", "set", port, "master", NODES_BRIDGE, "up")
             _ip(*ns, "addr", "add", f"{self.node.node_ip}/{NODE_CIDR.split('/')[1]}", "dev", "node0")
             _ip(*ns, "link", "set", "node0", "up")
+            # Connections the node itself opens to a cluster IP (the API server's, through the egress
+            # proxy, to a webhook) need a route before kube-proxy's OUTPUT rules translate them.
+            _ip(*ns, "route", "add", SERVICE_CIDR, "dev", "node0")
             # Between node0 and cni0 (set in this namespace only; the machine's stays as it is).
             subprocess.run(["nsenter", f"--net={NETNS_DIR / self.node.netns}", "--", "sysctl", "-qw",
                             "net.ipv4.ip_forward=1"], check=True, capture_output=True)

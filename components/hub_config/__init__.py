@@ -329,8 +329,9 @@ def render(
     traits: dict[str, Any] = {
         "JupyterHub": {
             "spawner_class": "kubespawner.KubeSpawner",
-            "hub_ip": "0.0.0.0",
-            "hub_port": HUB_PORT,
+            # Every address of the pod. Not hub_ip 0.0.0.0: with hub_connect_url set, JupyterHub 5
+            # then binds the connect URL's host (the `hub` Service's address, not the pod's).
+            "hub_bind_url": f"http://:{HUB_PORT}",
             "hub_connect_url": hub_url(),
             "db_url": f"sqlite:///{DATA_DIR}/jupyterhub.sqlite",
             # User pods outlive a hub restart; the hub finds them again from its database.
