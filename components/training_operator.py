@@ -135,7 +135,7 @@ class TrainingOperator(pulumi.ComponentResource):
             type="Opaque",
             opts=in_namespace,
         )
-        k8s.core.v1.Service(
+        service = k8s.core.v1.Service(
             f"{name}-svc",
             metadata={"name": NAME, "namespace": NAMESPACE, "labels": labels},
             spec={
@@ -181,8 +181,9 @@ class TrainingOperator(pulumi.ComponentResource):
                 parent=self, ignore_changes=["webhooks[*].clientConfig.caBundle"] if args.webhook else []
             ),
         )
-        # With the webhook in place, a TFJob can only be admitted once the operator serves it.
-        self.ready = [self.crd, webhook, self.deployment] if args.webhook else [self.crd]
+        # With the webhook in place, a TFJob can only be admitted once the operator serves it: its
+        # pod ready, and the Service the API server calls it by (awaited until it has endpoints).
+        self.ready = [self.crd, webhook, self.deployment, service] if args.webhook else [self.crd]
         self.register_outputs({})
 
     def _grant(

@@ -18,6 +18,7 @@ import ipaddress
 import os
 import socket
 import sys
+import time
 from pathlib import Path
 
 from .network import NODE_CIDR, SERVICE_CIDR
@@ -69,6 +70,29 @@ def target_for(host: str, nodes: list[NodeSettings]) -> tuple[str, str] | None:
     return None
 
 
+def dial(netns: str, address: str, port: int, patience: float = 5) -> socket.socket:
+    """A connection to ADDRESS:PORT made from inside NETNS. A refused one is tried again for a few
+    seconds: a Service that just got its endpoints (a webhook's, say) reaches kube-proxy's rules a
+    moment later."""
+    deadline = time.monotonic() + patience
+    while True:
+        sock = made_in(netns, lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+        sock.settimeout(10)
+        try:
+            sock.connect((address, port))
+        except ConnectionRefusedError:
+            sock.close()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.25)
+            continue
+        except OSError:
+            sock.close()
+            raise
+        sock.settimeout(None)
+        return sock
+
+
 def _request(client: socket.socket) -> tuple[str, int]:
     data = b""
     while b"\r\n\r\n" not in data:
@@ -96,11 +120,7 @@ def main(argv: list[str]) -> int:
                 print(f"egress: refused {host}:{port} (not in the cluster's ranges)", flush=True)
                 client.close()
                 return
-            netns, address = target
-            upstream = made_in(netns, lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            upstream.settimeout(10)
-            upstream.connect((address, port))
-            upstream.settimeout(None)
+            upstream = dial(*target, port)
         except (OSError, ValueError) as error:
             try:
                 client.sendall(b"HTTP/1.1 502 Bad Gateway\r\n\r\n")

@@ -15,8 +15,7 @@ load_subconfig(os.environ["HUB_CONFIG_FILE"])  # noqa: F821
 
 sys.path.insert(0, str(Path(__file__).parent))
 hub_port = int(os.environ["HUB_PORT"])
-c.JupyterHub.hub_ip = "127.0.0.1"
-c.JupyterHub.hub_port = hub_port
+c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{hub_port}"
 c.JupyterHub.hub_connect_url = f"http://127.0.0.1:{hub_port}"
 c.JupyterHub.bind_url = f"http://127.0.0.1:{os.environ['PROXY_PORT']}"
 c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{os.environ['PROXY_API_PORT']}"

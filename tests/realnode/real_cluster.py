@@ -56,11 +56,12 @@ def not_built() -> list[str]:
 
 POOL_LABEL = "mlplatform.dev/pool"
 # The test cluster's stack config: a CPU pool, and a GPU pool of two (simulated) GPUs per node
-# behind a taint, as the dev stack's pools are; `bin/cluster up --real` makes one node of each.
+# behind a taint, as the dev stack's pools are; `bin/cluster up --real` makes one node of each, with
+# no other taint (a `local` stack's pods run there: test_stack_on_real_nodes.py).
 STACK_CONFIG = """\
 config:
   mlplatform:cluster:
-    provider: kwok
+    provider: local
     nodePools:
       - name: cpu
         labels:
