@@ -69,14 +69,7 @@ def cel_errors(node: dict[str, Any], value: Any, path: str = "") -> list[str]:
 
 
 def validate_tfjob(manifest: dict[str, Any]) -> None:
-    schema = tfjob_schema()
-    try:
-        jsonschema.validate(manifest, json_schema(schema))
-    except jsonschema.ValidationError as error:
-        raise Invalid(f"{'.'.join(map(str, error.absolute_path))}: {error.message}") from None
-    errors = cel_errors(schema, manifest)
-    if errors:
-        raise Invalid("; ".join(errors))
+    validate_custom(manifest, tfjob_schema())
 
 
 @functools.cache

@@ -8,7 +8,6 @@ first kubelet of any cluster on this machine started, and the last node to stop 
 
 from __future__ import annotations
 
-import fcntl
 import json
 import re
 import shutil
@@ -19,6 +18,7 @@ from .containerd import unmount_under
 from .mounts import MACHINE_PATHS
 from .dns import CLUSTER_DOMAIN, DNS_SERVICE_IP
 from .process import Daemon, wait_for
+from .record import RUN_DIR, change
 from .settings import NodeSettings
 
 KUBELET_SYSCTLS = ("vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops")
@@ -26,22 +26,10 @@ class Sysctls:
     """Machine-wide record of the kernel settings before any kubelet changed them.
 
     /run/mlplatform/sysctls.json: {"values": {...}, "holders": [state dirs of running nodes]}.
-    /run is a tmpfs on most machines, so a reboot (which resets the settings) forgets it too.
     """
 
-    def __init__(self, record: Path = Path("/run/mlplatform/sysctls.json")):
+    def __init__(self, record: Path = RUN_DIR / "sysctls.json"):
         self.record = record
-
-    def _locked(self, update) -> None:
-        self.record.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.record.with_suffix(".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            data = json.loads(self.record.read_text()) if self.record.exists() else None
-            data = update(data)
-            if data is None:
-                self.record.unlink(missing_ok=True)
-            else:
-                self.record.write_text(json.dumps(data, indent=2) + "\n")
 
     def hold(self, holder: Path) -> None:
         def update(data):
@@ -49,44 +37,52 @@ class Sysctls:
                 data = {"values": {k: read_sysctl(k) for k in KUBELET_SYSCTLS}, "holders": []}
             if str(holder) not in data["holders"]:
                 data["holders"].append(str(holder))
-            return data
+            return data, None
 
-        self._locked(update)
+        change(self.record, update)
 
     def release(self, holder: Path) -> None:
         def update(data):
             if data is None:
-                return None
+                return None, None
             # A holder whose state directory is gone was removed without `down`: it holds nothing.
             data["holders"] = [h for h in data["holders"] if h != str(holder) and Path(h).is_dir()]
             if data["holders"]:
-                return data
+                return data, None
             for key, value in data["values"].items():
                 Path("/proc/sys", key).write_text(value + "\n")
-            return None
+            return None, None
 
-        self._locked(update)
-        if not self.record.exists():
-            # Last one out: the lock file and directory go too (a racing `hold` makes them again).
-            self.record.with_suffix(".lock").unlink(missing_ok=True)
-            try:
-                self.record.parent.rmdir()
-            except OSError:
-                pass
+        change(self.record, update)
+
+    def when_unheld(self, action) -> None:
+        """Runs ACTION under the record's lock when no node holds the record."""
+        def update(data):
+            if data is None:
+                action()
+            return data, None
+
+        change(self.record, update)
 
     def held(self) -> bool:
         return self.record.exists()
 
 
 def remove_machine_leftovers() -> None:
-    """The empty mount points the nodes' mount namespaces needed, once no node runs on this machine."""
-    if Sysctls().held():
-        return
-    for d in MACHINE_PATHS:
-        try:
-            d.rmdir()
-        except OSError:
-            pass  # absent, or holds what is not ours
+    """The empty mount points the nodes' mount namespaces needed, once no node runs on this machine.
+
+    Under the record's lock: a node of another cluster that starts meanwhile holds the record before
+    it makes its mount namespace (node.py), and removing a directory that is a mount point in another
+    namespace would detach that mount there.
+    """
+    def remove() -> None:
+        for d in MACHINE_PATHS:
+            try:
+                d.rmdir()
+            except OSError:
+                pass  # absent, or holds what is not ours
+
+    Sysctls().when_unheld(remove)
 
 
 def read_sysctl(key: str) -> str:

@@ -25,7 +25,7 @@ from pathlib import Path
 from . import images
 from .cgroups import Cgroups
 from .containerd import Containerd, unmount_under
-from .kubelet import Kubelet, remove_machine_leftovers
+from .kubelet import Kubelet, Sysctls, remove_machine_leftovers
 from .kubeproxy import KubeProxy
 from .netpol import NetworkPolicyEngine
 from .gpuplugin import GPU_RESOURCE, GpuPlugin
@@ -62,6 +62,9 @@ class Node:
     def up(self, wait: bool = True) -> list[str]:
         """Starts every part that does not run; returns the names of those it (re)started."""
         started = []
+        # Held before the mount namespace needs the machine's mount points: until the node is down,
+        # no other cluster's last node removes them (kubelet.remove_machine_leftovers).
+        Sysctls().hold(self.settings.state_dir)
         for name, part in self.parts().items():
             if not part.alive():
                 part.start()

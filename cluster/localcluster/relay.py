@@ -47,24 +47,26 @@ def listener(address: tuple[str, int]) -> socket.socket:
     return sock
 
 
-def _pipe(src: socket.socket, dst: socket.socket) -> None:
+def pipe(src: socket.socket, dst: socket.socket) -> None:
+    """Copies until SRC's end is done, then passes the half-close on (an HTTP/1.0 client that
+    shuts its sending side still gets its answer)."""
     try:
         while data := src.recv(65536):
             dst.sendall(data)
     except OSError:
         pass
-    finally:
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+    try:
+        dst.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
 
 
 def join(a: socket.socket, b: socket.socket) -> None:
-    """Relays both ways until either side closes, then closes both."""
-    threading.Thread(target=_pipe, args=(b, a), daemon=True).start()
-    _pipe(a, b)
+    """Relays both ways until both sides are done, then closes both."""
+    back = threading.Thread(target=pipe, args=(b, a), daemon=True)
+    back.start()
+    pipe(a, b)
+    back.join()
     a.close()
     b.close()
 

@@ -27,14 +27,11 @@ Usage: python3 -m localcluster.servicelb STATE_DIR   (runs until killed; Service
 
 from __future__ import annotations
 
-import ctypes
 import datetime
-import fcntl
 import hashlib
 import ipaddress
 import itertools
 import json
-import os
 import queue
 import shutil
 import socket
@@ -46,9 +43,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .process import Daemon
+from .record import RUN_DIR, change
+from .relay import join, made_in
 from .settings import NodeSettings
 
-BLOCKS_RECORD = Path("/run/mlplatform/loopback-blocks.json")
+BLOCKS_RECORD = RUN_DIR / "loopback-blocks.json"
 # Clusters take their /24 from 127.100.0.0-127.199.255.0, clear of 127.0.0.1, Debian's 127.0.1.1
 # and systemd-resolved's 127.0.0.53.
 FIRST_BLOCK, BLOCK_COUNT = 100 * 256, 100 * 256
@@ -89,18 +88,13 @@ class LoopbackBlocks:
         self.record = record
 
     def _locked(self, update):
-        self.record.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.record.with_suffix(".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            data = json.loads(self.record.read_text()) if self.record.exists() else {}
+        def pruned(data):
             # A holder whose directory is gone was removed without `down`: it holds nothing.
-            data = {prefix: holder for prefix, holder in data.items() if Path(holder).is_dir()}
+            data = {prefix: holder for prefix, holder in (data or {}).items() if Path(holder).is_dir()}
             result = update(data)
-            if data:
-                self.record.write_text(json.dumps(data, indent=2) + "\n")
-            else:
-                self.record.unlink(missing_ok=True)
-            return result
+            return data, result
+
+        return change(self.record, pruned)
 
     def claim(self, holder: Path, wanted: str | None = None) -> str:
         """The prefix "127.A.B" of HOLDER's block: WANTED (its recorded one), or a free one."""
@@ -195,49 +189,11 @@ class ServiceLB:
 
 # --- relaying -------------------------------------------------------------------------------------
 
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        raise OSError(ctypes.get_errno(), "setns failed")
-
-
-def socket_in(netns: str) -> socket.socket:
-    """A TCP socket of network namespace NETNS; this thread is back in its own one on return."""
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    target = os.open(f"/run/netns/{netns}", os.O_RDONLY)
-    try:
-        _setns(target)
-        try:
-            return socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        finally:
-            _setns(home)
-    finally:
-        os.close(home)
-        os.close(target)
-
-
 @dataclass(frozen=True)
 class Target:
     netns: str
     ip: str
     port: int
-
-
-def _pipe(src: socket.socket, dst: socket.socket) -> None:
-    """Copies until SRC's end is done, then passes the half-close on (an HTTP/1.0 client that
-    shuts its sending side still gets its answer)."""
-    try:
-        while data := src.recv(65536):
-            dst.sendall(data)
-    except OSError:
-        pass
-    try:
-        dst.shutdown(socket.SHUT_WR)
-    except OSError:
-        pass
 
 
 class Listener:
@@ -272,7 +228,7 @@ class Listener:
         first = next(self.turn) % len(targets) if targets else 0
         for target in targets[first:] + targets[:first]:
             try:
-                upstream = socket_in(target.netns)
+                upstream = made_in(target.netns, lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
             except OSError as err:
                 log(f"{self.address}:{self.port}: node namespace {target.netns}: {err}")
                 continue
@@ -297,14 +253,9 @@ class Listener:
                 upstream.close()
                 return
             self.connections.update((client, upstream))
-        back = threading.Thread(target=_pipe, args=(upstream, client), daemon=True)
-        back.start()
-        _pipe(client, upstream)
-        back.join()
+        join(client, upstream)
         with self.lock:
             self.connections.difference_update((client, upstream))
-        client.close()
-        upstream.close()
 
     def close(self) -> None:
         """Stops listening (shutdown wakes the accepting thread) and ends open connections."""

@@ -177,6 +177,18 @@ def test_proxy_serves_tls_with_the_stacks_certificate_and_redirects_http(dev_sta
 
 
 @contextmanager
+def serving_in(netns: str, script: str, *args: str):
+    """SCRIPT (a small Python server) running in network namespace NETNS for as long as the block."""
+    process = subprocess.Popen(["nsenter", f"--net={netns}", sys.executable, "-c", script, *args],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        process.kill()
+        process.wait()
+
+
+@contextmanager
 def stand_in_acme_solver(netns: str, port: int, token: str):
     """What cert-manager's solver pod answers: the key authorization at the challenge's path."""
     script = (
@@ -188,13 +200,8 @@ def stand_in_acme_solver(netns: str, port: int, token: str):
         "        self.wfile.write((sys.argv[2] + '.key-authorization').encode() if found else b'')\n"
         "http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), Solver).serve_forever()\n"
     )
-    process = subprocess.Popen(["nsenter", f"--net={netns}", sys.executable, "-c", script, str(port), token],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    with serving_in(netns, script, str(port), token):
         yield
-    finally:
-        process.kill()
-        process.wait()
 
 
 def test_proxy_routes_acme_challenges_to_the_solver(netns, tmp_path):
@@ -267,13 +274,8 @@ def stand_in_hub_api(netns: str, port: int, version: str):
         "        self.send_header('X-JupyterHub-Version', sys.argv[2]); self.end_headers(); self.wfile.write(body)\n"
         "http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), Hub).serve_forever()\n"
     )
-    process = subprocess.Popen(["nsenter", f"--net={netns}", sys.executable, "-c", script, str(port), version],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    with serving_in(netns, script, str(port), version):
         yield
-    finally:
-        process.kill()
-        process.wait()
 
 
 def test_start_notebook_hands_over_to_jupyterhub_singleuser_when_spawned(netns, tmp_path):

@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT / "cluster"))
 from localcluster import images  # noqa: E402
 from localcluster.kubelet import KUBELET_SYSCTLS, Sysctls, read_sysctl  # noqa: E402
 from localcluster.mounts import MACHINE_PATHS  # noqa: E402
+from localcluster.record import RUN_DIR  # noqa: E402
 from localcluster.servicelb import LoopbackBlocks, loopback_listeners  # noqa: E402
 from localcluster.settings import NodeSettings, cluster_netns, missing_tools, tools  # noqa: E402
 from polling import wait_for  # noqa: E402,F401  (the tests import it from here)
@@ -184,6 +185,9 @@ def leftovers(settings: NodeSettings) -> list[str]:
         found.append(f"state directory {state}")
     if not Sysctls().held():  # no other real node on the machine: the mount points are gone too
         found += [f"mount point {p}" for p in MACHINE_PATHS if p.exists()]
+    # A machine-wide record's lock stays only as long as its record (record.py).
+    found += [f"lock without its record {lock}" for lock in RUN_DIR.glob("*.lock")
+              if not lock.with_suffix(".json").exists()]
     return found
 
 
