@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 hub_port = int(os.environ["HUB_PORT"])
 c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{hub_port}"
 c.JupyterHub.hub_connect_url = f"http://127.0.0.1:{hub_port}"
-c.JupyterHub.bind_url = f"http://127.0.0.1:{os.environ['PROXY_PORT']}"
+c.JupyterHub.bind_url = f"https://localhost:{os.environ['PROXY_PORT']}"
 c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{os.environ['PROXY_API_PORT']}"
 c.JupyterHub.db_url = f"sqlite:///{os.environ['HUB_DATA_DIR']}/jupyterhub.sqlite"
 c.JupyterHub.cookie_secret_file = f"{os.environ['HUB_DATA_DIR']}/jupyterhub_cookie_secret"

@@ -24,6 +24,8 @@ const context = await playwright.chromium.launchPersistentContext(userDataDir, {
     "--disable-component-update",
     "--disable-sync",
     "--no-first-run",
+    // The proxy's self-signed certificate, trusted by its key only (any other is refused).
+    ...(process.env.TRUSTED_SPKI ? [`--ignore-certificate-errors-spki-list=${process.env.TRUSTED_SPKI}`] : []),
   ],
 });
 context.setDefaultTimeout(15000);

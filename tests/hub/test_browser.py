@@ -3,7 +3,9 @@
 configurable-http-proxy (from npm, the version the cluster runs) and JupyterHub start with the
 files the dev stack's ConfigMap holds, as in the cluster; only addresses, the database path and
 the spawner's last step differ (local_jupyterhub_config.py: KubeSpawner builds the pod, a local
-process stands in for it). Headless Chromium then signs up and logs in with the native
+process stands in for it). The proxy serves https, as the dev stack's does (jupyterhub.https
+selfSigned), with a certificate made by the stack's own code, which Chromium trusts by its key
+and nothing else. Headless Chromium then signs up and logs in with the native
 authenticator, opens KubeSpawner's spawn form, keeps a screenshot of it in
 test-artifacts/spawn-form.png, chooses the GPU profile and starts the server.
 
@@ -12,10 +14,13 @@ Needs chromium and the npm packages: run tests/hub/setup.sh once (CI does, befor
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -25,8 +30,10 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
-from components import hub_config
+from components import hub_config, tls
 from program import ROOT, example_stack
 from stacks import parse
 from rendered import render_hub
@@ -46,19 +53,27 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def wait_for(url: str, process: subprocess.Popen, log: Path, timeout: float = 30) -> None:
+def wait_for(url: str, process: subprocess.Popen, log: Path, timeout: float = 30,
+             context: ssl.SSLContext | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             pytest.fail(f"{process.args[:3]} exited with {process.returncode}:\n{log.read_text()[-4000:]}")
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:
+            with urllib.request.urlopen(url, timeout=2, context=context) as response:
                 if response.status == 200:
                     return
         except (urllib.error.URLError, ConnectionError):
             pass
         time.sleep(0.2)
     pytest.fail(f"{url} did not answer within {timeout} s:\n{log.read_text()[-4000:]}")
+
+
+def spki_hash(certificate_pem: str) -> str:
+    """The certificate's public key as Chromium's --ignore-certificate-errors-spki-list names one."""
+    key = x509.load_pem_x509_certificate(certificate_pem.encode()).public_key()
+    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(hashlib.sha256(der).digest()).decode()
 
 
 def start(stack: ExitStack, command: list[str], env: dict[str, str], log: Path, cwd: Path) -> subprocess.Popen:
@@ -86,7 +101,13 @@ def browser_run(tmp_path_factory):
         pytest.fail(f"missing {', '.join(missing)}: run tests/hub/setup.sh first")
     work = tmp_path_factory.mktemp("browser")
     rendered = render_hub(example_stack("dev"), (), work)
-    ports = {name: free_port() for name in ("HUB_PORT", "PROXY_PORT", "PROXY_API_PORT")}
+    ports = {name: free_port() for name in ("HUB_PORT", "PROXY_PORT", "PROXY_API_PORT", "REDIRECT_PORT")}
+    certificate = tls.self_signed(("localhost", "127.0.0.1"))
+    tls_dir = work / "tls"
+    tls_dir.mkdir()
+    for key, text in certificate.secret_data().items():
+        (tls_dir / key).write_text(text)
+    trusted = ssl.create_default_context(cadata=certificate.ca)
     reports = work / "pods"
     reports.mkdir()
     env = {
@@ -98,13 +119,14 @@ def browser_run(tmp_path_factory):
         "STANDIN_REPORT_DIR": str(reports),
     }
     hub_address = f"http://127.0.0.1:{ports['HUB_PORT']}"
-    base_url = f"http://127.0.0.1:{ports['PROXY_PORT']}"
+    base_url = f"https://localhost:{ports['PROXY_PORT']}"
     ARTIFACTS.mkdir(exist_ok=True)
     screenshot = ARTIFACTS / "spawn-form.png"
     screenshot.unlink(missing_ok=True)
     with ExitStack() as stack:
         proxy_command = hub_config.proxy_command(
-            hub_address, ip="127.0.0.1", port=ports["PROXY_PORT"], api_ip="127.0.0.1", api_port=ports["PROXY_API_PORT"]
+            hub_address, ip="127.0.0.1", port=ports["REDIRECT_PORT"], api_ip="127.0.0.1",
+            api_port=ports["PROXY_API_PORT"], https_port=ports["PROXY_PORT"], tls_dir=str(tls_dir),
         )
         proxy = start(stack, [str(CHP), *proxy_command[1:]], env, work / "proxy.log", work)
         hub = start(
@@ -114,15 +136,15 @@ def browser_run(tmp_path_factory):
             work / "hub.log",
             work,
         )
-        wait_for(f"{base_url}/_chp_healthz", proxy, work / "proxy.log")
+        wait_for(f"{base_url}/_chp_healthz", proxy, work / "proxy.log", context=trusted)
         # Through the proxy: the hub registered itself as the proxy's default route.
-        wait_for(f"{base_url}/hub/health", hub, work / "hub.log")
+        wait_for(f"{base_url}/hub/health", hub, work / "hub.log", context=trusted)
         driver = subprocess.run(
             ["node", str(DRIVER), base_url, str(screenshot), str(work / "chromium-profile"), USERNAME, PASSWORD, GPU_PROFILE],
             capture_output=True,
             text=True,
             timeout=50,
-            env={**env, "CHROMIUM": CHROMIUM},
+            env={**env, "CHROMIUM": CHROMIUM, "TRUSTED_SPKI": spki_hash(certificate.certificate)},
             cwd=HERE,
         )
         logs = f"driver stderr:\n{driver.stderr[-2000:]}\nhub log:\n{(work / 'hub.log').read_text()[-4000:]}"
@@ -166,7 +188,7 @@ def test_starting_the_gpu_profile_builds_a_gpu_pod_and_opens_the_server(browser_
     assert container["image"] == parse(example_stack("dev")).jupyterhub.profiles[1].image
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert pod["spec"]["nodeSelector"] == {"mlplatform.dev/pool": "gpu"}
-    assert seen["serverUrl"].startswith(f"http://127.0.0.1:") and f"/user/{USERNAME}/" in seen["serverUrl"]
+    assert seen["serverUrl"].startswith("https://localhost:") and f"/user/{USERNAME}/" in seen["serverUrl"]
     assert f"Stand-in notebook server for admin, image {container['image']}" in seen["serverPage"]
 
 
