@@ -174,7 +174,7 @@ class Kubelet:
         self.etc.mkdir(parents=True, exist_ok=True)
         (self.etc / "config.json").write_text(json.dumps(self.config(), indent=2) + "\n")
         (self.etc / "resolv.conf").write_text("")
-        self.sysctls.hold(self.node.state_dir)
+        # The machine's record already holds the settings as they were (Node.up holds it first).
         self.daemon.start()
 
     def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:

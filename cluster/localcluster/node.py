@@ -62,8 +62,9 @@ class Node:
     def up(self, wait: bool = True) -> list[str]:
         """Starts every part that does not run; returns the names of those it (re)started."""
         started = []
-        # Held before the mount namespace needs the machine's mount points: until the node is down,
-        # no other cluster's last node removes them (kubelet.remove_machine_leftovers).
+        # Held before any part starts: it records the kernel settings before the kubelet changes
+        # them, and until the node is down no other cluster's last node removes the machine's
+        # mount points its mount namespace needs (kubelet.remove_machine_leftovers).
         Sysctls().hold(self.settings.state_dir)
         for name, part in self.parts().items():
             if not part.alive():

@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -157,10 +158,8 @@ def pod(name: str, script: str, pool: str = "cpu", **spec: Any) -> dict:
     }
 
 
-def leftovers(settings: NodeSettings) -> list[str]:
-    """What of a node is still on the machine: processes, mounts, namespace, cgroups, files."""
-    found = []
-    state = str(settings.state_dir)
+def other_processes() -> Iterator[tuple[str, str, str]]:
+    """(pid, command line, working directory) of every process on the machine but this one."""
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit() or int(proc.name) == os.getpid():
             continue
@@ -168,9 +167,16 @@ def leftovers(settings: NodeSettings) -> list[str]:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             cwd = os.readlink(proc / "cwd")
         except OSError:
-            continue
-        if state in cmdline or cwd.startswith(state) or settings.netns in cmdline:
-            found.append(f"process {proc.name}: {cmdline[:150]}")
+            continue  # gone meanwhile, or a kernel thread
+        yield proc.name, cmdline, cwd
+
+
+def leftovers(settings: NodeSettings) -> list[str]:
+    """What of a node is still on the machine: processes, mounts, namespace, cgroups, files."""
+    found = []
+    state = str(settings.state_dir)
+    found += [f"process {pid}: {cmdline[:150]}" for pid, cmdline, cwd in other_processes()
+              if state in cmdline or cwd.startswith(state) or settings.netns in cmdline]
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         target = line.split()[4]
         if target.startswith(state) or target == f"/run/netns/{settings.netns}":
@@ -202,16 +208,8 @@ def cluster_leftovers(cluster: RealCluster, prefix: str) -> list[str]:
     if cluster.nodes_dir.exists():
         found.append(f"directory {cluster.nodes_dir}")
     base = str(cluster.base)
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            cwd = os.readlink(proc / "cwd")
-        except OSError:
-            continue
-        if base in cmdline or cwd.startswith(base):
-            found.append(f"process {proc.name}: {cmdline[:150]}")
+    found += [f"process {pid}: {cmdline[:150]}" for pid, cmdline, cwd in other_processes()
+              if base in cmdline or cwd.startswith(base)]
     found += [f"listener on {a}" for a in loopback_listeners() if a.startswith(prefix + ".")]
     record = LoopbackBlocks().record
     if record.exists() and prefix in json.loads(record.read_text()):
