@@ -8,6 +8,7 @@ summary says so; a machine that lacks a kernel feature fails them, naming what i
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import tempfile
@@ -16,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from e2e.local_stack import NAMESPACE, ROOT, LocalStack
 from real_cluster import RealCluster, machine_lock, not_built, sysctls_before_kubelets
 
 SKIPPED_BECAUSE: list[str] = []
@@ -52,3 +55,45 @@ def real() -> Iterator[RealCluster]:
         cluster.cluster("down", check=False)
         shutil.rmtree(base, ignore_errors=True)
         lock.close()
+
+
+# The session's stack, while deployed: `pulumi destroy` needs the cluster, so the test that takes
+# the cluster down destroys it first (fixture `stack_destroyed`).
+DEPLOYED: list[LocalStack] = []
+
+
+def destroy_stacks() -> None:
+    while DEPLOYED:
+        DEPLOYED.pop().pulumi("destroy", "--yes", check=False, timeout=600)
+
+
+def stack_config() -> dict[str, Any]:
+    """The dev stack's config as a `local` stack: what `make up` would deploy once the dev stack is local."""
+    dev = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]
+    config = {key.removeprefix(f"{NAMESPACE}:"): copy.deepcopy(value) for key, value in dev.items()}
+    config["cluster"]["provider"] = "local"
+    return config
+
+
+@pytest.fixture(scope="session")
+def stack(real: RealCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """The dev stack as a `local` stack on this session's real cluster, deployed once by `make up`,
+    with its own Pulumi backend and home."""
+    config = stack_config()
+    config["cluster"]["kubeconfig"] = str(real.kubeconfig)
+    local = LocalStack(Path(tmp_path_factory.mktemp("local-stack")), stack="realnode", extra_config=config)
+    # This session's real cluster, not a kwok cluster of the stack's own.
+    local.cluster_dir, local.kubeconfig = real.cluster_dir, real.kubeconfig
+    local.env.update({k: v for k, v in real.env.items() if k.startswith("MLPLATFORM_")})
+    local.create_stack()
+    DEPLOYED.append(local)
+    try:
+        local.up_run = local.make("up", timeout=900)
+        yield local
+    finally:
+        destroy_stacks()
+
+
+@pytest.fixture
+def stack_destroyed() -> None:
+    destroy_stacks()

@@ -77,7 +77,7 @@ def test_killed_kubelet_is_restarted_by_up(real: RealCluster) -> None:
     real.kubectl("delete", "pod", "after-restart", "--wait=true")
 
 
-def test_down_leaves_nothing(real: RealCluster) -> None:
+def test_down_leaves_nothing(real: RealCluster, stack_destroyed: None) -> None:
     """Last: `bin/cluster down` leaves no process, mount, namespace, cgroup, state, rule, ipset or
     sysctl, no listener on the cluster's loopback block and no volume (test_persistent_volumes
     leaves a claim)."""

@@ -5,46 +5,22 @@ The stack is the dev stack's config with `cluster.provider: local`, pointed at t
 cluster, with its own Pulumi backend and home (tests/e2e/local_stack.py). `make up` finds the
 cluster running and its nodes made; the hub, the proxy, the training operator (in the cluster, its
 webhook served to the API server over the pod network) and TensorBoard run in containers on the
-real nodes. Its own objects are destroyed at the end with `pulumi destroy`; the cluster stays for
-the test that takes it down.
+real nodes. The stack is deployed once per session (conftest.py) for every test that uses it.
 """
 
 from __future__ import annotations
 
 import base64
-import copy
 import json
 import re
 import ssl
 import subprocess
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
-import yaml
-
-from e2e.local_stack import NAMESPACE, ROOT, LocalStack
+from e2e.local_stack import LocalStack
 from real_cluster import RealCluster, wait_for
 
 DEPLOYMENTS = {"jupyterhub": ("hub", "proxy"), "kubeflow": ("training-operator",), "mnist": ("tensorboard",)}
-
-
-@pytest.fixture(scope="module")
-def stack(real: RealCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    dev = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]
-    cluster = copy.deepcopy(dev[f"{NAMESPACE}:cluster"])
-    cluster.update(provider="local", kubeconfig=str(real.kubeconfig))
-    local = LocalStack(Path(tmp_path_factory.mktemp("local-stack")), stack="realnode", extra_config={"cluster": cluster})
-    # This session's real cluster, not a kwok cluster of the stack's own.
-    local.cluster_dir, local.kubeconfig = real.cluster_dir, real.kubeconfig
-    local.env.update({k: v for k, v in real.env.items() if k.startswith("MLPLATFORM_")})
-    local.create_stack()
-    local.up_run = local.make("up", timeout=900)
-    try:
-        yield local
-    finally:
-        local.pulumi("destroy", "--yes", check=False, timeout=600)
 
 
 def test_make_up_runs_the_stack_in_containers_on_the_real_nodes(stack: LocalStack, real: RealCluster) -> None:
