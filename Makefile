@@ -89,13 +89,16 @@ bench-deploy: venv
 # --- images (images/) ---
 # The platform's images, built without Docker or a registry into $(CACHE)/images as OCI archives
 # named mlplatform/<name>:<content hash>; a warm run only looks the hashes up. IMAGES picks some
-# (default: all). The builder is the standard library plus mmdebstrap, so it needs no venv. The
-# operator image packs the manager that `tools/build.sh operator` builds (a lookup when built).
+# (default: all). The builder is the standard library plus mmdebstrap (the venv only makes the MNIST sample). The
+# operator image packs the manager that `tools/build.sh operator` builds, the trainer image the
+# MNIST sample of `tools/build.sh data` (lookups when built).
 IMAGES ?=
 OPERATOR_IMAGE_WANTED = $(if $(IMAGES),$(filter operator,$(IMAGES)),operator)
-images:
+TRAINER_IMAGE_WANTED = $(if $(IMAGES),$(filter trainer,$(IMAGES)),trainer)
+images: venv
 	@images/setup.sh
 	$(if $(OPERATOR_IMAGE_WANTED),tools/build.sh operator)
+	$(if $(TRAINER_IMAGE_WANTED),tools/build.sh data)
 	MLPLATFORM_CACHE=$(CACHE) python3 -m images.build build $(IMAGES)
 
 images-list:

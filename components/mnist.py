@@ -155,9 +155,9 @@ class DistributedMnist(pulumi.ComponentResource):
         """Who may talk to whom in the job's namespace.
 
         Nothing reaches a pod there unless a policy below lets it. The job's replicas reach each
-        other on the job's ports (TF_CONFIG's addresses), the cluster DNS and the internet (the
-        trainer downloads MNIST when the shared volume lacks it), but no other in-cluster, node or
-        metadata address. TensorBoard (no sign-in) is reached only from a LoadBalancer's source
+        other on the job's ports (TF_CONFIG's addresses), the cluster DNS and, when their data URL
+        is a remote one, the internet (the trainer downloads MNIST when the shared volume lacks
+        it), but no other in-cluster, node or metadata address. TensorBoard (no sign-in) is reached only from a LoadBalancer's source
         ranges; `kubectl port-forward` does not pass through pod networking, so it still works,
         and TensorBoard itself connects nowhere.
         """
@@ -174,7 +174,8 @@ class DistributedMnist(pulumi.ComponentResource):
                 "egress": [
                     {"to": [job_pods], "ports": job_ports},
                     {"to": [CLUSTER_DNS_PEER], "ports": DNS_PORTS},
-                    {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": list(NON_INTERNET_RANGES)}}]},
+                    *([] if settings.fetches_from_image
+                      else [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": list(NON_INTERNET_RANGES)}}]}]),
                 ],
             },
         }
@@ -221,6 +222,7 @@ class DistributedMnist(pulumi.ComponentResource):
                     f"--batch-size={settings.batch_size}",
                     f"--learning-rate={settings.learning_rate}",
                     f"--eval-every={settings.eval_every}",
+                    f"--data-url={settings.data_url}",
                 ],
                 "ports": [{"name": PORT_NAME, "containerPort": DEFAULT_PORT}],
                 "resources": resources,

@@ -31,6 +31,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 import pulumi
+from trainer.flags import DEFAULT_DATA_URL, SAMPLE_DATA_URL
 from components.tfjob_api import COORDINATORS, REPLICA_TYPES, CleanPodPolicy, RestartPolicy, replica_problems
 from components.versions import (
     CONFIGURABLE_HTTP_PROXY_IMAGE,
@@ -142,7 +143,15 @@ def _cidr(value: str) -> str:
     return value
 
 
+def _data_url(value: str) -> str:
+    url = urlparse(value)
+    if not (url.scheme in ("http", "https") and url.netloc) and not (url.scheme == "file" and not url.netloc and url.path.startswith("/")):
+        raise ValueError("must be an http(s):// URL or a file:///absolute/path in the trainer image")
+    return value
+
+
 DnsLabel = Annotated[str, AfterValidator(_dns_label)]
+DataUrl = Annotated[str, AfterValidator(_data_url)]
 Quantity = Annotated[str, BeforeValidator(_quantity)]
 PinnedImage = Annotated[str, AfterValidator(_pinned_image)]
 Cidr = Annotated[str, AfterValidator(_cidr)]
@@ -794,6 +803,12 @@ class MnistSettings(Settings):
     batch_size: Annotated[int, Field(ge=1)] = Field(100, description="trainer: the global batch size")
     learning_rate: Annotated[float, Field(gt=0)] = Field(0.001, description="trainer: the learning rate")
     eval_every: Annotated[int, Field(ge=1)] = Field(100, description="trainer: steps between held-out evaluations")
+    data_url: DataUrl = Field(
+        DEFAULT_DATA_URL,
+        description="trainer: where it fetches `mnist.npz` when the shared volume lacks it: an `http(s)://` URL "
+        f"its pods can reach, or a `file://` path in the trainer image; `{SAMPLE_DATA_URL}` is the 5000-digit "
+        "sample the images built here carry (`images.local`), for clusters without internet",
+    )
     image: ImageSettings = Field(
         ImageSettings(),
         description="the trainer image",
@@ -809,6 +824,11 @@ class MnistSettings(Settings):
     storage: SharedStorage = Field(
         SharedStorage(size="5Gi"), description="the shared ReadWriteMany volume for data, checkpoints and logs"
     )
+
+    @property
+    def fetches_from_image(self) -> bool:
+        """Whether the trainer takes its data from a file in its own image, not from the network."""
+        return urlparse(self.data_url).scheme == "file"
 
     @property
     def replica_counts(self) -> dict[str, int]:
@@ -1005,6 +1025,13 @@ class StackSettings(Settings):
         if self.mnist.enabled:
             found += self.mnist.problems(f"{NAMESPACE}:mnist", self.cluster)
         found += self.images.problems(f"{NAMESPACE}:images")
+        mnist = self.mnist
+        if mnist.enabled and mnist.fetches_from_image and not (self.images.local or mnist.image.build or mnist.image.reference):
+            found.append(
+                f"{NAMESPACE}:mnist.dataUrl: {mnist.data_url} is a file in the trainer image, and the stock TensorFlow "
+                f"image has none; it is the sample of the images built here ({NAMESPACE}:images.local: true) or of an "
+                "image of your own (mnist.image.build or mnist.image.reference); elsewhere give an http(s) URL"
+            )
         return found
 
 

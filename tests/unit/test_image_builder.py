@@ -68,10 +68,17 @@ def test_unknown_recipe_keys_are_errors(tmp_path):
 
 
 def test_trainer_files_follow_the_dockerignore():
-    (trainer_files,) = recipe.load("trainer").files
+    trainer_files, sample = recipe.load("trainer").files
     copied = {destination for _, destination in recipe.expand(trainer_files)}
     assert {"/app/trainer/__main__.py", "/app/trainer/requirements.txt", "/app/trainer/train.py"} <= copied
     assert not [d for d in copied if "Dockerfile" in d or "__pycache__" in d or d.endswith("README.md") or "/docs/" in d]
+
+
+def test_the_trainer_image_carries_the_sample_the_dev_stack_reads():
+    from trainer.flags import SAMPLE_DATA_URL
+
+    sample = next(f for f in recipe.load("trainer").files if f.tool)
+    assert (sample.tool, "file://" + sample.dst) == ("MNIST_SAMPLE_DIR", SAMPLE_DATA_URL)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="whiteouts are character devices: mknod needs root")
@@ -147,6 +154,9 @@ def test_the_real_nodes_name_the_images_that_are_not_built(tmp_path):
     env = {**os.environ, "MLPLATFORM_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT / "cluster")}
     out = subprocess.run([sys.executable, "-m", "localcluster.images"], env=env, capture_output=True, text=True)
     assert out.returncode == 1, out
-    for name in ("hub", "proxy", "notebook", "trainer"):
+    for name in ("hub", "proxy", "notebook"):
         assert f"mlplatform/{name}:" in out.stderr, out.stderr
-    assert "mlplatform/operator (files:" in out.stderr and "build them with `make images`" in out.stderr, out.stderr
+    # Images with a file from the tools cache have no tag until it is built, and say which.
+    for name, tool in (("operator", "TRAINING_OPERATOR_DIR"), ("trainer", "MNIST_SAMPLE_DIR")):
+        assert f"mlplatform/{name} (files:" in out.stderr and f"({tool}) is not built" in out.stderr, out.stderr
+    assert "build them with `make images`" in out.stderr, out.stderr

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from components.versions import JUPYTERHUB_HUB_IMAGE, TENSORFLOW_IMAGE
-from program import aks_stack, example_stack, run_program
+from program import aks_stack, dev_stack_with_upstream_images, example_stack, run_program
 from stacks import ConfigError, parse
 from stacks.config import mirrored
 
@@ -75,8 +75,7 @@ def test_every_image_of_the_aks_stack_comes_from_the_mirror_with_the_pull_secret
 
 
 def test_an_override_replaces_one_image_only():
-    config = example_stack("dev")
-    config["images"] = {"hub": "registry.example.com/hub:5.5.0-custom"}
+    config = dev_stack_with_upstream_images({"hub": "registry.example.com/hub:5.5.0-custom"})
     specs = pod_specs(run_program(config))
     assert images_of(specs["jupyterhub-hub"]) == ["registry.example.com/hub:5.5.0-custom"]
     assert images_of(specs["jupyterhub-proxy"])[0].startswith("quay.io/jupyterhub/configurable-http-proxy:")

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from program import aks_stack, example_stack, run_program
+from program import aks_stack, dev_stack_with_upstream_images, example_stack, run_program
+from stacks import ConfigError, parse
+from trainer.flags import SAMPLE_DATA_URL
 
 TFJOB = "kubernetes:kubeflow.org/v1:TFJob"
 NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
@@ -69,8 +73,36 @@ def test_replicas_reach_each_other_on_the_job_port_only():
     assert replicas["podSelector"] == job["podSelector"]
     assert replicas["ingress"] == [{"from": [job], "ports": [{"protocol": "TCP", "port": 2222}]}]
     assert {"to": [job], "ports": [{"protocol": "TCP", "port": 2222}]} in replicas["egress"]
-    internet = next(rule for rule in replicas["egress"] if "ipBlock" in rule["to"][0])
+    assert not [rule for rule in replicas["egress"] if "ipBlock" in rule["to"][0]], "the dev stack's data is in its image"
+
+
+def test_replicas_that_download_their_data_reach_the_internet_but_not_the_metadata_service():
+    replicas = policies(run_program(dev_stack_with_upstream_images()))["replicas"]
+    (internet,) = [rule for rule in replicas["egress"] if "ipBlock" in rule["to"][0]]
+    assert internet["to"][0]["ipBlock"]["cidr"] == "0.0.0.0/0"
     assert "169.254.0.0/16" in internet["to"][0]["ipBlock"]["except"], "cloud metadata stays out of reach"
+
+
+def test_the_trainer_takes_its_data_url_from_the_stack():
+    for kind, pod in mnist_pods(run_program(example_stack("dev"))).items():
+        if kind != "tensorboard":
+            assert f"--data-url={SAMPLE_DATA_URL}" in pod["containers"][0]["args"], kind
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        ({"mnist": {"dataUrl": "ftp://mirror.example.com/mnist.npz"}}, "must be an http(s):// URL or a file:///absolute/path"),
+        ({"mnist": {"dataUrl": "file://host/mnist.npz"}}, "must be an http(s):// URL or a file:///absolute/path"),
+        ({"mnist": {"dataUrl": SAMPLE_DATA_URL}, "images": {}}, "mnist.dataUrl: file:///app/sample/mnist.npz is a file in the trainer image"),
+    ],
+)
+def test_a_data_url_the_pods_cannot_read_is_refused(changes, words):
+    config = dev_stack_with_upstream_images()
+    for key, value in changes.items():
+        config[key] = {**config[key], **value} if value else value
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        parse(config)
 
 
 @pytest.mark.parametrize(

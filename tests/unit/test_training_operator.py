@@ -6,7 +6,7 @@ import pytest
 
 from components.training_operator import TrainingOperator, TrainingOperatorArgs
 from components.versions import PINS
-from program import aks_stack, example_stack, run_components, run_program
+from program import aks_stack, dev_stack_with_upstream_images, example_stack, run_components, run_program
 
 CRD = "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition"
 
@@ -22,7 +22,7 @@ def rules_of(deployment, type_token):
 
 def test_operator_reconciles_tfjobs_only_with_a_pinned_image():
     # The upstream image, as every stack but the dev stack (images.local) runs it.
-    deployment = run_program({**example_stack("dev"), "images": {}})
+    deployment = run_program(dev_stack_with_upstream_images())
     pod = deployment.named("training-operator-deployment").inputs["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert "--enable-scheme=tfjob" in container["args"]
@@ -151,7 +151,7 @@ def test_with_local_images_no_container_of_the_stack_is_ever_pulled():
     their policies."""
     import json
 
-    for config, policies in ((example_stack("dev"), {"Never"}), ({**example_stack("dev"), "images": {}}, {"Always", None})):
+    for config, policies in ((example_stack("dev"), {"Never"}), (dev_stack_with_upstream_images(), {"Always", None})):
         deployment = run_program(config)
         seen = set()
         for resource in deployment.kubernetes_objects():
