@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,21 @@ class RealCluster:
 
     def apply(self, manifest: dict) -> None:
         self.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+
+    @contextmanager
+    def port_forward(self, target: str, port: int, namespace: str = "default") -> Iterator[int]:
+        """`kubectl port-forward` to `target` (pod/NAME, svc/NAME) from a free local port, which it yields."""
+        forward = subprocess.Popen([str(self.kubectl_bin), "--kubeconfig", str(self.kubeconfig), "port-forward",
+                                    "-n", namespace, target, f":{port}"], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        try:
+            line = forward.stdout.readline()  # "Forwarding from 127.0.0.1:PORT -> 8080"
+            found = re.search(r"127\.0\.0\.1:(\d+)", line)
+            assert found, f"kubectl port-forward {target}: {line}{forward.stderr.read() if not line else ''}"
+            yield int(found.group(1))
+        finally:
+            forward.terminate()
+            forward.wait(10)
 
     def nodes(self) -> list[NodeSettings]:
         return [NodeSettings.load(p.parent) for p in sorted(self.nodes_dir.glob("*/node.json"))]

@@ -3,8 +3,6 @@ to pods on the other node, and the API server reaches the kubelets (logs, exec, 
 
 from __future__ import annotations
 
-import re
-import subprocess
 import urllib.request
 
 from real_cluster import RealCluster, pod, wait_for
@@ -47,16 +45,9 @@ def test_pod_reaches_a_service_by_name(real: RealCluster) -> None:
     assert real.get("pod", "web")["spec"]["nodeName"] != p["spec"]["nodeName"]
     # Through the egress proxy, the API server reaches the gpu node's kubelet and the pod itself.
     assert "hello-from-web" in real.kubectl("exec", "web", "--", "cat", "/www/index.html").stdout
-    forward = subprocess.Popen([str(real.kubectl_bin), "--kubeconfig", str(real.kubeconfig), "port-forward",
-                                "pod/web", ":8080"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = forward.stdout.readline()  # "Forwarding from 127.0.0.1:PORT -> 8080"
-        port = int(re.search(r"127\.0\.0\.1:(\d+)", line).group(1))
+    with real.port_forward("pod/web", 8080) as port:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
             assert response.read().decode().strip() == "hello-from-web"
-    finally:
-        forward.terminate()
-        forward.wait(10)
     for name in ("client", "web"):
         real.kubectl("delete", "pod", name, "--wait=false")
     real.kubectl("delete", "service", "web")

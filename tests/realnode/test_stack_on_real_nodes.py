@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 import ssl
-import subprocess
 import urllib.request
 
 from e2e.local_stack import LocalStack
@@ -43,11 +41,7 @@ def test_the_hub_answers_through_the_proxy_over_https(stack: LocalStack, real: R
     assert "port-forward" in command and "proxy-public" in command, command
     secret = real.get("secret", "-n", "jupyterhub", "proxy-public-tls")
     ca = base64.b64decode(secret["data"]["ca.crt"]).decode()
-    forward = subprocess.Popen([str(real.kubectl_bin), "--kubeconfig", str(real.kubeconfig), "port-forward", "-n",
-                                "jupyterhub", "svc/proxy-public", ":443"], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    try:
-        port = int(re.search(r"127\.0\.0\.1:(\d+)", forward.stdout.readline()).group(1))
+    with real.port_forward("svc/proxy-public", 443, namespace="jupyterhub") as port:
         context = ssl.create_default_context(cadata=ca)
 
         def health() -> bool:
@@ -60,9 +54,6 @@ def test_the_hub_answers_through_the_proxy_over_https(stack: LocalStack, real: R
         wait_for(health, 60, "the hub's /hub/health through proxy-public")
         with urllib.request.urlopen(f"https://localhost:{port}/hub/login", context=context, timeout=10) as r:
             assert 'name="username"' in r.read().decode(), "the hub's login form"
-    finally:
-        forward.terminate()
-        forward.wait(10)
 
 
 def test_the_operators_webhook_refuses_a_bad_tfjob(stack: LocalStack, real: RealCluster) -> None:
