@@ -401,20 +401,34 @@ def build(recipe: Recipe) -> Built:
         return Built(recipe.name, reference, archive, metadata, cached=False)
 
 
+# Builds kept per image: the new one and the newest before it, so that two clones or branches
+# on one machine (a developer's and a test's, say), which share this cache, keep each other's.
+KEPT_BUILDS = 3
+
+
 def _prune(recipe: Recipe, keep: str) -> None:
-    """Older builds of this image (other tags), and the layer blobs that only they used.
+    """Builds of this image beyond the newest KEPT_BUILDS (`keep` among them), and the layer blobs
+    that only they used.
 
     Only blobs named by the removed builds' records are candidates, so the blobs of a build
     still in progress elsewhere are never touched.
     """
-    candidates: set[str] = set()
-    for path in sorted(cache_dir().glob(f"{recipe.name}-*")):
+    builds: dict[str, list[Path]] = {}
+    for path in cache_dir().glob(f"{recipe.name}-*"):
         stem = path.name[len(recipe.name) + 1:].split(".")[0]
-        if not re.fullmatch(r"[0-9a-f]{16}", stem) or stem == keep:
-            continue
-        if path.suffix == ".json":
-            candidates.update(Path(layer["path"]).name for layer in json.loads(path.read_text()).get("layers", []))
-        path.unlink(missing_ok=True)
+        if re.fullmatch(r"[0-9a-f]{16}", stem):
+            builds.setdefault(stem, []).append(path)
+
+    def built_at(stem: str) -> float:
+        return max(path.stat().st_mtime for path in builds[stem])
+
+    older = sorted((stem for stem in builds if stem != keep), key=built_at, reverse=True)
+    candidates: set[str] = set()
+    for stem in older[KEPT_BUILDS - 1:]:
+        for path in builds[stem]:
+            if path.suffix == ".json":
+                candidates.update(Path(layer["path"]).name for layer in json.loads(path.read_text()).get("layers", []))
+            path.unlink(missing_ok=True)
     used = set()
     for meta in cache_dir().glob("*.json"):
         used.update(Path(layer["path"]).name for layer in json.loads(meta.read_text()).get("layers", []))

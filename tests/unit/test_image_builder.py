@@ -160,3 +160,24 @@ def test_the_real_nodes_name_the_images_that_are_not_built(tmp_path):
     for name, tool in (("operator", "TRAINING_OPERATOR_DIR"), ("trainer", "MNIST_SAMPLE_DIR")):
         assert f"mlplatform/{name} (files:" in out.stderr and f"({tool}) is not built" in out.stderr, out.stderr
     assert "build them with `make images`" in out.stderr, out.stderr
+
+
+def test_a_new_build_keeps_the_newest_older_ones_and_their_layers(tmp_path, monkeypatch):
+    """Clones on one machine share the cache: a build removes only builds older than the newest few."""
+    monkeypatch.setenv("MLPLATFORM_CACHE", str(tmp_path))
+    images = tmp_path / "images"
+    (images / "blobs").mkdir(parents=True)
+    tags = [f"{i:016x}" for i in range(build.KEPT_BUILDS + 2)]  # oldest first
+    for age, tag in enumerate(reversed(tags)):
+        (images / "blobs" / f"layer-{tag}").write_bytes(b"x")
+        (images / "blobs" / "shared").write_bytes(b"x")
+        layers = [{"path": str(images / "blobs" / f"layer-{tag}")}, {"path": str(images / "blobs" / "shared")}]
+        for suffix in (".json", ".oci.tar"):
+            path = images / f"trainer-{tag}{suffix}"
+            path.write_text(json.dumps({"layers": layers}) if suffix == ".json" else "archive")
+            os.utime(path, (1_000_000 - age, 1_000_000 - age))
+    build._prune(load("trainer"), keep=tags[-1])
+    kept = sorted(p.name.split(".")[0].removeprefix("trainer-") for p in images.glob("trainer-*.json"))
+    assert kept == tags[-build.KEPT_BUILDS:]
+    assert sorted(p.name for p in (images / "blobs").iterdir()) == sorted(
+        ["shared", *(f"layer-{tag}" for tag in tags[-build.KEPT_BUILDS:])])
