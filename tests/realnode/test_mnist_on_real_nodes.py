@@ -123,8 +123,11 @@ def run(stack: LocalStack, real: RealCluster) -> Run:
     killed["chief-0"] = kill_when(real, f"{JOB}-chief-0", rf"^(?:.*\n)*?(?:Saved checkpoint at step.*\n(?:.*\n)*?){{{saved + 1}}}",
                                   "a checkpoint after the worker's restart")
     wait_for(lambda: restarted(real, f"{JOB}-chief-0"), 120, "the killed chief's container restarted")
-    job = wait_for(lambda: (j := tfjob(real)) if condition(j, "Succeeded") or condition(j, "Failed") else None,
-                   TRAINING_TIMEOUT_S, "the TFJob finished", interval=5)
+    def finished() -> dict[str, Any] | None:
+        job = tfjob(real)
+        return job if condition(job, "Succeeded") or condition(job, "Failed") else None
+
+    job = wait_for(finished, TRAINING_TIMEOUT_S, "the TFJob finished", interval=5)
     pods_after = job_pods(real)
     logs = {name: log(real, name) for name in pods_after}
     return Run(pods, killed, logs, log(real, f"{JOB}-chief-0", "--previous"), job, pods_after)
