@@ -4,7 +4,8 @@ The e2e tests and `make bench-deploy` run the project's real entry points (`make
 `bin/pulumi`, `make down`) against this environment. Everything it creates lives under one
 temporary directory: the cluster's name, work directory and kubeconfig, the Pulumi state backend,
 PULUMI_HOME and the stack's config file, so a developer's own `make up` cluster and the repo's
-Pulumi.dev.yaml are never touched.
+stack files are never touched. The stack is the simulated one (Pulumi.kwok.yaml) unless a test
+gives its own `source`.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ class LocalStack:
     stack: str = "e2e"
     cluster_name: str = "mlplatform-e2e"
     extra_config: dict[str, Any] = field(default_factory=dict)
+    source: str = "Pulumi.kwok.yaml"  # the stack file whose config it starts from
     up_run: Run | None = None  # the `make up` that deployed it
 
     def __post_init__(self) -> None:
@@ -88,6 +90,8 @@ class LocalStack:
             "MLPLATFORM_CLUSTER_NAME": self.cluster_name,
             "MLPLATFORM_CLUSTER_DIR": str(self.cluster_dir),
             "MLPLATFORM_KUBECONFIG": str(self.kubeconfig),
+            # What bin/cluster makes nodes for and bin/render renders (`make up` passes it too).
+            "MLPLATFORM_STACK_CONFIG": str(self.config_file),
             "PULUMI_BACKEND_URL": f"file://{self.base / 'state'}",
             "PULUMI_HOME": str(self.base / "pulumi-home"),
             "PULUMI_CONFIG_PASSPHRASE": "mlplatform-e2e",
@@ -97,7 +101,7 @@ class LocalStack:
     # --- setup ---------------------------------------------------------------------------------
 
     def create_stack(self) -> None:
-        """The stack, created with the dev stack's config pointed at this cluster's kubeconfig.
+        """The stack, created with `source`'s config pointed at this cluster's kubeconfig.
 
         `pulumi stack init` writes the stack's config file (with its encryption salt) next to the
         Pulumi.yaml it finds, so it runs in a directory holding a copy of Pulumi.yaml; every
@@ -105,8 +109,8 @@ class LocalStack:
         """
         self.project_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / "Pulumi.yaml", self.project_dir / "Pulumi.yaml")
-        config = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())
-        # The dev stack's salt is for the local-dev passphrase; this stack has its own.
+        config = yaml.safe_load((ROOT / self.source).read_text())
+        # The example stacks' salt is for the local-dev passphrase; this stack has its own.
         config.pop("encryptionsalt", None)
         config["config"][f"{NAMESPACE}:cluster"]["kubeconfig"] = str(self.kubeconfig)
         for key, value in self.extra_config.items():

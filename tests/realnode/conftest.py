@@ -68,10 +68,9 @@ def destroy_stacks() -> None:
 
 
 def stack_config() -> dict[str, Any]:
-    """The dev stack's config as a `local` stack: what `make up` would deploy once the dev stack is local."""
+    """The dev stack's config (a `local` stack): what `make up` deploys."""
     dev = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]
     config = {key.removeprefix(f"{NAMESPACE}:"): copy.deepcopy(value) for key, value in dev.items()}
-    config["cluster"]["provider"] = "local"
     return config
 
 

@@ -58,22 +58,9 @@ def not_built() -> list[str]:
 
 
 POOL_LABEL = "mlplatform.dev/pool"
-# The test cluster's stack config: a CPU pool, and a GPU pool of two (simulated) GPUs per node
-# behind a taint, as the dev stack's pools are; `bin/cluster up --real` makes one node of each, with
-# no other taint (a `local` stack's pods run there: test_stack_on_real_nodes.py).
-STACK_CONFIG = """\
-config:
-  mlplatform:cluster:
-    provider: local
-    nodePools:
-      - name: cpu
-        labels:
-          hub.jupyter.org/node-purpose: user
-      - name: gpu
-        gpusPerNode: 2
-        taints:
-          - sku=gpu:NoSchedule
-"""
+# The test cluster is made for the dev stack's pools: a CPU pool, and a GPU pool of two
+# (simulated) GPUs per node behind a taint; `bin/cluster up --real` makes one node of each.
+STACK_CONFIG = ROOT / "Pulumi.dev.yaml"
 
 
 @dataclass
@@ -91,8 +78,7 @@ class RealCluster:
         self.kubeconfig = self.base / "kubeconfig"
         self.state_dir = self.cluster_dir / "clusters" / self.name
         self.nodes_dir = self.state_dir / "nodes"
-        self.stack_config = self.base / "Pulumi.realnode.yaml"
-        self.stack_config.write_text(STACK_CONFIG)
+        self.stack_config = STACK_CONFIG
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("KWOK_", "MLPLATFORM_NODES"))},
             "MLPLATFORM_CLUSTER_NAME": self.name,

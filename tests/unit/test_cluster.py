@@ -16,7 +16,7 @@ SECRET_SIG = "4dabf18193072939515e22adb298388d"
 
 
 def test_kwok_pools_become_simulated_nodes_with_labels_taints_and_gpu_capacity():
-    deployment = run_program(example_stack("dev"))
+    deployment = run_program(example_stack("kwok"))
     nodes = {r.inputs["metadata"]["name"]: r.inputs for r in deployment.of_type(NODE)}
     assert sorted(nodes) == ["cpu-0", "cpu-1", "gpu-0", "gpu-1"]
     gpu = nodes["gpu-0"]
@@ -69,7 +69,7 @@ def test_render_provider_writes_manifests_to_the_render_dir():
 
 
 def rendered_for(render_as):
-    config = example_stack("dev")
+    config = example_stack("kwok")
     config["cluster"] = {**config["cluster"], "provider": "render", **({"renderAs": render_as} if render_as else {})}
     return run_program(config)
 

@@ -158,7 +158,7 @@ def test_hub_loads_its_config_and_keeps_its_database_on_a_volume():
 
 
 def test_on_the_simulated_cluster_the_hub_database_binds_a_pre_made_volume():
-    objects = build(example_stack("dev")).objects()
+    objects = build(example_stack("kwok")).objects()
     claim = objects["jupyterhub-db"]
     assert claim["spec"]["storageClassName"] == ""
     (volume,) = [o for o in objects.values() if o["kind"] == "PersistentVolume"]
@@ -521,7 +521,7 @@ def test_each_user_gets_a_volume_of_the_configured_size_and_class():
 
 def test_on_the_simulated_cluster_homes_are_scratch_volumes():
     # Nothing provisions volumes there; a claim would keep user pods from being scheduled.
-    spawner = build(example_stack("dev")).document()["traits"]["KubeSpawner"]
+    spawner = build(example_stack("kwok")).document()["traits"]["KubeSpawner"]
     assert spawner["storage_pvc_ensure"] is False
     assert spawner["volumes"] == [{"name": "home", "emptyDir": {}}]
 

@@ -27,10 +27,17 @@ def test_dev_stack_gets_a_real_node_per_pool() -> None:
     nodes = {n["name"]: n for n in json.loads(out.stdout)}
     assert set(nodes) == {"real-cpu-0", "real-gpu-0"}
     assert nodes["real-cpu-0"]["labels"] == {"hub.jupyter.org/node-purpose": "user", "mlplatform.dev/pool": "cpu"}
-    # Beside kwok's nodes (the dev stack's provider), real nodes keep the stack's pods off.
+    assert nodes["real-gpu-0"]["taints"] == ["sku=gpu:NoSchedule"]
+    assert nodes["real-cpu-0"]["taints"] == []
+    assert (nodes["real-cpu-0"]["gpus"], nodes["real-gpu-0"]["gpus"]) == (0, 2)
+
+
+def test_beside_kwoks_nodes_real_nodes_keep_the_stacks_pods_off() -> None:
+    out = local_nodes(REPO / "Pulumi.kwok.yaml")
+    assert out.returncode == 0, out.stderr
+    nodes = {n["name"]: n for n in json.loads(out.stdout)}
     assert nodes["real-gpu-0"]["taints"] == ["sku=gpu:NoSchedule", "mlplatform.dev/node-kind=real:NoSchedule"]
     assert nodes["real-cpu-0"]["taints"] == ["mlplatform.dev/node-kind=real:NoSchedule"]
-    assert (nodes["real-cpu-0"]["gpus"], nodes["real-gpu-0"]["gpus"]) == (0, 1)
 
 
 def test_a_local_stacks_pods_run_on_the_real_nodes(tmp_path: Path) -> None:

@@ -302,7 +302,7 @@ def test_tensorboard_reads_the_shared_logs_and_exports_a_port_forward():
 
 
 def test_shared_volume_is_pre_bound_on_the_simulated_cluster():
-    deployment = run_program(example_stack("dev"))
+    deployment = run_program(example_stack("kwok"))
     volume = deployment.named("mlplatform-pv-mnist-distributed-mnist-data")
     assert volume.inputs["spec"]["claimRef"] == {"namespace": "mnist", "name": "distributed-mnist-data"}
     claim = deployment.named("mnist-data").inputs

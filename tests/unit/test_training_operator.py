@@ -107,7 +107,7 @@ def test_webhook_is_deployed_where_the_api_server_can_reach_the_operator():
 
 
 def test_simulated_cluster_has_no_webhook_the_api_server_could_not_reach():
-    deployment = run_program(example_stack("dev"))
+    deployment = run_program(example_stack("kwok"))
     # The configuration exists, for the operator's certificate rotator to find, but lists no webhook.
     (webhook,) = deployment.of_type("kubernetes:admissionregistration.k8s.io/v1:ValidatingWebhookConfiguration")
     assert webhook.inputs["metadata"]["name"] == "validator.training-operator.kubeflow.org"
