@@ -61,7 +61,8 @@ STACK ?= dev
 STACK_FLAGS = --stack $(STACK) $(if $(CONFIG_FILE),--config-file $(CONFIG_FILE))
 STACK_CONFIG = $(or $(CONFIG_FILE),Pulumi.$(STACK).yaml)
 
-# MLPLATFORM_NODES=real (opt-in, issue 12) adds real nodes (kubelet + containerd) to the cluster.
+# A stack whose cluster.provider is local (the dev stack) gets real nodes (kubelet + containerd, one
+# per pool); MLPLATFORM_NODES=real adds them beside kwok's to any other stack (STACK=kwok).
 up: venv images
 	tools/build.sh pulumi kube operator $$(if [ "$(MLPLATFORM_NODES)" = real ] || \
 	  [ "$$($(PY) -m stacks.local_nodes --provider $(STACK_CONFIG))" = local ]; then echo node; fi)
