@@ -46,6 +46,7 @@ class Run:
     """What the test saw of the job from its start to its end."""
 
     pods: dict[str, dict[str, Any]]  # name -> the pod while the job trained
+    services: dict[str, dict[str, Any]]  # name -> the spec of the job's Service, likewise
     killed: dict[str, str]  # replica ("worker-1", "chief-0") -> the pod UID whose process was killed
     logs: dict[str, str]  # pod name -> its log at the end (current container)
     previous_chief_log: str  # the chief's container that was killed
@@ -113,6 +114,8 @@ def run(stack: LocalStack, real: RealCluster) -> Run:
         return pods if set(pods) == names and all(p["status"].get("phase") == "Running" for p in pods.values()) else None
 
     pods = wait_for(running, 600, "the job's four pods Running", interval=2)
+    services = {s["metadata"]["name"]: s["spec"]
+                for s in real.get("services", "-n", NAMESPACE, "-l", f"{JOB_LABEL}={JOB}")["items"]}
     killed = {}
     # A worker, once the chief has evaluated once: the coordinator re-runs its steps elsewhere
     # and takes it back when it is up again.
@@ -130,7 +133,7 @@ def run(stack: LocalStack, real: RealCluster) -> Run:
     job = wait_for(finished, TRAINING_TIMEOUT_S, "the TFJob finished", interval=5)
     pods_after = job_pods(real)
     logs = {name: log(real, name) for name in pods_after}
-    return Run(pods, killed, logs, log(real, f"{JOB}-chief-0", "--previous"), job, pods_after)
+    return Run(pods, services, killed, logs, log(real, f"{JOB}-chief-0", "--previous"), job, pods_after)
 
 
 def tf_config(pod: dict[str, Any]) -> dict[str, Any]:
@@ -155,9 +158,8 @@ def test_four_pods_on_the_real_nodes_reach_each_other_by_the_operators_services(
     for role, pod in by_role.items():
         kind, index = role.rsplit("-", 1)
         assert tf_config(pod)["task"] == {"type": kind, "index": int(index)}, role
-    services = {s["metadata"]["name"]: s["spec"] for s in real.get("services", "-n", NAMESPACE, "-l", f"{JOB_LABEL}={JOB}")["items"]}
-    assert set(services) == set(run.pods), "one headless Service per replica"
-    assert all(s["clusterIP"] == "None" and s["ports"][0]["port"] == PORT for s in services.values()), services
+    assert set(run.services) == set(run.pods), "one headless Service per replica"
+    assert all(s["clusterIP"] == "None" and s["ports"][0]["port"] == PORT for s in run.services.values()), run.services
 
 
 def test_the_chief_reports_accuracy_above_the_floor(run: Run) -> None:
