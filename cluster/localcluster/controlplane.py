@@ -230,8 +230,11 @@ class ControlPlane:
         """The user's kubeconfig: a copy of kwokctl's (its certificates are named by path, inside
         the cluster's directory)."""
         self.paths.kubeconfig.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(self.admin_kubeconfig, self.paths.kubeconfig)
-        self.paths.kubeconfig.chmod(0o600)
+        # Readable by its owner only from the first byte: it signs in as the cluster's admin.
+        target = os.open(self.paths.kubeconfig, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(target, 0o600)
+        with os.fdopen(target, "wb") as out:
+            out.write(self.admin_kubeconfig.read_bytes())
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
