@@ -209,6 +209,19 @@ def test_status_of_a_stopped_cluster_names_each_stopped_component(tmp_path: Path
     assert out.stderr.splitlines() == [f"control-plane {name}: stopped" for name in COMPONENTS]
 
 
+def test_status_of_a_cluster_whose_real_nodes_were_never_made_is_stopped(tmp_path: Path) -> None:
+    """A cluster created for real nodes whose first node failed to come up: `up` makes them."""
+    paths = ClusterPaths.from_environment(cluster_env(tmp_path))
+    paths.nodes_dir.mkdir(parents=True)
+    (paths.cluster_dir / "kwok.yaml").write_text("")
+    out = bin_cluster(tmp_path, "status")
+    assert (out.returncode, out.stdout) == (3, "stopped\n"), out.stderr
+    lines = out.stderr.splitlines()
+    assert lines[:len(COMPONENTS)] == [f"control-plane {name}: stopped" for name in COMPONENTS]
+    assert "cluster network: stopped" in lines and "cluster egress: stopped" in lines, out.stderr
+    assert "cluster nodes: none (`bin/cluster up` creates them)" in lines, out.stderr
+
+
 def test_no_command_prints_the_usage(tmp_path: Path) -> None:
     out = bin_cluster(tmp_path)
     assert out.returncode == 2
