@@ -1,204 +1,187 @@
-"""Command line for the local cluster's real nodes; `bin/cluster` calls it.
+"""Usage: bin/cluster up [--real] | down | status | kubectl ARGS...
+  up       start the cluster, or reuse it when it runs, or restart what died; then wait until
+           the API server is ready and write the kubeconfig. --real (or MLPLATFORM_NODES=real)
+           also starts real nodes (containerd + kubelet, one per node pool of the stack), opt-in
+  down     stop every process of the cluster and remove its state and kubeconfig
+  status   print running | stopped | absent (exit 0 | 3 | 4), and each part's state on stderr
+  kubectl  the tools cache's kubectl against this cluster
 
-    python3 -m localcluster check         --nodes-dir DIR
-    python3 -m localcluster egress-config --nodes-dir DIR
-    python3 -m localcluster up            --nodes-dir DIR --kubeconfig ADMIN_KUBECONFIG --nodes-file FILE
-    python3 -m localcluster down          --nodes-dir DIR [--keep-node-objects]
-    python3 -m localcluster status        --nodes-dir DIR
+The local cluster that the dev stack deploys to (`make up` / `make down`), in two parts run in
+this order (and stopped in the reverse one):
 
-`check` says what this machine lacks for real nodes (exit 1), before anything starts.
-`egress-config` writes the API server's egress selector configuration for a new cluster (the
-API server reaches the nodes through egress.py) and prints its path.
-`up` starts the cluster's network and egress proxy, creates the nodes of FILE (JSON, as
-`python -m stacks.local_nodes` writes it for a stack's node pools) that do not exist yet, starts
-what is not running of those that do, and waits until every node is Ready; then CoreDNS and the
-cluster-wide parts (cluster_parts: storage, the service load balancer). `down` stops the
-cluster-wide parts, then the nodes, then what they share. `status` prints one line per part and
-exits 0 when all run, 3 otherwise, 4 when there are no nodes.
+    control plane  etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok,
+                   started by kwokctl                                       (controlplane.py)
+    real nodes     opt-in: what they share, then each node's parts          (nodes.py, node.py)
+
+Where (each overridable from the environment, so tests and benchmarks run a second cluster
+beside a developer's without touching it; the defaults are in cluster/local.env):
+MLPLATFORM_CLUSTER_NAME (kwok's cluster name), MLPLATFORM_CLUSTER_DIR (kwok's work directory),
+MLPLATFORM_KUBECONFIG (the kubeconfig written for the cluster; the Pulumi program reads it too),
+MLPLATFORM_STACK_CONFIG (the stack config whose node pools real nodes are made for; default
+Pulumi.dev.yaml). A cluster that has real nodes keeps them: a later `up` restarts what died of
+them, `status` reports them, `down` removes them first.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import re
-import shutil
+import os
 import subprocess
 import sys
-from pathlib import Path
+import traceback
+from collections.abc import Mapping
 
-from . import dns, egress, images, preflight
-from .gpuplugin import SIMULATED_LABEL
-from .network import ClusterNetwork
-from .node import Node
-from .process import Daemon, wait_for
-from .servicelb import ServiceLB
-from .settings import NodeSettings, NodeSpec, cluster_netns, tools
-from .storage import Storage
+from . import images
+from .controlplane import ControlPlane, log
+from .nodes import RealNodes
+from .settings import REPO, ClusterPaths, tools
 
-# Every real node carries this label (the nodes file says which taints: stacks/local_nodes.py).
-REAL_NODE_LABEL = "mlplatform.dev/node-kind"
+USAGE = __doc__.split("\n\n")[0]
+VENV_PYTHON = REPO / ".venv" / "bin" / "python"
 
 
-def specs(nodes_file: Path) -> list[NodeSpec]:
-    """The nodes FILE asks for, each with the real-node label, and GPU nodes labelled simulated."""
-    found = []
-    for node in json.loads(nodes_file.read_text()):
-        labels = {**node["labels"], REAL_NODE_LABEL: "real"}
-        if node["gpus"]:
-            labels[SIMULATED_LABEL[0]] = SIMULATED_LABEL[1]
-        found.append(NodeSpec(node["name"], labels, tuple(node["taints"]), node["gpus"]))
-    return found
-
-
-class ClusterParts:
-    """What the nodes share: the network namespace linking them and the API server's egress proxy."""
-
-    def __init__(self, nodes_dir: Path):
-        self.network = ClusterNetwork(cluster_netns(nodes_dir))
-        self.egress = Daemon(
-            "egress",
-            [sys.executable, "-m", "localcluster.egress", str(egress.socket_path(nodes_dir)), str(nodes_dir)],
-            nodes_dir,
-            env={"PYTHONPATH": str(Path(__file__).resolve().parents[1])},
-        )
-
-    def parts(self) -> dict[str, object]:
-        return {"network": self.network, "egress": self.egress}
-
-
-def api_port(kubeconfig: Path) -> int:
-    match = re.search(r"server:\s*https://127\.0\.0\.1:(\d+)", kubeconfig.read_text())
-    if not match:
-        raise SystemExit(f"localcluster: {kubeconfig} names no API server on 127.0.0.1")
-    return int(match.group(1))
-
-
-def api_address(kubectl: Path, kubeconfig: Path) -> str:
-    """The API server's advertised address, as its `kubernetes` EndpointSlice has it."""
-    out = subprocess.run([str(kubectl), "--kubeconfig", str(kubeconfig), "get", "endpointslice", "-n", "default",
-                          "kubernetes", "-o", "jsonpath={.endpoints[0].addresses[0]}"],
-                         check=True, capture_output=True, text=True)
-    return out.stdout.strip()
-
-
-REAL_NODES_ONLY = {"node_selector": {REAL_NODE_LABEL: "real"},
-                   "tolerations": [{"key": REAL_NODE_LABEL, "operator": "Exists", "effect": "NoSchedule"}]}
-
-
-def cluster_parts(nodes_dir: Path, t: dict[str, str], kubeconfig: Path | None = None,
-                  helper_image: str = "") -> dict[str, Storage | ServiceLB]:
-    """The parts of the cluster as a whole, beside its nodes; their state in the cluster's directory.
-    kubeconfig and helper_image are needed to start them only (down and status go without)."""
-    cluster_dir = nodes_dir.parent
-    return {
-        "storage": Storage(cluster_dir / "storage", cluster_dir / "volumes", t, kubeconfig, helper_image,
-                           **REAL_NODES_ONLY),
-        "servicelb": ServiceLB(cluster_dir / "servicelb", nodes_dir, Path(t["KUBERNETES_DIR"]) / "bin" / "kubectl",
-                               kubeconfig),
-    }
-
-
-def existing(nodes_dir: Path) -> list[NodeSettings]:
-    return [NodeSettings.load(p.parent) for p in sorted(nodes_dir.glob("*/node.json"))]
-
-
-def log(msg: str) -> None:
-    print(f"localcluster: {msg}", file=sys.stderr)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="localcluster")
-    parser.add_argument("command", choices=("check", "egress-config", "up", "down", "status"))
-    parser.add_argument("--nodes-dir", type=Path, required=True)
-    parser.add_argument("--kubeconfig", type=Path, help="the control plane's admin kubeconfig (up)")
-    parser.add_argument("--nodes-file", type=Path, help="the nodes to create (up; JSON from stacks.local_nodes)")
-    parser.add_argument("--keep-node-objects", action="store_true",
-                        help="down: leave the Node objects (the control plane goes away anyway)")
-    args = parser.parse_args(argv)
+def main(argv: list[str], environ: Mapping[str, str] = os.environ) -> int:
+    command, args = (argv[0], argv[1:]) if argv else ("", [])
+    if command not in ("up", "down", "status", "kubectl"):
+        print(USAGE, file=sys.stderr)
+        return 2
+    paths = ClusterPaths.from_environment(environ)
     t = tools()
-    nodes_dir = args.nodes_dir.resolve()
-    if args.command == "egress-config":
-        print(egress.write_config(nodes_dir))
-        return 0
-    shared = ClusterParts(nodes_dir)
+    control_plane = ControlPlane(paths, t)
+    nodes = RealNodes(paths.nodes_dir, t)
+    if command == "up":
+        return up(control_plane, nodes, args, environ)
+    if command == "down":
+        return down(control_plane, nodes)
+    if command == "status":
+        return status(control_plane, nodes)
+    require_tools(control_plane)
+    os.execv(control_plane.kubectl, [str(control_plane.kubectl), "--kubeconfig", str(paths.kubeconfig), *args])
 
-    if args.command in ("check", "up"):
-        if found := preflight.problems(t):
-            log("real nodes cannot run on this machine; missing:")
-            for problem in found:
-                log(f"  - {problem}")
-            log("the simulated mode (`bin/cluster up` without --real, `make up`) still works")
+
+def up(control_plane: ControlPlane, nodes: RealNodes, args: list[str], environ: Mapping[str, str]) -> int:
+    require_tools(control_plane)
+    real = wants_real_nodes(control_plane.paths, nodes, args, environ)
+    if real:
+        # Before anything starts: what this machine lacks for real nodes, and the platform's images
+        # (images/), which every node imports: each one built, or which is not and that
+        # `make images` builds it, before a pod could wait for an image.
+        if not nodes.check():
             return 1
-        if args.command == "check":
-            return 0
-        if args.kubeconfig is None or args.nodes_file is None:
-            parser.error("up needs --kubeconfig and --nodes-file")
-        known = {s.spec.name: s for s in existing(nodes_dir)}
-        port = api_port(args.kubeconfig)
-        kubectl = Path(t["KUBERNETES_DIR"]) / "bin" / "kubectl"
-        address = api_address(kubectl, args.kubeconfig)
-        shared.network.start()
-        nodes = []
-        for spec in specs(args.nodes_file):
-            settings = known.get(spec.name)
-            if settings is None:
-                index = min(set(range(len(known) + 1)) - {s.index for s in known.values()})
-                settings = NodeSettings.create(spec, index, nodes_dir, args.kubeconfig.resolve(), port, address)
-                settings.save()
-                known[spec.name] = settings
-            node = Node(settings, t)
-            started = node.up()
-            nodes.append(node)
-            log(f"node {spec.name} Ready" + (f" (started: {', '.join(started)})" if started else " (reused)"))
-        for node in nodes:
-            node.network.route_to(list(known.values()))
-        if not shared.egress.alive():
-            shared.egress.start()
-        coredns, _ = images.coredns_image(t, nodes[0].settings.state_dir / "images")
-        dns.apply(kubectl, args.kubeconfig, dns.manifests(coredns, address, port, **REAL_NODES_ONLY))
-        wait_for("CoreDNS available", lambda: dns.ready(kubectl, args.kubeconfig), 120)
-        log("CoreDNS available (kube-system/coredns, Service kube-dns " + dns.DNS_SERVICE_IP + ")")
-        busybox, _ = images.busybox_image(nodes[0].settings.state_dir / "images")
-        for name, part in cluster_parts(nodes_dir, t, args.kubeconfig.resolve(), busybox).items():
-            started = not part.alive()
-            if started:
-                part.start()
-            wait_for(f"{name} ready", part.ready, 60, part.daemon.log_file)
-            log(f"{name} running" + (" (started)" if started else " (reused)"))
-        return 0
+        try:
+            images.platform_images()
+        except images.ImagesNotBuilt as error:
+            print(f"localcluster: {error}", file=sys.stderr)
+            return 1
+    state = "created"
+    if control_plane.exists():
+        state = "reused"
+        # A component that died (or hangs, or whose pid now names another program after a
+        # reboot) would leave the cluster half-working. Restart all of it: the objects are in
+        # etcd's data directory and survive; starting five processes takes seconds.
+        if not control_plane.healthy():
+            state = "restarted"
+            log(f"cluster '{control_plane.name}' is not running fully (a component died or does not answer): "
+                "restarting it")
+            control_plane.stop()
+            if taken := control_plane.taken_port():
+                raise SystemExit(f"bin/cluster: cannot restart cluster '{control_plane.name}': its port {taken} is "
+                                 "now used by another program. Recreate the cluster on new ports with "
+                                 "`make down && make up` (its objects are deployed again).")
+        if control_plane.config_changed():
+            log("warning: cluster/ or the tool versions changed since this cluster was created;")
+            log("         run `make down && make up` to recreate it with the new configuration")
+    wanted = stack_nodes(control_plane.paths) if real else []
+    extra_args: tuple[str, ...] = ()
+    if state == "created" and real:
+        # Nothing routes from the API server to the nodes' namespaces: it reaches kubelets, pods
+        # and Services through the nodes' egress proxy (egress.py). It signs in to the kubelets
+        # with kwokctl's admin certificate (the kubelets trust the cluster's CA and ask the API
+        # server whether that user may).
+        pki = control_plane.dir / "pki"
+        extra_args = ("--extra-args", f"kube-apiserver=egress-selector-config-file={nodes.egress_config()}",
+                      "--extra-args", f"kube-apiserver=kubelet-client-certificate={pki / 'admin.crt'}",
+                      "--extra-args", f"kube-apiserver=kubelet-client-key={pki / 'admin.key'}")
+    control_plane.start(real, extra_args)
+    if state == "restarted":
+        control_plane.release_node_leases(real)
+    control_plane.write_kubeconfig()
+    control_plane.wait_ready()
+    if real:
+        try:
+            nodes.up(control_plane.admin_kubeconfig, wanted)
+        except (RuntimeError, ValueError, OSError, subprocess.CalledProcessError):
+            traceback.print_exc()
+            raise SystemExit(f"bin/cluster: the real nodes did not come up (logs: {nodes.dir}/*/logs/); "
+                             "`bin/cluster down` removes them")
+    log(f"cluster '{control_plane.name}' ready ({state}): kubeconfig {control_plane.paths.kubeconfig}, "
+        f"server {control_plane.server()}")
+    return 0
 
-    nodes = existing(nodes_dir)
-    if args.command == "down":
-        # The load balancer's listeners and the volumes first: they serve the nodes' pods.
-        for name, part in cluster_parts(nodes_dir, t).items():
-            part.stop()
-            log(f"{name} removed")
-        for settings in nodes:
-            Node(settings, t).down(deregister=not args.keep_node_objects)
-            log(f"node {settings.spec.name} removed")
-        shared.egress.stop()
-        shared.network.stop()
-        for leftover in (egress.socket_path(nodes_dir), nodes_dir / "egress-selector.yaml"):
-            leftover.unlink(missing_ok=True)
-        shutil.rmtree(nodes_dir / "logs", ignore_errors=True)
-        if nodes_dir.is_dir() and not any(nodes_dir.iterdir()):
-            nodes_dir.rmdir()
-        return 0
 
-    if not nodes:
+def down(control_plane: ControlPlane, nodes: RealNodes) -> int:
+    # Real nodes first, while the API server still answers (their Node objects go with them).
+    if nodes.exist():
+        nodes.down(deregister=control_plane.healthy())
+    control_plane.delete()
+    log(f"cluster '{control_plane.name}' removed")
+    return 0
+
+
+def status(control_plane: ControlPlane, nodes: RealNodes) -> int:
+    if not control_plane.exists():
         print("absent")
         return 4
-    all_running = True
-    states = [("cluster", part, "running" if p.alive() else "stopped") for part, p in shared.parts().items()]
-    for settings in nodes:
-        states += [(settings.spec.name, part, state) for part, state in Node(settings, t).status().items()]
-    states += [("cluster", name, part.status()) for name, part in cluster_parts(nodes_dir, t).items()]
+    states = [("control-plane", part, state) for part, state in control_plane.status().items()]
+    if nodes.exist():
+        states += nodes.status()
     for owner, part, state in states:
-        print(f"{owner} {part}: {state}")
-        all_running &= state.startswith("running")
-    return 0 if all_running else 3
+        print(f"{owner} {part}: {state}", file=sys.stderr)
+    running = all(state.startswith("running") for _, _, state in states)
+    print("running" if running else "stopped")
+    return 0 if running else 3
+
+
+def require_tools(control_plane: ControlPlane) -> None:
+    if missing := control_plane.missing_tools():
+        raise SystemExit(f"bin/cluster: {os.path.basename(missing[0])} is not built ({missing[0]}). "
+                         "Run `tools/build.sh kube` once (or `make up`, which does).")
+
+
+def wants_real_nodes(paths: ClusterPaths, nodes: RealNodes, args: list[str], environ: Mapping[str, str]) -> bool:
+    mode = environ.get("MLPLATFORM_NODES") or "simulated"
+    for arg in args:
+        if arg != "--real":
+            raise SystemExit(f"bin/cluster: unknown option to up: {arg} (usage: bin/cluster up [--real])")
+        mode = "real"
+    if mode not in ("real", "simulated"):
+        raise SystemExit(f"bin/cluster: MLPLATFORM_NODES={mode}: must be real or simulated")
+    # A cluster that has real nodes keeps them; a `local` stack (cluster.provider local) runs its
+    # pods on real nodes, so it gets them unasked.
+    return mode == "real" or nodes.exist() or stack_provider(paths) == "local"
+
+
+def stack_provider(paths: ClusterPaths) -> str:
+    """The stack config's cluster.provider, as the typed settings read it ("" without the virtualenv)."""
+    if not (VENV_PYTHON.is_file() and paths.stack_config.is_file()):
+        return ""
+    out = subprocess.run([str(VENV_PYTHON), "-m", "stacks.local_nodes", "--provider", str(paths.stack_config)],
+                         cwd=REPO, capture_output=True, text=True)
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def stack_nodes(paths: ClusterPaths) -> list[dict]:
+    """The real nodes of the stack's pools (stacks/local_nodes.py reads its config with the typed settings)."""
+    failed = (f"bin/cluster: cannot make real nodes for {paths.stack_config} (above); "
+              "run `make venv` first if .venv is missing")
+    if not VENV_PYTHON.is_file():
+        raise SystemExit(failed)
+    out = subprocess.run([str(VENV_PYTHON), "-m", "stacks.local_nodes", str(paths.stack_config)],
+                         cwd=REPO, stdout=subprocess.PIPE, text=True)
+    if out.returncode != 0:
+        raise SystemExit(failed)
+    return json.loads(out.stdout)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(sys.argv[1:]))

@@ -42,6 +42,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .ports import listeners
 from .process import Daemon
 from .record import RUN_DIR, change
 from .relay import join, made_in
@@ -69,13 +70,8 @@ def log(msg: str) -> None:
 
 
 def loopback_listeners() -> set[str]:
-    """Addresses of 127.0.0.0/8 that some TCP socket of this machine listens on (/proc/net/tcp)."""
-    found = set()
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        local, state = line.split()[1], line.split()[3]
-        if state == "0A":  # LISTEN
-            found.add(socket.inet_ntoa(bytes.fromhex(local.split(":")[0])[::-1]))
-    return {a for a in found if a.startswith("127.")}
+    """Addresses of 127.0.0.0/8 that some TCP socket of this machine listens on."""
+    return {listener.address for listener in listeners() if listener.address.startswith("127.")}
 
 
 class LoopbackBlocks:

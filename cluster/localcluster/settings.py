@@ -1,15 +1,22 @@
-"""Where a real node's files, tools and names come from: one frozen record per node."""
+"""Where the cluster's and its real nodes' files, tools and names come from: the cluster's
+places (ClusterPaths, from the environment and cluster/local.env) and one frozen record per node."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 MAX_STATE_DIR = 64
+
+# What the control plane runs (`tools/build.sh kube`), as tools/versions.sh names it.
+CONTROL_PLANE_TOOLS = ("KUBERNETES_DIR", "ETCD_DIR", "KWOK_DIR")
+CONTROL_PLANE_VERSIONS = ("KUBERNETES_VERSION", "ETCD_VERSION", "KWOK_VERSION")
 
 # The tools a node runs, as tools/versions.sh names their directories (the pins are versions.env's).
 TOOL_DIRS = (
@@ -29,16 +36,60 @@ TOOL_DIRS = (
 )
 
 
-def tools() -> dict[str, str]:
-    """The tool directories and versions, as tools/versions.sh (which bin/cluster sources too) has them."""
-    script = f'. "{REPO}/tools/versions.sh"; ' + "; ".join(f'printf "%s=%s\\n" {n} "${n}"' for n in TOOL_DIRS)
-    out = subprocess.run(["bash", "-c", script], check=True, capture_output=True, text=True).stdout
+def sourced(script: Path, names: tuple[str, ...]) -> dict[str, str]:
+    """The variables NAMES as bash has them after sourcing SCRIPT: the pins and places are written
+    for bash (tools/versions.sh, cluster/local.env) and read from there, never copied."""
+    command = f'. "{script}"; ' + "; ".join(f'printf "%s=%s\\n" {n} "${n}"' for n in names)
+    out = subprocess.run(["bash", "-c", command], check=True, capture_output=True, text=True).stdout
     return dict(line.split("=", 1) for line in out.splitlines())
 
 
-def missing_tools(t: dict[str, str]) -> list[str]:
-    """Tool directories without the .stamp that tools/build.sh writes last."""
-    return [t[k] for k in TOOL_DIRS if k.endswith("_DIR") and not (Path(t[k]) / ".stamp").is_file()]
+def tools() -> dict[str, str]:
+    """The tool directories and versions, as tools/versions.sh has them."""
+    return sourced(REPO / "tools" / "versions.sh", CONTROL_PLANE_TOOLS + CONTROL_PLANE_VERSIONS + TOOL_DIRS)
+
+
+def missing_tools(t: dict[str, str], names: tuple[str, ...] = TOOL_DIRS) -> list[str]:
+    """Tool directories (a node's, unless NAMES says which) without the .stamp that tools/build.sh writes last."""
+    return [t[k] for k in names if k.endswith("_DIR") and not (Path(t[k]) / ".stamp").is_file()]
+
+
+@dataclass(frozen=True)
+class ClusterPaths:
+    """Where one local cluster lives. The defaults are cluster/local.env's; each has a variable that
+    moves it, so tests and benchmarks run a cluster of their own beside a developer's."""
+
+    name: str
+    workdir: Path  # kwok's work directory (KWOK_WORKDIR): its clusters and caches
+    kubeconfig: Path  # the kubeconfig written for the cluster; the Pulumi program reads it too
+    stack_config: Path  # the stack whose node pools real nodes are made for
+
+    @staticmethod
+    def from_environment(environ: Mapping[str, str] = os.environ) -> ClusterPaths:
+        defaults = sourced(REPO / "cluster" / "local.env",
+                           ("LOCAL_CLUSTER_NAME", "LOCAL_CLUSTER_DIR", "LOCAL_KUBECONFIG"))
+
+        def path(variable: str, default: str) -> Path:
+            # Relative paths are the repository's, wherever bin/cluster runs from.
+            return (REPO / (environ.get(variable) or default)).resolve()
+
+        return ClusterPaths(
+            name=environ.get("MLPLATFORM_CLUSTER_NAME") or defaults["LOCAL_CLUSTER_NAME"],
+            workdir=path("MLPLATFORM_CLUSTER_DIR", defaults["LOCAL_CLUSTER_DIR"]),
+            kubeconfig=path("MLPLATFORM_KUBECONFIG", defaults["LOCAL_KUBECONFIG"]),
+            # `make up` passes its STACK's config file.
+            stack_config=path("MLPLATFORM_STACK_CONFIG", "Pulumi.dev.yaml"),
+        )
+
+    @property
+    def cluster_dir(self) -> Path:
+        """kwok's directory for the cluster: configuration, PKI, etcd's data, pid files, logs."""
+        return self.workdir / "clusters" / self.name
+
+    @property
+    def nodes_dir(self) -> Path:
+        """The real nodes' state; there only while the cluster has real nodes."""
+        return self.cluster_dir / "nodes"
 
 
 def pause_image(t: dict[str, str]) -> tuple[str, Path]:

@@ -26,10 +26,9 @@ from localcluster.kubelet import KUBELET_SYSCTLS, Sysctls, read_sysctl  # noqa: 
 from localcluster.mounts import MACHINE_PATHS  # noqa: E402
 from localcluster.record import RUN_DIR  # noqa: E402
 from localcluster.servicelb import LoopbackBlocks, loopback_listeners  # noqa: E402
-from localcluster.settings import NodeSettings, cluster_netns, missing_tools, tools  # noqa: E402
+from localcluster.settings import CONTROL_PLANE_TOOLS, NodeSettings, cluster_netns, missing_tools, tools  # noqa: E402
 from polling import wait_for  # noqa: E402,F401  (the tests import it from here)
 
-CLUSTER_TOOLS = ("KUBERNETES_DIR", "ETCD_DIR", "KWOK_DIR")
 # Held by a test session for as long as its real cluster lives: two sessions on one machine (two
 # clones, a helper's and CI's) take turns instead of sharing the machine's kernel settings and CPU.
 MACHINE_LOCK = Path("/tmp/mlplatform-real-node-tests.lock")
@@ -52,9 +51,8 @@ def sysctls_before_kubelets() -> dict[str, str]:
 
 
 def not_built() -> list[str]:
-    script = f'. "{ROOT}/tools/versions.sh"; ' + "; ".join(f'echo "${n}"' for n in CLUSTER_TOOLS)
-    dirs = subprocess.run(["bash", "-c", script], check=True, capture_output=True, text=True).stdout.split()
-    return [d for d in dirs if not Path(d, ".stamp").is_file()] + missing_tools(tools())
+    t = tools()
+    return missing_tools(t, CONTROL_PLANE_TOOLS) + missing_tools(t)
 
 
 POOL_LABEL = "mlplatform.dev/pool"
