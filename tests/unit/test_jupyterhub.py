@@ -535,6 +535,22 @@ def test_idle_culler_is_a_hub_managed_service_with_its_own_role():
     assert role["scopes"] == ["list:users", "read:users:activity", "read:servers", "delete:servers"]
 
 
+def test_with_the_default_timeout_activity_reaches_the_hub_every_five_minutes():
+    document = build(dev(cullIdleSeconds=3600)).document()
+    assert document["traits"]["JupyterHub"]["last_activity_interval"] == 300
+    assert document["traits"]["KubeSpawner"]["environment"] == {"JUPYTERHUB_ACTIVITY_INTERVAL": "300"}
+
+
+def test_a_short_timeout_is_checked_often_and_hears_of_activity_in_time():
+    """Activity reported every 300 s and a check every 600 s would cull a busy server after 60 s,
+    and an idle one only after ten minutes."""
+    document = build(dev(cullIdleSeconds=60)).document()
+    (service,) = document["managedServices"]
+    assert service["args"] == ["--timeout=60", "--cull-every=30"], service
+    assert document["traits"]["JupyterHub"]["last_activity_interval"] == 20
+    assert document["traits"]["KubeSpawner"]["environment"] == {"JUPYTERHUB_ACTIVITY_INTERVAL": "20"}
+
+
 def test_culling_defaults_to_an_hour():
     config = example_stack("dev")
     config["jupyterhub"].pop("cullIdleSeconds", None)
