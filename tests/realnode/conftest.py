@@ -8,7 +8,6 @@ summary says so; a machine that lacks a kernel feature fails them, naming what i
 
 from __future__ import annotations
 
-import copy
 import os
 import shutil
 import tempfile
@@ -17,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from e2e.local_stack import NAMESPACE, ROOT, LocalStack
+from e2e.local_stack import LocalStack
 from real_cluster import RealCluster, machine_lock, not_built, sysctls_before_kubelets
+from realnode_stack import stack_config
 
 SKIPPED_BECAUSE: list[str] = []
 
@@ -65,14 +64,6 @@ DEPLOYED: list[LocalStack] = []
 def destroy_stacks() -> None:
     while DEPLOYED:
         DEPLOYED.pop().pulumi("destroy", "--yes", check=False, timeout=600)
-
-
-def stack_config() -> dict[str, Any]:
-    """The dev stack's config as a `local` stack: what `make up` would deploy once the dev stack is local."""
-    dev = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]
-    config = {key.removeprefix(f"{NAMESPACE}:"): copy.deepcopy(value) for key, value in dev.items()}
-    config["cluster"]["provider"] = "local"
-    return config
 
 
 @pytest.fixture(scope="session")
