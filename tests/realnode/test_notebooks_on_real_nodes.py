@@ -31,7 +31,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -133,10 +132,15 @@ class Hub:
         its activity is reported now. Returns its pod."""
         if user != USER:  # the admin makes the hub user for a server of someone who never signed in
             self.api("POST", f"/users/{user}", ok=(201, 409))
-        server = self.server(user)
-        if server is None:
-            self.api("POST", f"/users/{user}/server", body={"profile": profile}, ok=(201, 202))
-        wait_for(lambda: (s := self.server(user)) and s["ready"], START_TIMEOUT, f"{user}'s server ready", interval=2)
+
+        def ready() -> bool:
+            server = self.server(user)
+            if server is None:  # never started, stopped, or culled (once a stop in progress is over)
+                self.api("POST", f"/users/{user}/server", body={"profile": profile}, ok=(201, 202))
+                return False
+            return server["ready"]
+
+        wait_for(ready, START_TIMEOUT, f"{user}'s server ready", interval=2)
         self.report_activity(user)
         return self.real.get("pod", "-n", NAMESPACE, pod_name(user))
 
@@ -336,7 +340,13 @@ def test_a_kernel_on_the_users_server_imports_tensorflow_and_computes(browser_ru
     assert status == 201, f"starting a kernel: HTTP {status}: {kernel}"
     try:
         # The kernel answers once it has started; until then the server queues the request.
-        stdout, reply = asyncio.run(execute(hub, USER, kernel["id"], TENSORFLOW_CODE, timeout=240))
+        # A loop of its own, never made the thread's current one: asyncio.run would leave the
+        # main thread without one for the tests after this (which ask asyncio for it).
+        loop = asyncio.new_event_loop()
+        try:
+            stdout, reply = loop.run_until_complete(execute(hub, USER, kernel["id"], TENSORFLOW_CODE, timeout=240))
+        finally:
+            loop.close()
     finally:
         hub.request("DELETE", f"/user/{USER}/api/kernels/{kernel['id']}", token)
     assert reply["status"] == "ok", reply
