@@ -663,8 +663,8 @@ class JupyterHub(pulumi.ComponentResource):
         """Who may talk to whom.
 
         User servers: reached by the hub and the proxy only; they reach the hub's API, the proxy,
-        the cluster DNS, and the internet — every address outside the private, shared and
-        link-local ranges (NON_INTERNET_RANGES). That excludes other users' pods, in-cluster
+        the cluster DNS, and the internet — every globally reachable address, none of the
+        private, shared, link-local or reserved ranges (NON_INTERNET_RANGES). That excludes other users' pods, in-cluster
         Services (the API server's `kubernetes` Service included), nodes and cloud metadata. A
         managed control plane with a public address (an AKS cluster without private API) counts as
         internet; user pods carry no service account token, so it only ever sees anonymous calls.

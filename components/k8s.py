@@ -21,15 +21,27 @@ KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 
 GPU_RESOURCE = "nvidia.com/gpu"
 
-# Where user servers and training pods may not connect: every private, shared and link-local
-# range, so the pod and service networks (other users, the Kubernetes API's in-cluster address),
-# the nodes and cloud metadata endpoints (169.254.169.254) are out of reach, while the internet is not.
+# Where user servers and training pods may not connect: every IPv4 range that is not globally
+# reachable (IANA's special-purpose registry), so the pod and service networks (other users, the
+# Kubernetes API's in-cluster address), the nodes and cloud metadata endpoints (169.254.169.254)
+# are out of reach, while the internet is not. Not only the private ones: an API server may be
+# advertised at a reserved address (the local cluster's is 192.0.2.2, TEST-NET-1), and the
+# `kubernetes` Service's traffic is checked against that endpoint once kube-proxy has translated it.
 NON_INTERNET_RANGES = (
-    "10.0.0.0/8",
-    "172.16.0.0/12",
-    "192.168.0.0/16",
-    "100.64.0.0/10",
-    "169.254.0.0/16",
+    "0.0.0.0/8",  # "this network"
+    "10.0.0.0/8",  # private
+    "100.64.0.0/10",  # shared address space (carrier-grade NAT)
+    "127.0.0.0/8",  # loopback
+    "169.254.0.0/16",  # link-local, cloud metadata
+    "172.16.0.0/12",  # private
+    "192.0.0.0/24",  # IETF protocol assignments
+    "192.0.2.0/24",  # TEST-NET-1 (documentation)
+    "192.168.0.0/16",  # private
+    "198.18.0.0/15",  # benchmarking
+    "198.51.100.0/24",  # TEST-NET-2
+    "203.0.113.0/24",  # TEST-NET-3
+    "224.0.0.0/4",  # multicast
+    "240.0.0.0/4",  # reserved, and the broadcast address
 )
 DNS_PORTS = [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
 # The cluster DNS pods: CoreDNS keeps the kube-dns label on kubeadm, AKS, EKS and GKE.

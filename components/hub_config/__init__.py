@@ -69,7 +69,12 @@ COOKIE_SECRET_ENV = "JPY_COOKIE_SECRET"
 OAUTH_CLIENT_SECRET_ENV = "OAUTH_CLIENT_SECRET"
 
 CULLER_SERVICE = "jupyterhub-idle-culler"
-CULL_EVERY_SECONDS = 600  # as Zero to JupyterHub: check every 10 minutes
+CULL_EVERY_SECONDS = 600  # as Zero to JupyterHub: check every 10 minutes (at most)
+# How often the hub learns of a server's activity: the proxy's routes are read every
+# `JupyterHub.last_activity_interval`, and jupyterhub-singleuser posts its own activity every
+# $JUPYTERHUB_ACTIVITY_INTERVAL; both are 300 s by default.
+ACTIVITY_INTERVAL_SECONDS = 300
+ACTIVITY_INTERVAL_ENV = "JUPYTERHUB_ACTIVITY_INTERVAL"
 # What jupyterhub-idle-culler needs (its README): find users and their servers' last activity,
 # and stop servers. Nothing more: it does not delete users.
 CULLER_SCOPES = ("list:users", "read:users:activity", "read:servers", "delete:servers")
@@ -293,6 +298,20 @@ def authentication(auth: Auth) -> tuple[dict[str, Any], dict[str, dict[str, str]
 # --- the document -------------------------------------------------------------------------------
 
 
+def culling_cadence(timeout: int) -> tuple[int, int]:
+    """How often the culler looks (seconds), and how often activity reaches the hub, for `timeout`.
+
+    The culler stops a server whose last activity the hub knows of is older than `timeout`. The
+    hub hears of activity only every ACTIVITY_INTERVAL_SECONDS, so with a shorter timeout a server
+    in use would be stopped before its activity arrived: activity is reported at least three
+    times per timeout. The culler looks twice per timeout (as it does when not told), so an idle
+    server goes within 1.5 timeouts; never less often than every CULL_EVERY_SECONDS.
+    """
+    return min(CULL_EVERY_SECONDS, max(1, timeout // 2)), min(ACTIVITY_INTERVAL_SECONDS, max(1, timeout // 3))
+
+
+
+
 def home_storage(settings: JupyterHubSettings, persistent: bool) -> dict[str, Any]:
     """KubeSpawner settings for users' home directories: a claim per user, created on first start.
 
@@ -369,6 +388,9 @@ def render(
     }
     services: list[dict[str, Any]] = []
     if settings.cull_idle_seconds:
+        cull_every, activity_interval = culling_cadence(settings.cull_idle_seconds)
+        traits["JupyterHub"]["last_activity_interval"] = activity_interval
+        traits["KubeSpawner"]["environment"] = {ACTIVITY_INTERVAL_ENV: str(activity_interval)}
         traits["JupyterHub"]["load_roles"] = [
             {
                 "name": CULLER_SERVICE,
@@ -381,7 +403,7 @@ def render(
             {
                 "name": CULLER_SERVICE,
                 "module": "jupyterhub_idle_culler",
-                "args": [f"--timeout={settings.cull_idle_seconds}", f"--cull-every={CULL_EVERY_SECONDS}"],
+                "args": [f"--timeout={settings.cull_idle_seconds}", f"--cull-every={cull_every}"],
             }
         )
     return {

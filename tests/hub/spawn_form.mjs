@@ -4,7 +4,8 @@
 // test_browser.py makes the assertions.
 //
 // Usage: node spawn_form.mjs <hub base URL> <screenshot.png> <user-data-dir> <username> <password> <profile slug>
-import playwright from "playwright-core";
+import { launchPersistent } from "./chromium.mjs";
+import { readProfiles, signUp, submitLogin } from "./hub_pages.mjs";
 
 const [baseUrl, screenshot, userDataDir, username, password, profileSlug] = process.argv.slice(2);
 if (!profileSlug) {
@@ -12,50 +13,17 @@ if (!profileSlug) {
   process.exit(2);
 }
 
-const context = await playwright.chromium.launchPersistentContext(userDataDir, {
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  viewport: { width: 1000, height: 560 },
-  // Nothing may reach out of the machine: no updates, sync or background traffic.
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    // The proxy's self-signed certificate, trusted by its key only (any other is refused).
-    ...(process.env.TRUSTED_SPKI ? [`--ignore-certificate-errors-spki-list=${process.env.TRUSTED_SPKI}`] : []),
-  ],
-});
+const context = await launchPersistent(userDataDir);
 context.setDefaultTimeout(15000);
 const page = context.pages()[0] || (await context.newPage());
 const seen = {};
 try {
-  await page.goto(`${baseUrl}/hub/signup`);
-  await page.fill("#username_input", username);
-  await page.fill("#password_input", password);
-  await page.fill("#password_confirmation_input", password);
-  await page.click("#signup_submit");
-  await page.waitForLoadState();
-  seen.signup = (await page.locator(".alert").first().innerText()).trim();
+  seen.signup = await signUp(page, baseUrl, username, password);
 
   await page.goto(`${baseUrl}/hub/login`);
-  await page.fill("#username_input", username);
-  await page.fill("#password_input", password);
-  await Promise.all([page.waitForURL("**/hub/spawn**"), page.click("#login_submit")]);
+  await Promise.all([page.waitForURL("**/hub/spawn**"), submitLogin(page, username, password)]);
 
-  const profiles = page.locator("#kubespawner-profiles-list label.profile");
-  await profiles.first().waitFor();
-  seen.profiles = [];
-  for (const profile of await profiles.all()) {
-    seen.profiles.push({
-      slug: await profile.locator("input[type=radio]").getAttribute("value"),
-      checked: await profile.locator("input[type=radio]").isChecked(),
-      title: (await profile.locator("h3").innerText()).trim(),
-      description: (await profile.locator("p").innerText()).trim(),
-    });
-  }
+  seen.profiles = await readProfiles(page);
   await page.screenshot({ path: screenshot, fullPage: true });
 
   await page.check(`#profile-item-${profileSlug}`);

@@ -8,7 +8,6 @@ summary says so; a machine that lacks a kernel feature fails them, naming what i
 
 from __future__ import annotations
 
-import copy
 import os
 import shutil
 import tempfile
@@ -17,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from e2e.local_stack import NAMESPACE, ROOT, LocalStack
+from e2e.local_stack import LocalStack
 from real_cluster import RealCluster, machine_lock, not_built, sysctls_before_kubelets
+from realnode_stack import stack_config
 
 SKIPPED_BECAUSE: list[str] = []
 
@@ -31,8 +30,10 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The test that takes the cluster down runs last, whichever file it is in."""
-    items.sort(key=lambda item: item.name == "test_down_leaves_nothing")
+    """The tests of the deployed stack run after the others (test_platform_images.py applies the
+    stack's own objects by hand, the operator's namespace and CRD among them, and deletes them
+    again), and the test that takes the cluster down runs last, whichever file each is in."""
+    items.sort(key=lambda item: (item.name == "test_down_leaves_nothing", "stack" in item.fixturenames))
 
 
 @pytest.fixture(scope="session")
@@ -65,16 +66,6 @@ DEPLOYED: list[LocalStack] = []
 def destroy_stacks() -> None:
     while DEPLOYED:
         DEPLOYED.pop().pulumi("destroy", "--yes", check=False, timeout=600)
-
-
-def stack_config() -> dict[str, Any]:
-    """The dev stack's config (a `local` stack): what `make up` deploys, but for the job's length."""
-    dev = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]
-    config = {key.removeprefix(f"{NAMESPACE}:"): copy.deepcopy(value) for key, value in dev.items()}
-    # 400 steps of the dev stack's 1000 (its 4 evaluations and checkpoints leave room for the
-    # kills of test_mnist_on_real_nodes.py): on 2 shared cores the whole job then takes minutes.
-    config["mnist"]["trainSteps"] = 400
-    return config
 
 
 @pytest.fixture(scope="session")

@@ -535,6 +535,22 @@ def test_idle_culler_is_a_hub_managed_service_with_its_own_role():
     assert role["scopes"] == ["list:users", "read:users:activity", "read:servers", "delete:servers"]
 
 
+def test_with_the_default_timeout_activity_reaches_the_hub_every_five_minutes():
+    document = build(dev(cullIdleSeconds=3600)).document()
+    assert document["traits"]["JupyterHub"]["last_activity_interval"] == 300
+    assert document["traits"]["KubeSpawner"]["environment"] == {"JUPYTERHUB_ACTIVITY_INTERVAL": "300"}
+
+
+def test_a_short_timeout_is_checked_often_and_hears_of_activity_in_time():
+    """Activity reported every 300 s and a check every 600 s would cull a busy server after 60 s,
+    and an idle one only after ten minutes."""
+    document = build(dev(cullIdleSeconds=60)).document()
+    (service,) = document["managedServices"]
+    assert service["args"] == ["--timeout=60", "--cull-every=30"], service
+    assert document["traits"]["JupyterHub"]["last_activity_interval"] == 20
+    assert document["traits"]["KubeSpawner"]["environment"] == {"JUPYTERHUB_ACTIVITY_INTERVAL": "20"}
+
+
 def test_culling_defaults_to_an_hour():
     config = example_stack("dev")
     config["jupyterhub"].pop("cullIdleSeconds", None)
@@ -616,8 +632,10 @@ OTHER_POD = Peer("10.244.3.30", "mnist", {"app": "tensorboard"})
 INTERNET = Peer("140.82.112.3")
 BROWSER = Peer("203.0.113.50")
 # The API server as pods see it: the `kubernetes` Service address (kubeadm/kind, AKS, EKS) and
-# typical endpoints (a control-plane node, a link-local konnectivity address).
-API_SERVER = [Peer("10.96.0.1"), Peer("10.0.0.1"), Peer("172.20.0.1"), Peer("192.168.49.2"), Peer("100.64.0.1")]
+# typical endpoints (a control-plane node, a link-local konnectivity address, the local cluster's
+# advertised address in TEST-NET-1).
+API_SERVER = [Peer("10.96.0.1"), Peer("10.0.0.1"), Peer("172.20.0.1"), Peer("192.168.49.2"), Peer("100.64.0.1"),
+              Peer("192.0.2.2")]
 CLOUD_METADATA = Peer("169.254.169.254")
 
 
@@ -641,6 +659,18 @@ def test_user_servers_cannot_reach_the_kubernetes_api_other_users_or_private_add
     assert not allowed(policies, USER, OTHER_POD, 6006), "user pods reach other workloads"
     assert not allowed(policies, USER, CLOUD_METADATA, 80), "user pods reach cloud metadata"
     assert not allowed(policies, USER, HUB, 8001), "only the hub's API port"
+
+
+# One address of each IPv4 range that is not globally reachable (IANA's special-purpose registry).
+NOT_GLOBAL = ["0.1.2.3", "10.1.2.3", "100.100.0.1", "127.0.0.1", "169.254.1.1", "172.31.0.1", "192.0.0.1", "192.0.2.2",
+              "192.168.1.1", "198.19.0.1", "198.51.100.7", "203.0.113.9", "224.0.0.251", "240.0.0.1", "255.255.255.255"]
+
+
+@pytest.mark.parametrize("address", NOT_GLOBAL)
+def test_user_servers_reach_no_address_outside_the_internet(policies, address):
+    ip = ipaddress.ip_address(address)
+    assert ip.is_multicast or not ip.is_global, f"{address} is a global unicast address; the table is wrong"
+    assert not allowed(policies, USER, Peer(address), 443), f"user pod reaches {address}, which is not the internet"
 
 
 def test_only_the_hub_and_the_proxy_reach_user_servers(policies):
