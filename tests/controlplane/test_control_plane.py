@@ -134,11 +134,20 @@ def test_a_port_another_program_took_stops_the_restart(plane: ControlPlane) -> N
     plane.stop()
     assert not plane.processes()
     port = plane.ports()[0]
+
+    def take() -> socket.socket | None:
+        try:
+            return socket.create_server(("127.0.0.1", port))
+        except OSError:
+            return None
+
+    # The killed components' connections may hold the port a while after they are gone (orphaned
+    # sockets closing, up to net.ipv4.tcp_fin_timeout, 60 s by default).
     try:
-        taker = socket.create_server(("127.0.0.1", port))
-    except OSError as error:
+        taker = wait_for(take, 90, f"port {port} free with the cluster stopped", interval=1)
+    except AssertionError:
         sockets = subprocess.run(["ss", "-tanp", f"sport = :{port}"], capture_output=True, text=True).stdout
-        raise AssertionError(f"port {port} is not free with the cluster stopped ({error}):\n{sockets}") from None
+        raise AssertionError(f"port {port} is not free with the cluster stopped:\n{sockets}") from None
     with taker:
         out = cluster(plane, "up", check=False)
     assert out.returncode == 1, out.stderr
