@@ -126,14 +126,23 @@ def run(stack: LocalStack, real: RealCluster) -> Run:
     killed["chief-0"] = kill_when(real, f"{JOB}-chief-0", rf"^(?:.*\n)*?(?:Saved checkpoint at step.*\n(?:.*\n)*?){{{saved + 1}}}",
                                   "a checkpoint after the worker's restart")
     wait_for(lambda: restarted(real, f"{JOB}-chief-0"), 120, "the killed chief's container restarted")
+    # Now, while the new container runs: once it ends, the kubelet keeps only one dead container.
+    previous_chief_log = log(real, f"{JOB}-chief-0", "--previous")
     def finished() -> dict[str, Any] | None:
         job = tfjob(real)
         return job if condition(job, "Succeeded") or condition(job, "Failed") else None
 
     job = wait_for(finished, TRAINING_TIMEOUT_S, "the TFJob finished", interval=5)
-    pods_after = job_pods(real)
+
+    def settled() -> dict[str, dict[str, Any]] | None:
+        # The workers and PS exit at the chief's marker, or the operator removes them, a moment
+        # after the job's status says Succeeded.
+        pods = job_pods(real)
+        return pods if not any(p["status"].get("phase") == "Running" for p in pods.values()) else None
+
+    pods_after = wait_for(settled, 120, "no replica of the finished job Running", interval=2)
     logs = {name: log(real, name) for name in pods_after}
-    return Run(pods, services, killed, logs, log(real, f"{JOB}-chief-0", "--previous"), job, pods_after)
+    return Run(pods, services, killed, logs, previous_chief_log, job, pods_after)
 
 
 def tf_config(pod: dict[str, Any]) -> dict[str, Any]:
@@ -173,7 +182,7 @@ def test_the_job_succeeds_by_itself_and_leaves_no_replica_running(run: Run) -> N
     assert run.job["spec"]["runPolicy"]["cleanPodPolicy"] == "Running"
     chief = run.pods_after[f"{JOB}-chief-0"]
     assert chief["status"]["phase"] == "Succeeded", chief["status"]
-    # The workers and the PS exit at the chief's completion marker, or the operator removes them.
+    # The workers and the PS exited at the chief's completion marker, or the operator removed them.
     assert [name for name, p in run.pods_after.items() if p["status"].get("phase") == "Running"] == []
 
 
@@ -245,7 +254,8 @@ def test_tensorboard_serves_the_jobs_loss_and_accuracy(tensorboard: int) -> None
         (run_name,) = [r for r, run_tags in found.items() if tag in run_tags]
         series = scalars(tensorboard, "scalars", run=run_name, tag=tag)  # [[wall time, step, value], ...]
         steps = [step for _, step, _ in series]
-        assert len(series) >= 5 and steps == sorted(steps), (tag, series)
+        # One point per evaluation (every 100 steps of the test stack's 400) at least.
+        assert len(series) >= 4 and steps == sorted(steps), (tag, series)
         if tag == "accuracy":
             assert series[-1][2] >= ACCURACY_FLOOR, series
         else:
