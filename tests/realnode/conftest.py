@@ -33,7 +33,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The tests of the deployed stack run after the others (test_platform_images.py applies the
     stack's own objects by hand, the operator's namespace and CRD among them, and deletes them
     again), and the test that takes the cluster down runs last, whichever file each is in."""
-    items.sort(key=lambda item: (item.name == "test_down_leaves_nothing", "stack" in item.fixturenames))
+    # The hook sees the whole session's items: only this directory's are moved.
+    here = Path(__file__).parent
+
+    def key(item: pytest.Item) -> tuple[bool, bool]:
+        if here not in Path(item.path).parents:
+            return (False, False)
+        return (item.name == "test_down_leaves_nothing", "stack" in item.fixturenames)
+
+    items.sort(key=key)
 
 
 @pytest.fixture(scope="session")
