@@ -32,8 +32,10 @@ import hashlib
 import ipaddress
 import itertools
 import json
+import os
 import queue
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -304,6 +306,7 @@ class Balancer:
         self.addresses: dict[str, str] = {}  # Service uid -> its load-balancer address
         self.reported: dict[str, str] = {}  # Service uid -> the last event's message
         self.updates: queue.Queue = queue.Queue()
+        self.watcher: subprocess.Popen | None = None  # the kubectl watch, which goes when this does
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
         out = subprocess.run([*self.kubectl_argv, *args], input=input, capture_output=True, text=True)
@@ -318,6 +321,7 @@ class Balancer:
             proc = subprocess.Popen([*self.kubectl_argv[:3], "get", "services", "--all-namespaces", "--watch-only",
                                      "--output-watch-events", "-o", "json"],
                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            self.watcher = proc
             pending = ""
             for line in proc.stdout:
                 # One event a line (kubectl writes them compact); should one span lines, read on.
@@ -526,7 +530,17 @@ class Balancer:
 
 
 def main(argv: list[str]) -> int:
-    Balancer(Path(argv[0])).run()
+    balancer = Balancer(Path(argv[0]))
+
+    def stop(signum: int, frame: object) -> None:
+        # Stopped (Daemon.stop sends SIGTERM): take the kubectl watch along, which would otherwise
+        # outlive this process until the API server goes.
+        if balancer.watcher is not None:
+            balancer.watcher.kill()
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    balancer.run()
     return 0
 
 
