@@ -223,6 +223,18 @@ class LocalStack:
                 pass
 
 
+def tf_config(pod: dict[str, Any]) -> dict[str, Any]:
+    """The TF_CONFIG the training operator injected into a TFJob replica's pod."""
+    container = next(c for c in pod["spec"]["containers"] if c["name"] == "tensorflow")
+    value = next(e["value"] for e in container.get("env", []) if e["name"] == "TF_CONFIG")
+    return json.loads(value)
+
+
+def condition(job: dict[str, Any], kind: str) -> bool:
+    """Whether a TFJob's status holds condition `kind` (Succeeded, Failed, ...) as True."""
+    return any(c["type"] == kind and c["status"] == "True" for c in job.get("status", {}).get("conditions", []))
+
+
 def steps_changed(preview_json: str) -> dict[str, set[str]]:
     """URN -> the operations `pulumi preview --json` plans for it, leaving out `same`."""
     plan = json.loads(preview_json)

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from local_stack import ROOT, LocalStack, wait_for
+from local_stack import ROOT, LocalStack, condition, tf_config, wait_for
 from podnet import PodNetwork
 
 NAMESPACE = "mnist"
@@ -38,16 +38,6 @@ def all_pods(local: LocalStack, job: str, count: int) -> list[dict[str, Any]]:
         return pods if len(pods) == count and all(p["spec"].get("nodeName") for p in pods) else None
 
     return wait_for(ready, 180, f"the operator to create and the scheduler to place {count} pods of {job}")
-
-
-def tf_config(pod: dict[str, Any]) -> dict[str, Any]:
-    container = next(c for c in pod["spec"]["containers"] if c["name"] == "tensorflow")
-    value = next(e["value"] for e in container.get("env", []) if e["name"] == "TF_CONFIG")
-    return json.loads(value)
-
-
-def condition(job: dict[str, Any], kind: str) -> bool:
-    return any(c["type"] == kind and c["status"] == "True" for c in job.get("status", {}).get("conditions", []))
 
 
 def test_operator_runs_as_its_service_account(local: LocalStack) -> None:

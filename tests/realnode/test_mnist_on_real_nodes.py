@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from e2e.local_stack import ROOT, LocalStack
+from e2e.local_stack import ROOT, LocalStack, condition, tf_config
 from real_cluster import RealCluster, wait_for
 
 NAMESPACE = "mnist"
@@ -56,10 +56,6 @@ class Run:
 
 def tfjob(real: RealCluster) -> dict[str, Any]:
     return real.get("tfjob", "-n", NAMESPACE, JOB)
-
-
-def condition(job: dict[str, Any], kind: str) -> bool:
-    return any(c["type"] == kind and c["status"] == "True" for c in job.get("status", {}).get("conditions", []))
 
 
 def job_pods(real: RealCluster) -> dict[str, dict[str, Any]]:
@@ -143,11 +139,6 @@ def run(stack: LocalStack, real: RealCluster) -> Run:
     pods_after = wait_for(settled, 120, "no replica of the finished job Running", interval=2)
     logs = {name: log(real, name) for name in pods_after}
     return Run(pods, services, killed, logs, previous_chief_log, job, pods_after)
-
-
-def tf_config(pod: dict[str, Any]) -> dict[str, Any]:
-    container = next(c for c in pod["spec"]["containers"] if c["name"] == "tensorflow")
-    return json.loads(next(e["value"] for e in container["env"] if e["name"] == "TF_CONFIG"))
 
 
 def test_four_pods_on_the_real_nodes_reach_each_other_by_the_operators_services(run: Run, real: RealCluster) -> None:
