@@ -15,7 +15,9 @@ import ipaddress
 import json
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
 from urllib.parse import urlparse
 
@@ -26,11 +28,13 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
 )
 from pydantic.alias_generators import to_camel
 
 import pulumi
+from cluster.localcluster.capacity import EVICTION_HARD, KUBE_RESERVED, SYSTEM_RESERVED, machine_capacity
 from trainer.flags import DEFAULT_DATA_URL, SAMPLE_DATA_URL
 from components.tfjob_api import COORDINATORS, REPLICA_TYPES, CleanPodPolicy, RestartPolicy, replica_problems
 from components.versions import (
@@ -227,14 +231,14 @@ class Resources(Settings):
                 found[kind] = values
         return found
 
-    def problems(self, key: str, pool: NodePool | None) -> Iterator[str]:
-        """Requests above limits, and requests no node of `pool` could hold (when its capacity is known)."""
+    def problems(self, key: str, node: NodeCapacity | None) -> Iterator[str]:
+        """Requests above limits, and requests no node could hold (when `node`, its capacity, is known)."""
         for resource in ("cpu", "memory"):
             request, limit = getattr(self, f"{resource}_request"), getattr(self, f"{resource}_limit")
             if request and limit and parse_quantity(request) > parse_quantity(limit):
                 yield f"{key}.{resource}Request: {request} must be <= {resource}Limit ({limit})"
-            if pool is not None:
-                yield from pool.capacity_problems(f"{key}.{resource}Request", resource, request)
+            if node is not None:
+                yield from node.problems(f"{key}.{resource}Request", resource, request)
 
 
 def resources(**values: str) -> Any:
@@ -265,14 +269,90 @@ def _shown(values: Mapping[str, str]) -> str:
 # --- cluster ---------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Allocatable:
+    """What one node offers pods' requests: its status.allocatable cpu and memory."""
+
+    cpu: str
+    memory: str
+
+
+@dataclass(frozen=True)
+class NodeCapacity:
+    """What a node of pool `pool` offers, and where the figure comes from (said in messages)."""
+
+    pool: str
+    allocatable: Allocatable
+    origin: str = ""
+
+    def problems(self, key: str, resource: str, request: str | None) -> Iterator[str]:
+        """A request for `resource` that no node of the pool could ever hold."""
+        capacity = getattr(self.allocatable, resource)
+        if request and parse_quantity(request) > parse_quantity(capacity):
+            yield f"{key}: {request} is more than a node of pool {self.pool} has ({resource} {_shown_quantity(capacity)}{self.origin})"
+
+
+def _shown_quantity(value: str) -> str:
+    """`value`, and in GiB too where it is memory in smaller units (`24581184Ki`), for a reader comparing it to `32Gi`."""
+    size = parse_quantity(value)
+    if value.endswith(("Ki", "Mi")) and size >= 2**30:
+        return f"{value}, about {size / 2**30:.1f}Gi"
+    return value
+
+
+def local_allocatable(capacity: Mapping[str, str]) -> Allocatable:
+    """What a real node of the local cluster offers pods, its status.capacity being `capacity`
+    (machine_capacity's cpu, memory and hugetlb).
+
+    The kubelet's sum: capacity less kubeReserved, systemReserved and the hard eviction threshold
+    (a percentage is of the capacity), never below 0; memory less the huge pages as well.
+    """
+    found = {}
+    for resource in ("cpu", "memory"):
+        total = parse_quantity(capacity[resource])
+        held = sum((parse_quantity(r.get(resource, "0")) for r in (KUBE_RESERVED, SYSTEM_RESERVED)), Decimal(0))
+        if resource == "memory":
+            threshold = EVICTION_HARD.get("memory.available", "0")
+            held += total * Decimal(threshold[:-1]) / 100 if threshold.endswith("%") else parse_quantity(threshold)
+            held += parse_quantity(capacity.get("hugetlb", "0"))
+        found[resource] = max(total - held, Decimal(0))
+    return Allocatable(cpu=_cpu_quantity(found["cpu"]), memory=_memory_quantity(found["memory"]))
+
+
+def _cpu_quantity(cores: Decimal) -> str:
+    return str(int(cores)) if cores == cores.to_integral_value() else f"{int(cores * 1000)}m"
+
+
+def _memory_quantity(size: Decimal) -> str:
+    """In KiB, as the kubelet shows memory."""
+    return f"{int(size) // 1024}Ki" if size % 1024 == 0 else str(int(size))
+
+
+def this_machine() -> Allocatable:
+    """What each real node of a `local` cluster offers pods: this machine, less the kubelet's reservations."""
+    return local_allocatable(machine_capacity())
+
+
+# What a message says after a `local` pool's figure: where it comes from.
+LOCAL_ORIGIN = ": this machine's allocatable, as each real node of cluster.provider local reports it"
+
+
 class NodePool(Settings):
     name: DnsLabel = Field(description="the pool's name; its nodes carry the label `mlplatform.dev/pool=<name>`")
     count: Count | None = Field(None, description="a fixed number of nodes (default 1); or set minCount and maxCount")
     min_count: Count | None = Field(None, description="autoscaling: the fewest nodes (0 allowed)")
     max_count: Count | None = Field(None, description="autoscaling: the most nodes")
     vm_size: str | None = Field(None, description="aks: the VM size (required there)")
-    cpu: Quantity = Field("8", description="kwok: each simulated node's CPU capacity (real pools report their own)")
-    memory: Quantity = Field("32Gi", description="kwok: each simulated node's memory capacity")
+    cpu: Quantity = Field(
+        "8",
+        description="kwok: each simulated node's CPU capacity, which every CPU request for the pool must fit (real "
+        "pools report their own: on `local`, this machine's allocatable, checked the same way)",
+    )
+    memory: Quantity = Field(
+        "32Gi",
+        description="kwok: each simulated node's memory capacity, which every memory request for the pool must fit "
+        "(on `local`, this machine's allocatable)",
+    )
     gpus_per_node: Count = Field(0, description="`nvidia.com/gpu` per node; GPU workloads go to pools that have them")
     max_pods: Annotated[int, Field(ge=1)] = Field(110, description="pods per node")
     taints: tuple[ParsedTaint, ...] = Field((), description="`key=value:Effect` or `key:Effect`; workloads for the pool tolerate them")
@@ -281,12 +361,6 @@ class NodePool(Settings):
     @property
     def autoscaled(self) -> bool:
         return self.min_count is not None or self.max_count is not None
-
-    def capacity_problems(self, key: str, resource: str, request: str | None) -> Iterator[str]:
-        """A request for `resource` that no node of this pool could ever hold."""
-        capacity = getattr(self, resource)
-        if request and parse_quantity(request) > parse_quantity(capacity):
-            yield f"{key}: {request} is more than a node of pool {self.name} has ({resource} {capacity})"
 
     @property
     def node_count(self) -> int:
@@ -369,6 +443,15 @@ class ClusterSettings(Settings):
         "a simulated one of their own)",
     )
     node_pools: tuple[NodePool, ...] = Field((), description="the node pools workloads are placed on")
+    # Not stack config: what each real node of a `local` cluster offers, this machine's allocatable,
+    # which parse() learns where the program runs (see on_machine).
+    _machine_node: Allocatable | None = PrivateAttr(None)
+
+    def on_machine(self, node: Allocatable) -> ClusterSettings:
+        """These settings, knowing that each real node of a `local` cluster offers `node`."""
+        copy = self.model_copy()
+        copy._machine_node = node
+        return copy
 
     @property
     def simulated(self) -> bool:
@@ -393,8 +476,9 @@ class ClusterSettings(Settings):
 
     @property
     def capacity_known(self) -> bool:
-        """Whether the pools' cpu and memory are the nodes' capacity (the simulated backends)."""
-        return self.simulated
+        """Whether what a node offers is known: the pools' cpu and memory on the simulated backends;
+        on `local`, whose real nodes are this machine, its allocatable (once parse() gave it)."""
+        return self.simulated or (self.provider == "local" and self._machine_node is not None)
 
     def pool_for(self, gpus: int, pool_name: str | None = None) -> NodePool | None:
         """The pool a pod asking for `gpus` GPUs lands on, or None when any node without GPUs will do.
@@ -408,9 +492,14 @@ class ClusterSettings(Settings):
             return next((p for p in self.node_pools if p.name == pool_name), None)
         return next((p for p in self.node_pools if not p.gpus_per_node), None)
 
-    def capacity_pool(self, gpus: int, pool_name: str | None = None) -> NodePool | None:
-        """The pool whose node capacity a pod's requests must fit, where that capacity is known."""
-        return self.pool_for(gpus, pool_name) if self.capacity_known else None
+    def node_capacity(self, gpus: int, pool_name: str | None = None) -> NodeCapacity | None:
+        """What a node of the pool a pod lands on offers, which its requests must fit, where that is known."""
+        pool = self.pool_for(gpus, pool_name)
+        if pool is None or not self.capacity_known:
+            return None
+        if self.simulated:
+            return NodeCapacity(pool.name, Allocatable(cpu=pool.cpu, memory=pool.memory))
+        return NodeCapacity(pool.name, self._machine_node, LOCAL_ORIGIN)
 
     def pool_key(self, key: str, pool: NodePool) -> str:
         return f"{key}.nodePools[{self.node_pools.index(pool)}]"
@@ -469,14 +558,14 @@ class Profile(Settings):
         return re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-") or "profile"
 
     def problems(self, key: str, cluster: ClusterSettings, user_pool: str | None) -> Iterator[str]:
-        pool = cluster.capacity_pool(self.gpus, None if self.gpus else user_pool)
+        node = cluster.node_capacity(self.gpus, None if self.gpus else user_pool)
         for resource in ("cpu", "memory"):
             guarantee = getattr(self, f"{resource}_guarantee")
             limit = getattr(self, f"{resource}_limit")
             if guarantee and limit and parse_quantity(guarantee) > parse_quantity(limit):
                 yield f"{key}.{resource}Guarantee: {guarantee} must be <= {resource}Limit ({limit})"
-            if pool is not None:
-                yield from pool.capacity_problems(f"{key}.{resource}Guarantee", resource, guarantee)
+            if node is not None:
+                yield from node.problems(f"{key}.{resource}Guarantee", resource, guarantee)
         gpu_problem = cluster.gpu_problem(f"{key}.gpus", self.gpus)
         if gpu_problem:
             yield gpu_problem
@@ -697,9 +786,9 @@ class JupyterHubSettings(Settings):
         yield from self.profile_problems(key)
         for i, profile in enumerate(self.profiles):
             yield from profile.problems(f"{key}.profiles[{i}]", cluster, self.user_pool)
-        core_pool = cluster.capacity_pool(0)
-        yield from self.hub_resources.problems(f"{key}.hubResources", core_pool)
-        yield from self.proxy_resources.problems(f"{key}.proxyResources", core_pool)
+        core_node = cluster.node_capacity(0)
+        yield from self.hub_resources.problems(f"{key}.hubResources", core_node)
+        yield from self.proxy_resources.problems(f"{key}.proxyResources", core_node)
 
 
 # --- mnist -----------------------------------------------------------------------------------
@@ -767,7 +856,7 @@ class TensorBoard(Settings):
     )
 
     def problems(self, key: str, cluster: ClusterSettings) -> Iterator[str]:
-        yield from self.resources.problems(f"{key}.resources", cluster.capacity_pool(0))
+        yield from self.resources.problems(f"{key}.resources", cluster.node_capacity(0))
         if self.enabled and self.service_type == "LoadBalancer" and not self.load_balancer_source_ranges:
             yield (
                 f"{key}.loadBalancerSourceRanges: required with serviceType LoadBalancer: "
@@ -892,8 +981,8 @@ class MnistSettings(Settings):
             if gpu_problem:
                 yield gpu_problem
         for kind in counts:
-            pool = cluster.capacity_pool(self.gpu_counts.get(kind, 0))
-            yield from getattr(self.resources, kind).problems(f"{key}.resources.{kind}", pool)
+            node = cluster.node_capacity(self.gpu_counts.get(kind, 0))
+            yield from getattr(self.resources, kind).problems(f"{key}.resources.{kind}", node)
         yield from self.gpu_capacity_problems(key, cluster)
         # Rendered manifests leave the class to the cluster they are applied to (README, make render).
         if (
@@ -1039,11 +1128,17 @@ TOP_LEVEL_KEYS = tuple(StackSettings.model_fields)
 
 
 def parse(
-    raw: Mapping[str, Any], secret_keys: frozenset[str] = frozenset(), local_kubeconfig: str = LOCAL_KUBECONFIG
+    raw: Mapping[str, Any],
+    secret_keys: frozenset[str] = frozenset(),
+    local_kubeconfig: str = LOCAL_KUBECONFIG,
+    local_node: Callable[[], Allocatable] | None = None,
 ) -> StackSettings:
     """Validate raw stack config (top-level key -> decoded value) into settings.
 
     `local_kubeconfig` is the kubeconfig of the local cluster, for a kwok stack that names none.
+    `local_node` tells what each real node of a `local` cluster offers pods (this machine's
+    allocatable, `this_machine`); it is asked only for cluster.provider local, and without it
+    requests are not checked against those nodes.
     """
     unknown = sorted(set(raw) - set(TOP_LEVEL_KEYS))
     if unknown:
@@ -1054,6 +1149,8 @@ def parse(
         settings = StackSettings.model_validate(dict(raw))
     except ValidationError as error:
         raise ConfigError("\n".join(_describe(e) for e in error.errors())) from None
+    if settings.cluster.provider == "local" and local_node is not None:
+        settings = settings.model_copy(update={"cluster": settings.cluster.on_machine(local_node())})
     problems = settings.problems(secret_keys)
     if problems:
         raise ConfigError("\n".join(problems))
@@ -1103,7 +1200,8 @@ def load() -> StackSettings:
         except json.JSONDecodeError:
             raw[name] = text
     secret_keys = frozenset(name for name in names if pulumi.runtime.is_config_secret(f"{prefix}{name}"))
-    return parse(raw, secret_keys, os.environ.get(KUBECONFIG_ENV) or LOCAL_KUBECONFIG)
+    # A `local` cluster's real nodes are this machine (bin/cluster up --real runs them here).
+    return parse(raw, secret_keys, os.environ.get(KUBECONFIG_ENV) or LOCAL_KUBECONFIG, this_machine)
 
 
 def _all_config_keys() -> set[str]:

@@ -9,6 +9,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pulumi
 import yaml
@@ -17,7 +18,14 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from stacks.config import Allocatable  # noqa: E402
+
 FAKE_KUBECONFIG = "apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n"
+
+# What each real node of the machine the example stacks are sized for offers pods (2 cores, 24 GiB):
+# the allocatable its kubelet reports. The program under mocks sees this machine, not the one the
+# tests run on, so that a `local` stack's capacity check does not depend on where they run.
+DEV_MACHINE = Allocatable(cpu="2", memory="24581184Ki")
 
 
 @dataclass
@@ -107,8 +115,11 @@ class RecordingMocks(pulumi.runtime.Mocks):
         raise NotImplementedError(f"the program invoked {args.token}, which these mocks do not know")
 
 
-def run_program(config: dict[str, Any], secret_keys: tuple[str, ...] = (), stack: str = "test") -> Deployment:
-    """Run __main__.py under mocks with `config` (top-level key -> value) as mlplatform stack config."""
+def run_program(
+    config: dict[str, Any], secret_keys: tuple[str, ...] = (), stack: str = "test", machine: Allocatable = DEV_MACHINE
+) -> Deployment:
+    """Run __main__.py under mocks with `config` (top-level key -> value) as mlplatform stack config,
+    on a machine whose real nodes offer `machine`."""
     deployment = Deployment()
     pulumi.runtime.set_mocks(RecordingMocks(deployment), project="mlplatform", stack=stack, preview=False)
     pulumi.runtime.set_all_config(
@@ -122,7 +133,9 @@ def run_program(config: dict[str, Any], secret_keys: tuple[str, ...] = (), stack
         program["main"]()
         return pulumi.Output.from_input(None)
 
-    run()
+    # stacks.load() learns the machine through this one function.
+    with mock.patch("stacks.config.this_machine", lambda: machine):
+        run()
     # The mocked stack resource holds what the program exported.
     deployment.outputs = _exports()
     return deployment

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from .capacity import EVICTION_HARD, KUBE_RESERVED, SYSTEM_RESERVED
 from .containerd import unmount_under
 from .mounts import MACHINE_PATHS
 from .dns import CLUSTER_DOMAIN, DNS_SERVICE_IP
@@ -150,15 +151,15 @@ class Kubelet:
             # No upstream resolver: pods never get the machine's nameservers.
             "resolvConf": str(self.etc / "resolv.conf"),
             "registerWithTaints": [taint(t) for t in self.node.spec.taints],
-            # The disk's ext4 reserve makes "available" far below "free" here, so the kubelet sees
-            # the disk as ~75% used: evict only when nearly full, and never collect imported images
-            # (they cannot be pulled again).
-            "evictionHard": {"memory.available": "100Mi", "nodefs.available": "2%",
-                             "imagefs.available": "2%", "nodefs.inodesFree": "2%"},
+            # What pods may not have (capacity.py, where the stack's capacity check reads it too).
+            "kubeReserved": KUBE_RESERVED,
+            "systemReserved": SYSTEM_RESERVED,
+            "evictionHard": EVICTION_HARD,
             # How often each pod is synced, and so how soon a changed Secret or ConfigMap shows in
             # its volumes (default 1m): the training operator waits for the webhook certificate it
             # wrote into its Secret to appear in its volume, with backoff, before it gets ready.
             "syncFrequency": "10s",
+            # Imported images cannot be pulled again: never collect them.
             "imageGCHighThresholdPercent": 100,
             "imageGCLowThresholdPercent": 99,
         }

@@ -13,6 +13,7 @@ import yaml
 import jsonschema
 
 from cli import pulumi
+from stacks.config import this_machine
 from validation import Invalid, cel_errors, json_schema, validate
 
 
@@ -88,6 +89,29 @@ def test_a_public_hub_without_https_fails_preview_naming_the_key(project):
     assert "mlplatform:jupyterhub.https: required with jupyterhub.serviceType LoadBalancer" in output, output[-3000:]
     assert "Traceback" not in output
     state = json.loads(pulumi(project, "stack", "export", "--stack", "plainhttp").stdout)
+    assert not state["deployment"].get("resources"), "a failed preview must leave the stack empty"
+
+
+def test_a_request_no_real_node_could_hold_fails_preview_naming_the_key(project):
+    # cluster.provider local: the real nodes are this machine, which the program reads itself.
+    config = {
+        "mlplatform:cluster": {"provider": "local", "nodePools": [{"name": "cpu"}]},
+        "mlplatform:jupyterhub": {
+            "profiles": [{"name": "Huge", "image": "quay.io/jupyter/base-notebook:2025-12-01", "cpuGuarantee": "4096", "cpuLimit": "4096"}]
+        },
+    }
+    (project / "Pulumi.toobig.yaml").write_text(yaml.safe_dump({"config": config}))
+    pulumi(project, "stack", "init", "toobig")
+    result = pulumi(project, "preview", "--stack", "toobig", check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    cores = this_machine().cpu
+    assert (
+        f"mlplatform:jupyterhub.profiles[0].cpuGuarantee: 4096 is more than a node of pool cpu has (cpu {cores}: "
+        "this machine's allocatable" in output
+    ), output[-3000:]
+    assert "Traceback" not in output
+    state = json.loads(pulumi(project, "stack", "export", "--stack", "toobig").stdout)
     assert not state["deployment"].get("resources"), "a failed preview must leave the stack empty"
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from program import aks_stack, example_stack
+from cluster.localcluster.capacity import machine_capacity
+from program import DEV_MACHINE, aks_stack, example_stack
 from stacks import ConfigError, parse
+from stacks.config import Allocatable, local_allocatable
 
 def pool(settings, name):
     return next(p for p in settings.cluster.node_pools if p.name == name)
@@ -66,6 +68,100 @@ def test_requests_are_not_checked_against_pools_whose_capacity_is_unknown():
         "mnist": {"storage": {"storageClass": "nfs-client"}},  # ReadWriteMany needs a class there
     })
     assert settings.mnist.resources.Chief.cpu_request == "1"
+
+
+# --- a `local` cluster's real nodes: this machine's allocatable ----------------------------------
+
+
+def on_dev_machine():
+    return DEV_MACHINE
+
+
+def dev_stack_with(**changes):
+    """The dev stack (cluster.provider local) with some of its values changed: {"mnist.resources.Worker": {...}}."""
+    config = example_stack("dev")
+    for path, values in changes.items():
+        place = config
+        for part in path.split("."):
+            place = place[int(part)] if part.isdigit() else place.setdefault(part, {})
+        place.update(values)
+    return config
+
+
+def test_dev_stack_fits_the_machine_it_is_sized_for():
+    settings = parse(example_stack("dev"), local_node=on_dev_machine)
+    assert settings.cluster.capacity_known
+    assert settings.cluster.node_capacity(1).allocatable == DEV_MACHINE
+
+
+LOCAL_BAD_CONFIGS = [
+    (
+        dev_stack_with(**{"jupyterhub.profiles.0": {"cpuGuarantee": "8", "cpuLimit": "8"}}),
+        "mlplatform:jupyterhub.profiles[0].cpuGuarantee: 8 is more than a node of pool cpu has "
+        "(cpu 2: this machine's allocatable, as each real node of cluster.provider local reports it)",
+    ),
+    (
+        dev_stack_with(**{"mnist.resources.Worker": {"memoryRequest": "32Gi", "memoryLimit": "32Gi"}}),
+        "mlplatform:mnist.resources.Worker.memoryRequest: 32Gi is more than a node of pool gpu has "
+        "(memory 24581184Ki, about 23.4Gi: this machine's allocatable, as each real node of cluster.provider local reports it)",
+    ),
+    (
+        dev_stack_with(**{"jupyterhub.hubResources": {"cpuRequest": "2500m"}}),
+        "mlplatform:jupyterhub.hubResources.cpuRequest: 2500m is more than a node of pool cpu has (cpu 2:",
+    ),
+    (
+        dev_stack_with(**{"mnist.tensorboard.resources": {"memoryRequest": "24Gi", "memoryLimit": "24Gi"}}),
+        "mlplatform:mnist.tensorboard.resources.memoryRequest: 24Gi is more than a node of pool cpu has (memory 24581184Ki",
+    ),
+]
+
+
+@pytest.mark.parametrize(("config", "message"), LOCAL_BAD_CONFIGS, ids=[m.split(":")[1] for _, m in LOCAL_BAD_CONFIGS])
+def test_a_request_no_real_node_could_hold_is_rejected_naming_the_key(config, message):
+    with pytest.raises(ConfigError) as caught:
+        parse(config, local_node=on_dev_machine)
+    lines = str(caught.value).splitlines()
+    assert any(line.startswith(message) for line in lines), f"expected {message!r} in: {lines}"
+
+
+def test_a_request_that_fits_the_machine_exactly_is_allowed():
+    config = dev_stack_with(**{"mnist.resources.Chief": {"cpuRequest": "2", "memoryRequest": "24581184Ki", "memoryLimit": None}})
+    assert parse(config, local_node=on_dev_machine).mnist.resources.Chief.cpu_request == "2"
+
+
+def test_local_requests_are_unchecked_until_the_machine_is_known():
+    # bin/cluster reads only the pools (stacks/local_nodes.py); the program always passes the machine.
+    config = dev_stack_with(**{"jupyterhub.profiles.0": {"cpuGuarantee": "8", "cpuLimit": "8"}})
+    assert not parse(config).cluster.capacity_known
+
+
+def test_the_machine_is_read_only_for_a_local_cluster():
+    # An aks or existing stack may be deployed from a machine with no /proc at all.
+    def unreadable():
+        raise AssertionError("read the machine for a stack that does not run on it")
+
+    for config in (example_stack("kwok"), aks_stack()[0]):
+        parse(config, frozenset(["jupyterhub"]), local_node=unreadable)
+
+
+def test_local_allocatable_is_what_the_kubelet_reports():
+    # `kubectl get node real-cpu-0` on the 2-core, 24 GiB machine: capacity memory 24683584Ki,
+    # allocatable 24581184Ki (the 100Mi hard eviction threshold held back), cpu 2 of 2.
+    assert local_allocatable({"cpu": "2", "memory": "24683584Ki", "hugetlb": "0Ki"}) == DEV_MACHINE
+
+
+def test_huge_pages_are_not_allocatable_memory():
+    # 8Gi less 1Gi of huge pages and the 100Mi threshold.
+    assert local_allocatable({"cpu": "4", "memory": "8Gi", "hugetlb": "1Gi"}) == Allocatable(cpu="4", memory="7237632Ki")
+
+
+def test_machine_capacity_counts_online_processors_and_mem_total(tmp_path):
+    (tmp_path / "cpuinfo").write_text("".join(f"processor\t: {i}\nmodel name\t: x\n\n" for i in range(3)))
+    (tmp_path / "meminfo").write_text(
+        "MemTotal:       24683584 kB\nMemFree:        10148528 kB\nHugePages_Total:       1\n"
+        "Hugepagesize:       2048 kB\nHugetlb:            2048 kB\n"
+    )
+    assert machine_capacity(tmp_path) == {"cpu": "3", "memory": "24683584Ki", "hugetlb": "2048Ki"}
 
 
 def test_taint_without_value():
