@@ -7,7 +7,8 @@ process stands in for it). The proxy serves https, as the dev stack's does (jupy
 selfSigned), with a certificate made by the stack's own code, which Chromium trusts by its key
 and nothing else. Headless Chromium then signs up and logs in with the native
 authenticator, opens KubeSpawner's spawn form, keeps a screenshot of it in
-test-artifacts/spawn-form.png, chooses the GPU profile and starts the server.
+test-artifacts/spawn-form.png, chooses the GPU profile and starts the server. The proxy and the hub
+are stopped before the tests look at what was seen, and must leave no process behind.
 
 Needs chromium and the npm packages: run tests/hub/setup.sh once (CI does, before `make test`).
 """
@@ -19,6 +20,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -26,8 +28,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections import defaultdict
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import pytest
 from cryptography import x509
@@ -58,7 +63,7 @@ def wait_for(url: str, process: subprocess.Popen, log: Path, timeout: float = 30
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            pytest.fail(f"{process.args[:3]} exited with {process.returncode}:\n{log.read_text()[-4000:]}")
+            pytest.fail(f"{' '.join(process.args)} exited with {process.returncode}:\n{log.read_text()[-4000:]}")
         try:
             with urllib.request.urlopen(url, timeout=2, context=context) as response:
                 if response.status == 200:
@@ -76,20 +81,116 @@ def spki_hash(certificate_pem: str) -> str:
     return base64.b64encode(hashlib.sha256(der).digest()).decode()
 
 
-def start(stack: ExitStack, command: list[str], env: dict[str, str], log: Path, cwd: Path) -> subprocess.Popen:
+@dataclass(frozen=True, order=True)
+class Process:
+    """One process: its pid and start time (a pid alone may name another process once it ended)."""
+
+    pid: int
+    started: int
+    command: str
+
+
+def live_processes() -> dict[int, tuple[Process, int, int]]:
+    """pid -> (process, parent pid, process group) of every process on the machine but zombies,
+    which hold nothing but their pid."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue  # it ended meanwhile
+        # proc(5): after "(comm)" come state, ppid, pgrp, ...; starttime is field 22.
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] != "Z":
+            found[int(entry.name)] = (Process(int(entry.name), int(fields[19]), command), int(fields[1]), int(fields[2]))
+    return found
+
+
+def started_by(leader: int) -> set[Process]:
+    """The processes below `leader` now, and the others of its process group (which outlive it)."""
+    table = live_processes()
+    children = defaultdict(list)
+    for pid, (_, parent, _) in table.items():
+        children[parent].append(pid)
+    found, todo = set(), [leader]
+    while todo:
+        for child in children[todo.pop()]:
+            found.add(table[child][0])
+            todo.append(child)
+    return found | {process for process, _, group in table.values() if group == leader and process.pid != leader}
+
+
+def still_alive(processes: set[Process]) -> set[Process]:
+    table = live_processes()
+    return {p for p in processes if p.pid in table and table[p.pid][0].started == p.started}
+
+
+def end(processes: set[Process], grace: float = 10) -> None:
+    """SIGTERM each of `processes` that still runs, and SIGKILL those that outlast `grace` seconds."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for process in still_alive(processes):
+            try:
+                os.kill(process.pid, sig)
+            except ProcessLookupError:
+                pass  # it ended between the look and the signal
+        deadline = time.monotonic() + grace
+        while still_alive(processes) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
+class Stopped(NamedTuple):
+    exited_by_itself: bool  # within the grace after SIGTERM, not killed
+    left_behind: list[Process]  # what still ran once it had exited
+
+
+# Longer than the hub needs to stop its services and servers, shorter than JupyterHub's
+# interrupt_timeout (10 s): a hub that takes longer waited for a process that ignored its SIGINT.
+STOP_GRACE = 8
+
+
+def start(stack: ExitStack, name: str, command: list[str], env: dict[str, str], log: Path, cwd: Path,
+          stopped: dict[str, Stopped]) -> subprocess.Popen:
+    """Start `command`, to be stopped with everything it starts when `stack` closes (in `stopped[name]`).
+
+    It leads a process group of its own, so that what it starts stays findable once it has gone.
+    SIGINT is given back its default action: a test run from a background job inherits it ignored,
+    and so would the hub's services, which JupyterHub stops with SIGINT first (waiting
+    interrupt_timeout before it sends SIGTERM).
+    """
     output = stack.enter_context(log.open("w"))
-    process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, cwd=cwd)
+    process = subprocess.Popen(["env", "--default-signal=INT", *command], env=env, stdout=output,
+                               stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True)
 
     def stop() -> None:
+        # Asked first, so that it stops what it started its own way (the hub its services and the
+        # user's server); then whatever it left: its group, and what was below it when asked
+        # (JupyterHub starts each service in a session of its own, outside the group).
+        below = started_by(process.pid)
         process.terminate()
         try:
-            process.wait(timeout=10)
+            process.wait(timeout=STOP_GRACE)
+            by_itself = True
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+            by_itself = False
+        left = still_alive(below | started_by(process.pid))
+        end(left)
+        stopped[name] = Stopped(by_itself, sorted(left))
 
     stack.callback(stop)
     return process
+
+
+class BrowserRun(NamedTuple):
+    seen: dict[str, Any]  # what the driver saw (spawn_form.mjs)
+    pod: dict[str, Any] | None  # the pod KubeSpawner built
+    screenshot: Path
+    hub_log: str
+    stopped: dict[str, Stopped]  # "proxy", "hub"
 
 
 @pytest.fixture(scope="module")
@@ -123,18 +224,21 @@ def browser_run(tmp_path_factory):
     ARTIFACTS.mkdir(exist_ok=True)
     screenshot = ARTIFACTS / "spawn-form.png"
     screenshot.unlink(missing_ok=True)
+    stopped: dict[str, Stopped] = {}
     with ExitStack() as stack:
         proxy_command = hub_config.proxy_command(
             hub_address, ip="127.0.0.1", port=ports["REDIRECT_PORT"], api_ip="127.0.0.1",
             api_port=ports["PROXY_API_PORT"], https_port=ports["PROXY_PORT"], tls_dir=str(tls_dir),
         )
-        proxy = start(stack, [str(CHP), *proxy_command[1:]], env, work / "proxy.log", work)
+        proxy = start(stack, "proxy", [str(CHP), *proxy_command[1:]], env, work / "proxy.log", work, stopped)
         hub = start(
             stack,
+            "hub",
             [sys.executable, "-m", "jupyterhub", "-f", str(HERE / "local_jupyterhub_config.py")],
             env,
             work / "hub.log",
             work,
+            stopped,
         )
         wait_for(f"{base_url}/_chp_healthz", proxy, work / "proxy.log", context=trusted)
         # Through the proxy: the hub registered itself as the proxy's default route.
@@ -153,12 +257,13 @@ def browser_run(tmp_path_factory):
         assert "error" not in seen, f"{seen}\n{logs}"
         report = reports / f"{USERNAME}.json"
         pod = json.loads(report.read_text()) if report.exists() else None
-        yield seen, pod, screenshot, (work / "hub.log").read_text()
+    # Stopped (the hub first, while the proxy it deletes the user's route from still runs) before
+    # any test looks: the tests need only what was seen and logged.
+    yield BrowserRun(seen, pod, screenshot, (work / "hub.log").read_text(), stopped)
 
 
 def test_the_spawn_form_offers_each_profile_with_its_image_and_limits(browser_run):
-    seen, _, _, _ = browser_run
-    profiles = {p["title"]: p for p in seen["profiles"]}
+    profiles = {p["title"]: p for p in browser_run.seen["profiles"]}
     # As the hub gets them: the dev stack's images are the local builds (images.local).
     configured = [p.model_dump(by_alias=True) for p in parse(example_stack("dev")).jupyterhub.profiles]
     assert list(profiles) == [p["name"] for p in configured], "the form lists the profiles in config order"
@@ -172,17 +277,17 @@ def test_the_spawn_form_offers_each_profile_with_its_image_and_limits(browser_ru
 
 
 def test_the_admin_signs_up_and_is_authorized_at_once(browser_run):
-    seen, _, _, _ = browser_run
-    assert "successful" in seen["signup"].lower(), seen["signup"]
+    signup = browser_run.seen["signup"]
+    assert "successful" in signup.lower(), signup
 
 
 def test_the_spawn_form_screenshot_is_kept(browser_run):
-    _, _, screenshot, _ = browser_run
+    screenshot = browser_run.screenshot
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{screenshot} is not a PNG"
 
 
 def test_starting_the_gpu_profile_builds_a_gpu_pod_and_opens_the_server(browser_run):
-    seen, pod, _, _ = browser_run
+    seen, pod = browser_run.seen, browser_run.pod
     assert pod is not None, "the spawner never built a pod"
     container = pod["spec"]["containers"][0]
     assert container["image"] == parse(example_stack("dev")).jupyterhub.profiles[1].image
@@ -193,7 +298,18 @@ def test_starting_the_gpu_profile_builds_a_gpu_pod_and_opens_the_server(browser_
 
 
 def test_the_idle_culler_runs_and_its_role_lets_it_list_users(browser_run):
-    *_, hub_log = browser_run
+    hub_log = browser_run.hub_log
     # The culler checks once at start; a 403 here would mean its role lacks a scope.
     culler_calls = [line for line in hub_log.splitlines() if "(jupyterhub-idle-culler@" in line]
     assert any(" 200 GET /hub/api/users" in line for line in culler_calls), culler_calls or hub_log[-3000:]
+
+
+def test_the_hub_and_proxy_stop_with_everything_they_started(browser_run):
+    # The hub stops its managed services (the idle culler) and the user's server itself on SIGTERM.
+    # It used to be killed at a 10 s timeout while it still waited for a culler that ignored SIGINT,
+    # and the culler and the stand-in server ran on, parented to init.
+    assert set(browser_run.stopped) == {"proxy", "hub"}
+    for name, stopped in browser_run.stopped.items():
+        left = "\n".join(f"  {p.pid}: {p.command}" for p in stopped.left_behind)
+        assert stopped.exited_by_itself, f"the {name} did not exit within {STOP_GRACE} s of SIGTERM and was killed"
+        assert not stopped.left_behind, f"the {name} exited leaving these running (ended since):\n{left}"
