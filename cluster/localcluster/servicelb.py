@@ -17,6 +17,12 @@ The relay connects from inside the node's namespace (the socket is made there, w
 relaying thread), where kube-proxy's rules take the connection to an endpoint. The ingress says
 `ipMode: Proxy`: the address is this relay's, not a VIP that kube-proxy should capture.
 
+`externalTrafficPolicy: Local` is kept as a cloud's load balancer keeps it: a connection goes only
+to nodes whose kube-proxy says, at the Service's healthCheckNodePort, that they have an endpoint of
+their own (any node when none says so). The pod then sees its own node as the source, which
+NetworkPolicy always admits; loadBalancerSourceRanges are enforced here, where the client's
+address is known, as a cloud's load balancer enforces them.
+
 The daemon lists Services and Nodes with the tools cache's kubectl every RESYNC_SECONDS and watches
 Services in between, so a created, changed or deleted Service has its listeners within a second.
 TCP only: a UDP or SCTP port gets a Warning event on its Service. No finalizer: the listeners are
@@ -41,7 +47,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .ports import listeners
@@ -62,6 +68,7 @@ LOAD_BALANCER_CLASS = "mlplatform.dev/servicelb"
 MANAGER = "mlplatform-servicelb"
 RESYNC_SECONDS = 10
 CONNECT_TIMEOUT = 5
+HEALTH_TIMEOUT = 1
 
 
 def log(msg: str) -> None:
@@ -192,6 +199,25 @@ class Target:
     netns: str
     ip: str
     port: int
+    health_port: int | None = None  # externalTrafficPolicy Local: where kube-proxy says if the node has an endpoint
+
+
+def has_local_endpoint(target: Target) -> bool:
+    """Whether the node's kube-proxy answers 200 at the Service's health check port, which it does
+    while the node has a ready endpoint of the Service (503 while it has none)."""
+    try:
+        probe = made_in(target.netns, lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+    except OSError:
+        return False
+    with probe:
+        try:
+            probe.settimeout(HEALTH_TIMEOUT)
+            probe.connect((target.ip, target.health_port))
+            probe.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+            status_line = probe.makefile("rb").readline().decode(errors="replace")
+        except OSError:
+            return False
+    return status_line.split()[1:2] == ["200"]
 
 
 class Listener:
@@ -223,6 +249,8 @@ class Listener:
 
     def _connect(self) -> socket.socket | None:
         targets = list(self.targets)
+        if any(t.health_port for t in targets):
+            targets = [t for t in targets if has_local_endpoint(t)] or targets
         first = next(self.turn) % len(targets) if targets else 0
         for target in targets[first:] + targets[:first]:
             try:
@@ -431,6 +459,8 @@ class Balancer:
                 for node, target in zip(nodes, targets):
                     want[(node_address(self.prefix, node), node_port)] = Wanted(key, (target,))
                 if lb_address:
+                    if spec.get("externalTrafficPolicy") == "Local" and spec.get("healthCheckNodePort"):
+                        targets = tuple(replace(t, health_port=spec["healthCheckNodePort"]) for t in targets)
                     want[(lb_address, port["port"])] = Wanted(key, targets, ranges)
         return want, problems
 
