@@ -5,7 +5,8 @@ The backend follows `cluster.provider`:
   with the pool's labels, taints and capacity, GPUs included, so the real scheduler places pods
   as it would on a real GPU pool.
 - render: written as YAML by the provider instead of applied: what an existing cluster gets
-  (`renderAs: existing`, the default), or the kwok objects (`renderAs: kwok`).
+  (`renderAs: existing`, the default), what the local cluster with real nodes gets (`renderAs:
+  local`), or the kwok objects (`renderAs: kwok`).
 - existing: any cluster from a kubeconfig; the pools describe pools that already exist.
 - aks: an Azure resource group, managed cluster and one agent pool per node pool.
 On real GPU backends (aks, existing and its rendering) the NVIDIA device plugin runs on the GPU pools.
@@ -115,7 +116,9 @@ class Cluster(pulumi.ComponentResource):
         if settings.simulated:
             for pool in settings.node_pools:
                 self._simulated_nodes(pool, child)
-        elif settings.nvidia_device_plugin and self.gpu_pools and settings.provider != "local":
+        # The local cluster's GPU nodes advertise their simulated GPUs themselves (the cluster
+        # manager runs a device plugin beside each kubelet); NVIDIA's would find no GPU there.
+        elif settings.nvidia_device_plugin and self.gpu_pools and settings.target != "local":
             self._device_plugin(child)
 
         self.register_outputs({"kubeconfig": self.kubeconfig})

@@ -432,10 +432,12 @@ class ClusterSettings(Settings):
         "powered by Cilium), `calico` or `azure` (Azure Network Policy Manager), `none` (policies are accepted and ignored)",
     )
     render_dir: str = Field(".local/render", description="render: where the manifests are written")
-    render_as: Literal["existing", "kwok"] = Field(
+    render_as: Literal["existing", "local", "kwok"] = Field(
         "existing",
-        description="render: the manifests an `existing` cluster gets (its nodes, volumes and webhooks real), or "
-        "what the local `kwok` cluster gets (simulated nodes, pre-bound volumes; for `make bench-deploy`)",
+        description="render: the manifests an `existing` cluster gets (its nodes, volumes and webhooks real), what "
+        "the local cluster with real nodes gets (`local`: no device plugin, its GPU nodes run a simulated one; "
+        "volumes from `local-path`; for `make bench-deploy`), or what the local `kwok` cluster gets (simulated "
+        "nodes, pre-bound volumes)",
     )
     nvidia_device_plugin: bool = Field(
         True,
@@ -454,21 +456,25 @@ class ClusterSettings(Settings):
         return copy
 
     @property
+    def target(self) -> str:
+        """The kind of cluster the objects are made for: the provider, or what a rendering is for
+        (`renderAs`), so that rendered manifests are exactly what that provider would deploy."""
+        return self.render_as if self.provider == "render" else self.provider
+
+    @property
     def simulated(self) -> bool:
         """Nodes, volumes and pods simulated: the local kwok cluster, or its rendering."""
-        return self.provider == "kwok" or (self.provider == "render" and self.render_as == "kwok")
+        return self.target == "kwok"
 
     @property
     def real_nodes(self) -> str | None:
-        """How the cluster's real nodes are described: "existing" (by their labels), "aks", or None."""
-        if self.provider == "render" and self.render_as == "existing":
-            return "existing"
-        return None if self.simulated else self.provider
+        """How the cluster's real nodes are described: "existing" (by their labels), "local", "aks", or None."""
+        return None if self.simulated else self.target
 
     @property
     def read_write_many_class(self) -> str | None:
         """The StorageClass a ReadWriteMany claim gets when its config names none."""
-        return READ_WRITE_MANY_CLASSES.get(self.provider)
+        return READ_WRITE_MANY_CLASSES.get(self.target)
 
     @property
     def pool_names(self) -> list[str]:

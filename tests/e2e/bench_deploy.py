@@ -1,17 +1,30 @@
-"""`make bench-deploy`: the dev stack's deploy lifecycle, Pulumi beside plain kubectl.
+"""`make bench-deploy`: the dev stack's deploy lifecycle on real pods, Pulumi beside plain kubectl.
 
-Both paths run on a fresh private kwok cluster (tests/e2e/local_stack.py: its own cluster name,
-directory, kubeconfig, Pulumi backend and stack; a developer's `make up` cluster is not touched)
-and deploy the same objects:
+Both paths start from nothing, each on a fresh private cluster with real nodes (a kubelet and
+containerd per node pool; cluster/README.md) whose name, directory, kubeconfig and Pulumi backend
+are its own (tests/e2e/local_stack.py, tests/realnode/real_cluster.py), so a developer's `make up`
+cluster is never touched, and deploy the same objects:
 
-  pulumi   `make up` (cluster start + first deploy), `pulumi preview --expect-no-changes`,
-           an update (mnist.replicas.Worker 2 -> 3, `pulumi up --yes`), `pulumi destroy`,
-           then `make down` for what remains (stopping the cluster)
-  kubectl  `bin/cluster up`, then the manifests `bin/render` writes for the same stack applied
-           with `kubectl apply --server-side` and `kubectl wait`ed on (CRDs established, nodes
-           Ready, claims Bound, Deployments Available), `kubectl diff --server-side` as the no-op
-           preview, the same update applied to the TFJob manifest, `kubectl delete --wait`,
-           then `bin/cluster down`
+  pulumi   `make up` (builds checked, cluster start with the images imported into each node,
+           `pulumi up`); `pulumi preview --expect-no-changes`; an update (one more TFJob worker,
+           the grown job on CPU: `pulumi up --yes`); `pulumi destroy`; `make down`
+  kubectl  the manifests `bin/render DIR local` writes for the same stack (exactly what the
+           `local` provider deploys: tests/unit/test_cluster.py); `bin/cluster up`; `kubectl apply
+           --server-side` in dependency order (CRDs, namespaces, the rest, the TFJob once the
+           operator's webhook can admit it) with `kubectl wait` (CRDs Established, Deployments
+           Available, claims Bound, the TFJob Succeeded); `kubectl diff --server-side` as the no-op
+           preview; the update's TFJob manifest (rendered from the updated config) applied;
+           `kubectl delete --wait`; `bin/cluster down`
+
+Each side is timed from the start of its first command (`make up`, `bin/cluster up`) to two points
+that a user sees, polled beside the deploy in the same way for both: the hub's login page served
+(https GET /hub/login through a port-forward to proxy-public, trusting the stack's own CA) and
+the TFJob Succeeded. The two sides run one after the other, under the real-node tests' machine
+lock (never beside a real-node test session); the machine's load average at start and end is
+recorded, since other work on the machine slows both sides.
+
+`--stack kwok` runs the same on kwok's simulated nodes (no container runs there, so there is no
+login page to time; the training operator runs as a local process, as `make up` does there).
 
 Writes results.json and results.md into --out and prints the Markdown table.
 """
@@ -19,24 +32,64 @@ Writes results.json and results.md into --out and prints the Markdown table.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from local_stack import ROOT, LocalStack, missing_tools
+# Run as a script (`make bench-deploy`): the project and the test helpers it shares with the
+# e2e and real-node tests are imported as those tests import them.
+TESTS = Path(__file__).resolve().parents[1]
+for path in (TESTS.parent, TESTS, TESTS / "realnode"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+from components.hub_config import PROXY_PUBLIC_SERVICE, PUBLIC_HTTPS_PORT  # noqa: E402
+from e2e.local_stack import NAMESPACE, ROOT, LocalStack, condition, missing_tools  # noqa: E402
+from real_cluster import RealCluster, hub_context, hub_login_form, machine_lock, not_built  # noqa: E402
+from stacks.config import parse  # noqa: E402
 
 WAIT_TIMEOUT = "300s"
+# The dev stack's TFJob trains 1000 steps on 2 shared cores: minutes, more on a loaded machine.
+JOB_TIMEOUT_SECONDS = 1200
+POLL_SECONDS = 2.0
 
 
-def timed(results: dict[str, float], name: str, step: Any) -> Any:
+@dataclass(frozen=True)
+class Variant:
+    """What the benchmark deploys: the dev stack on real nodes, or the kwok stack on simulated ones."""
+
+    stack: str  # dev | kwok
+    config: str  # the stack file
+    render_as: str  # bin/render's target for the same objects
+    real: bool  # real nodes: containers run, so the hub serves its login page
+
+    def cluster_name(self, side: str) -> str:
+        # Short: a real node's directory, below the cluster's, holds its unix sockets (64 characters).
+        return f"mlp-b{side}"
+
+
+VARIANTS = {
+    "dev": Variant("dev", "Pulumi.dev.yaml", "local", real=True),
+    "kwok": Variant("kwok", "Pulumi.kwok.yaml", "kwok", real=False),
+}
+
+
+def timed(results: dict[str, float], name: str, step: Callable[[], Any]) -> Any:
     start = time.monotonic()
     value = step()
     results[name] = round(time.monotonic() - start, 1)
@@ -44,192 +97,436 @@ def timed(results: dict[str, float], name: str, step: Any) -> Any:
     return value
 
 
-# --- pulumi ------------------------------------------------------------------------------------
+def load_average() -> list[float]:
+    """The machine's 1, 5 and 15 minute load averages."""
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
 
 
-# The steps of `make up`, as make echoes them, in order.
+# --- the update both sides make ------------------------------------------------------------------
+
+
+def update_of(config: dict[str, Any]) -> dict[str, int]:
+    """One more TFJob worker, the grown job training on CPU: the GPU pools hold a GPU per worker the
+    stack has now, so the preview would refuse one more GPU worker (as test_make_up's update does)."""
+    workers = config[f"{NAMESPACE}:mnist"]["replicas"]["Worker"]
+    return {"mnist.replicas.Worker": workers + 1, "mnist.gpus.Worker": 0}
+
+
+def with_update(config: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """A stack file's `config` with each `key.path: value` of `update` set, as `pulumi config set --path` would."""
+    changed = copy.deepcopy(config)
+    for path, value in update.items():
+        top, *keys = path.split(".")
+        node = changed.setdefault(f"{NAMESPACE}:{top}", {})
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = value
+    return changed
+
+
+# --- the two points a user sees ------------------------------------------------------------------
+
+
+class JobFailed(AssertionError):
+    pass
+
+
+def tfjob_succeeded(cluster: RealCluster) -> bool:
+    """Every TFJob of the cluster Succeeded (there is one); a Failed one ends the benchmark."""
+    out = cluster.kubectl("get", "tfjobs", "--all-namespaces", "-o", "json", check=False)
+    if out.returncode:
+        return False  # no cluster, API server or CRD yet
+    jobs = json.loads(out.stdout)["items"]
+    failed = [j["metadata"]["name"] for j in jobs if condition(j, "Failed")]
+    if failed:
+        raise JobFailed(f"TFJob {', '.join(failed)} Failed")
+    return bool(jobs) and all(condition(j, "Succeeded") for j in jobs)
+
+
+def hub_login_served(cluster: RealCluster, namespace: str) -> bool:
+    """The hub's login form, fetched over https through a port-forward to proxy-public (as a user
+    of the dev stack reaches it), once the proxy has a ready endpoint and the stack's CA exists."""
+    slices = cluster.kubectl("get", "endpointslices", "-n", namespace, "-l",
+                             f"kubernetes.io/service-name={PROXY_PUBLIC_SERVICE}", "-o", "json", check=False)
+    if slices.returncode:
+        return False
+    endpoints = [e for s in json.loads(slices.stdout)["items"] for e in s.get("endpoints") or []]
+    if not any(e.get("conditions", {}).get("ready") for e in endpoints):
+        return False
+    try:
+        context = hub_context(cluster, namespace)
+        with cluster.port_forward(f"svc/{PROXY_PUBLIC_SERVICE}", PUBLIC_HTTPS_PORT, namespace=namespace) as port:
+            return hub_login_form(port, context)
+    except AssertionError:  # the Secret not there yet, or kubectl found no pod to forward to yet
+        return False
+
+
+class Milestones:
+    """Seconds from `start` until each check first held, each polled in a thread of its own
+    beside the deploy (the time is when the poll saw it: a few seconds' resolution)."""
+
+    def __init__(self, start: float, checks: dict[str, Callable[[], bool]]) -> None:
+        self.start = start
+        self.at: dict[str, float] = {}
+        self.errors: dict[str, AssertionError] = {}
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._poll, args=item, name=item[0], daemon=True) for item in checks.items()]
+        for thread in self._threads:
+            thread.start()
+
+    def _poll(self, name: str, check: Callable[[], bool]) -> None:
+        while not self._stop.is_set():
+            try:
+                if check():
+                    self.at[name] = round(time.monotonic() - self.start, 1)
+                    print(f"  {name}: {self.at[name]}s from the start", flush=True)
+                    return
+            except subprocess.TimeoutExpired:
+                pass  # an API server too busy to answer in time: poll again
+            except JobFailed as error:
+                self.errors[name] = error
+                return
+            self._stop.wait(POLL_SECONDS)
+
+    def wait(self, timeout: float) -> dict[str, float]:
+        """Waits for every check (the TFJob's Failed ends it), then stops the threads."""
+        deadline = time.monotonic() + timeout
+        try:
+            while any(t.is_alive() for t in self._threads) and not self.errors:
+                if time.monotonic() > deadline:
+                    missing = sorted({t.name for t in self._threads} - set(self.at))
+                    raise AssertionError(f"not reached within {timeout:.0f}s: {missing}; reached: {self.at}")
+                time.sleep(0.5)
+        finally:
+            self.stop()
+        if self.errors:
+            raise next(iter(self.errors.values()))
+        return dict(self.at)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+
+
+def milestone_checks(variant: Variant, cluster: RealCluster, config: dict[str, Any]) -> dict[str, Callable[[], bool]]:
+    checks: dict[str, Callable[[], bool]] = {"succeeded": lambda: tfjob_succeeded(cluster)}
+    if variant.real:  # on kwok's nodes no container runs: nothing serves a page
+        namespace = stack_settings(config).jupyterhub.namespace
+        checks["login"] = lambda: hub_login_served(cluster, namespace)
+    return checks
+
+
+def stack_settings(config: dict[str, Any]) -> Any:
+    return parse({k.removeprefix(f"{NAMESPACE}:"): v for k, v in config.items() if k.startswith(f"{NAMESPACE}:")})
+
+
+@contextmanager
+def machine_to_ourselves(variant: Variant) -> Iterator[None]:
+    """Real nodes: the real-node tests' machine lock, so that a test session and the benchmark take
+    turns (they would share the kernel's settings and the two cores, and slow each other)."""
+    if not variant.real:
+        yield
+        return
+    print("waiting for the machine lock (no real-node test session may run beside it) ...", flush=True)
+    lock = machine_lock()
+    try:
+        yield
+    finally:
+        lock.close()
+
+
+# --- pulumi --------------------------------------------------------------------------------------
+
+# `make up`'s steps after its build checks (venv, images, tools), by the command make echoes to
+# start each; a command may follow environment assignments (`MLPLATFORM_STACK_CONFIG=... bin/cluster up`).
 MAKE_UP_STEPS = {
-    "tools/build.sh": "tools",
     "bin/cluster up": "cluster",
     "bin/pulumi stack select": "stack",
     "bin/pulumi up": "deploy",
     "bin/training-operator start": "operator",
 }
+ASSIGNMENTS = r"^(?:[A-Za-z_][A-Za-z0-9_]*=\S*\s+)*"
 
 
-def make_up_split(stack: LocalStack) -> dict[str, float]:
-    """`make up`, timed as a whole and step by step (from the times make echoes each command)."""
+def step_of(line: str) -> str | None:
+    """The `make up` step whose command `line` echoes, or None."""
+    return next((name for command, name in MAKE_UP_STEPS.items() if re.match(ASSIGNMENTS + re.escape(command), line)), None)
+
+
+def split_steps(marks: list[tuple[str, float]], total: float) -> dict[str, float]:
+    """`up` and `up.<step>` from the times each step's command started ("tools" from 0: the build checks)."""
+    marks = [("tools", 0.0), *marks]
+    ends = [at for _, at in marks[1:]] + [total]
+    split = {"up": round(total, 1)}
+    for (step, at), end in zip(marks, ends):
+        split[f"up.{step}"] = round(end - at, 1)
+    return split
+
+
+def make_up_split(stack: LocalStack, start: float) -> dict[str, float]:
+    """`make up`, timed from `start` as a whole and step by step."""
     args = ["make", "--no-print-directory", "up", f"STACK={stack.stack}", f"CONFIG_FILE={stack.config_file}"]
-    start = time.monotonic()
     marks: list[tuple[str, float]] = []
     output = []
     with subprocess.Popen(args, cwd=ROOT, env=stack.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
         for line in proc.stdout:
             output.append(line)
-            step = next((name for prefix, name in MAKE_UP_STEPS.items() if line.startswith(prefix)), None)
+            step = step_of(line)
             if step and step not in dict(marks):
                 marks.append((step, time.monotonic() - start))
-    total = time.monotonic() - start
     if proc.returncode:
         raise AssertionError("make up failed:\n" + "".join(output[-80:]))
-    split = {"up": round(total, 1)}
-    ends = [at for _, at in marks[1:]] + [total]
-    for (step, at), end in zip(marks, ends):
-        split[f"up.{step}"] = round(end - at, 1)
+    split = split_steps(marks, time.monotonic() - start)
     print(f"  up: {split}", flush=True)
     return split
 
 
-def bench_pulumi(base: Path) -> dict[str, float]:
-    stack = LocalStack(base, stack="bench", cluster_name="mlplatform-bench")
+def bench_pulumi(base: Path, variant: Variant) -> tuple[dict[str, float], dict[str, bool]]:
+    stack = LocalStack(base, stack="bench", cluster_name=variant.cluster_name("p"), source=variant.config)
+    # The same directory and kubeconfig as the stack's cluster: what the milestones poll.
+    cluster = RealCluster(base, name=stack.cluster_name)
     stack.create_stack()
-    workers = stack.config()["mlplatform:mnist"]["replicas"]["Worker"]
     t: dict[str, float] = {}
+    clean: dict[str, bool] = {}
     try:
-        t.update(make_up_split(stack))
-        timed(t, "preview", lambda: stack.pulumi("preview", "--expect-no-changes"))
-        stack.set_config("mnist.replicas.Worker", str(workers + 1))
-        # The dev GPU pool has a GPU per worker it has now: the grown job trains on CPU (as
-        # test_make_up's in-place update does), or the preview refuses it.
-        stack.set_config("mnist.gpus.Worker", "0")
+        start = time.monotonic()
+        milestones = Milestones(start, milestone_checks(variant, cluster, stack.config()))
+        try:
+            t.update(make_up_split(stack, start))
+            t.update(milestones.wait(JOB_TIMEOUT_SECONDS))
+        finally:
+            milestones.stop()
+        preview = timed(t, "preview", lambda: stack.pulumi("preview", "--expect-no-changes", check=False))
+        clean["preview"] = preview.returncode == 0
+        if not clean["preview"]:
+            print(f"  preview found changes:\n{preview.output[-3000:]}", flush=True)
+        for path, value in update_of(stack.config()).items():
+            stack.set_config(path, str(value))
         timed(t, "update", lambda: stack.pulumi("up", "--yes"))
         timed(t, "destroy", lambda: stack.pulumi("destroy", "--yes"))
         timed(t, "down", lambda: stack.make("down"))
     finally:
         stack.make("down", check=False)
         stack.force_cleanup()
-    return t
+    return t, clean
 
 
-# --- kubectl -----------------------------------------------------------------------------------
+# --- kubectl -------------------------------------------------------------------------------------
 
 
 def kind_of(path: Path) -> str:
     return yaml.safe_load(path.read_text())["kind"]
 
 
-def bench_kubectl(base: Path) -> dict[str, float]:
-    stack = LocalStack(base, stack="bench-kubectl", cluster_name="mlplatform-bench-kubectl")
-    manifests = base / "manifests"
-    # bin/render keeps its own `render` stack; here it lives in the private backend.
-    stack.run([str(ROOT / "bin" / "render"), str(manifests), "kwok"])  # the objects `make up` deploys
+def render(stack: LocalStack, out: Path, render_as: str, stack_config: Path) -> None:
+    """bin/render of `stack_config` (its `render` stack lives in the private backend)."""
+    stack.run([str(ROOT / "bin" / "render"), str(out), render_as], env={"MLPLATFORM_STACK_CONFIG": str(stack_config)})
+
+
+def bench_kubectl(base: Path, variant: Variant) -> tuple[dict[str, float], dict[str, bool]]:
+    stack = LocalStack(base, stack="bench-kubectl", cluster_name=variant.cluster_name("k"), source=variant.config)
+    cluster = RealCluster(base, name=stack.cluster_name)
+    config = yaml.safe_load((ROOT / variant.config).read_text())
+    # What bin/cluster makes nodes for and bin/render renders: the stack file as it is, and updated.
+    stack.project_dir.mkdir(parents=True, exist_ok=True)
+    stack.config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+    update_file = base / "update.yaml"
+    updated = {**config, "config": with_update(config["config"], update_of(config["config"]))}
+    update_file.write_text(yaml.safe_dump(updated, sort_keys=False))
+
+    t: dict[str, float] = {}
+    clean: dict[str, bool] = {}
+    manifests, manifests_updated = base / "manifests", base / "manifests-update"
+    timed(t, "render", lambda: render(stack, manifests, variant.render_as, stack.config_file))
+    render(stack, manifests_updated, variant.render_as, update_file)
     crds = sorted((manifests / "0-crd").glob("*.yaml"))
     rest = sorted((manifests / "1-manifest").glob("*.yaml"))
     namespaces = [p for p in rest if kind_of(p) == "Namespace"]
-    others = [p for p in rest if p not in namespaces]
-    (job,) = [p for p in others if kind_of(p) == "TFJob"]
+    (job,) = [p for p in rest if kind_of(p) == "TFJob"]
+    others = [p for p in rest if p not in namespaces and p != job]
+    (job_updated,) = [p for p in sorted((manifests_updated / "1-manifest").glob("*.yaml")) if kind_of(p) == "TFJob"]
 
-    def apply(*files: Path) -> None:
-        stack.kubectl("apply", "--server-side", "--field-manager=bench", *(f"--filename={f}" for f in files))
+    def apply(*files: Path, check: bool = True) -> Any:
+        return stack.kubectl("apply", "--server-side", "--field-manager=bench", *(f"--filename={f}" for f in files),
+                             check=check)
 
-    def wait(*args: str) -> None:
-        # `kubectl wait` fails instead of waiting while an object has no status conditions yet.
-        deadline = time.monotonic() + 60
-        while (result := stack.kubectl("wait", *args, f"--timeout={WAIT_TIMEOUT}", check=False)).returncode:
+    def retried(what: str, step: Callable[[], Any]) -> None:
+        # `kubectl wait` fails instead of waiting while no object matches or has conditions yet, and
+        # the operator's webhook refuses nothing but answers only once its CA is in its configuration.
+        deadline = time.monotonic() + 120
+        while (result := step()).returncode:
             if time.monotonic() > deadline:
-                raise AssertionError(f"kubectl wait {' '.join(args)}: {result.output}")
-            time.sleep(0.2)
+                raise AssertionError(f"{what}: {result.output}")
+            time.sleep(0.5)
 
-    def up() -> None:
-        # What `pulumi up` orders by itself: CRDs before their objects, namespaces before what is in them.
+    def wait(*args: str, timeout: str = WAIT_TIMEOUT) -> None:
+        retried(f"kubectl wait {' '.join(args)}", lambda: stack.kubectl("wait", *args, f"--timeout={timeout}", check=False,
+                                                                        timeout=JOB_TIMEOUT_SECONDS + 60))
+
+    def deploy() -> None:
+        # What `pulumi up` orders by itself: CRDs before their objects, namespaces before what is
+        # in them, the TFJob once its operator (and the operator's admission webhook) runs.
         apply(*crds)
         wait("--for=condition=Established", "crd", "--all")
         apply(*namespaces)
         apply(*others)
-        wait("--for=condition=Ready", "node", "--all")
-        wait("--for=jsonpath={.status.phase}=Bound", "pvc", "--all", "--all-namespaces")
         wait("--for=condition=Available", "deployment", "--all", "--all-namespaces")
+        if not variant.real:  # as `make up` does on kwok's nodes, where no container runs
+            timed(t, "operator", lambda: stack.run([str(ROOT / "bin" / "training-operator"), "start"]))
+        retried("kubectl apply (TFJob)", lambda: apply(job, check=False))
+        wait("--for=jsonpath={.status.phase}=Bound", "pvc", "--all", "--all-namespaces")
 
-    def diff() -> None:
-        result = stack.kubectl("diff", "--server-side", "--field-manager=bench", "-R", f"--filename={manifests}", check=False)
-        assert result.returncode == 0, f"kubectl diff found changes right after apply:\n{result.output[-3000:]}"
-
-    def update() -> None:
-        changed = base / "tfjob-update.yaml"
-        document = yaml.safe_load(job.read_text())
-        document["spec"]["tfReplicaSpecs"]["Worker"]["replicas"] += 1
-        changed.write_text(yaml.safe_dump(document))
-        apply(changed)
+    def diff() -> Any:
+        return stack.kubectl("diff", "--server-side", "--field-manager=bench", "-R", f"--filename={manifests}", check=False)
 
     def delete() -> None:
-        stack.kubectl("delete", "--wait=true", f"--timeout={WAIT_TIMEOUT}", *(f"--filename={f}" for f in [*others, *namespaces, *crds]))
+        files = [job, *others, *namespaces, *crds]
+        stack.kubectl("delete", "--wait=true", f"--timeout={WAIT_TIMEOUT}", *(f"--filename={f}" for f in files),
+                      timeout=600)
 
-    t: dict[str, float] = {}
+    def stop_operator() -> None:
+        if not variant.real:
+            stack.run([str(ROOT / "bin" / "training-operator"), "stop"], check=False)
+
     try:
-        timed(t, "cluster", lambda: stack.run([str(ROOT / "bin" / "cluster"), "up"]))
-        timed(t, "apply", up)
-        t["up"] = round(t["cluster"] + t["apply"], 1)
-        timed(t, "preview", diff)
-        timed(t, "update", update)
+        start = time.monotonic()
+        milestones = Milestones(start, milestone_checks(variant, cluster, config["config"]))
+        try:
+            timed(t, "cluster", lambda: stack.run([str(ROOT / "bin" / "cluster"), "up"]))
+            timed(t, "apply", deploy)
+            t["up"] = round(time.monotonic() - start, 1)
+            wait("--for=condition=Succeeded", "tfjob", "--all", "--all-namespaces", timeout=f"{JOB_TIMEOUT_SECONDS}s")
+            t["wait"] = round(time.monotonic() - start, 1)
+            t.update(milestones.wait(JOB_TIMEOUT_SECONDS))
+        finally:
+            milestones.stop()
+        preview = timed(t, "preview", diff)
+        clean["preview"] = preview.returncode == 0
+        if not clean["preview"]:
+            print(f"  kubectl diff found changes:\n{preview.output[-3000:]}", flush=True)
+        timed(t, "update", lambda: apply(job_updated))
         timed(t, "destroy", delete)
+        stop_operator()
         timed(t, "down", lambda: stack.run([str(ROOT / "bin" / "cluster"), "down"]))
     finally:
+        stop_operator()
         stack.run([str(ROOT / "bin" / "cluster"), "down"], check=False)
         stack.force_cleanup()
-    return t
+    return t, clean
 
 
-# --- report ------------------------------------------------------------------------------------
+# --- report --------------------------------------------------------------------------------------
 
+# (key, what, Pulumi command, kubectl command); keys as bench_pulumi and bench_kubectl record them.
 ROWS = [
-    ("up", "cluster start + first deploy, until everything is ready", "`make up`", "`bin/cluster up` + apply + wait"),
+    ("render", "render the manifests (not on the clock below)", "(inside `pulumi up`)", "`bin/render DIR {render_as}`"),
+    ("up", "cluster start + first deploy, until the command returns", "`make up`",
+     "`bin/cluster up` + `kubectl apply --server-side` + `kubectl wait`"),
+    ("login", "from the start: the hub's login page served", "https GET /hub/login via port-forward", "the same"),
+    ("succeeded", "from the start: the TFJob Succeeded", "polled", "polled (`kubectl wait` returned: {wait} s)"),
     ("preview", "no-op preview", "`pulumi preview --expect-no-changes`", "`kubectl diff --server-side`"),
-    ("update", "update: one more TFJob worker", "`pulumi up --yes`", "`kubectl apply --server-side` (TFJob)"),
+    ("update", "update: one more TFJob worker, on CPU", "`pulumi up --yes`", "`kubectl apply --server-side` (TFJob)"),
     ("destroy", "destroy every object", "`pulumi destroy --yes`", "`kubectl delete --wait`"),
     ("down", "stop the cluster, remove its state", "`make down` (stack already empty)", "`bin/cluster down`"),
 ]
 
+# The parts of "up": `make up`'s steps, and the kubectl side's that match them.
+UP_PARTS = [
+    ("tools", "build checks (venv, images, tools)", None),
+    ("cluster", "cluster start (real nodes: with their images imported)", "cluster"),
+    ("stack", "stack select", None),
+    ("deploy", "deploy and wait", "apply"),
+    # `make up` starts kwok's operator silently, in its deploy step; kubectl's side does it apart.
+    ("operator", "operator start (kwok; within deploy)", "operator"),
+]
 
-UP_PARTS = {"tools": "tools check", "cluster": "cluster start", "stack": "stack select", "deploy": "deploy and wait", "operator": "operator start"}
+
+def cell(seconds: dict[str, float], key: str | None, clean: dict[str, bool] | None = None) -> str:
+    if key is None or key not in seconds:
+        return "—"
+    if clean is not None and clean.get(key) is False:
+        return f"{seconds[key]} (found changes)"
+    return str(seconds[key])
 
 
-def table(pulumi: dict[str, float], kubectl: dict[str, float]) -> str:
+def table(pulumi: dict[str, float], kubectl: dict[str, float],
+          clean: dict[str, dict[str, bool]] | None = None, render_as: str = "local") -> str:
+    """The Markdown table of both sides' seconds; a missing figure is "—", a preview that found
+    changes says so."""
+    clean = clean or {}
     lines = [
         "| step | Pulumi (s) | kubectl (s) | Pulumi command | kubectl command |",
         "|---|---:|---:|---|---|",
     ]
     for key, what, pulumi_cmd, kubectl_cmd in ROWS:
-        lines.append(f"| {what} | {pulumi[key]} | {kubectl[key]} | {pulumi_cmd} | {kubectl_cmd} |")
+        if key not in pulumi and key not in kubectl:
+            continue
+        kubectl_cmd = kubectl_cmd.format(wait=kubectl.get("wait", "—"), render_as=render_as)
+        lines.append(f"| {what} | {cell(pulumi, key, clean.get('pulumi'))} | {cell(kubectl, key, clean.get('kubectl'))} "
+                     f"| {pulumi_cmd} | {kubectl_cmd} |")
         if key != "up":
             continue
-        for step, part in UP_PARTS.items():
-            pulumi_part = pulumi.get(f"up.{step}", "")
-            kubectl_part = {"cluster": kubectl["cluster"], "deploy": kubectl["apply"]}.get(step, "")
-            if pulumi_part != "" or kubectl_part != "":
-                lines.append(f"| &nbsp;&nbsp;of which {part} | {pulumi_part} | {kubectl_part} | | |")
+        for step, part, kubectl_key in UP_PARTS:
+            if f"up.{step}" in pulumi or (kubectl_key or "") in kubectl:
+                lines.append(f"| &nbsp;&nbsp;of which {part} | {cell(pulumi, f'up.{step}')} | {cell(kubectl, kubectl_key)} | | |")
     return "\n".join(lines)
+
+
+def machine() -> dict[str, Any]:
+    memory_kib = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
+    return {"cpus": os.cpu_count(), "memory_gib": round(memory_kib / 2**20, 1), "platform": platform.platform()}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / ".local" / "bench-deploy")
+    parser.add_argument("--stack", choices=sorted(VARIANTS), default="dev",
+                        help="dev: real nodes (default); kwok: simulated nodes")
     args = parser.parse_args()
-    missing = missing_tools()
+    variant = VARIANTS[args.stack]
+    missing = missing_tools() + (not_built() if variant.real else [])
     if missing:
-        print(f"tools not built ({', '.join(missing)}): run `tools/build.sh pulumi kube`", file=sys.stderr)
+        print(f"tools not built ({', '.join(missing)}): run `tools/build.sh pulumi kube operator node`", file=sys.stderr)
+        return 1
+    if variant.real and os.geteuid() != 0:
+        print("real nodes need root (network namespaces, cgroups, mounts); --stack kwok does not", file=sys.stderr)
         return 1
 
-    base = Path(tempfile.mkdtemp(prefix="mlplatform-bench-"))
-    try:
-        print("pulumi:", flush=True)
-        pulumi = bench_pulumi(base / "pulumi")
-        print("kubectl:", flush=True)
-        kubectl = bench_kubectl(base / "kubectl")
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+    with machine_to_ourselves(variant):
+        load_start = load_average()
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        print(f"load average at start: {load_start}", flush=True)
+        # Short directories in /tmp: a real node's unix sockets live below its cluster's directory.
+        bases = [Path(tempfile.mkdtemp(prefix=f"mlp-b{side}-", dir="/tmp")) for side in "pk"]
+        try:
+            print("pulumi:", flush=True)
+            pulumi, pulumi_clean = bench_pulumi(bases[0], variant)
+            print("kubectl:", flush=True)
+            kubectl, kubectl_clean = bench_kubectl(bases[1], variant)
+        finally:
+            for base in bases:
+                shutil.rmtree(base, ignore_errors=True)
+        load_end = load_average()
 
     args.out.mkdir(parents=True, exist_ok=True)
-    cpus = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+    clean = {"pulumi": pulumi_clean, "kubectl": kubectl_clean}
     results = {
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"cpus": int(cpus), "platform": platform.platform()},
+        "when": when,
+        "command": "make bench-deploy" + ("" if args.stack == "dev" else f" STACK={args.stack}"),
+        "stack": variant.config,
+        "machine": machine(),
+        "load_average": {"start": load_start, "end": load_end},
         "seconds": {"pulumi": pulumi, "kubectl": kubectl},
+        "preview_clean": clean,
     }
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    markdown = table(pulumi, kubectl)
-    (args.out / "results.md").write_text(markdown + "\n")
+    markdown = table(pulumi, kubectl, clean, variant.render_as)
+    footer = f"\nLoad average (1, 5, 15 min) at start {load_start}, at end {load_end}; {results['machine']['cpus']} CPUs."
+    (args.out / "results.md").write_text(markdown + "\n" + footer + "\n")
     print()
     print(markdown)
+    print(footer)
     print(f"\n(written to {args.out}/results.json and results.md)")
     return 0
 

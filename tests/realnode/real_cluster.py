@@ -6,12 +6,15 @@ unix sockets live below it), so a developer's cluster and the e2e tests' never m
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import json
 import os
 import re
+import ssl
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,6 +23,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "cluster"))
+
+from components.hub_config import TLS_SECRET_NAME  # noqa: E402
+from components.tls import CA_KEY  # noqa: E402
+from stacks.config import JupyterHubSettings  # noqa: E402
 
 from localcluster import images  # noqa: E402
 from localcluster.kubelet import KUBELET_SYSCTLS, Sysctls, read_sysctl  # noqa: E402
@@ -93,9 +100,10 @@ class RealCluster:
             raise AssertionError(f"bin/cluster {' '.join(args)} failed ({out.returncode}):\n{out.stdout}{out.stderr}")
         return out
 
-    def kubectl(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
+    def kubectl(self, *args: str, check: bool = True, input: str | None = None,
+                timeout: float = 60) -> subprocess.CompletedProcess:
         out = subprocess.run([str(self.kubectl_bin), "--kubeconfig", str(self.kubeconfig), *args], input=input,
-                             capture_output=True, text=True, timeout=60)
+                             capture_output=True, text=True, timeout=timeout)
         if check and out.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed:\n{out.stdout}{out.stderr}")
         return out
@@ -132,6 +140,27 @@ class RealCluster:
     def loopback_prefix(self) -> str:
         """The "127.A.B" of the cluster's loopback block (servicelb.py), as recorded with the cluster."""
         return json.loads((self.state_dir / "servicelb" / "servicelb.json").read_text())["prefix"]
+
+
+HUB_NAMESPACE = JupyterHubSettings.model_fields["namespace"].default
+# What only the hub's login page holds (JupyterHub's native authenticator's form).
+LOGIN_FORM = 'name="username"'
+
+
+def hub_context(cluster: RealCluster, namespace: str = HUB_NAMESPACE) -> ssl.SSLContext:
+    """Trusts the stack's own CA (Secret proxy-public-tls, key ca.crt) and nothing else."""
+    secret = cluster.get("secret", "-n", namespace, TLS_SECRET_NAME)
+    return ssl.create_default_context(cadata=base64.b64decode(secret["data"][CA_KEY]).decode())
+
+
+def hub_login_form(port: int, context: ssl.SSLContext) -> bool:
+    """Whether https://localhost:PORT/hub/login (a port-forward to proxy-public) serves the hub's login
+    form, the certificate checked against `context` for `localhost` (one of its names)."""
+    try:
+        with urllib.request.urlopen(f"https://localhost:{port}/hub/login", context=context, timeout=10) as r:
+            return r.status == 200 and LOGIN_FORM in r.read().decode()
+    except OSError:  # refused, reset, TLS or HTTP errors (a 503 while the proxy has no hub yet)
+        return False
 
 
 def busybox_image_name() -> str:

@@ -10,7 +10,6 @@ real nodes. The stack is deployed once per session (conftest.py) for every test 
 
 from __future__ import annotations
 
-import base64
 import json
 import socket
 import ssl
@@ -20,7 +19,7 @@ import urllib.request
 from components.mnist import TENSORBOARD_LABELS, TENSORBOARD_PORT
 from e2e.local_stack import LocalStack, steps_changed
 from polling import polled_throughout
-from real_cluster import RealCluster, wait_for
+from real_cluster import RealCluster, hub_context, hub_login_form, wait_for
 
 DEPLOYMENTS = {"jupyterhub": ("hub", "proxy"), "kubeflow": ("training-operator",), "mnist": ("tensorboard",)}
 
@@ -37,12 +36,6 @@ def test_make_up_runs_the_stack_in_containers_on_the_real_nodes(stack: LocalStac
                 assert pod["spec"]["nodeName"].startswith("real-"), pod["spec"]["nodeName"]
                 assert all(c["ready"] for c in pod["status"]["containerStatuses"]), pod["status"]
     assert "bin/training-operator" not in stack.up_run.output, "a local stack's operator runs in the cluster"
-
-
-def hub_context(real: RealCluster) -> ssl.SSLContext:
-    """Trusts the stack's own CA (Secret proxy-public-tls) and nothing else."""
-    secret = real.get("secret", "-n", "jupyterhub", "proxy-public-tls")
-    return ssl.create_default_context(cadata=base64.b64decode(secret["data"]["ca.crt"]).decode())
 
 
 def http_status(address: str, port: int, path: str, context: ssl.SSLContext | None = None,
@@ -95,8 +88,7 @@ def test_the_hub_answers_through_the_proxy_over_https(stack: LocalStack, real: R
                 return False
 
         wait_for(health, 60, "the hub's /hub/health through proxy-public")
-        with urllib.request.urlopen(f"https://localhost:{port}/hub/login", context=context, timeout=10) as r:
-            assert 'name="username"' in r.read().decode(), "the hub's login form"
+        assert hub_login_form(port, context), "the hub's login form at /hub/login"
 
 
 def test_the_operators_webhook_refuses_a_bad_tfjob(stack: LocalStack, real: RealCluster) -> None:

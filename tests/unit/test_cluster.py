@@ -93,6 +93,34 @@ def test_render_as_kwok_writes_the_simulated_objects():
     assert deployment.of_type("kubernetes:core/v1:PersistentVolume")
 
 
+def without_generated_secrets(manifest):
+    """`manifest` less what each run of the program draws anew: the Secrets' values (the hub's
+    tokens, the self-signed certificate) and the pod templates' checksum of them."""
+    if manifest.get("kind") == "Secret":
+        return {**manifest, "data": sorted(manifest.get("data", {}))}
+    template = manifest.get("spec", {}).get("template", {}).get("metadata", {})
+    if "checksum/secrets" in template.get("annotations", {}):
+        template["annotations"]["checksum/secrets"] = "generated"
+    return manifest
+
+
+def test_render_as_local_writes_exactly_what_make_up_deploys_to_real_local_nodes():
+    """`make bench-deploy` applies these with kubectl beside `make up`'s Pulumi deploy of the dev stack."""
+    config = example_stack("dev")
+    assert config["cluster"]["provider"] == "local", "the dev stack is a local stack"
+
+    def objects(config):
+        return {(r.type, r.name): without_generated_secrets(r.manifest()) for r in run_program(config).kubernetes_objects()}
+
+    deployed = objects(config)
+    config["cluster"] = {**config["cluster"], "provider": "render", "renderAs": "local"}
+    rendered = objects(config)
+    assert sorted(rendered) == sorted(deployed), "the same objects"
+    for key, manifest in deployed.items():
+        assert rendered[key] == manifest, f"{key[1]} rendered differs from what the local provider deploys"
+    assert not any(kind == DEVICE_PLUGIN for kind, _ in rendered), "the local nodes run their own device plugin"
+
+
 def test_existing_cluster_uses_kubeconfig_and_context_and_runs_the_device_plugin_on_gpu_pools():
     config = {
         "cluster": {

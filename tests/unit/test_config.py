@@ -197,6 +197,8 @@ BAD_CONFIGS = [
     ({"cluster": {"provider": "aks"}}, "cluster.location", "required with cluster.provider aks"),
     ({"cluster": {"provider": "aks", "location": "westeurope", "nodePools": [{"name": "a"}]}}, "cluster.nodePools[0].vmSize", "required"),
     ({"cluster": {"location": "westeurope"}}, "cluster.location", "only used with cluster.provider aks"),
+    ({"cluster": {"provider": "render", "renderAs": "aks"}}, "cluster.renderAs", "'existing', 'local' or 'kwok'"),
+    ({"cluster": {"renderAs": "local"}}, "cluster.renderAs", "only used with cluster.provider render"),
     ({"jupyterhub": {"serviceType": "Loadbalancer"}}, "jupyterhub.serviceType", "'ClusterIP', 'LoadBalancer' or 'NodePort'"),
     ({"jupyterhub": {"serviceType": "LoadBalancer", "auth": {"type": "dummy"}}}, "jupyterhub.auth.type", "lets anyone in"),
     ({"jupyterhub": {"auth": {"type": "ldap"}}}, "jupyterhub.auth.type", "'dummy', 'native', 'github' or 'azuread'"),

@@ -1,0 +1,81 @@
+"""`make bench-deploy`'s own logic (tests/e2e/bench_deploy.py): the steps of `make up`, the update
+both sides make, the table. The benchmark itself needs real nodes and runs by hand."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from e2e import bench_deploy
+from program import ROOT
+
+
+@pytest.mark.parametrize(
+    ("line", "step"),
+    [
+        ("MLPLATFORM_STACK_CONFIG=/tmp/b/project/Pulumi.bench.yaml bin/cluster up\n", "cluster"),
+        ("bin/cluster up\n", "cluster"),
+        ("bin/pulumi stack select --create bench --non-interactive\n", "stack"),
+        ("bin/pulumi up --stack bench --config-file /tmp/b/Pulumi.bench.yaml --yes --non-interactive\n", "deploy"),
+        ("bin/training-operator start\n", "operator"),
+        ("tools/build.sh pulumi kube operator $(if ...)\n", None),
+        ("localcluster: run bin/cluster up again\n", None),  # a log line naming a command is not make's echo
+    ],
+)
+def test_step_of_finds_the_make_up_step_a_line_starts(line, step):
+    assert bench_deploy.step_of(line) == step
+
+
+def test_split_steps_times_each_step_until_the_next_starts():
+    split = bench_deploy.split_steps([("cluster", 2.0), ("stack", 10.0), ("deploy", 11.0)], 30.04)
+    assert split == {"up": 30.0, "up.tools": 2.0, "up.cluster": 8.0, "up.stack": 1.0, "up.deploy": 19.0}
+
+
+@pytest.mark.parametrize("stack", ["dev", "kwok"])
+def test_the_update_adds_a_cpu_worker_and_is_a_valid_config(stack):
+    config = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
+    workers = config["mlplatform:mnist"]["replicas"]["Worker"]
+    updated = bench_deploy.with_update(config, bench_deploy.update_of(config))
+    assert updated["mlplatform:mnist"]["replicas"]["Worker"] == workers + 1
+    assert updated["mlplatform:mnist"]["gpus"]["Worker"] == 0
+    assert config["mlplatform:mnist"]["replicas"]["Worker"] == workers, "the stack's own config is left as it was"
+    settings = bench_deploy.stack_settings(updated)
+    assert settings.mnist.replica_counts["Worker"] == workers + 1
+
+
+def test_with_update_creates_missing_keys():
+    assert bench_deploy.with_update({}, {"mnist.gpus.Worker": 0}) == {"mlplatform:mnist": {"gpus": {"Worker": 0}}}
+
+
+PULUMI = {"up": 300.0, "up.tools": 5.0, "up.cluster": 230.0, "up.stack": 1.0, "up.deploy": 64.0, "login": 280.0,
+          "succeeded": 400.0, "preview": 20.0, "update": 30.0, "destroy": 40.0, "down": 15.0}
+KUBECTL = {"render": 50.0, "cluster": 225.0, "apply": 40.0, "up": 265.0, "wait": 390.0, "login": 250.0,
+           "succeeded": 391.0, "preview": 1.0, "update": 0.5, "destroy": 30.0, "down": 12.0}
+
+
+def rows(markdown):
+    return {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:3] for line in markdown.splitlines()[2:]}
+
+
+def test_table_puts_both_sides_on_each_step():
+    found = rows(bench_deploy.table(PULUMI, KUBECTL))
+    assert found["from the start: the hub's login page served"] == ["280.0", "250.0"]
+    assert found["from the start: the TFJob Succeeded"] == ["400.0", "391.0"]
+    assert found["&nbsp;&nbsp;of which cluster start (real nodes: with their images imported)"] == ["230.0", "225.0"]
+    assert found["&nbsp;&nbsp;of which stack select"] == ["1.0", "—"]
+    assert found["render the manifests (not on the clock below)"] == ["—", "50.0"]
+    assert not any("operator start" in row for row in found), "no operator step where neither side has one"
+
+
+def test_table_names_kubectl_waits_time_and_a_preview_that_found_changes():
+    markdown = bench_deploy.table(PULUMI, KUBECTL, {"pulumi": {"preview": False}, "kubectl": {"preview": True}})
+    assert rows(markdown)["no-op preview"] == ["20.0 (found changes)", "1.0"]
+    assert "`kubectl wait` returned: 390.0 s" in markdown
+
+
+def test_table_without_a_login_page_on_kwok():
+    pulumi = {k: v for k, v in PULUMI.items() if k != "login"}
+    kubectl = {k: v for k, v in KUBECTL.items() if k != "login"}
+    markdown = bench_deploy.table(pulumi, kubectl, render_as="kwok")
+    assert "login page" not in markdown
+    assert "`bin/render DIR kwok`" in markdown
