@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
-from .process import Daemon, wait_for
+from .process import KILL_GRACE, Daemon, wait_exited, wait_for
 from .settings import NodeSettings, pause_image
 
 K8S_NAMESPACE = "k8s.io"
@@ -135,11 +136,14 @@ disabled_plugins = ['io.containerd.nri.v1.nri']
     def stop(self) -> None:
         self.remove_pods()
         self.daemon.stop()
-        for pid in self.shim_pids():
+        shims = self.shim_pids()
+        for pid in shims:
             try:
-                os.kill(pid, 9)
+                os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        # Gone before their directories are: an exiting shim still holds its working directory there.
+        wait_exited(shims, KILL_GRACE)
         unmount_under(self.dir)
         shutil.rmtree(self.dir, ignore_errors=True)
 

@@ -66,14 +66,35 @@ class Daemon:
         pid = self.pid()
         if pid is not None:
             os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + grace
-            while self.alive() and time.monotonic() < deadline:
-                time.sleep(0.1)
+            wait_exited([pid], grace)
             if self.alive():
                 os.kill(pid, signal.SIGKILL)
-                while self.alive():
-                    time.sleep(0.1)
+            wait_exited([pid], KILL_GRACE)
         self.pid_file.unlink(missing_ok=True)
+
+
+# How long a SIGKILLed process may take to finish exiting.
+KILL_GRACE = 10
+
+
+def exited(pid: int) -> bool:
+    """Whether PID has finished exiting: gone, or a zombie, which holds nothing but its pid.
+
+    Not whether it is still the daemon: an exiting process loses its exe link and command line
+    first and still has its working directory and open files for a while after.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+def wait_exited(pids: list[int], timeout: float) -> None:
+    """Waits until each of PIDS has exited, or `timeout` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while not all(exited(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 def wait_for(what: str, check, timeout: float, log: Path | None = None) -> None:

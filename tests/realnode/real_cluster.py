@@ -200,6 +200,16 @@ def other_processes() -> Iterator[tuple[str, str, str]]:
         yield proc.name, cmdline, cwd
 
 
+def process_state(pid: str) -> str:
+    """"<name> <state>" from /proc/PID/stat: what a process is when its command line is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return "gone"
+    name, _, rest = stat.partition("(")[2].rpartition(")")
+    return f"{name} {rest.split()[0]}"
+
+
 def leftovers(settings: NodeSettings) -> list[str]:
     """What of a node is still on the machine: processes, mounts, namespace, cgroups, files."""
     found = []
@@ -237,7 +247,7 @@ def cluster_leftovers(cluster: RealCluster, prefix: str) -> list[str]:
     if cluster.nodes_dir.exists():
         found.append(f"directory {cluster.nodes_dir}")
     base = str(cluster.base)
-    found += [f"process {pid}: {cmdline[:150]}" for pid, cmdline, cwd in other_processes()
+    found += [f"process {pid} ({process_state(pid)}) in {cwd}: {cmdline[:150]}" for pid, cmdline, cwd in other_processes()
               if base in cmdline or cwd.startswith(base)]
     found += [f"listener on {a}" for a in loopback_listeners() if a.startswith(prefix + ".")]
     record = LoopbackBlocks().record
