@@ -33,10 +33,9 @@ class Daemon:
             pid = int(self.pid_file.read_text())
             if os.readlink(f"/proc/{pid}/exe") != os.path.realpath(self.argv[0]):
                 return None
-            stat = Path(f"/proc/{pid}/stat").read_text()
         except (OSError, ValueError):
             return None
-        return None if stat.rsplit(")", 1)[1].split()[0] == "Z" else pid
+        return None if state(pid) in (None, "Z") else pid
 
     def alive(self) -> bool:
         return self.pid() is not None
@@ -77,17 +76,22 @@ class Daemon:
 KILL_GRACE = 10
 
 
+def state(pid: int) -> str | None:
+    """PID's state letter from /proc/PID/stat (proc(5): R, S, Z, ...); None when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
 def exited(pid: int) -> bool:
     """Whether PID has finished exiting: gone, or a zombie, which holds nothing but its pid.
 
     Not whether it is still the daemon: an exiting process loses its exe link and command line
     first and still has its working directory and open files for a while after.
     """
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    return state(pid) in (None, "Z", "X")
 
 
 def wait_exited(pids: list[int], timeout: float) -> None:
