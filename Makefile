@@ -7,7 +7,13 @@ REQ_HASH := $(shell cat requirements.txt trainer/requirements.txt | sha256sum | 
 VENV_DIR := $(CACHE)/venv-$(REQ_HASH)
 PY := .venv/bin/python
 
-.PHONY: venv test test-unit test-deps up down render bench-trainer notebook tools tools-node docs images images-lock images-list
+.PHONY: system venv test test-unit test-deps up down render bench-trainer notebook tools tools-node docs images images-lock images-list
+
+# The Debian packages the project needs from the machine (tools/system/packages.txt says which and
+# why): installs what is missing, and is a quiet no-op when nothing is. Every target below that
+# builds, runs the cluster or runs tests depends on it.
+system:
+	@tools/system/setup.sh
 
 # .venv is a link to the cached virtualenv for the current pins.
 venv: .venv/.installed
@@ -23,7 +29,7 @@ venv: .venv/.installed
 # Every test. It first builds whatever the tests need and is missing (the Go-built tools, the
 # browser and npm packages of the hub tests, the real nodes' runtime, the images); with warm
 # caches that takes seconds.
-test: venv tools tools-node test-deps images
+test: system venv tools tools-node test-deps images
 	$(PY) -m pytest tests
 
 # The fast tests: config, components under mocks, schemas (no engine, cluster or processes).
@@ -35,21 +41,21 @@ docs: venv
 	$(PY) -m stacks.reference --write
 
 # The Pulumi CLI, its plugins, the local control plane and the training operator, from Go modules.
-tools:
+tools: system
 	tools/build.sh
 
 # What real nodes run (kubelet, kube-proxy, containerd, runc, CNI plugins, crictl, CoreDNS, pause,
 # kube-router for NetworkPolicy):
 # `bin/cluster up --real`, `MLPLATFORM_NODES=real make up` and tests/realnode need them.
-tools-node:
+tools-node: system
 	tools/build.sh node
 
-test-deps:
+test-deps: system
 	tests/hub/setup.sh
 
 # The dev stack's manifests, written by the real engine instead of applied (RENDER_DIR).
 RENDER_DIR ?= .local/render
-render: venv
+render: system venv
 	tools/build.sh pulumi
 	bin/render $(RENDER_DIR)
 
@@ -63,7 +69,7 @@ STACK_CONFIG = $(or $(CONFIG_FILE),Pulumi.$(STACK).yaml)
 
 # A stack whose cluster.provider is local (the dev stack) gets real nodes (kubelet + containerd, one
 # per pool); MLPLATFORM_NODES=real adds them beside kwok's to any other stack (STACK=kwok).
-up: venv images
+up: system venv images
 	tools/build.sh pulumi kube operator $$(if [ "$(MLPLATFORM_NODES)" = real ] || \
 	  [ "$$($(PY) -m stacks.local_nodes --provider $(STACK_CONFIG))" = local ]; then echo node; fi)
 	MLPLATFORM_STACK_CONFIG=$(STACK_CONFIG) bin/cluster up
@@ -85,7 +91,7 @@ down:
 # The dev stack's deploy on real pods, Pulumi beside kubectl, each on a fresh private cluster
 # (tests/e2e/bench_deploy.py); STACK=kwok runs it on kwok's simulated nodes instead.
 .PHONY: bench-deploy
-bench-deploy: venv images
+bench-deploy: system venv images
 	tools/build.sh pulumi kube operator $(if $(filter kwok,$(STACK)),,node)
 	$(PY) tests/e2e/bench_deploy.py --stack $(STACK) --out .local/bench-deploy
 
@@ -98,8 +104,7 @@ bench-deploy: venv images
 IMAGES ?=
 OPERATOR_IMAGE_WANTED = $(if $(IMAGES),$(filter operator,$(IMAGES)),operator)
 TRAINER_IMAGE_WANTED = $(if $(IMAGES),$(filter trainer,$(IMAGES)),trainer)
-images: venv
-	@images/setup.sh
+images: system venv
 	$(if $(OPERATOR_IMAGE_WANTED),tools/build.sh operator)
 	$(if $(TRAINER_IMAGE_WANTED),tools/build.sh data)
 	MLPLATFORM_CACHE=$(CACHE) python3 -m images.build build $(IMAGES)
