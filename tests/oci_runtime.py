@@ -33,7 +33,7 @@ def require_tools() -> None:
     if os.geteuid() != 0:
         missing.append("root (runc, network namespaces and overlay mounts need it)")
     if missing:
-        raise RuntimeError(f"the image tests need {', '.join(missing)} (apt-get install runc umoci mmdebstrap)")
+        raise RuntimeError(f"the image tests need {', '.join(missing)} (`make system` installs the commands)")
 
 
 @dataclass(frozen=True)

@@ -267,7 +267,7 @@ build_containerd() {
 build_runc() {
     # seccomp needs cgo and libseccomp (Debian's libseccomp-dev). Upstream's default libpathrs tag
     # links a Rust library; without it runc uses its Go implementation of the same path checks.
-    pkg-config --exists libseccomp || { log "runc needs libseccomp-dev (apt-get install libseccomp-dev)"; return 1; }
+    pkg-config --exists libseccomp || { log "runc needs libseccomp-dev: make system (tools/system/setup.sh) installs it"; return 1; }
     GOBIN="$1/bin" CGO_ENABLED=1 go install -trimpath -tags "seccomp urfave_cli_no_docs" \
         -ldflags "-s -w -X main.version=${RUNC_VERSION#v}" \
         "github.com/opencontainers/runc@$RUNC_VERSION"
@@ -314,7 +314,7 @@ build_local_path_provisioner() {
 # compiles it, packed as an OCI image archive named as containerd and the kubelet expect it.
 build_pause() {
     local src tag
-    command -v gcc >/dev/null || { log "pause needs gcc (apt-get install gcc libc6-dev)"; return 1; }
+    command -v gcc >/dev/null || { log "pause needs gcc and libc6-dev: make system (tools/system/setup.sh) installs them"; return 1; }
     src="$(module_dir "k8s.io/kubernetes@$KUBERNETES_VERSION")/build/pause"
     tag="$(pause_tag "$src/Makefile")"
     mkdir -p "$1/rootfs" "$1/images"
@@ -354,7 +354,7 @@ main() {
     local targets=("$@") t
     [ ${#targets[@]} -gt 0 ] || targets=(pulumi kube operator scan)
     command -v go >/dev/null || { log "go is not installed (needs Go >= 1.26)"; exit 1; }
-    command -v jq >/dev/null || { log "jq is not installed (apt-get install jq)"; exit 1; }
+    command -v jq >/dev/null || { log "jq is not installed: make system (tools/system/setup.sh) installs it"; exit 1; }
     mkdir -p "$MLPLATFORM_TOOLS"
     # One build at a time per cache: a second run (another shell, make, CI) waits, then finds
     # the stamps the first one wrote.

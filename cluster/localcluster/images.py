@@ -30,7 +30,7 @@ def busybox_tag() -> str:
     """Debian's version of busybox-static as an image tag (tags allow [A-Za-z0-9_.-] only)."""
     out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "busybox-static"], capture_output=True, text=True)
     if out.returncode != 0 or not BUSYBOX.is_file():
-        raise RuntimeError("the test image needs Debian's busybox-static (apt-get install busybox-static)")
+        raise RuntimeError("the test image needs Debian's busybox-static: `make system` installs it")
     return re.sub(r"[^A-Za-z0-9_.-]", "_", out.stdout.split(":")[-1])
 
 

@@ -33,10 +33,10 @@ def problems(tools: dict[str, str]) -> list[str]:
             found.append(f"the cgroup v1 `{controller}` controller mounted under /sys/fs/cgroup")
     for command in COMMANDS:
         if shutil.which(command) is None:
-            found.append(f"the `{command}` command")
+            found.append(f"the `{command}` command (`make system` installs it)")
     for command in NETPOL_COMMANDS:
         if shutil.which(command) is None:
-            found.append(f"the `{command}` command (NetworkPolicy: kube-router runs it; Debian's iptables, ipset)")
+            found.append(f"the `{command}` command (NetworkPolicy: kube-router runs it; `make system` installs it)")
     found += netpol_kernel_problems()
     return found
 

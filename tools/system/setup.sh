@@ -4,12 +4,20 @@
 # needs the machine's packages depends on. When nothing is missing it reads the package database
 # once and says nothing; otherwise it runs `apt-get update` once and installs only what is missing.
 #
-# Usage: tools/system/setup.sh [--check]
-#   --check  install nothing: list what is missing and exit 1 if anything is
+# Usage: tools/system/setup.sh [--check] [--packages-only]
+#   --check          install nothing: list what is missing and exit 1 if anything is
+#   --packages-only  leave machine.txt unchecked (a bare Debian root, as in tests/system)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 check_only=false
-[ "${1:-}" != --check ] || check_only=true
+check_machine=true
+for option in "$@"; do
+    case "$option" in
+        --check) check_only=true ;;
+        --packages-only) check_machine=false ;;
+        *) echo "[system] unknown option $option (allowed: --check, --packages-only)" >&2; exit 2 ;;
+    esac
+done
 
 # The first word of each line that is not a comment or blank.
 packages=()
@@ -19,7 +27,7 @@ while read -r name _; do
 done < "$here/packages.txt"
 
 missing_commands=()
-while read -r name _; do
+while $check_machine && read -r name _; do
     case "$name" in ''|'#'*) continue ;; esac
     command -v "$name" >/dev/null 2>&1 || missing_commands+=("$name")
 done < "$here/machine.txt"
