@@ -36,7 +36,7 @@ test: system venv tools tools-node test-deps images
 test-unit: venv
 	$(PY) -m pytest tests/unit
 
-# The config reference in Pulumi.yaml and the README, from the settings' field descriptions.
+# The config reference in Pulumi.yaml and docs/configuration.md, from the settings' field descriptions.
 docs: venv
 	$(PY) -m stacks.reference --write
 
