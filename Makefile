@@ -155,12 +155,12 @@ down:
 	bin/cluster down
 
 # The dev stack's deploy on real pods, Pulumi beside kubectl, each on a fresh private cluster
-# (tests/e2e/bench_deploy.py); STACK=kwok runs it on kwok's simulated nodes instead.
+# (bench/bench_deploy.py); STACK=kwok runs it on kwok's simulated nodes instead.
 .PHONY: bench-deploy
 ## time the dev stack's deploy, Pulumi beside kubectl (docs/benchmarks.md)
 bench-deploy: system venv images
 	tools/build.sh pulumi kube operator $(if $(filter kwok,$(STACK)),,node)
-	$(PY) tests/e2e/bench_deploy.py --stack $(STACK) --out .local/bench-deploy
+	$(PY) bench/bench_deploy.py --stack $(STACK) --out .local/bench-deploy
 
 # --- images (images/) ---
 # The platform's images, built without Docker or a registry into $(CACHE)/images as OCI archives
