@@ -6,16 +6,30 @@ CACHE ?= $(or $(MLPLATFORM_CACHE),$(HOME)/.cache/mlplatform)
 REQ_HASH := $(shell cat requirements.txt trainer/requirements.txt | sha256sum | cut -c1-12)
 VENV_DIR := $(CACHE)/venv-$(REQ_HASH)
 PY := .venv/bin/python
+# make lint's ruff, pinned in tools/lint-requirements.txt, in a small virtualenv of its own.
+LINT_HASH := $(shell sha256sum tools/lint-requirements.txt | cut -c1-12)
+LINT_VENV := $(CACHE)/lint-venv-$(LINT_HASH)
 
-.PHONY: system venv test test-unit test-deps up down render bench-trainer notebook tools tools-node docs images images-lock images-list
+.PHONY: system help venv lint test test-unit test-hub test-trainer test-engine test-images test-scan \
+	test-controlplane test-e2e test-realnode test-deps up down render bench-trainer notebook tools tools-node \
+	docs images images-lock images-list
+
+# Every target documented with a `## ` line right above it; `make help` lists them.
 
 # The Debian packages the project needs from the machine (tools/system/packages.txt says which and
 # why): installs what is missing, and is a quiet no-op when nothing is. Every target below that
 # builds, runs the cluster or runs tests depends on it.
+## install the Debian packages of tools/system/packages.txt that are missing
 system:
 	@tools/system/setup.sh
 
+# `make help`: each `## ` line, beside the name of the target on the line below it.
+## list the targets, one line each
+help:
+	@awk '/^## / { doc = substr($$0, 4); next } doc != "" && /^[a-z][a-z0-9-]*:/ { sub(/:.*/, ""); printf "  %-18s %s\n", $$0, doc } { doc = "" }' $(firstword $(MAKEFILE_LIST))
+
 # .venv is a link to the cached virtualenv for the current pins.
+## link .venv to the cached virtualenv of requirements.txt (built when missing)
 venv: .venv/.installed
 .venv/.installed: requirements.txt trainer/requirements.txt
 	@if [ ! -f $(VENV_DIR)/.installed ]; then \
@@ -26,35 +40,85 @@ venv: .venv/.installed
 	fi
 	@ln -sfn $(VENV_DIR) .venv
 
+# ruff over the Python code (rules in ruff.toml) and shellcheck over every tracked shell script
+# (*.sh, and files whose first line runs sh or bash).
+$(LINT_VENV)/.installed: tools/lint-requirements.txt
+	rm -rf $(LINT_VENV) && python3 -m venv $(LINT_VENV)
+	$(LINT_VENV)/bin/pip install --quiet -r tools/lint-requirements.txt
+	touch $@
+SHELL_SCRIPTS = $$( (git ls-files '*.sh'; git ls-files | while read -r f; do \
+	  [ -f "$$f" ] && head -n1 "$$f" | grep -qE '^\#!.*\b(ba|da)?sh\b' && echo "$$f"; done) | sort -u)
+## ruff and shellcheck (run by make test before the tests)
+lint: system $(LINT_VENV)/.installed
+	$(LINT_VENV)/bin/ruff check --quiet .
+	shellcheck -x $(SHELL_SCRIPTS)
+
 # Every test. It first builds whatever the tests need and is missing (the Go-built tools, the
-# browser and npm packages of the hub tests, the real nodes' runtime, the images); with warm
-# caches that takes seconds.
-test: system venv tools tools-node test-deps images
+# browser and npm packages of the hub tests, the real nodes' runtime, the images), with warm
+# caches in seconds, then lints.
+## lint, then every test (builds what the tests need first)
+test: system venv tools tools-node test-deps images lint
 	$(PY) -m pytest tests
 
-# The fast tests: config, components under mocks, schemas (no engine, cluster or processes).
+# One target per test tier (a directory of tests/ and its marker in pytest.ini), each with what
+# that tier needs; docs/testing.md says what each proves.
+## unit tier: config, components under mocks, schemas, pure logic (no engine, cluster or processes)
 test-unit: venv
 	$(PY) -m pytest tests/unit
+## hub tier: the hub's config in the real JupyterHub, the real hub and proxy in Chromium
+test-hub: system venv test-deps
+	$(PY) -m pytest tests/hub
+## trainer tier: the real trainer as processes on loopback
+test-trainer: venv
+	$(PY) -m pytest tests/trainer
+## engine tier: the real Pulumi CLI over the real program
+test-engine: system venv
+	tools/build.sh pulumi
+	$(PY) -m pytest tests/engine
+## images tier: each image's main process in a real container (root)
+test-images: system venv images
+	$(PY) -m pytest tests/images
+## scan tier: kube-score over every rendered object
+test-scan: system venv
+	tools/build.sh scan
+	$(PY) -m pytest tests/scan
+## controlplane tier: the local control plane alone through bin/cluster
+test-controlplane: system venv
+	tools/build.sh kube
+	$(PY) -m pytest tests/controlplane
+## e2e tier: make up and make down of the simulated stack on a private cluster
+test-e2e: system venv
+	tools/build.sh pulumi kube operator
+	$(PY) -m pytest tests/e2e
+## realnode tier: real nodes and the dev stack on them (root; the longest)
+test-realnode: system venv tools tools-node test-deps images
+	$(PY) -m pytest tests/realnode
 
-# The config reference in Pulumi.yaml and the README, from the settings' field descriptions.
+# The config reference in Pulumi.yaml and docs/configuration.md, from the settings' field descriptions.
+## regenerate the config reference (docs/configuration.md, Pulumi.yaml)
 docs: venv
 	$(PY) -m stacks.reference --write
 
-# The Pulumi CLI, its plugins, the local control plane and the training operator, from Go modules.
+# The Pulumi CLI, its plugins, the local control plane, the training operator and kube-score (the
+# manifest scan of tests/scan), from Go modules.
+## build the Go tools: Pulumi and its plugins, the control plane, the operator, kube-score
 tools: system
 	tools/build.sh
 
 # What real nodes run (kubelet, kube-proxy, containerd, runc, CNI plugins, crictl, CoreDNS, pause,
 # kube-router for NetworkPolicy):
 # `bin/cluster up --real`, `MLPLATFORM_NODES=real make up` and tests/realnode need them.
+## build what real nodes run (kubelet, containerd, runc, CNI, CoreDNS, kube-router, ...)
 tools-node: system
 	tools/build.sh node
 
+## install the hub tests' npm packages
 test-deps: system
 	tests/hub/setup.sh
 
 # The dev stack's manifests, written by the real engine instead of applied (RENDER_DIR).
 RENDER_DIR ?= .local/render
+## write the dev stack's manifests to RENDER_DIR instead of applying them
 render: system venv
 	tools/build.sh pulumi
 	bin/render $(RENDER_DIR)
@@ -69,6 +133,7 @@ STACK_CONFIG = $(or $(CONFIG_FILE),Pulumi.$(STACK).yaml)
 
 # A stack whose cluster.provider is local (the dev stack) gets real nodes (kubelet + containerd, one
 # per pool); MLPLATFORM_NODES=real adds them beside kwok's to any other stack (STACK=kwok).
+## start the local cluster and deploy the stack (STACK=dev; STACK=kwok on simulated nodes)
 up: system venv images
 	tools/build.sh pulumi kube operator $$(if [ "$(MLPLATFORM_NODES)" = real ] || \
 	  [ "$$($(PY) -m stacks.local_nodes --provider $(STACK_CONFIG))" = local ]; then echo node; fi)
@@ -80,6 +145,7 @@ up: system venv images
 
 # The objects live in the cluster's etcd, which `bin/cluster down` removes: when the cluster is
 # not running, destroy only forgets them (the provider's deleteUnreachable) instead of failing.
+## destroy the stack and remove the local cluster
 down:
 	bin/training-operator stop
 	@if [ "$$(bin/cluster status)" != running ]; then export PULUMI_K8S_DELETE_UNREACHABLE=true; fi; \
@@ -89,11 +155,12 @@ down:
 	bin/cluster down
 
 # The dev stack's deploy on real pods, Pulumi beside kubectl, each on a fresh private cluster
-# (tests/e2e/bench_deploy.py); STACK=kwok runs it on kwok's simulated nodes instead.
+# (bench/bench_deploy.py); STACK=kwok runs it on kwok's simulated nodes instead.
 .PHONY: bench-deploy
+## time the dev stack's deploy, Pulumi beside kubectl (docs/benchmarks.md)
 bench-deploy: system venv images
 	tools/build.sh pulumi kube operator $(if $(filter kwok,$(STACK)),,node)
-	$(PY) tests/e2e/bench_deploy.py --stack $(STACK) --out .local/bench-deploy
+	$(PY) bench/bench_deploy.py --stack $(STACK) --out .local/bench-deploy
 
 # --- images (images/) ---
 # The platform's images, built without Docker or a registry into $(CACHE)/images as OCI archives
@@ -104,22 +171,27 @@ bench-deploy: system venv images
 IMAGES ?=
 OPERATOR_IMAGE_WANTED = $(if $(IMAGES),$(filter operator,$(IMAGES)),operator)
 TRAINER_IMAGE_WANTED = $(if $(IMAGES),$(filter trainer,$(IMAGES)),trainer)
+## build the platform's images that the cache lacks (IMAGES="hub proxy" for some)
 images: system venv
 	$(if $(OPERATOR_IMAGE_WANTED),tools/build.sh operator)
 	$(if $(TRAINER_IMAGE_WANTED),tools/build.sh data)
 	MLPLATFORM_CACHE=$(CACHE) python3 -m images.build build $(IMAGES)
 
+## list the images: reference, sizes, measured build time
 images-list:
 	@MLPLATFORM_CACHE=$(CACHE) python3 -m images.build list
 
 # Re-freeze the transitive pins of one image (IMAGE=hub) after a pin in the requirements changed.
+## re-freeze one image's transitive pins (IMAGE=hub)
 images-lock:
 	MLPLATFORM_CACHE=$(CACHE) python3 -m images.build lock $(IMAGE)
 
 # --- trainer (trainer/) ---
+## time the trainer: one process against master + 2 workers + PS (docs/benchmarks.md)
 bench-trainer: venv
 	$(PY) -m trainer.bench --out .local/bench-trainer
 
 # JupyterLab on 127.0.0.1 with the trainer's TensorFlow, in its own cached virtualenv (NOTEBOOK_PORT=8888).
+## JupyterLab on 127.0.0.1 with the trainer's TensorFlow
 notebook:
 	@CACHE="$(CACHE)" trainer/notebook.sh

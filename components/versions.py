@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from images.pins import ROOT as REPO
+from images.pins import ROOT as REPO  # noqa: F401 (the repository's root, which tests import from here)
 from images.pins import VERSIONS_FILE, read_env_file
 from images.pins import pin as package_pin
 

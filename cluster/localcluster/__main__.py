@@ -113,7 +113,7 @@ def up(control_plane: ControlPlane, nodes: RealNodes, args: list[str], environ: 
         except (RuntimeError, ValueError, OSError, subprocess.CalledProcessError):
             traceback.print_exc()
             raise SystemExit(f"bin/cluster: the real nodes did not come up (logs: {nodes.dir}/*/logs/); "
-                             "`bin/cluster down` removes them")
+                             "`bin/cluster down` removes them") from None
     log(f"cluster '{control_plane.name}' ready ({state}): kubeconfig {control_plane.paths.kubeconfig}, "
         f"server {control_plane.server()}")
     return 0

@@ -124,7 +124,7 @@ def test_nodes_report_the_capacity_their_pool_declares(local: LocalStack, api: d
     assert nodes
     for node in nodes:
         declared = json.loads(manifest(node)["metadata"]["annotations"][CAPACITY_ANNOTATION])
-        status = wait_for(lambda: live(api, manifest(node)).status, 30, f"{describe(node)} status")
+        status = wait_for(lambda node=node: live(api, manifest(node)).status, 30, f"{describe(node)} status")
         ready = {c.type: c.status for c in status.conditions or []}.get("Ready")
         assert ready == "True", f"{describe(node)} is not Ready"
         assert dict(status.allocatable) == declared, f"{describe(node)}: allocatable {status.allocatable}"

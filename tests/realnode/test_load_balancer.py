@@ -91,7 +91,7 @@ def test_node_port_answers_at_the_nodes_loopback_address(real: RealCluster, web:
     assert len(addresses) == 2, addresses
     for address in addresses:
         assert address.startswith(real.loopback_prefix() + "."), address
-        wait_for(lambda: answers(address, node_port), 60, f"np-web answering at {address}:{node_port}")
+        wait_for(lambda address=address: answers(address, node_port), 60, f"np-web answering at {address}:{node_port}")
 
 
 def test_killed_load_balancer_is_restarted_by_up(real: RealCluster, web: None) -> None:

@@ -41,7 +41,7 @@ def test_claims_bind_and_two_pods_share_a_file(real: RealCluster) -> None:
     for name, mode in CLAIMS.items():
         real.apply(claim(name, mode))
     for name in CLAIMS:
-        wait_for(lambda: real.get("pvc", name)["status"].get("phase") == "Bound", 120, f"claim {name} Bound")
+        wait_for(lambda name=name: real.get("pvc", name)["status"].get("phase") == "Bound", 120, f"claim {name} Bound")
     volumes = real.state_dir / "volumes"
     for name, mode in CLAIMS.items():
         pvc = real.get("pvc", name)

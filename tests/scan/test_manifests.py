@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from program import ROOT, aks_stack, example_stack, run_program
+from program import aks_stack, example_stack, run_program
 
 # kube-score check IDs that Zero to JupyterHub's hub and proxy Deployments fail with their chart
 # defaults, and why (facts read from the chart's values.yaml and templates).

@@ -1,4 +1,4 @@
-"""`make bench-deploy`'s own logic (tests/e2e/bench_deploy.py): the steps of `make up`, the update
+"""`make bench-deploy`'s own logic (bench/bench_deploy.py): the steps of `make up`, the update
 both sides make, the table. The benchmark itself needs real nodes and runs by hand."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from e2e import bench_deploy
+from bench import bench_deploy
 from program import ROOT
 
 

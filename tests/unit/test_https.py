@@ -25,7 +25,7 @@ from components.versions import CERT_MANAGER_MANIFEST, PINS
 from program import Deployment, RecordingMocks, aks_stack, example_stack, is_secret, reveal, run_program
 from stacks import ConfigError, parse
 from stacks.config import JupyterHubSettings
-from test_jupyterhub import build, dev
+from test_jupyterhub import build
 from validation import Invalid, validate
 
 CALLBACK = "https://notebooks.example.com/hub/oauth_callback"

@@ -100,7 +100,7 @@ def test_the_shell_reads_the_same_pins():
 
 def test_the_config_reference_is_generated_from_the_models():
     assert reference.PULUMI_YAML.read_text() == reference.pulumi_yaml(), "Pulumi.yaml is out of date: run `make docs`"
-    assert reference.README.read_text() == reference.readme(), "the README's config table is out of date: run `make docs`"
+    assert reference.PAGE.read_text() == reference.page(), "docs/configuration.md's config table is out of date: run `make docs`"
 
 
 def test_every_config_key_is_described():

@@ -1,7 +1,7 @@
 """`make bench-deploy`: the dev stack's deploy lifecycle on real pods, Pulumi beside plain kubectl.
 
 Both paths start from nothing, each on a fresh private cluster with real nodes (a kubelet and
-containerd per node pool; cluster/README.md) whose name, directory, kubeconfig and Pulumi backend
+containerd per node pool; docs/local-cluster.md) whose name, directory, kubeconfig and Pulumi backend
 are its own (tests/e2e/local_stack.py, tests/realnode/real_cluster.py), so a developer's `make up`
 cluster is never touched, and deploy the same objects:
 
@@ -52,8 +52,9 @@ from typing import Any
 import yaml
 
 # Run as a script (`make bench-deploy`): the project and the test helpers it shares with the
-# e2e and real-node tests are imported as those tests import them.
-TESTS = Path(__file__).resolve().parents[1]
+# e2e and real-node tests (tests/e2e/local_stack.py, tests/realnode/real_cluster.py) are imported
+# as those tests import them.
+TESTS = Path(__file__).resolve().parents[1] / "tests"
 for path in (TESTS.parent, TESTS, TESTS / "realnode"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
