@@ -65,6 +65,9 @@ test: system venv tools tools-node test-deps images lint
 ## unit tier: config, components under mocks, schemas, pure logic (no engine, cluster or processes)
 test-unit: venv
 	$(PY) -m pytest tests/unit
+## system tier: tools/system/setup.sh in a fresh Debian bookworm root, and on this machine (root)
+test-system: system venv
+	$(PY) -m pytest tests/system
 ## hub tier: the hub's config in the real JupyterHub, the real hub and proxy in Chromium
 test-hub: system venv test-deps
 	$(PY) -m pytest tests/hub

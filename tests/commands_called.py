@@ -348,12 +348,15 @@ def _first_command(segment: str) -> str | None:
 
 
 def makefile_calls(path: Path) -> list[Call]:
-    recipe_lines = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if line.startswith("\t"):
+    recipe_lines, continued = [], False  # continued: the line goes on a variable or rule line
+    for line in path.read_text().splitlines():
+        if line.startswith("\t") and not continued:
             recipe_lines.append(line[1:].lstrip("@-+ "))
         else:
             recipe_lines.append("")
+            continued = line.endswith("\\")
+            continue
+        continued = False
     # Make's own references ($(PY), $(if ...)) become a quoted word, innermost first; then $$ is
     # the shell's $, as make passes it on.
     text = "\n".join(recipe_lines)

@@ -62,7 +62,7 @@ def fresh_root(tmp_path_factory) -> tuple[Path, str]:
     script.write_text(check_script())
     ARCHIVES.mkdir(parents=True, exist_ok=True)
     argv = ["mmdebstrap", "--mode=root", "--variant=minbase", "--format=directory",
-            f"--setup-hook=mkdir -p \"$1/var/cache/apt/archives\"",
+            "--setup-hook=mkdir -p \"$1/var/cache/apt/archives\"",
             f"--setup-hook=sync-in {ARCHIVES} /var/cache/apt/archives",
             f"--customize-hook=copy-in {SYSTEM} /opt",
             "--customize-hook=chroot \"$1\" /opt/system/setup.sh --packages-only",

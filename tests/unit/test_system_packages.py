@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import commands_called
-from commands_called import ROOT, SYSTEM, called, declared, package_entries, python_calls, shell_calls
+from commands_called import ROOT, called, declared, package_entries, python_calls, shell_calls
 
 PREFLIGHT = ROOT / "cluster" / "localcluster" / "preflight.py"
 
