@@ -36,8 +36,8 @@ from pydantic.alias_generators import to_camel
 import pulumi
 from cluster.localcluster.capacity import EVICTION_HARD, KUBE_RESERVED, SYSTEM_RESERVED, machine_capacity
 from trainer.flags import DEFAULT_DATA_URL, SAMPLE_DATA_URL
-from components.tfjob_api import COORDINATORS, REPLICA_TYPES, CleanPodPolicy, RestartPolicy, replica_problems
-from components.versions import (
+from vocab.tfjob_api import COORDINATORS, REPLICA_TYPES, CleanPodPolicy, RestartPolicy, replica_problems
+from vocab.versions import (
     CONFIGURABLE_HTTP_PROXY_IMAGE,
     JUPYTERHUB_HUB_IMAGE,
     NVIDIA_DEVICE_PLUGIN_IMAGE,

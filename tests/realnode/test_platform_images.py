@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from components import hub_config as hub
-from components.tfjob_api import OPERATOR_NAMESPACE
+from vocab.tfjob_api import OPERATOR_NAMESPACE
 from components.training_operator import HEALTH_PORT
 from images import pins
 from images.build import built

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from components.versions import REPO
+from vocab.versions import REPO
 
 sys.path.insert(0, str(REPO / "cluster"))
 

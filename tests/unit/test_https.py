@@ -21,7 +21,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from components import cert_manager, hub_config, tls
 from components.cluster import Scheduling
 from components.jupyterhub import JupyterHub, JupyterHubArgs
-from components.versions import CERT_MANAGER_MANIFEST, PINS
+from vocab.versions import CERT_MANAGER_MANIFEST, PINS
 from program import Deployment, RecordingMocks, aks_stack, example_stack, is_secret, reveal, run_program
 from stacks import ConfigError, parse
 from stacks.config import JupyterHubSettings

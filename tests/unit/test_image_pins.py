@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from components import versions
+from vocab import versions
 from images import build, pins, recipe
 
 ROOT = Path(__file__).resolve().parents[2]

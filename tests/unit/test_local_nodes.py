@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from components.versions import REPO
+from vocab.versions import REPO
 
 sys.path.insert(0, str(REPO / "cluster"))
 

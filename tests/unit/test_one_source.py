@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from components.versions import PINS, REPO, VERSIONS_FILE, package_pin
+from vocab.versions import PINS, REPO, VERSIONS_FILE, package_pin
 from stacks import reference
 
 # Files that may spell a pin out: the one source, prose, and the files that the tools which
