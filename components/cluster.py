@@ -30,7 +30,9 @@ from components.k8s import (
     app_labels,
     restricted,
 )
-from stacks.config import ClusterSettings, ImagesSettings, NodePool, Taint
+from stacks.cluster import ClusterSettings, NodePool
+from stacks.images import ImagesSettings
+from stacks.values import Taint
 
 @dataclass(frozen=True)
 class Scheduling:

@@ -10,7 +10,7 @@ import pulumi_kubernetes as k8s
 
 from components.crd_schema import tfjob_schema
 from components.k8s import app_labels
-from stacks.config import ImagesSettings
+from stacks.images import ImagesSettings
 from vocab.tfjob_api import (
     CERT_DIR,
     GROUP,

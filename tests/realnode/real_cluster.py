@@ -24,9 +24,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "cluster"))
 
-from components.hub_config import TLS_SECRET_NAME  # noqa: E402
+from components.hub_config.document import TLS_SECRET_NAME  # noqa: E402
 from components.tls import CA_KEY  # noqa: E402
-from stacks.config import JupyterHubSettings  # noqa: E402
+from stacks.jupyterhub import JupyterHubSettings  # noqa: E402
 
 from localcluster import images  # noqa: E402
 from localcluster.kubelet import KUBELET_SYSCTLS, Sysctls, read_sysctl  # noqa: E402

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from components import hub_config as hub
+from components.hub_config import document as hub
 from vocab.tfjob_api import OPERATOR_NAMESPACE
 from components.training_operator import HEALTH_PORT
 from images import pins

@@ -10,7 +10,7 @@ import pytest
 from vocab.versions import JUPYTERHUB_HUB_IMAGE, TENSORFLOW_IMAGE
 from program import aks_stack, dev_stack_with_upstream_images, example_stack, run_program
 from stacks import ConfigError, parse
-from stacks.config import mirrored
+from stacks.images import mirrored
 
 MIRROR = "mirror.example.com:5000/upstream"
 

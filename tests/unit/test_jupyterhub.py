@@ -14,7 +14,8 @@ from typing import Any
 import pulumi
 import pytest
 
-from components import hub_config, tls
+from components import tls
+from components.hub_config import document as hub_config
 from components.cluster import Cluster, ClusterArgs, Scheduling
 from components.jupyterhub import JupyterHub, JupyterHubArgs
 from components.k8s import app_labels
