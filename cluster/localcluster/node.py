@@ -44,9 +44,9 @@ class Node:
         self.mounts = MountNamespace(settings)
         self.apiproxy = Daemon(
             "apiproxy",
-            [sys.executable, "-m", "localcluster.apiproxy", settings.netns, str(settings.api_port)],
+            [sys.executable, "-m", "cluster.localcluster.apiproxy", settings.netns, str(settings.api_port)],
             settings.state_dir,
-            env={"PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+            env={"PYTHONPATH": str(Path(__file__).resolve().parents[2])},
         )
         self.containerd = Containerd(settings, tools)
         self.kubelet = Kubelet(settings, tools, self.containerd.socket)

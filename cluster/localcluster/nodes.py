@@ -73,9 +73,9 @@ class RealNodes:
         self.network = ClusterNetwork(cluster_netns(self.dir))
         self.egress = Daemon(
             "egress",
-            [sys.executable, "-m", "localcluster.egress", str(egress.socket_path(self.dir)), str(self.dir)],
+            [sys.executable, "-m", "cluster.localcluster.egress", str(egress.socket_path(self.dir)), str(self.dir)],
             self.dir,
-            env={"PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+            env={"PYTHONPATH": str(Path(__file__).resolve().parents[2])},
         )
 
     def exist(self) -> bool:

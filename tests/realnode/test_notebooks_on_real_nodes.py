@@ -40,7 +40,7 @@ from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
 from e2e.local_stack import ROOT, LocalStack
-from localcluster.gpuplugin import GPU_RESOURCE
+from cluster.localcluster.gpuplugin import GPU_RESOURCE
 from real_cluster import RealCluster, wait_for
 from realnode_stack import CULL_IDLE_SECONDS, stack_config
 from stacks import parse

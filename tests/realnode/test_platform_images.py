@@ -29,9 +29,9 @@ from images.recipe import load, names
 from program import example_stack, run_program
 from real_cluster import RealCluster, pod, wait_for
 from stacks import parse
-from localcluster.containerd import Containerd
-from localcluster.images import digests, import_platform_images
-from localcluster.settings import tools
+from cluster.localcluster.containerd import Containerd
+from cluster.localcluster.images import digests, import_platform_images
+from cluster.localcluster.settings import tools
 
 SMALL = {"requests": {"cpu": "50m", "memory": "64Mi"}}  # the node's 2 cores are everyone's
 # Waiting reasons that no wait cures: the image is not on the node, or the container keeps dying.
