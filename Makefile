@@ -40,7 +40,8 @@ test-unit: venv
 docs: venv
 	$(PY) -m stacks.reference --write
 
-# The Pulumi CLI, its plugins, the local control plane and the training operator, from Go modules.
+# The Pulumi CLI, its plugins, the local control plane, the training operator and kube-score (the
+# manifest scanner of tests/scan), from Go modules.
 tools: system
 	tools/build.sh
 

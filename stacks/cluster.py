@@ -138,8 +138,8 @@ READ_WRITE_MANY_CLASSES = {"aks": "azurefile-csi", "local": "local-path"}
 class ClusterSettings(Settings):
     provider: ClusterProvider = Field(
         "kwok",
-        description="`kwok` (the local cluster `make up` starts, its nodes simulated by kwok), `local` (that "
-        "cluster with real nodes, one per pool: `bin/cluster up --real`), `existing` (any cluster), `aks` (Azure), "
+        description="`kwok` (the local cluster, its nodes simulated by kwok: `make up STACK=kwok`), `local` (the "
+        "local cluster with real nodes, one per pool: `make up`, the dev stack), `existing` (any cluster), `aks` (Azure), "
         "`render` (write the manifests instead of applying them)",
     )
     kubeconfig: str | None = Field(

@@ -1,4 +1,6 @@
-"""One real node: its parts, started in order and stopped in the reverse order.
+"""One real node: its parts, started in the order below and stopped by `down`: first what runs
+pods (gpu-plugin, netpol, kube-proxy, kubelet, containerd), then cgroups, mounts, apiproxy and
+the network last.
 
     network     the node's network namespace and CNI configuration   (network.py)
     cgroups     the kubelet's cgroupRoot in every hierarchy           (cgroups.py)

@@ -99,7 +99,7 @@ class RealNodes:
             log("real nodes cannot run on this machine; missing:")
             for problem in found:
                 log(f"  - {problem}")
-            log("the simulated mode (`bin/cluster up` without --real, `make up`) still works")
+            log("the simulated mode still works: `bin/cluster up` without --real, `make up STACK=kwok`")
             return False
         return True
 

@@ -1,4 +1,4 @@
-"""The notebook exercise on the real nodes, as a user meets it (issue 14, items 2-6).
+"""The notebook exercise on the real nodes, as a user meets it.
 
 Against the session's stack (conftest.py), through `proxy-public` by port-forward and https with
 the stack's CA: headless Chromium signs up the admin and a user, the admin authorizes the user, the

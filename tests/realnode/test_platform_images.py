@@ -1,6 +1,5 @@
 """The platform's images (images/, `make images`) on the real node: imported under the names the
-dev stack's pods give them, never pulled, and each one's main process starts there and answers
-(issue 13, "Tests").
+dev stack's pods give them, never pulled, and each one's main process starts there and answers.
 
 `kubectl logs/exec/port-forward` do not reach a kubelet inside its namespace yet, so servers are
 checked from a busybox client pod on the node, whose termination message carries what it got;

@@ -1,4 +1,4 @@
-"""HTTPS for the hub (`jupyterhub.https`, issue 15 finding 1): the config's refusals, and what each
+"""HTTPS for the hub (`jupyterhub.https`): the config's refusals, and what each
 mode declares, under mocks."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """One version per package: the local image recipes, their frozen locks, the trainer Dockerfiles,
-the requirements files and the stack's image defaults all agree (issue 13, item 4).
+the requirements files and the stack's image defaults all agree.
 
 Nothing is built here; tests/images runs the images."""
 
