@@ -59,7 +59,7 @@ for path in (TESTS.parent, TESTS, TESTS / "realnode"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from components.hub_config import PROXY_PUBLIC_SERVICE, PUBLIC_HTTPS_PORT  # noqa: E402
+from components.hub_config.document import PROXY_PUBLIC_SERVICE, PUBLIC_HTTPS_PORT  # noqa: E402
 from e2e.local_stack import NAMESPACE, ROOT, LocalStack, condition, missing_tools  # noqa: E402
 from real_cluster import RealCluster, hub_context, hub_login_form, machine_lock, not_built  # noqa: E402
 from stacks.config import parse  # noqa: E402

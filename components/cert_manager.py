@@ -12,7 +12,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.versions import CERT_MANAGER_MANIFEST
+from vocab.versions import CERT_MANAGER_MANIFEST
 
 API_VERSION = "cert-manager.io/v1"
 ISSUER_KIND = "Issuer"

@@ -1,9 +1,14 @@
-"""The GPU cluster: a kubernetes Provider and, per node pool, how a pod lands there.
+"""The Pulumi cluster component: the kubernetes Provider every other component deploys through and,
+per node pool, how a pod lands there. (The local cluster itself, its processes and nodes, is the
+cluster manager in cluster/localcluster/; this component only points at it.)
 
 The backend follows `cluster.provider`:
-- kwok: a local simulated cluster (`make up` starts it); each pool becomes fake Node objects
-  with the pool's labels, taints and capacity, GPUs included, so the real scheduler places pods
-  as it would on a real GPU pool.
+- kwok: the local cluster with simulated nodes (`make up STACK=kwok`); each pool becomes fake Node
+  objects with the pool's labels, taints and capacity, GPUs included, so the real scheduler places
+  pods as it would on a real GPU pool.
+- local: the same local cluster with real nodes, one per pool (`make up`, the dev stack; `bin/cluster
+  up --real` starts them); pods run in containers there, on volumes from `local-path`, and GPU
+  nodes run a simulated device plugin of their own.
 - render: written as YAML by the provider instead of applied: what an existing cluster gets
   (`renderAs: existing`, the default), what the local cluster with real nodes gets (`renderAs:
   local`), or the kwok objects (`renderAs: kwok`).
@@ -30,7 +35,9 @@ from components.k8s import (
     app_labels,
     restricted,
 )
-from stacks.config import ClusterSettings, ImagesSettings, NodePool, Taint
+from stacks.cluster import ClusterSettings, NodePool
+from stacks.images import ImagesSettings
+from stacks.values import Taint
 
 @dataclass(frozen=True)
 class Scheduling:

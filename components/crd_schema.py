@@ -18,8 +18,8 @@ from typing import Any
 
 import kubernetes_validate
 
-from components.tfjob_api import COORDINATORS
-from components.versions import KUBERNETES_API_VERSION
+from vocab.tfjob_api import COORDINATORS
+from vocab.versions import KUBERNETES_API_VERSION
 
 _DEFS_PREFIX = "#/$defs/"
 _OBJECT_META = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"

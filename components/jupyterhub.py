@@ -2,7 +2,7 @@
 
 What runs in the hub's namespace (names as Zero to JupyterHub uses them):
 - Deployment `hub` (the k8s-hub image) with its sqlite database on the PVC `hub-db-dir`, its
-  configuration in the ConfigMap `hub-config` (see components/hub_config), and a ServiceAccount
+  configuration in the ConfigMap `hub-config` (see components/hub_config/document.py), and a ServiceAccount
   whose namespaced Role allows exactly what KubeSpawner does;
 - Deployment `proxy` (configurable-http-proxy) in its own pod, so routes survive a hub restart;
 - Services `hub` and `proxy-api` (ClusterIP) and `proxy-public`, of type `jupyterhub.serviceType`;
@@ -33,7 +33,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import cert_manager
-from components import hub_config as hub
+from components.hub_config import document as hub
 from components import tls
 from components.cluster import Cluster, Scheduling
 from components.k8s import (
@@ -48,7 +48,8 @@ from components.k8s import (
     port_forward_command,
     service_url,
 )
-from stacks.config import Https, ImagesSettings, JupyterHubSettings
+from stacks.images import ImagesSettings
+from stacks.jupyterhub import Https, JupyterHubSettings
 
 HUB_DB_SIZE = "1Gi"  # a sqlite file of users, servers and tokens
 SECRET_NAME = "hub"

@@ -1,4 +1,7 @@
-"""Kubernetes vocabulary shared by the components: label keys, annotations and label sets."""
+"""What the components share about Kubernetes objects: label sets, network ranges, patch annotations.
+
+The label keys and resource names that `stacks/` needs too live in vocab/names.py (no Pulumi there).
+"""
 
 from __future__ import annotations
 
@@ -8,18 +11,13 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-PART_OF = "mlplatform"
-
-# Every node of a pool carries this label (kwok and aks set it; on an existing cluster the pool's
-# own labels select it), so workloads select a pool the same way on every backend.
-POOL_LABEL = "mlplatform.dev/pool"
-
-# Pulumi's Node type cannot set status, so a simulated node carries its capacity here; the local
-# cluster's kwok node stage copies it into status.capacity and status.allocatable.
-CAPACITY_ANNOTATION = "mlplatform.dev/capacity"
-KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
-
-GPU_RESOURCE = "nvidia.com/gpu"
+from vocab.names import (  # noqa: F401 (re-exported for the components)
+    CAPACITY_ANNOTATION,
+    GPU_RESOURCE,
+    KWOK_NODE_ANNOTATION,
+    PART_OF,
+    POOL_LABEL,
+)
 
 # Where user servers and training pods may not connect: every IPv4 range that is not globally
 # reachable (IANA's special-purpose registry), so the pod and service networks (other users, the

@@ -22,9 +22,10 @@ from components.k8s import (
     service_url,
 )
 from components.tfjob import ReplicaSpec, RunPolicy, TFJob, TFJobArgs, TFJobSpec
-from components.tfjob_api import CONTAINER_NAME, DEFAULT_PORT, JOB_NAME_LABEL, PORT_NAME
+from vocab.tfjob_api import CONTAINER_NAME, DEFAULT_PORT, JOB_NAME_LABEL, PORT_NAME
 from components.trainer_image import TrainerImage, trainer_sources
-from stacks.config import ImagesSettings, MnistSettings
+from stacks.images import ImagesSettings
+from stacks.mnist import MnistSettings
 
 DATA_MOUNT = "/data"
 CODE_MOUNT = "/opt/mlplatform/trainer"

@@ -13,7 +13,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.tfjob_api import (
+from vocab.tfjob_api import (
     API_VERSION,
     CLEAN_POD_POLICIES,
     CONTAINER_NAME,

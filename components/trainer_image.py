@@ -19,7 +19,8 @@ from typing import Any
 import pulumi
 
 from stacks.azure_names import REGISTRY
-from stacks.config import ImageSettings, ImagesSettings
+from stacks.images import ImagesSettings
+from stacks.mnist import ImageSettings
 
 TRAINER_DIR = Path(__file__).resolve().parent.parent / "trainer"
 ACR_PULL_ROLE = "7f951dda-4ed3-4680-a7ca-43fe172d538d"  # Azure's built-in AcrPull role

@@ -10,8 +10,8 @@ import pulumi_kubernetes as k8s
 
 from components.crd_schema import tfjob_schema
 from components.k8s import app_labels
-from stacks.config import ImagesSettings
-from components.tfjob_api import (
+from stacks.images import ImagesSettings
+from vocab.tfjob_api import (
     CERT_DIR,
     GROUP,
     KIND,
@@ -20,8 +20,8 @@ from components.tfjob_api import (
     WEBHOOK_CONFIGURATION,
     WEBHOOK_SECRET,
 )
-from components.tfjob_api import OPERATOR_NAME as NAME
-from components.tfjob_api import OPERATOR_NAMESPACE as NAMESPACE
+from vocab.tfjob_api import OPERATOR_NAME as NAME
+from vocab.tfjob_api import OPERATOR_NAMESPACE as NAMESPACE
 
 WEBHOOK_PATH = "/validate-kubeflow-org-v1-tfjob"
 WEBHOOK_PORT = 9443

@@ -3,7 +3,7 @@
 `versions.env` holds the pinned upstream versions (tools, images, npm packages such as
 configurable-http-proxy); the requirements files pin the Python packages. Image recipes name
 packages, never versions; the frozen lock files beside the recipes add the transitive pins and
-are checked against these. The Pulumi program reads its pins here too (components/versions.py),
+are checked against these. The Pulumi program reads its pins here too (vocab/versions.py),
 and tools/versions.sh sources versions.env for the scripts. Standard library only, so the image
 builder runs with the system Python.
 """

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from images import pins as pinlib
+from tools.layout import tools_layout
 
 IMAGES = Path(__file__).resolve().parent
 ROOT = IMAGES.parent
@@ -182,11 +183,13 @@ def tool_dir(name: str) -> Path:
     """A tool's directory as tools/versions.sh (which tools/build.sh builds into) names it."""
     if not re.fullmatch(r"[A-Z][A-Z0-9_]*_DIR", name):
         raise RecipeError(f"files: tool {name!r} is not a tool directory of tools/versions.sh (NAME_DIR)")
-    script = f'. "{ROOT}/tools/versions.sh" && printf %s "${{{name}:-}}"'
-    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
-    if out.returncode != 0 or not out.stdout:
-        raise RecipeError(f"files: tools/versions.sh names no {name} {out.stderr.strip()}".rstrip())
-    return Path(out.stdout)
+    try:
+        directory = tools_layout().get(name)
+    except subprocess.CalledProcessError as error:
+        raise RecipeError(f"files: tools/versions.sh failed: {error.stderr.strip()}") from None
+    if not directory:
+        raise RecipeError(f"files: tools/versions.sh names no {name}")
+    return Path(directory)
 
 
 def expand(file: File) -> list[tuple[Path, str]]:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from components.k8s import POOL_LABEL
+from vocab.names import POOL_LABEL
 from stacks.config import NAMESPACE, ClusterSettings, ConfigError, parse
 
 KEY = "cluster"

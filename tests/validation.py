@@ -19,9 +19,9 @@ import jsonschema
 import kubernetes_validate
 
 from components.crd_schema import tfjob_schema
-from components.tfjob_api import API_VERSION, KIND
+from vocab.tfjob_api import API_VERSION, KIND
 from components import cert_manager
-from components.versions import CERT_MANAGER_VERSION, KUBERNETES_API_VERSION
+from vocab.versions import CERT_MANAGER_VERSION, KUBERNETES_API_VERSION
 
 
 class Invalid(Exception):

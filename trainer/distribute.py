@@ -15,7 +15,7 @@ import time
 
 import tensorflow as tf
 
-from trainer.cluster import Role, StrategyKind
+from trainer.tf_config import Role, StrategyKind
 
 COMPLETION_MARKER = "COMPLETE.json"
 SERVER_POLL_SECONDS = 1.0

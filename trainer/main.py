@@ -5,7 +5,7 @@ import dataclasses
 import os
 import sys
 
-from trainer import cluster, flags
+from trainer import flags, tf_config
 from trainer.data import DataError, ensure_mnist, load_mnist
 
 # Kubeflow's ExitCode restart policy retries exit code 138 (128 + SIGUSR1), which it reserves for
@@ -21,8 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = flags.build_parser()
     args = flags.parse_args(parser, argv)
     try:
-        cluster.use_chief_for_master(os.environ)
-    except cluster.ClusterConfigError as e:
+        tf_config.use_chief_for_master(os.environ)
+    except tf_config.ClusterConfigError as e:
         _fail(parser, str(e))
 
     # TensorFlow (about 5 s) only after the cheap checks, so mistakes in flags or TF_CONFIG fail fast.
@@ -30,8 +30,8 @@ def main(argv: list[str] | None = None) -> int:
 
     resolver = distribute.make_resolver()
     try:
-        role = cluster.resolve_role(resolver)
-    except cluster.ClusterConfigError as e:
+        role = tf_config.resolve_role(resolver)
+    except tf_config.ClusterConfigError as e:
         _fail(parser, str(e))
     log(f"Task {role.name}: {role.kind.value}")
 

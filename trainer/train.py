@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from trainer import model as model_lib
-from trainer.cluster import Role, StrategyKind
+from trainer.tf_config import Role, StrategyKind
 from trainer.data import Mnist, train_dataset_fn
 
 CHECKPOINT_SUBDIR = "checkpoints"

@@ -6,7 +6,7 @@ accepts is relayed to the machine's 127.0.0.1:PORT. The kubelet, kube-proxy and 
 with host networking use it as the API server's address; pods reach it through the kubernetes
 Service at the advertised address, which the namespace carries on loopback.
 
-Usage: python3 -m localcluster.apiproxy NETNS PORT   (runs until killed)
+Usage: python3 -m cluster.localcluster.apiproxy NETNS PORT   (runs until killed)
 """
 
 from __future__ import annotations

@@ -2,14 +2,18 @@
 
 Every real node is namespaces on this machine, so each reports the whole machine as cadvisor reads
 it (status.capacity), and offers pods that less the kubelet's reservations (status.allocatable).
-The reservations are written here once: the kubelet's configuration (kubelet.py) takes them, and
-so does the stack's check that no pod asks for more than a node offers (stacks/config.py).
+The reservations are written here once, with the kubelet's sum over them (`local_allocatable`):
+the kubelet's configuration (kubelet.py) takes them, and the stack's check that no pod asks for
+more than a node offers (stacks/cluster.py) takes the sum.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
 # Nothing is reserved for the kubelet and containerd or for the rest of the machine: a node shares
@@ -40,3 +44,62 @@ def machine_capacity(proc: Path = Path("/proc")) -> dict[str, str]:
     # Hugetlb (Linux 4.16+) counts pages of every size; older kernels tell only the default size's.
     hugetlb_kib = meminfo.get("Hugetlb", meminfo.get("HugePages_Total", 0) * meminfo.get("Hugepagesize", 0))
     return {"cpu": str(cpus), "memory": f"{meminfo['MemTotal']}Ki", "hugetlb": f"{hugetlb_kib}Ki"}
+
+
+@dataclass(frozen=True)
+class Allocatable:
+    """What one node offers pods' requests: its status.allocatable cpu and memory."""
+
+    cpu: str
+    memory: str
+
+
+def local_allocatable(capacity: Mapping[str, str]) -> Allocatable:
+    """What a real node of the local cluster offers pods, its status.capacity being `capacity`
+    (machine_capacity's cpu, memory and hugetlb).
+
+    The kubelet's sum: capacity less kubeReserved, systemReserved and the hard eviction threshold
+    (a percentage is of the capacity), never below 0; memory less the huge pages as well.
+    """
+    found = {}
+    for resource in ("cpu", "memory"):
+        total = quantity(capacity[resource])
+        held = sum((quantity(r.get(resource, "0")) for r in (KUBE_RESERVED, SYSTEM_RESERVED)), Decimal(0))
+        if resource == "memory":
+            threshold = EVICTION_HARD.get("memory.available", "0")
+            held += total * Decimal(threshold[:-1]) / 100 if threshold.endswith("%") else quantity(threshold)
+            held += quantity(capacity.get("hugetlb", "0"))
+        found[resource] = max(total - held, Decimal(0))
+    return Allocatable(cpu=_cpu_quantity(found["cpu"]), memory=_memory_quantity(found["memory"]))
+
+
+def _cpu_quantity(cores: Decimal) -> str:
+    return str(int(cores)) if cores == cores.to_integral_value() else f"{int(cores * 1000)}m"
+
+
+def _memory_quantity(size: Decimal) -> str:
+    """In KiB, as the kubelet shows memory."""
+    return f"{int(size) // 1024}Ki" if size % 1024 == 0 else str(int(size))
+
+
+# Kubernetes' quantity suffixes. The cluster manager runs before any virtualenv exists, so the
+# kubernetes package's parse_quantity is not at hand; the stack's config layer uses that one, and
+# tests/unit/test_config.py holds the two to the same answers.
+_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+_DECIMAL = {"n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": Decimal(1),
+            "k": Decimal(10**3), "M": Decimal(10**6), "G": Decimal(10**9), "T": Decimal(10**12),
+            "P": Decimal(10**15), "E": Decimal(10**18)}
+_QUANTITY = re.compile(r"^(?P<number>[+-]?(\d+\.?\d*|\.\d+))(?P<suffix>[KMGTPE]i|[eE][+-]?\d+|[numkMGTPE]?)$")
+
+
+def quantity(text: str) -> Decimal:
+    """A Kubernetes quantity (`500m`, `2`, `24683584Ki`, `1e3`) as a number of its unit."""
+    match = _QUANTITY.match(str(text).strip())
+    if not match:
+        raise ValueError(f"{text!r} is not a Kubernetes quantity")
+    number, suffix = Decimal(match["number"]), match["suffix"]
+    if suffix in _BINARY:
+        return number * _BINARY[suffix]
+    if suffix[:1] in ("e", "E") and len(suffix) > 1:
+        return number.scaleb(int(suffix[1:]))
+    return number * _DECIMAL[suffix]

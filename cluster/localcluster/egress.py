@@ -9,7 +9,7 @@ pod or a Service's cluster IP for webhooks and API proxying) it asks of this pro
 name, own address or pod range names that node; a cluster IP any node, whose kube-proxy rules
 lead on. Any other address is refused.
 
-Usage: python3 -m localcluster.egress SOCKET NODES_DIR   (runs until killed)
+Usage: python3 -m cluster.localcluster.egress SOCKET NODES_DIR   (runs until killed)
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import re
+import os
 import subprocess
 import sys
 import time
@@ -39,8 +40,8 @@ def busybox_image(out_dir: Path) -> tuple[str, Path]:
     archive = out_dir / "busybox.tar"
     if not archive.exists():
         out_dir.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, str(REPO / "tools" / "ociimage.py"), "--name", name, "--out", str(archive),
-                        "--entrypoint", "/bin/sh", f"{BUSYBOX}=/bin/busybox", *_applet_links(out_dir)], check=True)
+        _pack(["--name", name, "--out", str(archive),
+                        "--entrypoint", "/bin/sh", f"{BUSYBOX}=/bin/busybox", *_applet_links(out_dir)])
     return name, archive
 
 
@@ -50,9 +51,15 @@ def coredns_image(tools: dict[str, str], out_dir: Path) -> tuple[str, Path]:
     archive = out_dir / "coredns.tar"
     if not archive.exists():
         out_dir.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, str(REPO / "tools" / "ociimage.py"), "--name", name, "--out", str(archive),
-                        "--entrypoint", "/coredns", f"{tools['COREDNS_DIR']}/bin/coredns=/coredns"], check=True)
+        _pack(["--name", name, "--out", str(archive),
+                        "--entrypoint", "/coredns", f"{tools['COREDNS_DIR']}/bin/coredns=/coredns"])
     return name, archive
+
+
+def _pack(args: list[str]) -> None:
+    """An image archive packed by tools/ociimage.py, run from the repository root as the cluster manager is."""
+    subprocess.run([sys.executable, "-m", "tools.ociimage", *args], check=True,
+                   env={**os.environ, "PYTHONPATH": str(REPO)})
 
 
 def _applet_links(out_dir: Path) -> list[str]:
@@ -95,9 +102,9 @@ class PlatformImage:
 
 
 def _builder():
-    """The image builder (standard library only, like this package), from the repository root."""
-    if str(REPO) not in sys.path:
-        sys.path.append(str(REPO))
+    """The image builder (standard library only, like this package): the repository root is the
+    import root of both (`python3 -m cluster.localcluster`). Imported when asked for, as only the
+    real nodes need it."""
     from images import build, containerd, recipe
 
     return build, containerd, recipe
@@ -160,7 +167,7 @@ def import_platform_images(containerd: Containerd, log: Callable[[str], None]) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python3 -m localcluster.images`: the platform's images, as the real nodes will import them."""
+    """`python3 -m cluster.localcluster.images`: the platform's images, as the real nodes will import them."""
     try:
         for image in platform_images():
             print(f"{image.name}  {image.digest}  {image.size / 1e6:.0f} MB")

@@ -1,4 +1,6 @@
-"""One real node: its parts, started in order and stopped in the reverse order.
+"""One real node: its parts, started in the order below and stopped by `down`: first what runs
+pods (gpu-plugin, netpol, kube-proxy, kubelet, containerd), then cgroups, mounts, apiproxy and
+the network last.
 
     network     the node's network namespace and CNI configuration   (network.py)
     cgroups     the kubelet's cgroupRoot in every hierarchy           (cgroups.py)
@@ -44,9 +46,9 @@ class Node:
         self.mounts = MountNamespace(settings)
         self.apiproxy = Daemon(
             "apiproxy",
-            [sys.executable, "-m", "localcluster.apiproxy", settings.netns, str(settings.api_port)],
+            [sys.executable, "-m", "cluster.localcluster.apiproxy", settings.netns, str(settings.api_port)],
             settings.state_dir,
-            env={"PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+            env={"PYTHONPATH": str(Path(__file__).resolve().parents[2])},
         )
         self.containerd = Containerd(settings, tools)
         self.kubelet = Kubelet(settings, tools, self.containerd.socket)

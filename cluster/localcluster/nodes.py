@@ -73,9 +73,9 @@ class RealNodes:
         self.network = ClusterNetwork(cluster_netns(self.dir))
         self.egress = Daemon(
             "egress",
-            [sys.executable, "-m", "localcluster.egress", str(egress.socket_path(self.dir)), str(self.dir)],
+            [sys.executable, "-m", "cluster.localcluster.egress", str(egress.socket_path(self.dir)), str(self.dir)],
             self.dir,
-            env={"PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+            env={"PYTHONPATH": str(Path(__file__).resolve().parents[2])},
         )
 
     def exist(self) -> bool:
@@ -99,7 +99,7 @@ class RealNodes:
             log("real nodes cannot run on this machine; missing:")
             for problem in found:
                 log(f"  - {problem}")
-            log("the simulated mode (`bin/cluster up` without --real, `make up`) still works")
+            log("the simulated mode still works: `bin/cluster up` without --real, `make up STACK=kwok`")
             return False
         return True
 

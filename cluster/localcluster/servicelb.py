@@ -28,7 +28,7 @@ Services in between, so a created, changed or deleted Service has its listeners 
 TCP only: a UDP or SCTP port gets a Warning event on its Service. No finalizer: the listeners are
 this process's sockets, gone with it, so a deleted Service never waits for the load balancer.
 
-Usage: python3 -m localcluster.servicelb STATE_DIR   (runs until killed; ServiceLB starts it)
+Usage: python3 -m cluster.localcluster.servicelb STATE_DIR   (runs until killed; ServiceLB starts it)
 """
 
 from __future__ import annotations
@@ -151,8 +151,8 @@ class ServiceLB:
         self.kubectl = kubectl
         self.kubeconfig = kubeconfig
         self.synced_file = state_dir / "synced"
-        self.daemon = Daemon("servicelb", [sys.executable, "-m", "localcluster.servicelb", str(state_dir)],
-                             state_dir, env={"PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+        self.daemon = Daemon("servicelb", [sys.executable, "-m", "cluster.localcluster.servicelb", str(state_dir)],
+                             state_dir, env={"PYTHONPATH": str(Path(__file__).resolve().parents[2])})
 
     def settings(self) -> dict | None:
         return json.loads(self.settings_file.read_text()) if self.settings_file.exists() else None

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from tools.layout import tools_layout
+
 REPO = Path(__file__).resolve().parents[2]
 MAX_STATE_DIR = 64
 
@@ -46,7 +48,7 @@ def sourced(script: Path, names: tuple[str, ...]) -> dict[str, str]:
 
 def tools() -> dict[str, str]:
     """The tool directories and versions, as tools/versions.sh has them."""
-    return sourced(REPO / "tools" / "versions.sh", CONTROL_PLANE_TOOLS + CONTROL_PLANE_VERSIONS + TOOL_DIRS)
+    return tools_layout()
 
 
 def missing_tools(t: dict[str, str], names: tuple[str, ...] = TOOL_DIRS) -> list[str]:

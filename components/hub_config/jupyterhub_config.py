@@ -1,7 +1,7 @@
 """The hub's configuration file, mounted into the k8s-hub image beside its rendered document.
 
 Everything the platform decides about the hub is data in the document (mlplatform-hub.json,
-rendered by components/hub_config/__init__.py from the stack's settings). This file loads it
+rendered by components/hub_config/document.py from the stack's settings). This file loads it
 and adds the two things that cannot be data:
 - secrets, from environment variables that Kubernetes fills from Secrets (never in the ConfigMap);
 - hub-managed services, run by this hub's own interpreter, which is the one that has them installed.

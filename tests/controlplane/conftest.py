@@ -7,7 +7,6 @@ skipped and the summary says so.
 from __future__ import annotations
 
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,11 +14,8 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "cluster"))
-
-from localcluster.controlplane import ControlPlane  # noqa: E402
-from localcluster.settings import CONTROL_PLANE_TOOLS, ClusterPaths, missing_tools, tools  # noqa: E402
+from cluster.localcluster.controlplane import ControlPlane
+from cluster.localcluster.settings import CONTROL_PLANE_TOOLS, ClusterPaths, missing_tools, tools
 
 SKIPPED_BECAUSE: list[str] = []
 

@@ -10,8 +10,8 @@ import socket
 import subprocess
 from pathlib import Path
 
-from localcluster.controlplane import COMPONENTS, ControlPlane, fingerprint
-from localcluster.ports import FIRST_PORT, LAST_PORT, listeners
+from cluster.localcluster.controlplane import COMPONENTS, ControlPlane, fingerprint
+from cluster.localcluster.ports import FIRST_PORT, LAST_PORT, listeners
 from polling import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

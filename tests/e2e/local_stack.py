@@ -24,6 +24,7 @@ from kubernetes import dynamic
 from kubernetes.dynamic.exceptions import NotFoundError
 
 from polling import wait_for  # noqa: F401  (the tests import it from here)
+from tools.layout import tools_layout
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMESPACE = "mlplatform"  # the project's config namespace (Pulumi.yaml name)
@@ -40,9 +41,8 @@ def tools_dirs() -> dict[str, Path]:
         "pulumi": "PULUMI_DIR",
         "pulumi-resource-kubernetes": "PULUMI_KUBERNETES_DIR",
     }
-    script = f'. "{ROOT}/tools/versions.sh"; printf "%s\\n"' + "".join(f' "${v}"' for v in names.values())
-    lines = subprocess.run(["bash", "-c", script], check=True, capture_output=True, text=True).stdout.splitlines()
-    return {name: Path(line) for name, line in zip(names, lines)}
+    layout = tools_layout()
+    return {name: Path(layout[variable]) for name, variable in names.items()}
 
 
 def missing_tools() -> list[str]:

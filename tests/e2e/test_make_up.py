@@ -20,7 +20,7 @@ from cryptography import x509
 from kubernetes import dynamic
 
 import stacks
-from components import hub_config as hub
+from components.hub_config import document as hub
 from components import tls
 from components.cluster import toleration
 from components.k8s import CAPACITY_ANNOTATION, GPU_RESOURCE, POOL_LABEL

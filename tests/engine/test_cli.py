@@ -13,7 +13,7 @@ import yaml
 import jsonschema
 
 from cli import pulumi
-from stacks.config import this_machine
+from stacks.cluster import this_machine
 from validation import Invalid, cel_errors, json_schema, validate
 
 

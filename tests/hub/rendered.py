@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from components import hub_config
+from components.hub_config import document as hub_config
 from program import run_program
 
 # KubeSpawner loads a kubeconfig when it is created; this one points at a closed port, so any

@@ -38,7 +38,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from components import hub_config, tls
+from components import tls
+from components.hub_config import document as hub_config
 from program import ROOT, example_stack
 from stacks import parse
 from rendered import render_hub

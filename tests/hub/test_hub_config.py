@@ -163,7 +163,7 @@ def test_cpu_profile_lands_on_the_user_pool_without_gpus_or_gpu_tolerations(dev_
 
 
 def test_user_pods_carry_the_labels_the_network_policies_select_and_no_api_token(dev_hub):
-    from components.hub_config import APP_NAME, USER_COMPONENT
+    from components.hub_config.document import APP_NAME, USER_COMPONENT
     from components.k8s import app_labels
 
     app, _ = dev_hub

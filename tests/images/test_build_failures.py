@@ -1,4 +1,4 @@
-"""A build that fails says which image, which step and which package (issue 13, item 5)."""
+"""A build that fails says which image, which step and which package."""
 
 from __future__ import annotations
 

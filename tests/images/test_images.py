@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from components import hub_config as hub
+from components.hub_config import document as hub
 from components import tls
 from images import pins
 from images.recipe import load

@@ -1,4 +1,4 @@
-"""`bin/cluster up --real` on a private cluster: real kubelets and containerd (issue 12).
+"""`bin/cluster up --real` on a private cluster: real kubelets and containerd.
 
 One cluster serves the tests of this directory, in file order; the last one takes it down and
 checks that nothing of it is left. Needs root, cgroup v1 and the tools cache (`tools/build.sh

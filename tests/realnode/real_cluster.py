@@ -13,7 +13,6 @@ import os
 import re
 import ssl
 import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,18 +21,16 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "cluster"))
-
-from components.hub_config import TLS_SECRET_NAME  # noqa: E402
+from components.hub_config.document import TLS_SECRET_NAME  # noqa: E402
 from components.tls import CA_KEY  # noqa: E402
-from stacks.config import JupyterHubSettings  # noqa: E402
+from stacks.jupyterhub import JupyterHubSettings  # noqa: E402
 
-from localcluster import images  # noqa: E402
-from localcluster.kubelet import KUBELET_SYSCTLS, Sysctls, read_sysctl  # noqa: E402
-from localcluster.mounts import MACHINE_PATHS  # noqa: E402
-from localcluster.record import RUN_DIR  # noqa: E402
-from localcluster.servicelb import LoopbackBlocks, loopback_listeners  # noqa: E402
-from localcluster.settings import CONTROL_PLANE_TOOLS, NodeSettings, cluster_netns, missing_tools, tools  # noqa: E402
+from cluster.localcluster import images  # noqa: E402
+from cluster.localcluster.kubelet import KUBELET_SYSCTLS, Sysctls, read_sysctl  # noqa: E402
+from cluster.localcluster.mounts import MACHINE_PATHS  # noqa: E402
+from cluster.localcluster.record import RUN_DIR  # noqa: E402
+from cluster.localcluster.servicelb import LoopbackBlocks, loopback_listeners  # noqa: E402
+from cluster.localcluster.settings import CONTROL_PLANE_TOOLS, NodeSettings, cluster_netns, missing_tools, tools  # noqa: E402
 from polling import wait_for  # noqa: E402,F401  (the tests import it from here)
 
 # Held by a test session for as long as its real cluster lives: two sessions on one machine (two

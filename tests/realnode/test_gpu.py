@@ -4,7 +4,7 @@ allocated by the kubelet, one per pod, and one pod more than there are GPUs stay
 from __future__ import annotations
 
 from real_cluster import RealCluster, pod, wait_for
-from localcluster.gpuplugin import GPU_RESOURCE, SIMULATED_LABEL
+from cluster.localcluster.gpuplugin import GPU_RESOURCE, SIMULATED_LABEL
 
 
 def phase(real: RealCluster, name: str) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from localcluster.servicelb import MANAGER, NODE_ANNOTATION
+from cluster.localcluster.servicelb import MANAGER, NODE_ANNOTATION
 from real_cluster import RealCluster, pod, wait_for
 
 BODY = "hello-from-lb-web"

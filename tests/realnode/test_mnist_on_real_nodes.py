@@ -1,4 +1,4 @@
-"""The tutorial's distributed MNIST in pods on the real nodes (issue 14, items 8 and 9).
+"""The tutorial's distributed MNIST in pods on the real nodes.
 
 The session's stack (conftest.py: the dev stack as a `local` stack) declares the TFJob of 1 chief,
 2 workers with a GPU each and 1 parameter server; the training operator in the cluster creates

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from real_cluster import RealCluster, host_rules_naming, ipset_names, iptables_rules, pod, wait_for
-from localcluster.netpol import CHAIN_PREFIXES, IPSET_PREFIXES
+from cluster.localcluster.netpol import CHAIN_PREFIXES, IPSET_PREFIXES
 
 NAMESPACE = "netpol-test"
 PAGE = "hello-from-np-server"

@@ -1,4 +1,4 @@
-"""The notebook exercise on the real nodes, as a user meets it (issue 14, items 2-6).
+"""The notebook exercise on the real nodes, as a user meets it.
 
 Against the session's stack (conftest.py), through `proxy-public` by port-forward and https with
 the stack's CA: headless Chromium signs up the admin and a user, the admin authorizes the user, the
@@ -40,7 +40,7 @@ from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
 from e2e.local_stack import ROOT, LocalStack
-from localcluster.gpuplugin import GPU_RESOURCE
+from cluster.localcluster.gpuplugin import GPU_RESOURCE
 from real_cluster import RealCluster, wait_for
 from realnode_stack import CULL_IDLE_SECONDS, stack_config
 from stacks import parse

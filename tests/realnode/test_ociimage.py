@@ -14,15 +14,16 @@ import pytest
 
 from real_cluster import ROOT
 
-OCIIMAGE = ROOT / "tools" / "ociimage.py"
+# Run as tools/build.sh and the cluster manager run it: a module below the repository root.
+OCIIMAGE = [sys.executable, "-m", "tools.ociimage"]
 
 
 def pack(tmp_path: Path, out: str, name: str = "example.local/hello:1.0") -> subprocess.CompletedProcess:
     payload = tmp_path / "hello"
     payload.write_text("#!/bin/sh\necho hello\n")
     payload.chmod(0o755)
-    return subprocess.run([sys.executable, str(OCIIMAGE), "--name", name, "--out", str(tmp_path / out),
-                           "--entrypoint", "/bin/hello", f"{payload}=/bin/hello"], capture_output=True, text=True)
+    return subprocess.run([*OCIIMAGE, "--name", name, "--out", str(tmp_path / out),
+                           "--entrypoint", "/bin/hello", f"{payload}=/bin/hello"], capture_output=True, text=True, cwd=ROOT)
 
 
 def test_same_inputs_same_archive(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from localcluster.storage import PROVISIONER, STORAGE_CLASS
+from cluster.localcluster.storage import PROVISIONER, STORAGE_CLASS
 from real_cluster import RealCluster, pod, wait_for
 
 CLAIMS = {"data-rwo": "ReadWriteOnce", "data-rwx": "ReadWriteMany"}

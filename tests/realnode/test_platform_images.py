@@ -1,6 +1,5 @@
 """The platform's images (images/, `make images`) on the real node: imported under the names the
-dev stack's pods give them, never pulled, and each one's main process starts there and answers
-(issue 13, "Tests").
+dev stack's pods give them, never pulled, and each one's main process starts there and answers.
 
 `kubectl logs/exec/port-forward` do not reach a kubelet inside its namespace yet, so servers are
 checked from a busybox client pod on the node, whose termination message carries what it got;
@@ -20,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from components import hub_config as hub
-from components.tfjob_api import OPERATOR_NAMESPACE
+from components.hub_config import document as hub
+from vocab.tfjob_api import OPERATOR_NAMESPACE
 from components.training_operator import HEALTH_PORT
 from images import pins
 from images.build import built
@@ -29,9 +28,9 @@ from images.recipe import load, names
 from program import example_stack, run_program
 from real_cluster import RealCluster, pod, wait_for
 from stacks import parse
-from localcluster.containerd import Containerd
-from localcluster.images import digests, import_platform_images
-from localcluster.settings import tools
+from cluster.localcluster.containerd import Containerd
+from cluster.localcluster.images import digests, import_platform_images
+from cluster.localcluster.settings import tools
 
 SMALL = {"requests": {"cpu": "50m", "memory": "64Mi"}}  # the node's 2 cores are everyone's
 # Waiting reasons that no wait cures: the image is not on the node, or the container keeps dying.

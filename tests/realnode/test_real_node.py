@@ -9,10 +9,10 @@ from pathlib import Path
 
 from real_cluster import (RealCluster, busybox_image_name, cluster_leftovers, host_rules_naming, ipset_names,
                           kubelet_sysctls, leftovers, pod, processes_running, sysctls_before_kubelets, wait_for)
-from localcluster.kubelet import Sysctls
-from localcluster.netpol import CHAIN_PREFIXES, IPSET_PREFIXES
-from localcluster.process import Daemon
-from localcluster.settings import tools
+from cluster.localcluster.kubelet import Sysctls
+from cluster.localcluster.netpol import CHAIN_PREFIXES, IPSET_PREFIXES
+from cluster.localcluster.process import Daemon
+from cluster.localcluster.settings import tools
 
 
 def test_a_node_per_pool_ready_on_containerd_2(real: RealCluster) -> None:

@@ -1,5 +1,5 @@
 """The dev stack as a `local` stack (cluster.provider local) on the real nodes: `make up` deploys it
-with the real engine and its pods run for real (issues 12 and 14).
+with the real engine and its pods run for real.
 
 The stack is the dev stack's config with `cluster.provider: local`, pointed at this session's real
 cluster, with its own Pulumi backend and home (tests/e2e/local_stack.py). `make up` finds the

@@ -3,13 +3,13 @@ scan is skipped and the summary says so."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tools.layout import tools_layout
+
 SKIPPED_BECAUSE: list[str] = []
 
 
@@ -21,8 +21,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 @pytest.fixture(scope="session")
 def binary() -> Path:
     """kube-score, where tools/versions.sh says it is built."""
-    script = f'. "{ROOT}/tools/versions.sh"; printf "%s" "$KUBE_SCORE_DIR"'
-    directory = Path(subprocess.run(["bash", "-c", script], check=True, capture_output=True, text=True).stdout)
+    directory = Path(tools_layout()["KUBE_SCORE_DIR"])
     if not (directory / ".stamp").exists():
         reason = "kube-score is not built: run `tools/build.sh scan` once"
         SKIPPED_BECAUSE.append(reason)

@@ -87,7 +87,7 @@ def acme_solver_pod(issuer: dict[str, Any]) -> dict[str, Any]:
     """The HTTP-01 solver pod cert-manager makes for a challenge of `issuer` (its buildDefaultPod in
     pkg/issuer/acme/http/pod.go, with its default resources, and the Issuer's podTemplate laid over)."""
     from components.cert_manager import HTTP01_SOLVER_LABEL
-    from components.versions import CERT_MANAGER_VERSION
+    from vocab.versions import CERT_MANAGER_VERSION
 
     (solver,) = issuer["spec"]["acme"]["solvers"]
     template = solver["http01"]["ingress"].get("podTemplate", {})
@@ -135,7 +135,7 @@ def part(namespace_name: str) -> str | None:
 
 
 def upstream_operator_findings(binary: Path) -> set[str]:
-    from components.versions import TRAINING_OPERATOR_VERSION
+    from vocab.versions import TRAINING_OPERATOR_VERSION
 
     listing = subprocess.run(
         ["go", "mod", "download", "-json", f"github.com/kubeflow/training-operator@{TRAINING_OPERATOR_VERSION}"],

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer.local_cluster import LocalCluster
+from trainer.loopback_job import LoopbackJob
 from trainer_fixtures import make_cluster, mnist_dir  # noqa: F401 (pytest fixtures)
 from trainer_helpers import (ACCURACY_FLOOR, DENSE_ACCURACY_FLOOR, JOB_TIMEOUT_S, TRAIN_STEPS, run_trainer,
                              trainer_args)
@@ -17,7 +17,7 @@ PS_TOPOLOGY = {"master": 1, "worker": 2, "ps": 1}
 MWMS_TOPOLOGY = {"chief": 1, "worker": 2}
 
 
-def logs(cluster: LocalCluster) -> str:
+def logs(cluster: LoopbackJob) -> str:
     return "\n".join(f"----- {job}:{index} -----\n{cluster.tail(job, index)}" for job, index in cluster.tasks)
 
 
@@ -50,7 +50,7 @@ def has_convolutions(model) -> bool:
 
 
 def run_job(jobs: dict[str, int], data_dir: Path, workdir: Path):
-    cluster = LocalCluster(jobs, trainer_args(data_dir, workdir / "model"), workdir)
+    cluster = LoopbackJob(jobs, trainer_args(data_dir, workdir / "model"), workdir)
     cluster.start_all()
     try:
         exit_codes = cluster.wait_all(JOB_TIMEOUT_S)
@@ -81,11 +81,11 @@ def finished_job(request):
     return request.getfixturevalue(request.param)
 
 
-def chief_of(cluster: LocalCluster) -> tuple[str, int]:
+def chief_of(cluster: LoopbackJob) -> tuple[str, int]:
     return ("master", 0) if "master" in cluster.spec else ("chief", 0)
 
 
-def model_dir_of(cluster: LocalCluster) -> Path:
+def model_dir_of(cluster: LoopbackJob) -> Path:
     return cluster.workdir / "model"
 
 
@@ -270,7 +270,7 @@ def test_serving_task_started_after_the_chief_finished_exits_at_once(tmp_path):
     model_dir = tmp_path / "model"
     model_dir.mkdir()
     (model_dir / "COMPLETE.json").write_text(json.dumps({"step": TRAIN_STEPS}))
-    cluster = LocalCluster(PS_TOPOLOGY, [], tmp_path)  # only for its TF_CONFIG
+    cluster = LoopbackJob(PS_TOPOLOGY, [], tmp_path)  # only for its TF_CONFIG
     result = run_trainer(["--model-dir", str(model_dir), "--train-steps", str(TRAIN_STEPS)],
                          env={"TF_CONFIG": cluster.tf_config("worker", 1)}, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr

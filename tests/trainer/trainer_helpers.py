@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from trainer.local_cluster import REPO_ROOT
+from trainer.loopback_job import REPO_ROOT
 
 # Small runs that still learn: 200 steps of 96 images (~5 passes over the 4000 training digits; 96 divides
 # by the 3 replicas of chief + 2 workers), with a held-out evaluation and checkpoint every 50 steps. 15 steps

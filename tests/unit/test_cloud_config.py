@@ -1,4 +1,4 @@
-"""Config checks of the cloud path (issue 15): what would otherwise fail only in the cloud."""
+"""Config checks of the cloud path: what would otherwise fail only in the cloud."""
 
 from __future__ import annotations
 

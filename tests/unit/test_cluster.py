@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from components.versions import PINS
+from vocab.versions import PINS
 from program import aks_stack, example_stack, run_program
 from stacks import ConfigError
 

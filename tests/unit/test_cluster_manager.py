@@ -13,15 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from components.versions import REPO
+from vocab.versions import REPO
 
-sys.path.insert(0, str(REPO / "cluster"))
-
-from localcluster import __main__ as cli  # noqa: E402
-from localcluster import ports  # noqa: E402
-from localcluster.controlplane import COMPONENTS, SIMULATED_LOAD_BALANCER, ControlPlane, fingerprint, stages  # noqa: E402
-from localcluster.nodes import RealNodes  # noqa: E402
-from localcluster.settings import ClusterPaths, tools  # noqa: E402
+from cluster.localcluster import __main__ as cli
+from cluster.localcluster import ports
+from cluster.localcluster.controlplane import COMPONENTS, SIMULATED_LOAD_BALANCER, ControlPlane, fingerprint, stages
+from cluster.localcluster.nodes import RealNodes
+from cluster.localcluster.settings import ClusterPaths, tools
 
 
 # --- where a cluster lives ------------------------------------------------------------------------

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.localcluster.capacity import machine_capacity
+from kubernetes.utils import parse_quantity
+
+from cluster.localcluster.capacity import Allocatable, local_allocatable, machine_capacity, quantity
 from program import DEV_MACHINE, aks_stack, example_stack
 from stacks import ConfigError, parse
-from stacks.config import Allocatable, local_allocatable
+
 
 def pool(settings, name):
     return next(p for p in settings.cluster.node_pools if p.name == name)
@@ -153,6 +155,20 @@ def test_local_allocatable_is_what_the_kubelet_reports():
 def test_huge_pages_are_not_allocatable_memory():
     # 8Gi less 1Gi of huge pages and the 100Mi threshold.
     assert local_allocatable({"cpu": "4", "memory": "8Gi", "hugetlb": "1Gi"}) == Allocatable(cpu="4", memory="7237632Ki")
+
+
+@pytest.mark.parametrize(
+    "text", ["2", "500m", "1.5", ".5", "24683584Ki", "100Mi", "8Gi", "1Ti", "12n", "3u", "2k", "1M", "1G", "1E", "1e3", "5E-2"]
+)
+def test_the_cluster_managers_quantities_are_kubernetes_quantities(text):
+    # The cluster manager has only the standard library, so it reads quantities itself.
+    assert quantity(text) == parse_quantity(text)
+
+
+@pytest.mark.parametrize("text", ["", "Gi", "1Gb", "1 Gi", "one"])
+def test_a_malformed_quantity_is_refused_by_the_cluster_manager(text):
+    with pytest.raises(ValueError, match="not a Kubernetes quantity"):
+        quantity(text)
 
 
 def test_machine_capacity_counts_online_processors_and_mem_total(tmp_path):

@@ -1,4 +1,4 @@
-"""HTTPS for the hub (`jupyterhub.https`, issue 15 finding 1): the config's refusals, and what each
+"""HTTPS for the hub (`jupyterhub.https`): the config's refusals, and what each
 mode declares, under mocks."""
 
 from __future__ import annotations
@@ -18,13 +18,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from components import cert_manager, hub_config, tls
+from components import cert_manager, tls
+from components.hub_config import document as hub_config
 from components.cluster import Scheduling
 from components.jupyterhub import JupyterHub, JupyterHubArgs
-from components.versions import CERT_MANAGER_MANIFEST, PINS
+from vocab.versions import CERT_MANAGER_MANIFEST, PINS
 from program import Deployment, RecordingMocks, aks_stack, example_stack, is_secret, reveal, run_program
 from stacks import ConfigError, parse
-from stacks.config import JupyterHubSettings
+from stacks.jupyterhub import JupyterHubSettings
 from test_jupyterhub import build
 from validation import Invalid, validate
 

@@ -151,8 +151,8 @@ def test_the_dev_stack_names_the_unbuilt_tool_of_a_local_image(tmp_path, monkeyp
 
 def test_the_real_nodes_name_the_images_that_are_not_built(tmp_path):
     """What `bin/cluster up --real` says, before any node starts, when the cache lacks images."""
-    env = {**os.environ, "MLPLATFORM_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT / "cluster")}
-    out = subprocess.run([sys.executable, "-m", "localcluster.images"], env=env, capture_output=True, text=True)
+    env = {**os.environ, "MLPLATFORM_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-m", "cluster.localcluster.images"], env=env, capture_output=True, text=True)
     assert out.returncode == 1, out
     for name in ("hub", "proxy", "notebook"):
         assert f"mlplatform/{name}:" in out.stderr, out.stderr

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from components.versions import JUPYTERHUB_HUB_IMAGE, TENSORFLOW_IMAGE
+from vocab.versions import JUPYTERHUB_HUB_IMAGE, TENSORFLOW_IMAGE
 from program import aks_stack, dev_stack_with_upstream_images, run_program
 from stacks import ConfigError, parse
-from stacks.config import mirrored
+from stacks.images import mirrored
 
 MIRROR = "mirror.example.com:5000/upstream"
 

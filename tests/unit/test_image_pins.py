@@ -1,5 +1,5 @@
 """One version per package: the local image recipes, their frozen locks, the trainer Dockerfiles,
-the requirements files and the stack's image defaults all agree (issue 13, item 4).
+the requirements files and the stack's image defaults all agree.
 
 Nothing is built here; tests/images runs the images."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from components import versions
+from vocab import versions
 from images import build, pins, recipe
 
 ROOT = Path(__file__).resolve().parents[2]

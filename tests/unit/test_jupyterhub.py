@@ -14,11 +14,12 @@ from typing import Any
 import pulumi
 import pytest
 
-from components import hub_config, tls
+from components import tls
+from components.hub_config import document as hub_config
 from components.cluster import Cluster, ClusterArgs, Scheduling
 from components.jupyterhub import JupyterHub, JupyterHubArgs
 from components.k8s import app_labels
-from components.versions import CONFIGURABLE_HTTP_PROXY_IMAGE, JUPYTERHUB_HUB_IMAGE, PINS
+from vocab.versions import CONFIGURABLE_HTTP_PROXY_IMAGE, JUPYTERHUB_HUB_IMAGE, PINS
 from program import Deployment, RecordingMocks, aks_stack, example_stack, is_secret, reveal, run_program
 from stacks import parse
 from validation import validate

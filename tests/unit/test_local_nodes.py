@@ -8,12 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from components.versions import REPO
+from vocab.versions import REPO
 
-sys.path.insert(0, str(REPO / "cluster"))
-
-from localcluster.egress import target_for  # noqa: E402
-from localcluster.settings import NodeSettings, NodeSpec  # noqa: E402
+from cluster.localcluster.egress import target_for
+from cluster.localcluster.settings import NodeSettings, NodeSpec
 
 
 def local_nodes(config: Path) -> subprocess.CompletedProcess:

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from components.versions import PINS, REPO, VERSIONS_FILE, package_pin
+from vocab.versions import PINS, REPO, VERSIONS_FILE, package_pin
 from stacks import reference
 
 # Files that may spell a pin out: the one source, prose, and the files that the tools which
@@ -105,4 +105,4 @@ def test_the_config_reference_is_generated_from_the_models():
 
 def test_every_config_key_is_described():
     missing = [row.key for row in reference.rows() if not row.description]
-    assert not missing, f"keys without a description on their field in stacks/config.py: {missing}"
+    assert not missing, f"keys without a description on their field in stacks/: {missing}"

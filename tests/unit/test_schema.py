@@ -5,7 +5,7 @@ from __future__ import annotations
 import kubernetes_validate
 import pytest
 
-from components.versions import KUBERNETES_API_VERSION
+from vocab.versions import KUBERNETES_API_VERSION
 from program import aks_stack, example_stack, run_program
 from validation import Invalid, validate
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from components.training_operator import TrainingOperator, TrainingOperatorArgs
-from components.versions import PINS
+from vocab.versions import PINS
 from program import aks_stack, dev_stack_with_upstream_images, example_stack, run_components, run_program
 
 CRD = "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition"

@@ -27,7 +27,7 @@ def free_ports(count: int) -> list[int]:
         return [s.getsockname()[1] for s in sockets]
 
 
-class LocalCluster:
+class LoopbackJob:
     """Start, kill, restart and wait for the tasks of one job; ``jobs`` maps job name to replica count."""
 
     def __init__(self, jobs: dict[str, int], trainer_args: list[str], workdir: Path, env: dict | None = None):
@@ -152,7 +152,7 @@ class LocalCluster:
                 proc.kill()
                 proc.wait()
 
-    def __enter__(self) -> "LocalCluster":
+    def __enter__(self) -> "LoopbackJob":
         return self
 
     def __exit__(self, *exc) -> None:

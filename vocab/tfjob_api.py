@@ -46,7 +46,7 @@ WEBHOOK_SECRET = "training-operator-webhook-cert"
 WEBHOOK_CONFIGURATION = "validator.training-operator.kubeflow.org"
 CERT_DIR = "/tmp/k8s-webhook-server/serving-certs"
 
-# What bin/training-operator asks for (`python -m components.tfjob_api`), so the script and the
+# What bin/training-operator asks for (`python -m vocab.tfjob_api`), so the script and the
 # stack never disagree on a name.
 SHELL_NAMES = ("OPERATOR_NAMESPACE", "OPERATOR_NAME", "WEBHOOK_SECRET", "CERT_DIR")
 

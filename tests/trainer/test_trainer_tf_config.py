@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from trainer.cluster import (ClusterConfigError, StrategyKind, is_chief, resolve_role, strategy_kind,
+from trainer.tf_config import (ClusterConfigError, StrategyKind, is_chief, resolve_role, strategy_kind,
                              use_chief_for_master)
 
 TUTORIAL_CLUSTER = {

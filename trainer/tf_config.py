@@ -1,4 +1,4 @@
-"""Which cluster this process belongs to, what it does in it, and which strategy that implies.
+"""TF_CONFIG, read: which cluster this process belongs to, what it does in it, and which strategy that implies.
 
 Kubeflow's TFJob names its coordinating replica ``master`` (legacy) or ``chief``; TensorFlow 2 only knows
 ``chief``. ``use_chief_for_master`` rewrites TF_CONFIG in the environment before anything in TensorFlow reads

@@ -1,0 +1,271 @@
+"""Where the stack deploys (`mlplatform:cluster`): the provider, its node pools, and what a node offers.
+
+Configures components/cluster.py, the Pulumi component that makes the Kubernetes provider and
+the nodes. What a real node of the local cluster offers pods is the kubelet's sum, written beside
+its reservations in cluster/localcluster/capacity.py.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from kubernetes.utils import parse_quantity
+from pydantic import Field, PrivateAttr
+from pydantic.alias_generators import to_camel
+
+from cluster.localcluster.capacity import Allocatable, local_allocatable, machine_capacity
+from stacks import azure_names
+from stacks.values import Count, DnsLabel, ParsedTaint, Quantity, Settings, _only_with
+from vocab.versions import REPO, read_env_file
+
+# The kubeconfig bin/cluster writes for the local cluster: cluster/local.env's default, or where
+# MLPLATFORM_KUBECONFIG points (the variable bin/cluster and bin/training-operator honour too).
+KUBECONFIG_ENV = "MLPLATFORM_KUBECONFIG"
+LOCAL_KUBECONFIG = read_env_file(REPO / "cluster" / "local.env")["LOCAL_KUBECONFIG"]
+
+ClusterProvider = Literal["kwok", "local", "existing", "aks", "render"]
+# The providers whose cluster is the one `bin/cluster` runs on this machine (kubeconfig default).
+LOCAL_PROVIDERS = ("kwok", "local")
+NetworkPolicyEngine = Literal["cilium", "calico", "azure", "none"]
+
+
+@dataclass(frozen=True)
+class NodeCapacity:
+    """What a node of pool `pool` offers, and where the figure comes from (said in messages)."""
+
+    pool: str
+    allocatable: Allocatable
+    origin: str = ""
+
+    def problems(self, key: str, resource: str, request: str | None) -> Iterator[str]:
+        """A request for `resource` that no node of the pool could ever hold."""
+        capacity = getattr(self.allocatable, resource)
+        if request and parse_quantity(request) > parse_quantity(capacity):
+            yield f"{key}: {request} is more than a node of pool {self.pool} has ({resource} {_shown_quantity(capacity)}{self.origin})"
+
+
+def _shown_quantity(value: str) -> str:
+    """`value`, and in GiB too where it is memory in smaller units (`24581184Ki`), for a reader comparing it to `32Gi`."""
+    size = parse_quantity(value)
+    if value.endswith(("Ki", "Mi")) and size >= 2**30:
+        return f"{value}, about {size / 2**30:.1f}Gi"
+    return value
+
+
+def this_machine() -> Allocatable:
+    """What each real node of a `local` cluster offers pods: this machine, less the kubelet's reservations."""
+    return local_allocatable(machine_capacity())
+
+
+# What a message says after a `local` pool's figure: where it comes from.
+LOCAL_ORIGIN = ": this machine's allocatable, as each real node of cluster.provider local reports it"
+
+
+class NodePool(Settings):
+    name: DnsLabel = Field(description="the pool's name; its nodes carry the label `mlplatform.dev/pool=<name>`")
+    count: Count | None = Field(None, description="a fixed number of nodes (default 1); or set minCount and maxCount")
+    min_count: Count | None = Field(None, description="autoscaling: the fewest nodes (0 allowed)")
+    max_count: Count | None = Field(None, description="autoscaling: the most nodes")
+    vm_size: str | None = Field(None, description="aks: the VM size (required there)")
+    cpu: Quantity = Field(
+        "8",
+        description="kwok: each simulated node's CPU capacity, which every CPU request for the pool must fit (real "
+        "pools report their own: on `local`, this machine's allocatable, checked the same way)",
+    )
+    memory: Quantity = Field(
+        "32Gi",
+        description="kwok: each simulated node's memory capacity, which every memory request for the pool must fit "
+        "(on `local`, this machine's allocatable)",
+    )
+    gpus_per_node: Count = Field(0, description="`nvidia.com/gpu` per node; GPU workloads go to pools that have them")
+    max_pods: Annotated[int, Field(ge=1)] = Field(110, description="pods per node")
+    taints: tuple[ParsedTaint, ...] = Field((), description="`key=value:Effect` or `key:Effect`; workloads for the pool tolerate them")
+    labels: dict[str, str] = Field({}, description="node labels; on an existing cluster the labels that select the pool's nodes")
+
+    @property
+    def autoscaled(self) -> bool:
+        return self.min_count is not None or self.max_count is not None
+
+    @property
+    def node_count(self) -> int:
+        """Nodes to simulate: a fixed count, or the most an autoscaled pool may grow to."""
+        if self.autoscaled:
+            return self.max_count or 0
+        return 1 if self.count is None else self.count
+
+    def problems(self, key: str, provider: str) -> Iterator[str]:
+        if self.count is not None and self.autoscaled:
+            yield f"{key}.count: set either count or minCount/maxCount, not both"
+        if self.autoscaled and (self.min_count is None or self.max_count is None):
+            yield f"{key}: autoscaling needs both minCount and maxCount"
+        elif self.autoscaled and self.min_count > self.max_count:
+            yield f"{key}.minCount: {self.min_count} must be <= maxCount ({self.max_count})"
+        if provider == "existing" and not self.labels:
+            yield f"{key}.labels: required with cluster.provider existing: the labels that select this pool's nodes"
+        if provider == "aks":
+            if not self.vm_size:
+                yield f"{key}.vmSize: required with cluster.provider aks (e.g. Standard_NC4as_T4_v3 for GPUs)"
+            problem = azure_names.AGENT_POOL.problem(self.name)
+            if problem:
+                yield f"{key}.name: {problem} (cluster.provider aks)"
+
+
+# The providers each provider-specific cluster key is for: such a key set for another provider
+# is a mistake.
+_PROVIDERS_OF = {
+    "kubeconfig": ("kwok", "local", "existing"),
+    "context": ("kwok", "local", "existing"),
+    "location": ("aks",),
+    "kubernetes_version": ("aks",),
+    "resource_group": ("aks",),
+    "system_pool_vm_size": ("aks",),
+    "system_pool_count": ("aks",),
+    "network_policy": ("aks",),
+    "render_dir": ("render",),
+    "render_as": ("render",),
+}
+
+
+# The StorageClass each provider offers for ReadWriteMany claims, which the default class often
+# cannot serve (AKS's default is Azure Disk, ReadWriteOnce only; Azure Files serves many nodes).
+# A simulated cluster pre-binds its own volumes; on other providers the stack cannot know one.
+READ_WRITE_MANY_CLASSES = {"aks": "azurefile-csi", "local": "local-path"}
+
+
+class ClusterSettings(Settings):
+    provider: ClusterProvider = Field(
+        "kwok",
+        description="`kwok` (the local cluster, its nodes simulated by kwok: `make up STACK=kwok`), `local` (the "
+        "local cluster with real nodes, one per pool: `make up`, the dev stack), `existing` (any cluster), `aks` (Azure), "
+        "`render` (write the manifests instead of applying them)",
+    )
+    kubeconfig: str | None = Field(
+        None,
+        description="kwok, local, existing: the cluster's kubeconfig, a path or the contents (kwok and local default: "
+        "$MLPLATFORM_KUBECONFIG, else `.local/kubeconfig`, the file `bin/cluster` writes)",
+    )
+    context: str | None = Field(None, description="kwok, local, existing: the kubeconfig context")
+    location: str | None = Field(None, description="aks: the Azure region (required there)")
+    kubernetes_version: str | None = Field(None, description="aks: the Kubernetes version (default: Azure's)")
+    resource_group: str | None = Field(None, description="aks: an existing resource group (default: one is created)")
+    system_pool_vm_size: str = Field("Standard_D4s_v5", description="aks: the system pool's VM size")
+    system_pool_count: Annotated[int, Field(ge=1)] = Field(1, description="aks: the system pool's node count")
+    network_policy: NetworkPolicyEngine = Field(
+        "cilium",
+        description="aks: what enforces NetworkPolicies, chosen when the cluster is created: `cilium` (Azure CNI "
+        "powered by Cilium), `calico` or `azure` (Azure Network Policy Manager), `none` (policies are accepted and ignored)",
+    )
+    render_dir: str = Field(".local/render", description="render: where the manifests are written")
+    render_as: Literal["existing", "local", "kwok"] = Field(
+        "existing",
+        description="render: the manifests an `existing` cluster gets (its nodes, volumes and webhooks real), what "
+        "the local cluster with real nodes gets (`local`: no device plugin, its GPU nodes run a simulated one; "
+        "volumes from `local-path`; for `make bench-deploy`), or what the local `kwok` cluster gets (simulated "
+        "nodes, pre-bound volumes)",
+    )
+    nvidia_device_plugin: bool = Field(
+        True,
+        description="aks, existing: run the NVIDIA device plugin on GPU pools (the local cluster's GPU nodes run "
+        "a simulated one of their own)",
+    )
+    node_pools: tuple[NodePool, ...] = Field((), description="the node pools workloads are placed on")
+    # Not stack config: what each real node of a `local` cluster offers, this machine's allocatable,
+    # which parse() learns where the program runs (see on_machine).
+    _machine_node: Allocatable | None = PrivateAttr(None)
+
+    def on_machine(self, node: Allocatable) -> ClusterSettings:
+        """These settings, knowing that each real node of a `local` cluster offers `node`."""
+        copy = self.model_copy()
+        copy._machine_node = node
+        return copy
+
+    @property
+    def target(self) -> str:
+        """The kind of cluster the objects are made for: the provider, or what a rendering is for
+        (`renderAs`), so that rendered manifests are exactly what that provider would deploy."""
+        return self.render_as if self.provider == "render" else self.provider
+
+    @property
+    def simulated(self) -> bool:
+        """Nodes, volumes and pods simulated: the local kwok cluster, or its rendering."""
+        return self.target == "kwok"
+
+    @property
+    def real_nodes(self) -> str | None:
+        """How the cluster's real nodes are described: "existing" (by their labels), "local", "aks", or None."""
+        return None if self.simulated else self.target
+
+    @property
+    def read_write_many_class(self) -> str | None:
+        """The StorageClass a ReadWriteMany claim gets when its config names none."""
+        return READ_WRITE_MANY_CLASSES.get(self.target)
+
+    @property
+    def pool_names(self) -> list[str]:
+        return [p.name for p in self.node_pools]
+
+    @property
+    def capacity_known(self) -> bool:
+        """Whether what a node offers is known: the pools' cpu and memory on the simulated backends;
+        on `local`, whose real nodes are this machine, its allocatable (once parse() gave it)."""
+        return self.simulated or (self.provider == "local" and self._machine_node is not None)
+
+    def pool_for(self, gpus: int, pool_name: str | None = None) -> NodePool | None:
+        """The pool a pod asking for `gpus` GPUs lands on, or None when any node without GPUs will do.
+
+        GPU pods go to the first pool with enough GPUs per node; CPU pods to `pool_name`, else the
+        first pool without GPUs.
+        """
+        if gpus:
+            return next((p for p in self.node_pools if p.gpus_per_node >= gpus), None)
+        if pool_name:
+            return next((p for p in self.node_pools if p.name == pool_name), None)
+        return next((p for p in self.node_pools if not p.gpus_per_node), None)
+
+    def node_capacity(self, gpus: int, pool_name: str | None = None) -> NodeCapacity | None:
+        """What a node of the pool a pod lands on offers, which its requests must fit, where that is known."""
+        pool = self.pool_for(gpus, pool_name)
+        if pool is None or not self.capacity_known:
+            return None
+        if self.simulated:
+            return NodeCapacity(pool.name, Allocatable(cpu=pool.cpu, memory=pool.memory))
+        return NodeCapacity(pool.name, self._machine_node, LOCAL_ORIGIN)
+
+    def pool_key(self, key: str, pool: NodePool) -> str:
+        return f"{key}.nodePools[{self.node_pools.index(pool)}]"
+
+    def gpu_problem(self, key: str, gpus: int) -> str | None:
+        """Why `gpus` GPUs per pod cannot be placed on any pool, or None when they can."""
+        gpu_pools = {p.name: p.gpus_per_node for p in self.node_pools if p.gpus_per_node}
+        if not gpus or any(n >= gpus for n in gpu_pools.values()):
+            return None
+        have = ", ".join(f"{n}={g}" for n, g in gpu_pools.items()) or "none"
+        return f"{key}: {gpus} GPUs asked for, but no node pool has gpusPerNode >= {gpus} (GPU pools: {have})"
+
+    def problems(self, key: str) -> Iterator[str]:
+        for field, providers in _PROVIDERS_OF.items():
+            if field in self.model_fields_set and self.provider not in providers:
+                yield _only_with(f"{key}.{to_camel(field)}", f"cluster.provider {' or '.join(providers)}", self.provider)
+        if self.provider == "existing" and not self.kubeconfig:
+            yield f"{key}.kubeconfig: required with cluster.provider existing (a path or the contents)"
+        if self.provider == "aks" and not self.location:
+            yield f"{key}.location: required with cluster.provider aks (an Azure region such as westeurope)"
+        if self.provider == "aks":
+            for field, rule in (
+                ("resource_group", azure_names.RESOURCE_GROUP),
+                ("kubernetes_version", azure_names.KUBERNETES_VERSION),
+                ("location", azure_names.LOCATION),
+            ):
+                value = getattr(self, field)
+                problem = value is not None and rule.problem(value)
+                if problem:
+                    yield f"{key}.{to_camel(field)}: {problem}"
+        names = self.pool_names
+        for i, pool in enumerate(self.node_pools):
+            pool_key = f"{key}.nodePools[{i}]"
+            if names.count(pool.name) > 1:
+                yield f"{pool_key}.name: {json.dumps(pool.name)} is used by more than one pool; names must be unique"
+            yield from pool.problems(pool_key, self.provider)

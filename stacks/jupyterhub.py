@@ -1,0 +1,275 @@
+"""The hub's settings (`mlplatform:jupyterhub`): Service, TLS, sign-in, the spawn form's profiles.
+
+Configures components/jupyterhub.py and the hub's own configuration (components/hub_config/).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Annotated, Literal
+from urllib.parse import urlparse
+
+from kubernetes.utils import parse_quantity
+from pydantic import Field
+from pydantic.alias_generators import to_camel
+
+from stacks.cluster import ClusterSettings
+from stacks.values import (
+    Cidr,
+    Count,
+    DnsLabel,
+    DnsSubdomain,
+    Hostname,
+    PinnedImage,
+    Quantity,
+    ServiceType,
+    Settings,
+    Storage,
+    _only_with,
+    _source_ranges_problems,
+    resources,
+)
+
+AuthType = Literal["dummy", "native", "github", "azuread"]
+OAUTH_TYPES = ("github", "azuread")
+HttpsType = Literal["secret", "letsencrypt", "selfSigned", "offload"]
+LETS_ENCRYPT_SERVER = "https://acme-v02.api.letsencrypt.org/directory"
+# Where oauthenticator's callback handler answers, below the hub's prefix.
+OAUTH_CALLBACK_PATH = "/hub/oauth_callback"
+
+
+class Profile(Settings):
+    name: Annotated[str, Field(min_length=1)] = Field(description="the choice's title on the spawn form")
+    description: str = Field("", description="shown under the title, after the image and limits")
+    image: PinnedImage = Field(description="the notebook image, pinned by tag or digest")
+    cpu_guarantee: Quantity | None = Field(None, description="CPU the server is guaranteed (request)")
+    cpu_limit: Quantity | None = Field(None, description="CPU the server may use at most")
+    memory_guarantee: Quantity | None = Field(None, description="memory the server is guaranteed (request)")
+    memory_limit: Quantity | None = Field(None, description="memory the server may use at most")
+    gpus: Count = Field(0, description="`nvidia.com/gpu` for the server; it then runs on a GPU pool")
+    default: bool = Field(False, description="preselected on the form (at most one profile)")
+
+    @property
+    def slug(self) -> str:
+        """The spawn form's machine name for the profile: lowercase letters, digits and '-'."""
+        return re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-") or "profile"
+
+    def problems(self, key: str, cluster: ClusterSettings, user_pool: str | None) -> Iterator[str]:
+        node = cluster.node_capacity(self.gpus, None if self.gpus else user_pool)
+        for resource in ("cpu", "memory"):
+            guarantee = getattr(self, f"{resource}_guarantee")
+            limit = getattr(self, f"{resource}_limit")
+            if guarantee and limit and parse_quantity(guarantee) > parse_quantity(limit):
+                yield f"{key}.{resource}Guarantee: {guarantee} must be <= {resource}Limit ({limit})"
+            if node is not None:
+                yield from node.problems(f"{key}.{resource}Guarantee", resource, guarantee)
+        gpu_problem = cluster.gpu_problem(f"{key}.gpus", self.gpus)
+        if gpu_problem:
+            yield gpu_problem
+
+
+class Auth(Settings):
+    type: AuthType = Field(
+        "native",
+        description="`native` (sign-up, approved by an admin), `github` or `azuread` (OAuth), "
+        "`dummy` (anyone; refused unless serviceType is ClusterIP)",
+    )
+    admin_users: tuple[str, ...] = Field((), description="users who are hub admins")
+    allowed_users: tuple[str, ...] = Field((), description="users allowed to sign in (OAuth: besides allowedOrganizations)")
+    client_id: str | None = Field(None, description="OAuth: the application's client id")
+    client_secret: str | None = Field(None, description="OAuth: the client secret, set with `pulumi config set --secret`")
+    callback_url: str | None = Field(None, description="OAuth: `https://<hub address>/hub/oauth_callback`")
+    tenant_id: str | None = Field(None, description="azuread: the tenant")
+    allowed_organizations: tuple[str, ...] = Field((), description="github: organizations whose members may sign in")
+
+    def problems(self, key: str, stored_as_secret: bool) -> Iterator[str]:
+        if self.type in OAUTH_TYPES:
+            needed = ("client_id", "client_secret", "callback_url") + (("tenant_id",) if self.type == "azuread" else ())
+            for field in needed:
+                if not getattr(self, field):
+                    yield f"{key}.{to_camel(field)}: required with auth.type {self.type}"
+        if self.client_secret and not stored_as_secret:
+            yield (
+                f"{key}.clientSecret: is stored in plain text; set it with "
+                "`pulumi config set --secret --path jupyterhub.auth.clientSecret`"
+            )
+
+
+# The https types each type-specific key is for: such a key set for another type is a mistake.
+_HTTPS_TYPES_OF = {
+    "secret_name": ("secret",),
+    "contact_email": ("letsencrypt",),
+    "acme_server": ("letsencrypt",),
+    "install_cert_manager": ("letsencrypt",),
+}
+
+
+class Https(Settings):
+    """TLS for the public proxy Service, in the spirit of Zero to JupyterHub's `proxy.https`."""
+
+    type: HttpsType = Field(
+        description="`secret` (an existing `kubernetes.io/tls` Secret), `letsencrypt` (a certificate from an ACME "
+        "server through cert-manager), `selfSigned` (generated once and kept, for private and local use), "
+        "`offload` (TLS ends at a load balancer or ingress in front of the Service)"
+    )
+    hosts: tuple[Hostname, ...] = Field(
+        (),
+        description="the hub's public DNS names; the first is its public URL `https://<host>/` (required with "
+        "letsencrypt, which takes one, and offload; selfSigned: added to the certificate's names)",
+    )
+    secret_name: DnsSubdomain | None = Field(
+        None, description="secret: the `kubernetes.io/tls` Secret (keys `tls.crt`, `tls.key`) in the hub's namespace"
+    )
+    contact_email: str | None = Field(None, description="letsencrypt: the ACME account's e-mail address (required there)")
+    acme_server: str = Field(
+        LETS_ENCRYPT_SERVER,
+        description="letsencrypt: the ACME directory (Let's Encrypt's staging server for trials: "
+        "https://acme-staging-v02.api.letsencrypt.org/directory)",
+    )
+    install_cert_manager: bool = Field(
+        False, description="letsencrypt: install cert-manager (the pinned upstream release) into the cluster"
+    )
+
+    @property
+    def terminates_tls(self) -> bool:
+        """Whether the proxy itself serves TLS (every type but offload)."""
+        return self.type != "offload"
+
+    @property
+    def public_url(self) -> str | None:
+        """The hub's address as browsers see it, when the config names one."""
+        return f"https://{self.hosts[0]}/" if self.hosts else None
+
+    def callback_hosts(self) -> tuple[str, ...]:
+        """Hosts an OAuth callback may name: the public names, and for a self-signed hub its port-forward."""
+        return self.hosts + (("localhost",) if self.type == "selfSigned" else ())
+
+    def problems(self, key: str, service_type: str) -> Iterator[str]:
+        for field, types in _HTTPS_TYPES_OF.items():
+            if field in self.model_fields_set and self.type not in types:
+                yield _only_with(f"{key}.{to_camel(field)}", f"https.type {' or '.join(types)}", self.type)
+        if self.type == "secret" and not self.secret_name:
+            yield f"{key}.secretName: required with https.type secret: the name of a kubernetes.io/tls Secret in the hub's namespace"
+        if self.type in ("letsencrypt", "offload") and not self.hosts:
+            what = "the names the certificate is for" if self.type == "letsencrypt" else "the public URL the hub is reached at"
+            yield f"{key}.hosts: required with https.type {self.type}: {what}"
+        if self.type == "letsencrypt":
+            if len(self.hosts) > 1:
+                # cert-manager runs one solver pod per name, and the proxy's one route for
+                # challenges reaches any of them: each would answer for its own name only.
+                yield (
+                    f"{key}.hosts: letsencrypt takes one host here, not {len(self.hosts)}: the proxy routes every "
+                    "ACME challenge to the same solver Service"
+                )
+            if not self.contact_email or "@" not in self.contact_email:
+                yield f"{key}.contactEmail: {json.dumps(self.contact_email)} must be an e-mail address (required with https.type letsencrypt)"
+            if not self.acme_server.startswith("https://"):
+                yield f"{key}.acmeServer: {json.dumps(self.acme_server)} must be an https:// ACME directory URL"
+            if service_type != "LoadBalancer":
+                # The ACME server proves control of each host by fetching http://<host>/.well-known/...
+                yield (
+                    f"{key}.type: letsencrypt needs jupyterhub.serviceType LoadBalancer, not {service_type}: the ACME "
+                    "server checks http://<host>/ on port 80; use secret, selfSigned or offload otherwise"
+                )
+
+
+DEFAULT_PROFILES = (
+    Profile(
+        name="TensorFlow (CPU)",
+        description="Jupyter with TensorFlow on CPU",
+        image="quay.io/jupyter/tensorflow-notebook:2025-12-01",
+        cpu_guarantee="500m",
+        cpu_limit="2",
+        memory_guarantee="1Gi",
+        memory_limit="4Gi",
+        default=True,
+    ),
+)
+
+
+class JupyterHubSettings(Settings):
+    enabled: bool = Field(True, description="deploy the hub")
+    namespace: DnsLabel = Field("jupyterhub", description="the hub's namespace")
+    service_type: ServiceType = Field("ClusterIP", description="the public proxy Service `proxy-public`: `ClusterIP`, `LoadBalancer` or `NodePort`")
+    load_balancer_source_ranges: tuple[Cidr, ...] = Field((), description="LoadBalancer: the CIDR blocks allowed to reach it")
+    https: Https | None = Field(
+        None, description="TLS for the public Service (required with serviceType LoadBalancer or NodePort)"
+    )
+    auth: Auth = Field(Auth(), description="how users sign in")
+    profiles: tuple[Profile, ...] = Field(
+        DEFAULT_PROFILES,
+        description="the spawn form's choices, each an image with its limits",
+        json_schema_extra={"shown_default": "one CPU TensorFlow profile"},
+    )
+    cull_idle_seconds: Count = Field(3600, description="stop servers idle this long (jupyterhub-idle-culler)")
+    storage: Storage = Field(Storage(), description="each user's home volume")
+    user_pool: str | None = Field(None, description="the node pool for CPU notebooks (GPU profiles always go to a GPU pool)")
+    hub_resources: resources(cpu_request="200m", memory_request="512Mi")  # type: ignore[valid-type]
+    proxy_resources: resources(cpu_request="100m", memory_request="128Mi")  # type: ignore[valid-type]
+
+    def profile_problems(self, key: str) -> Iterator[str]:
+        """The rules on the profile list as a whole: the spawn form needs them, whoever builds the hub."""
+        if not self.profiles:
+            yield f"{key}.profiles: at least one profile is needed"
+        if sum(p.default for p in self.profiles) > 1:
+            yield f"{key}.profiles: at most one profile may be the default"
+        names = [p.name for p in self.profiles]
+        slugs = [p.slug for p in self.profiles]
+        for i, profile in enumerate(self.profiles):
+            if names.count(profile.name) > 1:
+                yield f"{key}.profiles[{i}].name: {json.dumps(profile.name)} is used by more than one profile"
+            elif slugs.count(profile.slug) > 1:
+                yield (
+                    f"{key}.profiles[{i}].name: {json.dumps(profile.name)} gives the spawn form the same "
+                    f"name ({profile.slug}) as another profile; rename one"
+                )
+
+    def https_problems(self, key: str) -> Iterator[str]:
+        """A public hub serves TLS, and an OAuth provider sends users back to its https address."""
+        if self.https is None:
+            if self.service_type != "ClusterIP":
+                yield (
+                    f"{key}.https: required with jupyterhub.serviceType {self.service_type}: without it the hub "
+                    "serves sign-in and notebooks over plain HTTP; set https.type to secret, letsencrypt, selfSigned or offload"
+                )
+            return
+        yield from self.https.problems(f"{key}.https", self.service_type)
+        callback = self.auth.callback_url
+        if self.auth.type not in OAUTH_TYPES or not callback:
+            return
+        url = urlparse(callback)
+        hosts = self.https.callback_hosts()
+        if url.scheme != "https" or url.path != OAUTH_CALLBACK_PATH or (hosts and url.hostname not in hosts):
+            where = " or ".join(f"https://{host}{OAUTH_CALLBACK_PATH}" for host in hosts) or f"https://<host>{OAUTH_CALLBACK_PATH}"
+            yield (
+                f"{key}.auth.callbackUrl: {json.dumps(callback)} is not on the hub's https address; "
+                f"must be {where} (the hosts of jupyterhub.https.hosts)"
+            )
+        if not hosts:
+            yield (
+                f"{key}.https.hosts: required with auth.type {self.auth.type}: the host of auth.callbackUrl, "
+                "so that the callback is checked against the hub's address"
+            )
+
+    def problems(self, key: str, cluster: ClusterSettings, secret: bool) -> Iterator[str]:
+        if self.auth.type == "dummy" and self.service_type != "ClusterIP":
+            yield (
+                f"{key}.auth.type: \"dummy\" lets anyone in and is not allowed with "
+                f"jupyterhub.serviceType {self.service_type}; use native, github or azuread, or serviceType ClusterIP"
+            )
+        yield from _source_ranges_problems(key, self.service_type, self.load_balancer_source_ranges)
+        yield from self.auth.problems(f"{key}.auth", secret)
+        yield from self.https_problems(key)
+        if self.user_pool is not None and self.user_pool not in cluster.pool_names:
+            yield (
+                f"{key}.userPool: {json.dumps(self.user_pool)} is not a node pool; "
+                f"pools: {', '.join(cluster.pool_names) or 'none'}"
+            )
+        yield from self.profile_problems(key)
+        for i, profile in enumerate(self.profiles):
+            yield from profile.problems(f"{key}.profiles[{i}]", cluster, self.user_pool)
+        core_node = cluster.node_capacity(0)
+        yield from self.hub_resources.problems(f"{key}.hubResources", core_node)
+        yield from self.proxy_resources.problems(f"{key}.proxyResources", core_node)

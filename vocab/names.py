@@ -1,0 +1,17 @@
+"""Label keys, annotations and resource names the platform's objects carry and select by."""
+
+from __future__ import annotations
+
+# The app.kubernetes.io/part-of of every object the platform makes.
+PART_OF = "mlplatform"
+
+# Every node of a pool carries this label (kwok and aks set it; on an existing cluster the pool's
+# own labels select it), so workloads select a pool the same way on every backend.
+POOL_LABEL = "mlplatform.dev/pool"
+
+# Pulumi's Node type cannot set status, so a simulated node carries its capacity here; the local
+# cluster's kwok node stage copies it into status.capacity and status.allocatable.
+CAPACITY_ANNOTATION = "mlplatform.dev/capacity"
+KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+
+GPU_RESOURCE = "nvidia.com/gpu"
