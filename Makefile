@@ -163,7 +163,7 @@ down:
 ## time the dev stack's deploy, Pulumi beside kubectl (docs/benchmarks.md)
 bench-deploy: system venv images
 	tools/build.sh pulumi kube operator $(if $(filter kwok,$(STACK)),,node)
-	$(PY) bench/bench_deploy.py --stack $(STACK) --out .local/bench-deploy
+	PYTHONPATH=tests $(PY) -m bench.bench_deploy --stack $(STACK) --out .local/bench-deploy
 
 # --- images (images/) ---
 # The platform's images, built without Docker or a registry into $(CACHE)/images as OCI archives

@@ -51,18 +51,12 @@ from typing import Any
 
 import yaml
 
-# Run as a script (`make bench-deploy`): the project and the test helpers it shares with the
-# e2e and real-node tests (tests/e2e/local_stack.py, tests/realnode/real_cluster.py) are imported
-# as those tests import them.
-TESTS = Path(__file__).resolve().parents[1] / "tests"
-for path in (TESTS.parent, TESTS, TESTS / "realnode"):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
-
-from components.hub_config.document import PROXY_PUBLIC_SERVICE, PUBLIC_HTTPS_PORT  # noqa: E402
-from e2e.local_stack import NAMESPACE, ROOT, LocalStack, condition, missing_tools  # noqa: E402
-from real_cluster import RealCluster, hub_context, hub_login_form, machine_lock, not_built  # noqa: E402
-from stacks.config import parse  # noqa: E402
+# The test helpers it shares with the e2e and real-node tests come from tests/, which is on the
+# path as the tests have it: `make bench-deploy` runs `PYTHONPATH=tests python -m bench.bench_deploy`.
+from components.hub_config.document import PROXY_PUBLIC_SERVICE, PUBLIC_HTTPS_PORT
+from e2e.local_stack import NAMESPACE, ROOT, LocalStack, condition, missing_tools
+from realnode.real_cluster import RealCluster, hub_context, hub_login_form, machine_lock, not_built
+from stacks.config import parse
 
 WAIT_TIMEOUT = "300s"
 # The dev stack's TFJob trains 1000 steps on 2 shared cores: minutes, more on a loaded machine.
