@@ -102,7 +102,7 @@ class TrainingOperator:
         probe = free_port()
         self.probe_file.write_text(f"{probe}\n")
         shutil.rmtree(self.certs, ignore_errors=True)
-        self.certs.mkdir(parents=True)
+        self.certs.mkdir(mode=0o700, parents=True)
         Path(CERT_DIR).mkdir(parents=True, exist_ok=True)  # the mount point, left empty outside
         self.daemon.argv = [str(self.binary), *operator_args(probe, free_port())]
         self.daemon.start()
@@ -142,11 +142,7 @@ class TrainingOperator:
         token = self.kubectl("create", "token", SERVICE_ACCOUNT, "-n", NAMESPACE,
                              "--duration", TOKEN_DURATION).stdout.strip()
         config = service_account_kubeconfig(admin["clusters"][0]["cluster"], token)
-        # Readable by its owner only from the first byte: it holds the token.
-        target = os.open(self.kubeconfig, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.fchmod(target, 0o600)
-        with os.fdopen(target, "w") as out:
-            json.dump(config, out, indent=2)
+        write_private(self.kubeconfig, json.dumps(config, indent=2).encode())
 
     def mount_certificates(self) -> None:
         """In a pod the kubelet mounts the webhook Secret at the certificate directory, and the
@@ -158,7 +154,7 @@ class TrainingOperator:
             return
         # Each written whole before any is replaced: the operator never reads half a pair.
         for key, content in files.items():
-            (self.certs / f"{key}.new").write_bytes(content)
+            write_private(self.certs / f"{key}.new", content)
         for key in files:
             (self.certs / f"{key}.new").replace(self.certs / key)
 
@@ -197,6 +193,14 @@ def certificate_files(secret: Mapping) -> dict[str, bytes] | None:
     if not all(data.get(key) for key in CERTIFICATE_KEYS):
         return None
     return {key: base64.b64decode(data[key]) for key in CERTIFICATE_KEYS}
+
+
+def write_private(path: Path, content: bytes) -> None:
+    """Readable by its owner only from the first byte: a token, a private key."""
+    target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(target, 0o600)
+    with os.fdopen(target, "wb") as out:
+        out.write(content)
 
 
 def free_port() -> int:

@@ -157,6 +157,8 @@ def test_certificates_are_mounted_once_the_secret_has_them(operator: to.Training
     operator.mount_certificates()
     assert {p.name: p.read_bytes() for p in operator.certs.iterdir()} == {
         "ca.crt": b"CA", "tls.crt": b"CERT", "tls.key": b"KEY"}
+    # Among them the webhook's private key: no other user of this machine may read it.
+    assert {stat.S_IMODE(p.stat().st_mode) for p in operator.certs.iterdir()} == {0o600}
     assert f"get secret {WEBHOOK_SECRET} -n {OPERATOR_NAMESPACE} -o json" in (tmp_path / "kubectl.calls").read_text()
 
 
