@@ -1,8 +1,8 @@
 # shellcheck shell=bash disable=SC2034  # sourced: the variables are used by its callers
 # The pinned versions of the Go-built tools (from versions.env), and where they live. Sourced
-# (not run) by tools/build.sh, bin/pulumi and bin/training-operator, and read for Python by
-# tools/layout.py (the cluster manager, the image builder, the tests), so the pins and the cache
-# layout are written down once.
+# (not run) by tools/build.sh and bin/pulumi, and read for Python by tools/layout.py (the
+# cluster manager, bin/training-operator among it, the image builder, the tests), so the pins
+# and the cache layout are written down once.
 #
 # Every tool is built into its own directory under $MLPLATFORM_TOOLS, named after the tool
 # and its version; a directory counts as built only when its .stamp file exists and records

@@ -2,7 +2,9 @@
 
 One place for what the config layer, the typed TFJob, the CRD schema and the MNIST component
 all speak: the group/version/kind, the replica types, the policies, the default port and the
-labels the operator puts on replica pods. No Pulumi here, so the config layer can import it.
+labels the operator puts on replica pods, and the operator's own names. Standard library only:
+the config layer imports it, and so does the cluster manager, which runs the operator on the
+simulated cluster (cluster/localcluster/trainingoperator.py) before any virtualenv exists.
 """
 
 from __future__ import annotations
@@ -46,10 +48,6 @@ WEBHOOK_SECRET = "training-operator-webhook-cert"
 WEBHOOK_CONFIGURATION = "validator.training-operator.kubeflow.org"
 CERT_DIR = "/tmp/k8s-webhook-server/serving-certs"
 
-# What bin/training-operator asks for (`python -m vocab.tfjob_api`), so the script and the
-# stack never disagree on a name.
-SHELL_NAMES = ("OPERATOR_NAMESPACE", "OPERATOR_NAME", "WEBHOOK_SECRET", "CERT_DIR")
-
 
 def replica_problems(counts: Mapping[str, int]) -> list[tuple[str | None, str]]:
     """What the operator's webhook, or TensorFlow, refuses in a job's replica counts.
@@ -84,9 +82,3 @@ def replica_problems(counts: Mapping[str, int]) -> list[tuple[str | None, str]]:
         found.append(("PS", "parameter servers need a Chief (or Master) to coordinate them"))
     return found
 
-
-if __name__ == "__main__":
-    import shlex
-
-    for name in SHELL_NAMES:
-        print(f"{name}={shlex.quote(globals()[name])}")

@@ -16,6 +16,8 @@ place of ready); DNS (dns.py) is CoreDNS's manifests applied through the API, wi
 check; images.py imports image archives into a node's containerd.
 
 `controlplane.ControlPlane` is the control plane, `nodes.RealNodes` the real nodes and what they
-share, `node.Node` one node's parts in order; `__main__` runs them in order. Standard library
+share, `node.Node` one node's parts in order; `__main__` runs them in order.
+`trainingoperator.TrainingOperator` is the simulated mode's training operator, a part with a
+command line of its own (`bin/training-operator`): `make up` starts it once the stack is deployed. Standard library
 only: it runs with the system's python3, before any virtualenv exists.
 """

@@ -15,18 +15,23 @@ class Daemon:
     A pid counts as the daemon only while /proc/PID/exe is still the binary it was started from
     and the process is not a zombie: after a reboot or a crash the pid may name another program,
     which must never be signalled.
+
+    `launcher` is a command line that prepares the process and then execs ARGV in its own place
+    (so the pid it was started as becomes the daemon's), for what nsenter does not do.
     """
 
     def __init__(self, name: str, argv: list[str], state_dir: Path, netns: str | None = None,
-                 env: dict[str, str] | None = None, mount_ns: Path | None = None):
+                 env: dict[str, str] | None = None, mount_ns: Path | None = None,
+                 launcher: list[str] | None = None, log_file: Path | None = None):
         self.name = name
         self.argv = argv
         self.state_dir = state_dir
         self.netns = netns
         self.mount_ns = mount_ns
         self.env = env
+        self.launcher = launcher or []
         self.pid_file = state_dir / f"{name}.pid"
-        self.log_file = state_dir / "logs" / f"{name}.log"
+        self.log_file = log_file or state_dir / "logs" / f"{name}.log"
 
     def pid(self) -> int | None:
         try:
@@ -48,13 +53,13 @@ class Daemon:
         # runc then finds no cgroup mounts. nsenter execs the daemon, so its pid is the daemon's.
         enter = [f"--net=/run/netns/{self.netns}"] if self.netns else []
         enter += [f"--mount={self.mount_ns}"] if self.mount_ns else []
-        argv = (["nsenter", *enter, "--"] if enter else []) + self.argv
+        argv = (["nsenter", *enter, "--"] if enter else []) + self.launcher + self.argv
         with open(self.log_file, "ab") as log:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                     cwd=self.state_dir, start_new_session=True,
                                     env={**os.environ, **(self.env or {})})
         self.pid_file.write_text(f"{proc.pid}\n")
-        # Wait for nsenter to exec the daemon, so that pid() recognises it.
+        # Wait for nsenter (and the launcher) to exec the daemon, so that pid() recognises it.
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and not self.alive():
             if proc.poll() is not None:
