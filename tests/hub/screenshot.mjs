@@ -2,12 +2,15 @@
 // the page: TensorBoard's scalar curves for the README, say. Prints the texts of what the
 // selector matched as a JSON list on stdout; the calling test makes the assertions.
 //
-// Usage: node screenshot.mjs <url> <screenshot.png> <css selector> [width height]
+// Usage: node screenshot.mjs <url> <screenshot.png> <css selector> [width height [close]]
+//   close: a control to click before the screenshot, as a user would, to put away what stands over
+//   the page (TensorBoard's settings pane, which it opens by default); the screenshot waits
+//   until the control's pane has gone.
 import playwright from "playwright-core";
 
-const [url, screenshot, selector, width = "1200", height = "800"] = process.argv.slice(2);
+const [url, screenshot, selector, width = "1200", height = "800", close] = process.argv.slice(2);
 if (!selector) {
-  console.error("usage: node screenshot.mjs URL SCREENSHOT SELECTOR [WIDTH HEIGHT]");
+  console.error("usage: node screenshot.mjs URL SCREENSHOT SELECTOR [WIDTH HEIGHT [CLOSE]]");
   process.exit(2);
 }
 
@@ -26,6 +29,12 @@ try {
   await found.first().waitFor();
   // Charts draw after their data arrives: wait until the network is quiet, then a frame more.
   await page.waitForLoadState("networkidle");
+  if (close) {
+    const control = page.locator(close);
+    const controlled = await control.getAttribute("aria-controls");
+    await control.click();
+    if (controlled) await page.locator(`#${controlled}`).waitFor({ state: "hidden" });
+  }
   await page.waitForTimeout(1000);
   await page.screenshot({ path: screenshot });
   console.log(JSON.stringify(await found.allInnerTexts()));

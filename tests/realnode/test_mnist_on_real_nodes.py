@@ -258,7 +258,9 @@ def test_a_screenshot_of_the_curves(tensorboard: int, tmp_path: Path) -> None:
     assert node, "node is needed for the browser (tests/hub/setup.sh)"
     shot = tmp_path / "tensorboard.png"
     out = subprocess.run([node, str(ROOT / "tests" / "hub" / "screenshot.mjs"),
-                          f"http://127.0.0.1:{tensorboard}/?smoothing=0#timeseries", str(shot), "canvas, svg.line-chart, .line-chart"],
+                          f"http://127.0.0.1:{tensorboard}/?smoothing=0#timeseries", str(shot), "canvas, svg.line-chart, .line-chart",
+                          # Tall enough for both cards, and the settings pane put away as a user would.
+                          "1200", "1250", '[aria-label="Toggle settings side pane"]'],
                          cwd=ROOT / "tests" / "hub", capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stdout + out.stderr
     assert shot.stat().st_size > 10_000, "a page with curves, not an empty one"
