@@ -7,8 +7,10 @@ import subprocess
 from pathlib import Path
 
 
-def pulumi(project: Path, *args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PULUMI_")}
+def pulumi(project: Path, *args: str, check: bool = True, timeout: int = 600,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """bin/pulumi with none of the caller's PULUMI_* settings, and `env` added."""
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PULUMI_")}, **(env or {})}
     result = subprocess.run(
         [str(project / "bin" / "pulumi"), *args, "--non-interactive"],
         cwd=project,
