@@ -118,7 +118,7 @@ def test_a_stack_with_a_secrets_provider_of_its_own_is_left_alone(project):
 
 
 @pytest.mark.parametrize("args", [
-    [], ["version"], ["plugin", "install", "resource", "kubernetes", "4.25.0"], ["stack", "ls"], ["login", "file://x"],
+    [], ["version"], ["plugin", "install", "resource", "kubernetes", "--file", "x"], ["stack", "ls"], ["login", "file://x"],
     ["whoami"], ["about"], ["stack", "select", "aks"], ["up", "--stack", "aks", "--help"], ["stack", "--show-name"],
 ])
 def test_commands_on_no_stack_are_left_alone(project, args):
