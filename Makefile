@@ -141,7 +141,7 @@ up: system venv images
 	tools/build.sh pulumi kube operator $$(if [ "$(MLPLATFORM_NODES)" = real ] || \
 	  [ "$$($(PY) -m stacks.local_nodes --provider $(STACK_CONFIG))" = local ]; then echo node; fi)
 	MLPLATFORM_STACK_CONFIG=$(STACK_CONFIG) bin/cluster up
-	bin/pulumi stack select --create $(STACK) --non-interactive
+	MLPLATFORM_STACK_CONFIG=$(STACK_CONFIG) bin/pulumi stack select --create $(STACK) --non-interactive
 	bin/pulumi up $(STACK_FLAGS) --yes --non-interactive
 	@# On kwok's simulated nodes no container runs: the operator runs here (a `local` stack's runs in the cluster).
 	@if [ "$$($(PY) -m stacks.local_nodes --provider $(STACK_CONFIG))" != local ]; then bin/training-operator start; fi

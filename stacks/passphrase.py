@@ -212,7 +212,10 @@ def decide(args: list[str], cwd: Path, env: dict[str, str]) -> str:
         stack = selected_stack(project, home, backend)
     if not stack or project is None:
         return "none"  # no stack to act on: Pulumi says so, or asks, and encrypts nothing
-    config_file = Path(command.flag("--config-file") or stack_config_file(project, stack))
+    # `make up STACK=x CONFIG_FILE=f` names the stack's file for commands that take no
+    # --config-file (`stack select --create`), as it does for bin/cluster.
+    config_file = Path(command.flag("--config-file") or env.get("MLPLATFORM_STACK_CONFIG")
+                       or stack_config_file(project, stack))
     config_file = cwd / config_file
     document = read_yaml(config_file) if config_file.is_file() else None
     service_backend = backend.startswith(("https://", "http://"))

@@ -148,6 +148,18 @@ def test_without_a_stack_flag_the_selected_stack_is_read(project):
     assert decide(["up"], project, env(project, PULUMI_BACKEND_URL="file:///elsewhere")) == "none"
 
 
+def test_make_ups_config_file_is_read_where_the_command_takes_no_flag(project, tmp_path_factory):
+    # `make up STACK=x CONFIG_FILE=f` selects the stack before anything else, and `stack select`
+    # takes no --config-file: the Makefile names the file in MLPLATFORM_STACK_CONFIG.
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    (elsewhere / "x.yaml").write_text((REPO / "Pulumi.kwok.yaml").read_text())
+    (elsewhere / "cloud.yaml").write_text((REPO / "Pulumi.aks.yaml").read_text())
+    args = ["stack", "select", "--create", "x", "--non-interactive"]
+    assert decide(args, project, {**env(project), "MLPLATFORM_STACK_CONFIG": str(elsewhere / "x.yaml")}) == "public"
+    with pytest.raises(Refused, match="cluster.provider aks in cloud.yaml"):
+        decide(args, project, {**env(project), "MLPLATFORM_STACK_CONFIG": str(elsewhere / "cloud.yaml")})
+
+
 def test_the_config_file_flag_and_the_cwd_flag_are_followed(project, tmp_path_factory):
     elsewhere = tmp_path_factory.mktemp("elsewhere")
     (elsewhere / "aks-like.yaml").write_text((REPO / "Pulumi.aks.yaml").read_text())
