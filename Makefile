@@ -10,7 +10,7 @@ PY := .venv/bin/python
 LINT_HASH := $(shell sha256sum tools/lint-requirements.txt | cut -c1-12)
 LINT_VENV := $(CACHE)/lint-venv-$(LINT_HASH)
 
-.PHONY: system help venv lint test test-unit test-hub test-trainer test-engine test-images test-scan \
+.PHONY: system help venv lint lint-venv test-system test test-unit test-hub test-trainer test-engine test-images test-scan \
 	test-controlplane test-e2e test-realnode test-deps up down render bench-trainer notebook tools tools-node \
 	docs images images-lock images-list
 
@@ -42,14 +42,18 @@ venv: .venv/.installed
 
 # ruff over the Python code (rules in ruff.toml) and shellcheck over every tracked shell script
 # (*.sh, and files whose first line runs sh or bash).
-$(LINT_VENV)/.installed: tools/lint-requirements.txt
-	rm -rf $(LINT_VENV) && python3 -m venv $(LINT_VENV)
-	$(LINT_VENV)/bin/pip install --quiet -r tools/lint-requirements.txt
-	touch $@
+# The directory is named by the pins' hash, so it is built once per pin set: a fresh clone's newer
+# lockfile must not rebuild it (nor two clones' runs rebuild it under each other).
+lint-venv:
+	@if [ ! -f $(LINT_VENV)/.installed ]; then \
+	  rm -rf $(LINT_VENV) && python3 -m venv $(LINT_VENV) && \
+	  $(LINT_VENV)/bin/pip install --quiet -r tools/lint-requirements.txt && \
+	  touch $(LINT_VENV)/.installed; \
+	fi
 SHELL_SCRIPTS = $$( (git ls-files '*.sh'; git ls-files | while read -r f; do \
 	  [ -f "$$f" ] && head -n1 "$$f" | grep -qE '^\#!.*\b(ba|da)?sh\b' && echo "$$f"; done) | sort -u)
 ## ruff and shellcheck (run by make test before the tests)
-lint: system $(LINT_VENV)/.installed
+lint: system lint-venv
 	$(LINT_VENV)/bin/ruff check --quiet .
 	shellcheck -x $(SHELL_SCRIPTS)
 
