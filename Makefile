@@ -28,16 +28,17 @@ system:
 help:
 	@awk '/^## / { doc = substr($$0, 4); next } doc != "" && /^[a-z][a-z0-9-]*:/ { sub(/:.*/, ""); printf "  %-18s %s\n", $$0, doc } { doc = "" }' $(firstword $(MAKEFILE_LIST))
 
-# .venv is a link to the cached virtualenv for the current pins.
+# .venv is a link to the cached virtualenv for the current pins. Built under a lock: two runs
+# (two clones, CI beside a person) must not remove and rebuild it under each other.
 ## link .venv to the cached virtualenv of requirements.txt (built when missing)
 venv: .venv/.installed
 .venv/.installed: requirements.txt trainer/requirements.txt
-	@if [ ! -f $(VENV_DIR)/.installed ]; then \
-	  rm -rf $(VENV_DIR) && python3 -m venv $(VENV_DIR) && \
-	  $(VENV_DIR)/bin/pip install --quiet --upgrade pip && \
-	  $(VENV_DIR)/bin/pip install --quiet -r requirements.txt && \
-	  touch $(VENV_DIR)/.installed; \
-	fi
+	@mkdir -p $(CACHE) && flock $(VENV_DIR).lock sh -c '\
+	  [ -f $(VENV_DIR)/.installed ] || { \
+	    rm -rf $(VENV_DIR) && python3 -m venv $(VENV_DIR) && \
+	    $(VENV_DIR)/bin/pip install --quiet --upgrade pip && \
+	    $(VENV_DIR)/bin/pip install --quiet -r requirements.txt && \
+	    touch $(VENV_DIR)/.installed; }'
 	@ln -sfn $(VENV_DIR) .venv
 
 # ruff over the Python code (rules in ruff.toml) and shellcheck over every tracked shell script
@@ -45,11 +46,11 @@ venv: .venv/.installed
 # The directory is named by the pins' hash, so it is built once per pin set: a fresh clone's newer
 # lockfile must not rebuild it (nor two clones' runs rebuild it under each other).
 lint-venv:
-	@if [ ! -f $(LINT_VENV)/.installed ]; then \
-	  rm -rf $(LINT_VENV) && python3 -m venv $(LINT_VENV) && \
-	  $(LINT_VENV)/bin/pip install --quiet -r tools/lint-requirements.txt && \
-	  touch $(LINT_VENV)/.installed; \
-	fi
+	@mkdir -p $(CACHE) && flock $(LINT_VENV).lock sh -c '\
+	  [ -f $(LINT_VENV)/.installed ] || { \
+	    rm -rf $(LINT_VENV) && python3 -m venv $(LINT_VENV) && \
+	    $(LINT_VENV)/bin/pip install --quiet -r tools/lint-requirements.txt && \
+	    touch $(LINT_VENV)/.installed; }'
 SHELL_SCRIPTS = $$( (git ls-files '*.sh'; git ls-files | while read -r f; do \
 	  [ -f "$$f" ] && head -n1 "$$f" | grep -qE '^\#!.*\b(ba|da)?sh\b' && echo "$$f"; done) | sort -u)
 ## ruff and shellcheck (run by make test before the tests)
