@@ -179,6 +179,29 @@ class Cluster(pulumi.ComponentResource):
             tolerations=tuple(toleration(t) for t in pool.taints),
         )
 
+    def scheduling_for_gpu_type(self, gpu_type: str) -> Scheduling:
+        """Where a pod asking for GPUs of `gpu_type` goes: any pool of that type (`nodePools[].gpuType`).
+
+        One pool: its own terms. Several: node affinity with one term per pool (terms are ORed, so
+        the scheduler picks a node whose pool holds the count asked for) and every pool's tolerations.
+        """
+        pools = self._settings.gpu_types().get(gpu_type)
+        if not pools:
+            raise ValueError(f"Cluster.scheduling_for_gpu_type: no GPU pool has gpuType {gpu_type!r}")
+        if len(pools) == 1:
+            return self.scheduling(pools[0].name)
+        terms = [
+            {"matchExpressions": [{"key": k, "operator": "In", "values": [v]} for k, v in self.pool_selector(p).items()]}
+            for p in pools
+        ]
+        tolerations: list[dict[str, str]] = []
+        for pool in pools:
+            tolerations += [t for t in map(toleration, pool.taints) if t not in tolerations]
+        return Scheduling(
+            tolerations=tuple(tolerations),
+            affinity={"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}},
+        )
+
     def scheduling_for(self, gpus: int, pool_name: str | None = None) -> Scheduling:
         """Where a pod asking for `gpus` GPUs goes: the pool `ClusterSettings.pool_for` picks.
 

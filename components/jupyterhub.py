@@ -93,7 +93,8 @@ class JupyterHubArgs:
     """The hub's settings and where its pods run.
 
     `profile_scheduling` maps every profile name to the pool its user pods go to (from the cluster
-    component, never written by hand); `core_scheduling` places the hub and proxy pods.
+    component, never written by hand); `core_scheduling` places the hub and proxy pods;
+    `gpu_type_scheduling` maps each GPU type a profile offers (`gpuTypes`) to the pools of that type.
     `simulated`: a kwok cluster, where nothing provisions volumes; `volume_for` (the cluster's)
     then makes the volume the hub's database claim binds to, and user homes are emptyDir volumes.
     `cert_manager`: what the Issuer and Certificate wait for (the stack's cert-manager install),
@@ -103,6 +104,7 @@ class JupyterHubArgs:
     settings: JupyterHubSettings
     profile_scheduling: Mapping[str, Scheduling]
     core_scheduling: Scheduling = field(default_factory=Scheduling)
+    gpu_type_scheduling: Mapping[str, Scheduling] = field(default_factory=dict)
     simulated: bool = False
     volume_for: Callable[..., None] | None = None
     images: ImagesSettings = field(default_factory=ImagesSettings)
@@ -120,9 +122,13 @@ class JupyterHubArgs:
         return cls(
             settings=settings,
             profile_scheduling={
-                p.name: cluster.scheduling_for(p.gpus, None if p.gpus else settings.user_pool) for p in settings.profiles
+                p.name: cluster.scheduling_for(max(p.offered_gpus), None if p.gpus else settings.user_pool)
+                for p in settings.profiles
             },
             core_scheduling=cluster.scheduling_for(0),
+            gpu_type_scheduling={
+                t: cluster.scheduling_for_gpu_type(t) for t in sorted({t for p in settings.profiles for t in p.gpu_types})
+            },
             simulated=cluster.simulated,
             volume_for=cluster.volume_for,
             images=images or ImagesSettings(),
@@ -141,7 +147,10 @@ def _check(args: JupyterHubArgs) -> None:
     extra = sorted(set(args.profile_scheduling) - set(names))
     if missing or extra:
         raise ValueError(f"JupyterHubArgs.profile_scheduling: missing {missing}, unknown {extra}; needs one entry per profile")
-    for scheduling in (*args.profile_scheduling.values(), args.core_scheduling):
+    types = sorted({t for p in args.settings.profiles for t in p.gpu_types} - set(args.gpu_type_scheduling))
+    if types:
+        raise ValueError(f"JupyterHubArgs.gpu_type_scheduling: missing {types}; needs one entry per GPU type a profile offers")
+    for scheduling in (*args.profile_scheduling.values(), *args.gpu_type_scheduling.values(), args.core_scheduling):
         hub.placement(scheduling)  # raises for placements KubeSpawner cannot express
 
 
@@ -200,10 +209,10 @@ class JupyterHub(pulumi.ComponentResource):
         oauth = self._oauth_secret(child)
         document = hub.render(
             settings, args.profile_scheduling, persistent_homes=not args.simulated, pull_secrets=args.images.pull_secrets,
-            pull_policy=args.images.never_pulled().get("imagePullPolicy"),
+            pull_policy=args.images.never_pulled().get("imagePullPolicy"), gpu_type_scheduling=args.gpu_type_scheduling,
         )
         config_data = {
-            hub.CONFIG_FILE.name: hub.CONFIG_FILE.read_text(),
+            **{shipped.name: shipped.read_text() for shipped in hub.SHIPPED_FILES},
             hub.DOCUMENT_NAME: json.dumps(document, indent=2) + "\n",
         }
         config_map = k8s.core.v1.ConfigMap(

@@ -18,7 +18,7 @@ from pydantic.alias_generators import to_camel
 
 from cluster.localcluster.capacity import Allocatable, local_allocatable, machine_capacity
 from stacks import azure_names
-from stacks.values import Count, DnsLabel, ParsedTaint, Quantity, Settings, _only_with
+from stacks.values import Count, DnsLabel, LabelValue, ParsedTaint, Quantity, Settings, _only_with
 from vocab.versions import REPO, read_env_file
 
 # The kubeconfig bin/cluster writes for the local cluster: cluster/local.env's default, or where
@@ -81,6 +81,11 @@ class NodePool(Settings):
         "(on `local`, this machine's allocatable)",
     )
     gpus_per_node: Count = Field(0, description="`nvidia.com/gpu` per node; GPU workloads go to pools that have them")
+    gpu_type: LabelValue | None = Field(
+        None,
+        description="the GPU model of the pool's nodes (e.g. `T4`, `A100`): a profile's `gpuTypes` choice lands on a pool "
+        "of that type (only with gpusPerNode)",
+    )
     max_pods: Annotated[int, Field(ge=1)] = Field(110, description="pods per node")
     taints: tuple[ParsedTaint, ...] = Field((), description="`key=value:Effect` or `key:Effect`; workloads for the pool tolerate them")
     labels: dict[str, str] = Field({}, description="node labels; on an existing cluster the labels that select the pool's nodes")
@@ -103,6 +108,8 @@ class NodePool(Settings):
             yield f"{key}: autoscaling needs both minCount and maxCount"
         elif self.autoscaled and self.min_count > self.max_count:
             yield f"{key}.minCount: {self.min_count} must be <= maxCount ({self.max_count})"
+        if self.gpu_type is not None and not self.gpus_per_node:
+            yield f"{key}.gpuType: {json.dumps(self.gpu_type)} is only for a pool with GPUs; set gpusPerNode or remove gpuType"
         if provider == "existing" and not self.labels:
             yield f"{key}.labels: required with cluster.provider existing: the labels that select this pool's nodes"
         if provider == "aks":
@@ -236,6 +243,28 @@ class ClusterSettings(Settings):
 
     def pool_key(self, key: str, pool: NodePool) -> str:
         return f"{key}.nodePools[{self.node_pools.index(pool)}]"
+
+    def gpu_types(self) -> dict[str, list[NodePool]]:
+        """The GPU pools by their gpuType, in config order."""
+        types: dict[str, list[NodePool]] = {}
+        for pool in self.node_pools:
+            if pool.gpus_per_node and pool.gpu_type:
+                types.setdefault(pool.gpu_type, []).append(pool)
+        return types
+
+    def gpu_type_problem(self, key: str, gpu_type: str, gpus: int) -> str | None:
+        """Why no pool of `gpu_type` can take a pod asking for `gpus` GPUs, or None when one can."""
+        types = self.gpu_types()
+        pools = types.get(gpu_type)
+        if not pools:
+            return (
+                f"{key}: {json.dumps(gpu_type)} is not the gpuType of any GPU pool "
+                f"(cluster.nodePools[].gpuType: {', '.join(types) or 'none set'})"
+            )
+        if not any(p.gpus_per_node >= gpus for p in pools):
+            have = ", ".join(f"{p.name}={p.gpus_per_node}" for p in pools)
+            return f"{key}: {gpus} GPUs of type {gpu_type} asked for, but no pool of that type has gpusPerNode >= {gpus} ({have})"
+        return None
 
     def gpu_problem(self, key: str, gpus: int) -> str | None:
         """Why `gpus` GPUs per pod cannot be placed on any pool, or None when they can."""

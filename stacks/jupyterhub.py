@@ -22,6 +22,7 @@ from stacks.values import (
     DnsLabel,
     DnsSubdomain,
     Hostname,
+    LabelValue,
     PinnedImage,
     Quantity,
     ServiceType,
@@ -36,6 +37,8 @@ AuthType = Literal["dummy", "native", "github", "azuread"]
 OAUTH_TYPES = ("github", "azuread")
 HttpsType = Literal["secret", "letsencrypt", "selfSigned", "offload"]
 LETS_ENCRYPT_SERVER = "https://acme-v02.api.letsencrypt.org/directory"
+# A JupyterHub group's name: what an admin types, or an Azure AD group's object id (a GUID).
+GroupName = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")]
 # Where oauthenticator's callback handler answers, below the hub's prefix.
 OAUTH_CALLBACK_PATH = "/hub/oauth_callback"
 
@@ -49,12 +52,72 @@ class Profile(Settings):
     memory_guarantee: Quantity | None = Field(None, description="memory the server is guaranteed (request)")
     memory_limit: Quantity | None = Field(None, description="memory the server may use at most")
     gpus: Count = Field(0, description="`nvidia.com/gpu` for the server; it then runs on a GPU pool")
+    gpu_choices: tuple[Annotated[int, Field(ge=1)], ...] = Field(
+        (),
+        description="GPU counts offered on the spawn form (`gpus` is the preselected one and must be among them); "
+        "each must fit a node of a GPU pool",
+    )
+    gpu_types: tuple[LabelValue, ...] = Field(
+        (),
+        description="GPU types offered on the spawn form, each the `gpuType` of a GPU pool (the first preselected); "
+        "the server lands on a pool of the chosen type, which must hold every offered count",
+    )
+    groups: tuple[GroupName, ...] = Field(
+        (),
+        description="JupyterHub groups whose members see and may start the profile (empty: everyone); "
+        "a user in several groups sees the profiles of each",
+    )
+    cull_idle_seconds: Count | None = Field(
+        None, description="stop this profile's servers idle this long (default: jupyterhub.cullIdleSeconds; 0: never)"
+    )
+    max_age_seconds: Count = Field(
+        0, description="stop this profile's servers this long after they started, in use or not (0: no limit); homes are kept"
+    )
     default: bool = Field(False, description="preselected on the form (at most one profile)")
 
     @property
     def slug(self) -> str:
         """The spawn form's machine name for the profile: lowercase letters, digits and '-'."""
         return re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-") or "profile"
+
+    @property
+    def offered_gpus(self) -> tuple[int, ...]:
+        """The GPU counts a user may start the profile with: its choices, or its one count."""
+        return self.gpu_choices or (self.gpus,)
+
+    def culling(self, hub_timeout: int) -> tuple[int, int]:
+        """(idle timeout, max age) in seconds for this profile's servers; 0 is never."""
+        return (hub_timeout if self.cull_idle_seconds is None else self.cull_idle_seconds), self.max_age_seconds
+
+    def choice_problems(self, key: str, cluster: ClusterSettings) -> Iterator[str]:
+        """Every count and type the form offers, checked against the pools that would serve it."""
+        for field, values in (("gpuChoices", self.gpu_choices), ("gpuTypes", self.gpu_types)):
+            for i, value in enumerate(values):
+                if values.index(value) != i:
+                    yield f"{key}.{field}[{i}]: {json.dumps(value)} is offered twice"
+        if self.gpu_choices and self.gpus not in self.gpu_choices:
+            yield (
+                f"{key}.gpus: {self.gpus} must be one of gpuChoices ({', '.join(map(str, self.gpu_choices))}): "
+                "it is the count preselected on the form"
+            )
+        if self.gpu_types and not self.gpus:
+            yield f"{key}.gpuTypes: only for a profile with GPUs (set gpus and, if you like, gpuChoices)"
+            return
+        count_keys = [f"{key}.gpuChoices[{i}]" for i in range(len(self.gpu_choices))] or [f"{key}.gpus"]
+        types = cluster.gpu_types()
+        for j, gpu_type in enumerate(self.gpu_types):
+            if gpu_type not in types:
+                yield cluster.gpu_type_problem(f"{key}.gpuTypes[{j}]", gpu_type, 1)
+                continue
+            for count_key, count in zip(count_keys, self.offered_gpus, strict=True):
+                problem = cluster.gpu_type_problem(count_key, gpu_type, count)
+                if problem:
+                    yield problem
+        if not self.gpu_types:
+            for count_key, count in zip(count_keys, self.offered_gpus, strict=True):
+                problem = cluster.gpu_problem(count_key, count)
+                if problem:
+                    yield problem
 
     def problems(self, key: str, cluster: ClusterSettings, user_pool: str | None) -> Iterator[str]:
         node = cluster.node_capacity(self.gpus, None if self.gpus else user_pool)
@@ -65,9 +128,7 @@ class Profile(Settings):
                 yield f"{key}.{resource}Guarantee: {guarantee} must be <= {resource}Limit ({limit})"
             if node is not None:
                 yield from node.problems(f"{key}.{resource}Guarantee", resource, guarantee)
-        gpu_problem = cluster.gpu_problem(f"{key}.gpus", self.gpus)
-        if gpu_problem:
-            yield gpu_problem
+        yield from self.choice_problems(key, cluster)
 
 
 class Auth(Settings):
@@ -203,7 +264,19 @@ class JupyterHubSettings(Settings):
         description="the spawn form's choices, each an image with its limits",
         json_schema_extra={"shown_default": "one CPU TensorFlow profile"},
     )
-    cull_idle_seconds: Count = Field(3600, description="stop servers idle this long (jupyterhub-idle-culler)")
+    cull_idle_seconds: Count = Field(
+        3600, description="stop servers idle this long (jupyterhub-idle-culler; 0: never); a profile may set its own"
+    )
+    groups: dict[GroupName, tuple[Annotated[str, Field(min_length=1)], ...]] = Field(
+        {},
+        description="JupyterHub groups and their members, created and filled at every hub start (JupyterHub "
+        "`load_groups`; it adds members, so take one out on the admin page too); profiles[].groups name them",
+    )
+    groups_from_sign_in: bool = Field(
+        False,
+        description="azuread: a user's groups are the ID token's `groups` claim (group object ids), set at each "
+        "sign-in (oauthenticator `manage_groups`); jupyterhub.groups must then be empty",
+    )
     storage: Storage = Field(Storage(), description="each user's home volume")
     user_pool: str | None = Field(None, description="the node pool for CPU notebooks (GPU profiles always go to a GPU pool)")
     hub_resources: resources(cpu_request="200m", memory_request="512Mi")  # type: ignore[valid-type]
@@ -215,6 +288,11 @@ class JupyterHubSettings(Settings):
             yield f"{key}.profiles: at least one profile is needed"
         if sum(p.default for p in self.profiles) > 1:
             yield f"{key}.profiles: at most one profile may be the default"
+        if self.profiles and all(p.groups for p in self.profiles):
+            yield (
+                f"{key}.profiles: every profile is limited to groups, so a user in none could start nothing; "
+                "leave at least one profile without groups"
+            )
         names = [p.name for p in self.profiles]
         slugs = [p.slug for p in self.profiles]
         for i, profile in enumerate(self.profiles):
@@ -225,6 +303,25 @@ class JupyterHubSettings(Settings):
                     f"{key}.profiles[{i}].name: {json.dumps(profile.name)} gives the spawn form the same "
                     f"name ({profile.slug}) as another profile; rename one"
                 )
+
+    def group_problems(self, key: str) -> Iterator[str]:
+        """Groups come from the stack config or from Azure AD sign-in, not both; profiles name known ones."""
+        if self.groups_from_sign_in:
+            if self.auth.type != "azuread":
+                yield f"{key}.groupsFromSignIn: only with auth.type azuread (the ID token's groups claim), not {self.auth.type}"
+            if self.groups:
+                yield (
+                    f"{key}.groups: must be empty with groupsFromSignIn: sign-in then sets every user's groups, "
+                    "and JupyterHub refuses groups from its config besides"
+                )
+            return
+        for i, profile in enumerate(self.profiles):
+            for j, group in enumerate(profile.groups):
+                if group not in self.groups:
+                    yield (
+                        f"{key}.profiles[{i}].groups[{j}]: {json.dumps(group)} is not in jupyterhub.groups "
+                        f"(groups: {', '.join(self.groups) or 'none'}; or set groupsFromSignIn with azuread)"
+                    )
 
     def https_problems(self, key: str) -> Iterator[str]:
         """A public hub serves TLS, and an OAuth provider sends users back to its https address."""
@@ -270,6 +367,7 @@ class JupyterHubSettings(Settings):
         yield from self.profile_problems(key)
         for i, profile in enumerate(self.profiles):
             yield from profile.problems(f"{key}.profiles[{i}]", cluster, self.user_pool)
+        yield from self.group_problems(key)
         core_node = cluster.node_capacity(0)
         yield from self.hub_resources.problems(f"{key}.hubResources", core_node)
         yield from self.proxy_resources.problems(f"{key}.proxyResources", core_node)

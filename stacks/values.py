@@ -33,6 +33,14 @@ _QUALIFIED_NAME = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
 
 
+def _label_value(value: str) -> str:
+    if not value or len(value) > 63 or not _LABEL_VALUE.match(value):
+        raise ValueError(
+            "must be a Kubernetes label value: 1-63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
+        )
+    return value
+
+
 def _dns_label(value: str) -> str:
     if len(value) > 63 or not _DNS_LABEL.match(value):
         raise ValueError("must be a DNS-1035 label: lowercase letters, digits and '-', starting with a letter, at most 63 characters")
@@ -106,6 +114,7 @@ def _data_url(value: str) -> str:
 
 
 DnsLabel = Annotated[str, AfterValidator(_dns_label)]
+LabelValue = Annotated[str, AfterValidator(_label_value)]
 DataUrl = Annotated[str, AfterValidator(_data_url)]
 Quantity = Annotated[str, BeforeValidator(_quantity)]
 PinnedImage = Annotated[str, AfterValidator(_pinned_image)]

@@ -22,6 +22,11 @@ from components.k8s import GPU_RESOURCE, PART_OF
 from stacks.jupyterhub import Auth, JupyterHubSettings, Profile
 
 CONFIG_FILE = Path(__file__).with_name("jupyterhub_config.py")
+# Beside it in the ConfigMap: the profile rules the config file and the per-profile cullers share,
+# and the culler's per-profile view of the hub (both loaded from the config directory).
+PROFILES_FILE = Path(__file__).with_name("hub_profiles.py")
+CULL_BY_PROFILE_FILE = Path(__file__).with_name("cull_by_profile.py")
+SHIPPED_FILES = (CONFIG_FILE, PROFILES_FILE, CULL_BY_PROFILE_FILE)
 # The k8s-hub image's configuration directory; the ConfigMap is mounted here.
 CONFIG_DIR = "/usr/local/etc/jupyterhub"
 DOCUMENT_NAME = "mlplatform-hub.json"
@@ -195,7 +200,10 @@ def describe(profile: Profile) -> str:
         elif limit:
             facts.append(f"{label} limit {limit}")
     if profile.gpus:
-        facts.append(f"{profile.gpus} NVIDIA GPU{'s' if profile.gpus > 1 else ''}")
+        counts = sorted(profile.offered_gpus)
+        shown = str(counts[0]) if len(counts) == 1 else f"{', '.join(map(str, counts[:-1]))} or {counts[-1]}"
+        kind = f" {' or '.join(profile.gpu_types)}" if profile.gpu_types else ""
+        facts.append(f"{shown} NVIDIA{kind} GPU{'s' if counts[-1] > 1 else ''}")
     text = "; ".join(facts) + "."
     return f"{profile.description.rstrip('.')}. {text}" if profile.description else text
 
@@ -221,7 +229,11 @@ def placement(scheduling: Scheduling) -> dict[str, Any]:
 
 
 def spawner_overrides(profile: Profile, scheduling: Scheduling) -> dict[str, Any]:
-    """The KubeSpawner settings a profile applies: image, resources and where its pods run."""
+    """The KubeSpawner settings a profile applies: image, resources and where its pods run.
+
+    A profile that offers GPU types leaves where its pods run to the chosen type (`gpu_options`):
+    both would apply, and a pool's selector and another type's affinity would never meet.
+    """
     overrides: dict[str, Any] = {"image": profile.image}
     # KubeSpawner takes CPU in cores (a float) and memory in bytes; its own memory parser knows
     # K/M/G/T but not the Ki/Mi/Gi of Kubernetes quantities, so convert here.
@@ -236,21 +248,83 @@ def spawner_overrides(profile: Profile, scheduling: Scheduling) -> dict[str, Any
     if profile.gpus:
         # Extended resources are requested in limits; Kubernetes sets the request equal.
         overrides["extra_resource_limits"] = {GPU_RESOURCE: str(profile.gpus)}
-    overrides.update(placement(scheduling))
+    if not profile.gpu_types:
+        overrides.update(placement(scheduling))
     return overrides
 
 
-def profile_list(profiles: tuple[Profile, ...], scheduling: Mapping[str, Scheduling]) -> list[dict[str, Any]]:
-    return [
-        {
+# The names of the spawn form's options (KubeSpawner `profile_options`), which are also the keys
+# of `user_options` in a REST API request: {"profile": "<slug>", "gpus": "2", "gpu-type": "A100"}.
+GPUS_OPTION = "gpus"
+GPU_TYPE_OPTION = "gpu-type"
+
+
+def gpu_options(profile: Profile, type_scheduling: Mapping[str, Scheduling]) -> dict[str, Any]:
+    """KubeSpawner `profile_options` for a profile's GPU choices: the count, and the type (its pools)."""
+    options: dict[str, Any] = {}
+    if profile.gpu_choices:
+        options[GPUS_OPTION] = {
+            "display_name": "GPUs",
+            "choices": {
+                str(n): {
+                    "display_name": f"{n} GPU{'s' if n > 1 else ''}",
+                    "default": n == profile.gpus,
+                    # Merged into the profile's own extra_resource_limits: the chosen count wins.
+                    "kubespawner_override": {"extra_resource_limits": {GPU_RESOURCE: str(n)}},
+                }
+                for n in profile.gpu_choices
+            },
+        }
+    if profile.gpu_types:
+        options[GPU_TYPE_OPTION] = {
+            "display_name": "GPU type",
+            "choices": {
+                gpu_type: {
+                    "display_name": gpu_type,
+                    "default": i == 0,
+                    "kubespawner_override": placement(type_scheduling[gpu_type]),
+                }
+                for i, gpu_type in enumerate(profile.gpu_types)
+            },
+        }
+    return options
+
+
+def profile_list(
+    profiles: tuple[Profile, ...],
+    scheduling: Mapping[str, Scheduling],
+    type_scheduling: Mapping[str, Scheduling] | None = None,
+) -> list[dict[str, Any]]:
+    entries = []
+    for profile in profiles:
+        entry: dict[str, Any] = {
             "display_name": profile.name,
             "slug": profile.slug,
             "description": describe(profile),
             "default": profile.default,
             "kubespawner_override": spawner_overrides(profile, scheduling[profile.name]),
         }
-        for profile in profiles
-    ]
+        options = gpu_options(profile, type_scheduling or {})
+        if options:
+            entry["profile_options"] = options
+        entries.append(entry)
+    return entries
+
+
+def profile_groups(settings: JupyterHubSettings) -> dict[str, list[str]]:
+    """The group-limited profiles: slug -> the groups whose members see and may start it."""
+    return {p.slug: list(p.groups) for p in settings.profiles if p.groups}
+
+
+def groups(settings: JupyterHubSettings) -> dict[str, Any]:
+    """Traits for the hub's groups: created from the stack config, or (azuread) set at each sign-in."""
+    if settings.groups_from_sign_in:
+        # The ID token's claims are the auth state's "user"; Azure AD puts group object ids in
+        # "groups" once the app registration's groupMembershipClaims asks for them.
+        return {"AzureAdOAuthenticator": {"manage_groups": True, "auth_state_groups_key": "user.groups"}}
+    if not settings.groups:
+        return {}
+    return {"JupyterHub": {"load_groups": {name: {"users": sorted(users)} for name, users in settings.groups.items()}}}
 
 
 # --- authentication -----------------------------------------------------------------------------
@@ -298,6 +372,37 @@ def authentication(auth: Auth) -> tuple[dict[str, Any], dict[str, dict[str, str]
 # --- the document -------------------------------------------------------------------------------
 
 
+def culling_policies(settings: JupyterHubSettings) -> dict[tuple[int, int], list[str]]:
+    """(idle timeout, max age) -> the slugs of the profiles culled so; profiles never culled left out."""
+    policies: dict[tuple[int, int], list[str]] = {}
+    for profile in settings.profiles:
+        policy = profile.culling(settings.cull_idle_seconds)
+        if any(policy):
+            policies.setdefault(policy, []).append(profile.slug)
+    return policies
+
+
+def culler_service(timeout: int, max_age: int, profiles: list[str] | None) -> dict[str, Any]:
+    """jupyterhub-idle-culler for one policy: for every server (`profiles` None), or, through
+    cull_by_profile.py, for the servers of `profiles` only.
+
+    The culler stops anything idle for `--timeout` and, with `--max-age`, anything older; a
+    policy with only a max age gets it as its timeout too (a server idle that long is that old).
+    """
+    limit = timeout or max_age
+    cull_every, _ = culling_cadence(min(t for t in (timeout, max_age) if t))
+    args = [f"--timeout={limit}", f"--cull-every={cull_every}"] + ([f"--max-age={max_age}"] if max_age else [])
+    if profiles is None:
+        return {"name": CULLER_SERVICE, "module": "jupyterhub_idle_culler", "args": args}
+    # Named by its policy, which is what tells one culler from another.
+    name = f"{CULLER_SERVICE}-idle-{timeout}s" + (f"-age-{max_age}s" if max_age else "")
+    return {
+        "name": name,
+        "script": CULL_BY_PROFILE_FILE.name,
+        "args": [f"--profiles={','.join(profiles)}", "--", *args],
+    }
+
+
 def culling_cadence(timeout: int) -> tuple[int, int]:
     """How often the culler looks (seconds), and how often activity reaches the hub, for `timeout`.
 
@@ -339,11 +444,15 @@ def render(
     persistent_homes: bool = True,
     pull_secrets: tuple[str, ...] = (),
     pull_policy: str | None = None,
+    gpu_type_scheduling: Mapping[str, Scheduling] | None = None,
 ) -> dict[str, Any]:
     """The hub's configuration document for `settings`; `profile_scheduling` maps profile name to pool,
+    `gpu_type_scheduling` GPU type to its pools,
     `pull_secrets` are the Secrets user pods pull their images with, `pull_policy` their
     imagePullPolicy (None: KubeSpawner's default)."""
     auth_traits, auth_secret_env = authentication(settings.auth)
+    for section, values in groups(settings).items():
+        auth_traits.setdefault(section, {}).update(values)
     default = next((p for p in settings.profiles if p.default), settings.profiles[0])
     traits: dict[str, Any] = {
         "JupyterHub": {
@@ -366,7 +475,7 @@ def render(
         "KubeSpawner": {
             "namespace": settings.namespace,
             "image": default.image,
-            "profile_list": profile_list(settings.profiles, profile_scheduling),
+            "profile_list": profile_list(settings.profiles, profile_scheduling, gpu_type_scheduling),
             "start_timeout": START_TIMEOUT_SECONDS,
             "port": SINGLEUSER_PORT,
             "uid": 1000,
@@ -387,25 +496,29 @@ def render(
         **auth_traits,
     }
     services: list[dict[str, Any]] = []
-    if settings.cull_idle_seconds:
-        cull_every, activity_interval = culling_cadence(settings.cull_idle_seconds)
+    policies = culling_policies(settings)
+    if policies:
+        shortest = min(t for policy in policies for t in policy if t)
+        _, activity_interval = culling_cadence(shortest)
         traits["JupyterHub"]["last_activity_interval"] = activity_interval
         traits["KubeSpawner"]["environment"] = {ACTIVITY_INTERVAL_ENV: str(activity_interval)}
+        # One culler for every server while all profiles share the hub's policy; otherwise one
+        # per policy, each seeing only its profiles' servers (cull_by_profile.py).
+        if len(policies) == 1 and len(next(iter(policies.values()))) == len(settings.profiles):
+            ((timeout, max_age),) = policies
+            services.append(culler_service(timeout, max_age, None))
+        else:
+            services += [culler_service(t, a, slugs) for (t, a), slugs in policies.items()]
+        # Per profile, the culler's view needs each user's groups to know their default profile.
+        scopes = CULLER_SCOPES + (("read:users:groups",) if "script" in services[0] else ())
         traits["JupyterHub"]["load_roles"] = [
             {
                 "name": CULLER_SERVICE,
-                "description": "Stop servers idle for longer than jupyterhub.cullIdleSeconds",
-                "scopes": list(CULLER_SCOPES),
-                "services": [CULLER_SERVICE],
+                "description": "Stop servers idle for longer than their profile's timeout, or older than its max age",
+                "scopes": list(scopes),
+                "services": [s["name"] for s in services],
             }
         ]
-        services.append(
-            {
-                "name": CULLER_SERVICE,
-                "module": "jupyterhub_idle_culler",
-                "args": [f"--timeout={settings.cull_idle_seconds}", f"--cull-every={cull_every}"],
-            }
-        )
     return {
         "traits": traits,
         "secretEnv": {
@@ -414,4 +527,5 @@ def render(
             **auth_secret_env,
         },
         "managedServices": services,
+        "profileGroups": profile_groups(settings),
     }

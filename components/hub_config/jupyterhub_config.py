@@ -2,17 +2,21 @@
 
 Everything the platform decides about the hub is data in the document (mlplatform-hub.json,
 rendered by components/hub_config/document.py from the stack's settings). This file loads it
-and adds the two things that cannot be data:
+and adds the things that cannot be data:
 - secrets, from environment variables that Kubernetes fills from Secrets (never in the ConfigMap);
-- hub-managed services, run by this hub's own interpreter, which is the one that has them installed.
+- hub-managed services, run by this hub's own interpreter, which is the one that has them installed;
+- the per-user profile rules (hub_profiles.py, beside this file): the profiles a user's groups
+  offer them, and the refusal of a spawn request for anything the user's form does not offer.
 It must run with only JupyterHub and its plugins installed: it imports nothing from mlplatform.
 """
 
+import importlib.util
 import json
 import os
 import sys
 from pathlib import Path
 
+from tornado import web
 from traitlets.config import Config
 
 c = get_config()  # noqa: F821 (provided by traitlets when it executes this file)
@@ -31,7 +35,37 @@ for _section, _traits in _document["secretEnv"].items():
             raise RuntimeError(f"{_section}.{_trait}: environment variable {_variable} is not set")
         c[_section][_trait] = _value
 
+_here = Path(__file__).parent
+_spec = importlib.util.spec_from_file_location("hub_profiles", _here / "hub_profiles.py")
+_profiles = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_profiles)
+_profile_list = _document["traits"]["KubeSpawner"]["profile_list"]
+_profile_groups = _document["profileGroups"]
+
+
+def _offered_to(spawner):
+    """The profiles of `spawner`'s user: KubeSpawner's profile_list, for the form and for starting."""
+    return _profiles.offered(_profile_list, _profile_groups, [group.name for group in spawner.user.groups])
+
+
+def _refuse_unoffered(spawner, user_options):
+    problem = _profiles.refusal(user_options, _offered_to(spawner))
+    if problem:
+        raise web.HTTPError(400, problem)
+
+
+if _profile_groups:
+    c.KubeSpawner.profile_list = _offered_to
+c.KubeSpawner.apply_user_options = _refuse_unoffered
+
+
+def _service_command(service):
+    if "script" in service:
+        # A script beside this file (the culler's per-profile view), told where the document is.
+        return [sys.executable, str(_here / service["script"]), f"--document={_document_path}", *service["args"]]
+    return [sys.executable, "-m", service["module"], *service["args"]]
+
+
 c.JupyterHub.services = [
-    {"name": _service["name"], "command": [sys.executable, "-m", _service["module"], *_service["args"]]}
-    for _service in _document["managedServices"]
+    {"name": _service["name"], "command": _service_command(_service)} for _service in _document["managedServices"]
 ]

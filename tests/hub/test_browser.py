@@ -50,7 +50,7 @@ DRIVER = HERE / "spawn_form.mjs"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts"
 USERNAME, PASSWORD = "admin", "correct horse battery staple"
-GPU_PROFILE = "tensorflow-1-gpu"
+GPU_PROFILE = "tensorflow-gpu"
 
 
 def free_port() -> int:
@@ -273,7 +273,7 @@ def test_the_spawn_form_offers_each_profile_with_its_image_and_limits(browser_ru
         for fact in (profile["image"], f"CPU {profile['cpuGuarantee']} guaranteed, limit {profile['cpuLimit']}",
                      f"memory {profile['memoryGuarantee']} guaranteed, limit {profile['memoryLimit']}"):
             assert fact in shown, f"profile {profile['name']!r} shows {shown!r}, without {fact!r}"
-    assert "1 NVIDIA GPU" in profiles["TensorFlow (1 GPU)"]["description"]
+    assert "1 or 2 NVIDIA GPUs" in profiles["TensorFlow (GPU)"]["description"]
     assert profiles["TensorFlow (CPU)"]["checked"], "the default profile is preselected"
 
 

@@ -140,7 +140,7 @@ def test_spawn_form_offers_every_profile_with_its_image_and_limits(dev_hub):
 
 def test_gpu_profile_asks_for_a_gpu_and_lands_on_the_gpu_pool(dev_hub):
     app, _ = dev_hub
-    pod = with_spawner(app, "admin", pod_for("tensorflow-1-gpu"))
+    pod = with_spawner(app, "admin", pod_for("tensorflow-gpu"))
     container = pod["spec"]["containers"][0]
     assert container["image"] == dev_profiles()[1]["image"]
     limits, requests = container["resources"]["limits"], container["resources"]["requests"]

@@ -23,6 +23,23 @@ SMALL_POOLS = {
     ]
 }
 GPU_POOLS = {"nodePools": [{"name": "cpu"}, {"name": "gpu", "gpusPerNode": 1, "taints": ["sku=gpu:NoSchedule"]}]}
+# Two GPU types: T4 nodes with one GPU, A100 nodes with four.
+TYPED_POOLS = {
+    "nodePools": [
+        {"name": "cpu"},
+        {"name": "t4", "gpusPerNode": 1, "gpuType": "T4"},
+        {"name": "a100", "gpusPerNode": 4, "gpuType": "A100"},
+    ]
+}
+
+
+def gpu_profile(**changes):
+    return {"name": "GPU", "image": "a:1", "gpus": 1, **changes}
+
+
+def hub_with(*profiles, **hub):
+    """A hub on TYPED_POOLS with a CPU profile for everyone and `profiles`."""
+    return {"cluster": TYPED_POOLS, "jupyterhub": {"profiles": [{"name": "CPU", "image": "a:1"}, *profiles], **hub}}
 
 
 def test_defaults_are_the_tutorial_topology_on_a_local_cluster():
@@ -229,6 +246,29 @@ BAD_CONFIGS = [
     ({"jupyterhub": {"profiles": []}}, "jupyterhub.profiles", "at least one profile"),
     ({"jupyterhub": {"cullIdleSeconds": -5}}, "jupyterhub.cullIdleSeconds", "must be >= 0"),
     ({"jupyterhub": {"userPool": "nope"}}, "jupyterhub.userPool", "is not a node pool"),
+    # GPU choices on the spawn form: every count and type checked against the pools.
+    ({"cluster": {"nodePools": [{"name": "a", "gpuType": "T4"}]}}, "cluster.nodePools[0].gpuType", "only for a pool with GPUs"),
+    ({"cluster": {"nodePools": [{"name": "a", "gpusPerNode": 1, "gpuType": "T 4"}]}}, "cluster.nodePools[0].gpuType", "label value"),
+    (hub_with(gpu_profile(gpuChoices=[1, 8])), "jupyterhub.profiles[1].gpuChoices[1]", "no node pool has gpusPerNode >= 8 (GPU pools: t4=1, a100=4)"),
+    (hub_with(gpu_profile(gpuChoices=[0, 1])), "jupyterhub.profiles[1].gpuChoices[0]", "0 must be >= 1"),
+    (hub_with(gpu_profile(gpuChoices=[1, 1])), "jupyterhub.profiles[1].gpuChoices[1]", "offered twice"),
+    (hub_with(gpu_profile(gpus=2, gpuChoices=[1, 4])), "jupyterhub.profiles[1].gpus", "must be one of gpuChoices (1, 4)"),
+    (hub_with(gpu_profile(gpuTypes=["T4", "H100"])), "jupyterhub.profiles[1].gpuTypes[1]", '"H100" is not the gpuType of any GPU pool (cluster.nodePools[].gpuType: T4, A100)'),
+    (hub_with(gpu_profile(gpuTypes=["A100", "A100"])), "jupyterhub.profiles[1].gpuTypes[1]", "offered twice"),
+    (hub_with(gpu_profile(gpuChoices=[1, 4], gpuTypes=["A100", "T4"])), "jupyterhub.profiles[1].gpuChoices[1]", "4 GPUs of type T4 asked for, but no pool of that type has gpusPerNode >= 4 (t4=1)"),
+    (hub_with(gpu_profile(gpus=4, gpuTypes=["T4"])), "jupyterhub.profiles[1].gpus", "4 GPUs of type T4"),
+    (hub_with(gpu_profile(gpus=0, gpuTypes=["T4"])), "jupyterhub.profiles[1].gpuTypes", "only for a profile with GPUs"),
+    (hub_with(gpu_profile(gpuTypes=["a100"])), "jupyterhub.profiles[1].gpuTypes[0]", '"a100" is not the gpuType'),
+    # Profiles by group.
+    (hub_with(gpu_profile(groups=["gpu-users"])), "jupyterhub.profiles[1].groups[0]", '"gpu-users" is not in jupyterhub.groups (groups: none'),
+    (hub_with(gpu_profile(groups=["gpu users"]), groups={"gpu users": ["a"]}), "jupyterhub.groups.gpu users", "should match pattern"),
+    ({"jupyterhub": {"profiles": [{"name": "x", "image": "a:1", "groups": ["g"]}], "groups": {"g": ["a"]}}}, "jupyterhub.profiles", "every profile is limited to groups"),
+    (hub_with(groupsFromSignIn=True), "jupyterhub.groupsFromSignIn", "only with auth.type azuread"),
+    (hub_with(groupsFromSignIn=True, groups={"g": ["a"]}, auth={"type": "azuread", "clientId": "c", "tenantId": "t", "callbackUrl": "https://h/hub/oauth_callback"}), "jupyterhub.groups", "must be empty with groupsFromSignIn"),
+    (hub_with(groups={"g": [""]}), "jupyterhub.groups.g[0]", "at least 1 character"),
+    # Culling per profile.
+    (hub_with(gpu_profile(cullIdleSeconds=-1)), "jupyterhub.profiles[1].cullIdleSeconds", "must be >= 0"),
+    (hub_with(gpu_profile(maxAgeSeconds="a day")), "jupyterhub.profiles[1].maxAgeSeconds", "valid integer"),
     ({"mnist": {"replicas": {"Worker": -1}}}, "mlplatform:mnist.replicas.Worker", "-1 must be >= 0"),
     ({"mnist": {"replicas": {"Chief": 1, "Master": 1}}}, "mnist.replicas", "Chief and Master are both set"),
     ({"mnist": {"replicas": {"Launcher": 1}}}, "mnist.replicas.Launcher", "allowed: Chief, Master, Worker, PS, Evaluator"),
@@ -267,6 +307,24 @@ def test_bad_config_is_rejected_naming_the_key(config, key, words):
         parse(config)
     lines = str(caught.value).splitlines()
     assert any(key in line and words in line for line in lines), f"expected {key!r} with {words!r} in: {lines}"
+
+
+def test_every_offered_gpu_count_and_type_a_pool_can_serve_is_allowed():
+    settings = parse(hub_with(gpu_profile(gpuChoices=[1, 2, 4], gpuTypes=["A100"]), gpu_profile(name="T4", gpuTypes=["T4", "A100"])))
+    gpu = settings.jupyterhub.profiles[1]
+    assert (gpu.offered_gpus, gpu.gpu_types) == ((1, 2, 4), ("A100",))
+
+
+def test_group_limited_profiles_with_groups_from_the_stack_or_from_azure_ad_sign_in():
+    settings = parse(hub_with(gpu_profile(groups=["gpu-users"]), groups={"gpu-users": ["alice", "bob"]}))
+    assert settings.jupyterhub.groups == {"gpu-users": ("alice", "bob")}
+    azuread = {"type": "azuread", "clientId": "c", "clientSecret": "s", "tenantId": "t",
+               "callbackUrl": "https://hub.example.com/hub/oauth_callback"}
+    object_id = "0b3c2f4e-5a7d-4c4b-9f1e-2d6a8b9c0d1e"  # Azure AD's groups claim holds object ids
+    config = hub_with(gpu_profile(groups=[object_id]), groupsFromSignIn=True, auth=azuread,
+                      https={"type": "offload", "hosts": ["hub.example.com"]})
+    settings = parse(config, frozenset({"jupyterhub"}))
+    assert settings.jupyterhub.profiles[1].groups == (object_id,)
 
 
 def test_a_message_names_the_value_and_what_is_allowed():

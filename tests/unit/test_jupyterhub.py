@@ -95,6 +95,29 @@ def dev(**hub: Any) -> dict[str, Any]:
     return config
 
 
+def one_policy(**hub: Any) -> dict[str, Any]:
+    """The dev stack with every profile culled by the hub's own policy (none sets its own)."""
+    config = dev(**hub)
+    for profile in config["jupyterhub"]["profiles"]:
+        profile.pop("cullIdleSeconds", None)
+        profile.pop("maxAgeSeconds", None)
+    return config
+
+
+def typed(*profiles: dict[str, Any], **hub: Any) -> dict[str, Any]:
+    """An existing cluster with T4 pools of one and two GPUs per node and an A100 pool, and `profiles`."""
+    config = existing(**hub)
+    config["cluster"]["nodePools"] = [
+        {"name": "users", "labels": {"agentpool": "users"}},
+        {"name": "t4", "gpusPerNode": 1, "gpuType": "T4", "labels": {"agentpool": "t4"}, "taints": ["sku=gpu:NoSchedule"]},
+        {"name": "t4x2", "gpusPerNode": 2, "gpuType": "T4", "labels": {"agentpool": "t4x2"}, "taints": ["sku=gpu:NoSchedule"]},
+        {"name": "a100", "gpusPerNode": 4, "gpuType": "A100", "labels": {"agentpool": "a100"},
+         "taints": ["nvidia.com/gpu=present:NoSchedule"]},
+    ]
+    config["jupyterhub"]["profiles"] = [config["jupyterhub"]["profiles"][0], *profiles]
+    return config
+
+
 def existing(**hub: Any) -> dict[str, Any]:
     """A real cluster of pools selected by their own labels, with a dedicated, tainted user pool."""
     config = example_stack("dev")
@@ -193,7 +216,7 @@ def test_arguments_are_checked_before_anything_is_registered():
     def program():
         JupyterHub("jupyterhub", JupyterHubArgs(settings, profile_scheduling={"TensorFlow (CPU)": Scheduling()}))
 
-    with pytest.raises(ValueError, match=r"profile_scheduling: missing \['TensorFlow \(1 GPU\)'\]"):
+    with pytest.raises(ValueError, match=r"profile_scheduling: missing \['TensorFlow \(CPU, research\)', 'TensorFlow \(GPU\)'\]"):
         program()
     assert not deployment.resources, [r.name for r in deployment.resources]
 
@@ -425,8 +448,10 @@ def test_each_profile_is_on_the_form_with_its_image_and_resources():
 
 
 def test_gpu_profile_asks_for_gpus_and_gets_the_gpu_pool_placement_from_the_cluster():
-    document = build(existing()).document()
-    overrides = profile(document, "TensorFlow (1 GPU)")["kubespawner_override"]
+    config = existing()
+    config["jupyterhub"]["profiles"][1].pop("gpuChoices")  # one count: the first pool that has it
+    document = build(config).document()
+    overrides = profile(document, "TensorFlow (GPU)")["kubespawner_override"]
     assert overrides["extra_resource_limits"] == {"nvidia.com/gpu": "1"}
     # The first pool with enough GPUs per node, selected by that pool's own labels on an existing cluster.
     assert overrides["node_selector"] == {"agentpool": "t4"}
@@ -528,7 +553,7 @@ def test_on_the_simulated_cluster_homes_are_scratch_volumes():
 
 
 def test_idle_culler_is_a_hub_managed_service_with_its_own_role():
-    document = build(dev(cullIdleSeconds=1800)).document()
+    document = build(one_policy(cullIdleSeconds=1800)).document()
     (service,) = document["managedServices"]
     assert service == {"name": "jupyterhub-idle-culler", "module": "jupyterhub_idle_culler", "args": ["--timeout=1800", "--cull-every=600"]}
     (role,) = document["traits"]["JupyterHub"]["load_roles"]
@@ -537,7 +562,7 @@ def test_idle_culler_is_a_hub_managed_service_with_its_own_role():
 
 
 def test_with_the_default_timeout_activity_reaches_the_hub_every_five_minutes():
-    document = build(dev(cullIdleSeconds=3600)).document()
+    document = build(one_policy(cullIdleSeconds=3600)).document()
     assert document["traits"]["JupyterHub"]["last_activity_interval"] == 300
     assert document["traits"]["KubeSpawner"]["environment"] == {"JUPYTERHUB_ACTIVITY_INTERVAL": "300"}
 
@@ -545,7 +570,7 @@ def test_with_the_default_timeout_activity_reaches_the_hub_every_five_minutes():
 def test_a_short_timeout_is_checked_often_and_hears_of_activity_in_time():
     """Activity reported every 300 s and a check every 600 s would cull a busy server after 60 s,
     and an idle one only after ten minutes."""
-    document = build(dev(cullIdleSeconds=60)).document()
+    document = build(one_policy(cullIdleSeconds=60)).document()
     (service,) = document["managedServices"]
     assert service["args"] == ["--timeout=60", "--cull-every=30"], service
     assert document["traits"]["JupyterHub"]["last_activity_interval"] == 20
@@ -553,16 +578,109 @@ def test_a_short_timeout_is_checked_often_and_hears_of_activity_in_time():
 
 
 def test_culling_defaults_to_an_hour():
-    config = example_stack("dev")
+    config = one_policy()
     config["jupyterhub"].pop("cullIdleSeconds", None)
     (service,) = build(config).document()["managedServices"]
     assert "--timeout=3600" in service["args"]
 
 
 def test_culling_off_removes_the_culler_and_its_role():
-    document = build(dev(cullIdleSeconds=0)).document()
+    document = build(one_policy(cullIdleSeconds=0)).document()
     assert document["managedServices"] == []
     assert "load_roles" not in document["traits"]["JupyterHub"]
+
+
+GPU_IMAGE = "quay.io/jupyter/tensorflow-notebook:cuda-2025-12-01"
+
+
+def test_gpu_count_choices_are_kubespawner_profile_options_that_set_the_gpu_limit():
+    document = build(typed({"name": "GPU", "image": GPU_IMAGE, "gpus": 2, "gpuChoices": [1, 2, 4]})).document()
+    gpu = profile(document, "GPU")
+    choices = gpu["profile_options"]["gpus"]["choices"]
+    assert list(choices) == ["1", "2", "4"]
+    assert [c["default"] for c in choices.values()] == [False, True, False], "gpus is the preselected count"
+    assert choices["4"]["kubespawner_override"] == {"extra_resource_limits": {"nvidia.com/gpu": "4"}}
+    # Without types: the pool that holds the largest count, so that every choice fits.
+    assert gpu["kubespawner_override"]["node_selector"] == {"agentpool": "a100"}
+    assert "1, 2 or 4 NVIDIA GPUs" in gpu["description"]
+
+
+def test_a_gpu_type_choice_places_the_server_on_the_pools_of_that_type():
+    document = build(typed({"name": "GPU", "image": GPU_IMAGE, "gpus": 1, "gpuChoices": [1, 2], "gpuTypes": ["T4", "A100"]})).document()
+    gpu = profile(document, "GPU")
+    assert not {"node_selector", "node_affinity_required", "tolerations"} & set(gpu["kubespawner_override"]), (
+        "the profile itself must not place the server: the chosen type does"
+    )
+    types = gpu["profile_options"]["gpu-type"]["choices"]
+    assert [name for name, c in types.items() if c["default"]] == ["T4"], "the first type is preselected"
+    assert types["A100"]["kubespawner_override"] == {
+        "node_selector": {"agentpool": "a100"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"}],
+    }
+    # Two T4 pools: either may take the server (terms are ORed); the scheduler finds the count.
+    t4 = types["T4"]["kubespawner_override"]
+    assert t4["node_affinity_required"] == [
+        {"matchExpressions": [{"key": "agentpool", "operator": "In", "values": ["t4"]}]},
+        {"matchExpressions": [{"key": "agentpool", "operator": "In", "values": ["t4x2"]}]},
+    ]
+    assert t4["tolerations"] == [{"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}]
+    assert "1 or 2 NVIDIA T4 or A100 GPUs" in gpu["description"]
+
+
+def test_group_limited_profiles_and_the_groups_go_to_the_hub():
+    config = typed({"name": "GPU", "image": GPU_IMAGE, "gpus": 1, "groups": ["gpu-users", "research"]},
+                   groups={"gpu-users": ["carol", "alice"], "research": ["bob"]})
+    document = build(config).document()
+    assert document["profileGroups"] == {"gpu": ["gpu-users", "research"]}
+    assert document["traits"]["JupyterHub"]["load_groups"] == {
+        "gpu-users": {"users": ["alice", "carol"]}, "research": {"users": ["bob"]}
+    }
+
+
+def test_with_groups_from_azure_ad_sign_in_oauthenticator_manages_them():
+    config, secrets = aks_stack()
+    config["jupyterhub"]["groupsFromSignIn"] = True
+    config["jupyterhub"]["profiles"][-1]["groups"] = ["0b3c2f4e-5a7d-4c4b-9f1e-2d6a8b9c0d1e"]
+    traits = build(config, secrets).document()["traits"]
+    assert traits["AzureAdOAuthenticator"]["manage_groups"] is True
+    assert traits["AzureAdOAuthenticator"]["auth_state_groups_key"] == "user.groups"
+    assert "load_groups" not in traits["JupyterHub"], "JupyterHub refuses load_groups with manage_groups"
+
+
+def test_each_culling_policy_gets_a_culler_that_sees_only_its_profiles():
+    document = build(dev(cullIdleSeconds=3600)).document()  # the dev stack's GPU profile: 1200 s idle, 8 h
+    by_name = {s["name"]: s for s in document["managedServices"]}
+    assert by_name == {
+        "jupyterhub-idle-culler-idle-3600s": {
+            "name": "jupyterhub-idle-culler-idle-3600s",
+            "script": "cull_by_profile.py",
+            "args": ["--profiles=tensorflow-cpu,tensorflow-cpu-research", "--", "--timeout=3600", "--cull-every=600"],
+        },
+        "jupyterhub-idle-culler-idle-1200s-age-28800s": {
+            "name": "jupyterhub-idle-culler-idle-1200s-age-28800s",
+            "script": "cull_by_profile.py",
+            "args": ["--profiles=tensorflow-gpu", "--", "--timeout=1200", "--cull-every=600", "--max-age=28800"],
+        },
+    }
+    (role,) = document["traits"]["JupyterHub"]["load_roles"]
+    assert sorted(role["services"]) == sorted(by_name)
+    # The view finds a server's profile by its user's groups when the request named none.
+    assert "read:users:groups" in role["scopes"]
+    assert not {s for s in role["scopes"] if s.startswith(("admin", "delete:users", "servers"))}
+
+
+def test_a_profile_culled_by_age_alone_and_one_never_culled():
+    config = one_policy(cullIdleSeconds=0)
+    config["jupyterhub"]["profiles"][1].update(maxAgeSeconds=7200)
+    (service,) = build(config).document()["managedServices"]
+    # A server idle for its max age is that old too: the max age is the timeout as well.
+    assert service["args"] == ["--profiles=tensorflow-gpu", "--", "--timeout=7200", "--cull-every=600", "--max-age=7200"]
+
+
+def test_the_config_map_ships_the_profile_rules_and_the_cullers_view():
+    data = build(example_stack("dev")).objects()["jupyterhub-config"]["data"]
+    for shipped in hub_config.SHIPPED_FILES:
+        assert data[shipped.name] == shipped.read_text(), f"{shipped.name} is not in the ConfigMap as written"
 
 
 # --- network policies --------------------------------------------------------------------------------
