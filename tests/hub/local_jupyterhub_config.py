@@ -24,3 +24,8 @@ c.JupyterHub.cookie_secret_file = f"{os.environ['HUB_DATA_DIR']}/jupyterhub_cook
 c.JupyterHub.spawner_class = "standin_spawner.StandInKubeSpawner"
 # In the cluster user pods outlive the hub; here the stand-in servers must end with it.
 c.JupyterHub.cleanup_servers = True
+
+# A test that drives the hub's REST API as an admin names the token of its own service.
+if os.environ.get("TEST_ADMIN_TOKEN"):
+    c.JupyterHub.services.append({"name": "test-driver", "api_token": os.environ["TEST_ADMIN_TOKEN"]})
+    c.JupyterHub.load_roles.append({"name": "admin", "services": ["test-driver"]})

@@ -17,6 +17,7 @@ import pytest
 from jupyterhub import orm
 from jupyterhub.app import JupyterHub
 from kubernetes.utils import parse_quantity
+from tornado.web import HTTPError
 
 from program import aks_stack, example_stack
 from stacks import parse
@@ -65,7 +66,8 @@ def with_spawner(app: JupyterHub, username: str, work):
 
 
 async def options_form(spawner) -> str:
-    return spawner.options_form
+    # As the hub renders it: a group-limited profile list makes the form a function of the user.
+    return await spawner.get_options_form()
 
 
 def pod_for(profile_slug: str):
@@ -116,13 +118,52 @@ def test_native_authentication_lets_authorized_users_and_admins_in(dev_hub):
     assert authenticator.allow_all is True
 
 
-def test_idle_culler_runs_as_a_hub_managed_service_with_only_its_scopes(dev_hub):
+def test_idle_cullers_run_as_hub_managed_services_one_per_profile_policy_with_only_their_scopes(dev_hub):
+    app, rendered = dev_hub
+    # The dev stack's GPU profile is culled sooner (and at a max age): a culler per policy, each
+    # through cull_by_profile.py's view of its profiles' servers.
+    view = [sys.executable, str(rendered.config_file.with_name("cull_by_profile.py")), f"--document={rendered.document_file}"]
+    cullers = {name: service for name, service in app._service_map.items() if name.startswith("jupyterhub-idle-culler")}
+    assert {name: service.command for name, service in cullers.items()} == {
+        "jupyterhub-idle-culler-idle-3600s": [
+            *view, "--profiles=tensorflow-cpu,tensorflow-cpu-research", "--", "--timeout=3600", "--cull-every=600"
+        ],
+        "jupyterhub-idle-culler-idle-1200s-age-28800s": [
+            *view, "--profiles=tensorflow-gpu", "--", "--timeout=1200", "--cull-every=600", "--max-age=28800"
+        ],
+    }
+    for culler in cullers.values():
+        assert culler.managed, "the hub starts and restarts the culler"
+        (role,) = culler.orm.roles
+        assert sorted(role.scopes) == sorted(
+            ["list:users", "read:users:activity", "read:servers", "delete:servers", "read:users:groups"]
+        )
+
+
+def test_kubespawner_alone_fails_late_on_a_choice_its_form_does_not_offer(dev_hub):
+    """Why the hub's apply_user_options refuses such a request (tests/hub/test_profile_choices.py):
+    KubeSpawner 7.0 checks the profile but not the choice, and fails with a KeyError when it
+    applies the profile, after the pre-spawn hook, as an unhandled error."""
     app, _ = dev_hub
-    culler = app._service_map["jupyterhub-idle-culler"]
-    assert culler.managed, "the hub starts and restarts the culler"
-    assert culler.command == [sys.executable, "-m", "jupyterhub_idle_culler", "--timeout=3600", "--cull-every=600"]
-    (role,) = culler.orm.roles
-    assert sorted(role.scopes) == sorted(["list:users", "read:users:activity", "read:servers", "delete:servers"])
+
+    async def load(spawner):
+        spawner.user_options = {"profile": "tensorflow-gpu", "gpus": "8"}
+        await spawner.load_user_options()
+
+    with pytest.raises(KeyError, match="'8'"):
+        with_spawner(app, "admin", load)
+
+
+def test_the_hub_refuses_a_choice_its_form_does_not_offer_before_kubespawner_sees_it(dev_hub):
+    app, _ = dev_hub
+
+    async def apply(spawner):
+        return spawner.apply_user_options(spawner, {"profile": "tensorflow-gpu", "gpus": "8"})
+
+    with pytest.raises(HTTPError) as refused:
+        with_spawner(app, "admin", apply)
+    assert refused.value.status_code == 400
+    assert "gpus '8' is not offered by profile 'tensorflow-gpu'; its choices: '1', '2'" in refused.value.log_message
 
 
 def dev_profiles() -> list[dict[str, Any]]:
