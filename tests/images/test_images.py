@@ -127,8 +127,14 @@ def test_hub_and_proxy_serve_the_dev_stack_configuration(dev_stack, netns, tmp_p
         wait_for(netns, f"https://localhost:{hub.PROXY_HTTPS_PORT}/hub/health", hub_container, timeout=60, cafile=ca)
         time.sleep(3)
         log = hub_container.output()
-        assert "Starting managed service jupyterhub-idle-culler" in log, log[-3000:]
-        assert not re.search(r"Service jupyterhub-idle-culler exited", log), log[-3000:]
+        # One culler per culling policy (the dev stack's GPU profile has its own), each through
+        # cull_by_profile.py's view when there are several: started, still running, and let list users.
+        document = json.loads((config_dir / hub.DOCUMENT_NAME).read_text())
+        for service in document["managedServices"]:
+            name = service["name"]
+            assert f"Starting managed service {name}" in log, log[-3000:]
+            assert f"Service {name} exited" not in log, log[-3000:]
+            assert re.search(rf" 200 GET /hub/api/users\S* \({re.escape(name)}@", log), log[-3000:]
         assert hub_container.exec(["cat", "/proc/1/comm"]).strip() == "tini"
         assert hub_container.exec(["id", "-u"]).strip() == "1000"
         assert proxy_container.exec(["id", "-u"]).strip() == "65534"
