@@ -12,12 +12,13 @@ only what the culler asks: the API's root, the user list, and stopping a server.
 Run by the hub as a managed service (jupyterhub_config.py): `python cull_by_profile.py
 --document=<the hub's document> --profiles=<slug,...> -- <jupyterhub-idle-culler arguments>`.
 The hub image has no mlplatform in it: this imports the culler, tornado and hub_profiles.py, which
-sits beside it.
+it loads from beside itself.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import re
@@ -30,7 +31,9 @@ from tornado import httpclient, web
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
-import hub_profiles
+_spec = importlib.util.spec_from_file_location("hub_profiles", Path(__file__).with_name("hub_profiles.py"))
+hub_profiles = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(hub_profiles)
 
 # The requests jupyterhub-idle-culler makes (without --cull-users): its stops.
 _STOP = re.compile(r"^/users/[^/]+/(server|servers/[^/]+)$")
@@ -55,7 +58,8 @@ class HubView(web.RequestHandler):
         self.set_status(response.code)
         if "Content-Type" in response.headers:
             self.set_header("Content-Type", response.headers["Content-Type"])
-        self.finish(response.body if body is None else body)
+        # A 204 (a server stopped) has no body, and tornado refuses to send one with it.
+        self.finish(None if response.code in (204, 304) else response.body if body is None else body)
 
     def _mine(self, user: dict[str, Any]) -> dict[str, Any]:
         offered = hub_profiles.offered(self.profile_list, self.profile_groups, user.get("groups", []))
@@ -90,6 +94,12 @@ class HubView(web.RequestHandler):
         self._answer(await self._pass_on(path))
 
 
+def view(hub_api: str, own_api: str, profiles: set[str], document: dict[str, Any]) -> web.Application:
+    """The view, answering at `own_api`, of the hub's API at `hub_api`, for the servers of `profiles`."""
+    settings = {"hub_api": hub_api, "own_api": own_api, "profiles": profiles, "document": document}
+    return web.Application([(r"/api(.*)", HubView, settings)])
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--document", required=True, type=Path, help="the hub's configuration document")
@@ -101,14 +111,7 @@ def main(argv: list[str]) -> None:
 
     listening = bind_sockets(0, "127.0.0.1")[0]
     own_api = f"http://127.0.0.1:{listening.getsockname()[1]}/api"
-    app = web.Application(
-        [(r"/api(.*)", HubView, {
-            "hub_api": hub_api,
-            "own_api": own_api,
-            "profiles": set(args.profiles.split(",")),
-            "document": json.loads(args.document.read_text()),
-        })]
-    )
+    app = view(hub_api, own_api, set(args.profiles.split(",")), json.loads(args.document.read_text()))
     HTTPServer(app).add_sockets([listening])
     # The culler runs on the same event loop, which its main() starts.
     sys.argv = ["jupyterhub-idle-culler", f"--url={own_api}", *culler_args]

@@ -256,3 +256,5 @@ def test_each_profile_is_culled_by_its_own_rules(hub):
     assert "Culling server alice (inactive for" in log, log[-3000:]
     assert "Culling server carol (age:" in log, log[-3000:]
     assert "Culling server bob" not in log
+    # The cullers' stops went through their views and were answered (a 204 once failed there).
+    assert "HTTP 500" not in log and "Traceback" not in log, log[-3000:]
