@@ -16,9 +16,6 @@ from e2e.local_stack import NAMESPACE, ROOT
 # Idle servers stopped after two minutes, so that a test sees the culler at work
 # (test_notebooks_on_real_nodes.py).
 CULL_IDLE_SECONDS = 120
-# GPU servers sooner (their profile's own cullIdleSeconds), so that a test sees a GPU server culled
-# while a CPU server as idle keeps running.
-GPU_CULL_IDLE_SECONDS = 60
 # 400 of the dev stack's 1000 steps: its evaluations and checkpoints every 100 steps leave room for
 # the kills of test_mnist_on_real_nodes.py, and on 2 shared cores the job then takes minutes.
 TRAIN_STEPS = 400
@@ -30,8 +27,5 @@ def stack_config() -> dict[str, Any]:
     dev = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]
     config = {key.removeprefix(f"{NAMESPACE}:"): copy.deepcopy(value) for key, value in dev.items()}
     config["jupyterhub"]["cullIdleSeconds"] = CULL_IDLE_SECONDS
-    for profile in config["jupyterhub"]["profiles"]:
-        if profile.get("gpus"):
-            profile["cullIdleSeconds"] = GPU_CULL_IDLE_SECONDS
     config["mnist"]["trainSteps"] = TRAIN_STEPS
     return config
