@@ -234,7 +234,10 @@ class ClusterSettings(Settings):
 
     def node_capacity(self, gpus: int, pool_name: str | None = None) -> NodeCapacity | None:
         """What a node of the pool a pod lands on offers, which its requests must fit, where that is known."""
-        pool = self.pool_for(gpus, pool_name)
+        return self.pool_capacity(self.pool_for(gpus, pool_name))
+
+    def pool_capacity(self, pool: NodePool | None) -> NodeCapacity | None:
+        """What a node of `pool` offers, where that is known."""
         if pool is None or not self.capacity_known:
             return None
         if self.simulated:

@@ -120,14 +120,20 @@ class Profile(Settings):
                     yield problem
 
     def problems(self, key: str, cluster: ClusterSettings, user_pool: str | None) -> Iterator[str]:
-        node = cluster.node_capacity(self.gpus, None if self.gpus else user_pool)
+        # Where the server may land: a pool of each offered type, or the pool for its counts.
+        if self.gpu_types:
+            types = cluster.gpu_types()
+            nodes = [cluster.pool_capacity(p) for t in self.gpu_types for p in types.get(t, ())]
+        else:
+            nodes = [cluster.node_capacity(max(self.offered_gpus), None if self.gpus else user_pool)]
         for resource in ("cpu", "memory"):
             guarantee = getattr(self, f"{resource}_guarantee")
             limit = getattr(self, f"{resource}_limit")
             if guarantee and limit and parse_quantity(guarantee) > parse_quantity(limit):
                 yield f"{key}.{resource}Guarantee: {guarantee} must be <= {resource}Limit ({limit})"
-            if node is not None:
-                yield from node.problems(f"{key}.{resource}Guarantee", resource, guarantee)
+            for node in nodes:
+                if node is not None:
+                    yield from node.problems(f"{key}.{resource}Guarantee", resource, guarantee)
         yield from self.choice_problems(key, cluster)
 
 

@@ -259,6 +259,10 @@ BAD_CONFIGS = [
     (hub_with(gpu_profile(gpus=4, gpuTypes=["T4"])), "jupyterhub.profiles[1].gpus", "4 GPUs of type T4"),
     (hub_with(gpu_profile(gpus=0, gpuTypes=["T4"])), "jupyterhub.profiles[1].gpuTypes", "only for a profile with GPUs"),
     (hub_with(gpu_profile(gpuTypes=["a100"])), "jupyterhub.profiles[1].gpuTypes[0]", '"a100" is not the gpuType'),
+    ({"cluster": {"nodePools": [{"name": "cpu"}, {"name": "t4", "gpusPerNode": 1, "gpuType": "T4", "memory": "16Gi"},
+                                {"name": "a100", "gpusPerNode": 4, "gpuType": "A100", "memory": "64Gi"}]},
+      "jupyterhub": {"profiles": [{"name": "CPU", "image": "a:1"}, gpu_profile(gpuTypes=["A100", "T4"], memoryGuarantee="32Gi")]}},
+     "jupyterhub.profiles[1].memoryGuarantee", "32Gi is more than a node of pool t4 has (memory 16Gi)"),
     # Profiles by group.
     (hub_with(gpu_profile(groups=["gpu-users"])), "jupyterhub.profiles[1].groups[0]", '"gpu-users" is not in jupyterhub.groups (groups: none'),
     (hub_with(gpu_profile(groups=["gpu users"]), groups={"gpu users": ["a"]}), "jupyterhub.groups.gpu users", "should match pattern"),
