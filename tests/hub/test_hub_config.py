@@ -250,11 +250,25 @@ def test_each_user_gets_a_home_volume_of_the_configured_size_and_class(tmp_path,
     assert {"name": "home", "mountPath": "/home/jovyan"} in pod["spec"]["containers"][0]["volumeMounts"]
 
 
+def cullers(app: JupyterHub) -> list[str]:
+    return sorted(name for name in app._service_map if name.startswith("jupyterhub-idle-culler"))
+
+
 def test_culling_off_means_no_culler_service(tmp_path, monkeypatch):
     config = example_stack("dev")
     config["jupyterhub"]["cullIdleSeconds"] = 0
+    for profile in config["jupyterhub"]["profiles"]:
+        profile.pop("cullIdleSeconds", None)
+        profile.pop("maxAgeSeconds", None)
     app = start_hub(render_hub(config, (), tmp_path), tmp_path, monkeypatch)
-    assert "jupyterhub-idle-culler" not in app._service_map
+    assert cullers(app) == []
+
+
+def test_culling_off_for_the_hub_leaves_the_gpu_profiles_own_culler(tmp_path, monkeypatch):
+    config = example_stack("dev")
+    config["jupyterhub"]["cullIdleSeconds"] = 0
+    app = start_hub(render_hub(config, (), tmp_path), tmp_path, monkeypatch)
+    assert cullers(app) == ["jupyterhub-idle-culler-idle-1200s-age-28800s"]
 
 
 def test_hub_refuses_to_start_without_its_secrets(tmp_path, monkeypatch):
