@@ -18,7 +18,8 @@ from pydantic.alias_generators import to_camel
 
 from cluster.localcluster.capacity import Allocatable, local_allocatable, machine_capacity
 from stacks import azure_names
-from stacks.values import Count, DnsLabel, LabelValue, ParsedTaint, Quantity, Settings, _only_with
+from stacks.values import NAMESPACE, Count, DnsLabel, LabelValue, ParsedTaint, Quantity, Settings, _only_with
+from vocab.names import GPU_RESOURCE, SHARED_GPU_RESOURCE
 from vocab.versions import REPO, read_env_file
 
 # The kubeconfig bin/cluster writes for the local cluster: cluster/local.env's default, or where
@@ -64,6 +65,46 @@ def this_machine() -> Allocatable:
 LOCAL_ORIGIN = ": this machine's allocatable, as each real node of cluster.provider local reports it"
 
 
+class GpuSharing(Settings):
+    """Time-slicing, as NVIDIA's device plugin v0.20 does it (`sharing.timeSlicing` of its config)."""
+
+    replicas: Annotated[int, Field(ge=2)] = Field(
+        description="time-slicing: how many pods share each GPU; a node of the pool advertises gpusPerNode x "
+        "replicas GPUs. Shares take turns on the GPU: neither its memory nor its faults are isolated"
+    )
+    rename_by_default: bool = Field(
+        False,
+        description=f"advertise the shares as `{SHARED_GPU_RESOURCE}` instead of `{GPU_RESOURCE}`, so that a pod "
+        "asks knowingly for a share; the platform's profiles and TFJob replicas then ask for that name",
+    )
+    fail_requests_greater_than_one: bool = Field(
+        False,
+        description="refuse a container asking for more than one share (two shares may be the same GPU); the "
+        "preview then refuses a profile or TFJob replica with gpus > 1 on the pool",
+    )
+
+    @property
+    def resource(self) -> str:
+        return SHARED_GPU_RESOURCE if self.rename_by_default else GPU_RESOURCE
+
+    def plugin_config(self) -> dict:
+        """The NVIDIA device plugin's config file (`version: v1`) that shares a node's GPUs this way."""
+        return {
+            "version": "v1",
+            "sharing": {
+                "timeSlicing": {
+                    "renameByDefault": self.rename_by_default,
+                    "failRequestsGreaterThanOne": self.fail_requests_greater_than_one,
+                    "resources": [{"name": GPU_RESOURCE, "replicas": self.replicas}],
+                }
+            },
+        }
+
+
+# The device plugin's config for a GPU node that is not shared: every GPU whole.
+WHOLE_GPUS_CONFIG = {"version": "v1"}
+
+
 class NodePool(Settings):
     name: DnsLabel = Field(description="the pool's name; its nodes carry the label `mlplatform.dev/pool=<name>`")
     count: Count | None = Field(None, description="a fixed number of nodes (default 1); or set minCount and maxCount")
@@ -86,6 +127,12 @@ class NodePool(Settings):
         description="the GPU model of the pool's nodes (e.g. `T4`, `A100`): a profile's `gpuTypes` choice lands on a pool "
         "of that type (only with gpusPerNode)",
     )
+    gpu_sharing: GpuSharing | None = Field(
+        None,
+        description="share each GPU between pods by time-slicing (NVIDIA's device plugin config, one per pool, "
+        "chosen by the node label `nvidia.com/device-plugin.config`; on the local cluster the simulated plugin "
+        "does the same)",
+    )
     max_pods: Annotated[int, Field(ge=1)] = Field(110, description="pods per node")
     taints: tuple[ParsedTaint, ...] = Field((), description="`key=value:Effect` or `key:Effect`; workloads for the pool tolerate them")
     labels: dict[str, str] = Field({}, description="node labels; on an existing cluster the labels that select the pool's nodes")
@@ -101,7 +148,39 @@ class NodePool(Settings):
             return self.max_count or 0
         return 1 if self.count is None else self.count
 
+    @property
+    def gpu_resource(self) -> str:
+        """The extended resource the pool's nodes advertise their GPUs (or shares of them) as."""
+        return self.gpu_sharing.resource if self.gpu_sharing else GPU_RESOURCE
+
+    @property
+    def gpus_advertised(self) -> int:
+        """What each node advertises of `gpu_resource`: its GPUs, times the replicas when shared."""
+        return self.gpus_per_node * (self.gpu_sharing.replicas if self.gpu_sharing else 1)
+
+    @property
+    def most_gpus_per_pod(self) -> int:
+        """The most of `gpu_resource` one pod may get on a node of the pool."""
+        if self.gpu_sharing and self.gpu_sharing.fail_requests_greater_than_one:
+            return min(1, self.gpus_advertised)
+        return self.gpus_advertised
+
+    def gpu_shown(self) -> str:
+        """The pool's GPUs as a message says them: `2` or `2 x 2 nvidia.com/gpu.shared, at most 1 a pod`."""
+        if not self.gpu_sharing:
+            return str(self.gpus_per_node)
+        shown = f"{self.gpus_per_node} time-sliced into {self.gpus_advertised} {self.gpu_resource}"
+        if self.gpu_sharing.fail_requests_greater_than_one:
+            shown += ", at most 1 a pod"
+        return shown
+
+    def plugin_config(self) -> dict:
+        """The NVIDIA device plugin's config for the pool's nodes."""
+        return self.gpu_sharing.plugin_config() if self.gpu_sharing else dict(WHOLE_GPUS_CONFIG)
+
     def problems(self, key: str, provider: str) -> Iterator[str]:
+        if self.gpu_sharing and not self.gpus_per_node:
+            yield f"{key}.gpuSharing: the pool has no GPUs to share (gpusPerNode is 0); set gpusPerNode or remove gpuSharing"
         if self.count is not None and self.autoscaled:
             yield f"{key}.count: set either count or minCount/maxCount, not both"
         if self.autoscaled and (self.min_count is None or self.max_count is None):
@@ -227,7 +306,7 @@ class ClusterSettings(Settings):
         first pool without GPUs.
         """
         if gpus:
-            return next((p for p in self.node_pools if p.gpus_per_node >= gpus), None)
+            return next((p for p in self.node_pools if p.most_gpus_per_pod >= gpus), None)
         if pool_name:
             return next((p for p in self.node_pools if p.name == pool_name), None)
         return next((p for p in self.node_pools if not p.gpus_per_node), None)
@@ -264,18 +343,47 @@ class ClusterSettings(Settings):
                 f"{key}: {json.dumps(gpu_type)} is not the gpuType of any GPU pool "
                 f"(cluster.nodePools[].gpuType: {', '.join(types) or 'none set'})"
             )
-        if not any(p.gpus_per_node >= gpus for p in pools):
-            have = ", ".join(f"{p.name}={p.gpus_per_node}" for p in pools)
+        if not any(p.most_gpus_per_pod >= gpus for p in pools):
+            have = ", ".join(f"{p.name}={p.gpu_shown()}" for p in pools)
             return f"{key}: {gpus} GPUs of type {gpu_type} asked for, but no pool of that type has gpusPerNode >= {gpus} ({have})"
+        resources = {p.gpu_resource for p in pools}
+        if len(resources) > 1:
+            # One pod asks for one resource name, and the scheduler may pick any pool of the type.
+            have = ", ".join(f"{p.name}: {p.gpu_resource}" for p in pools)
+            return (f"{key}: the pools of gpuType {gpu_type} advertise their GPUs under different names ({have}); "
+                    "give them the same gpuSharing.renameByDefault, or different gpuTypes")
         return None
 
     def gpu_problem(self, key: str, gpus: int) -> str | None:
         """Why `gpus` GPUs per pod cannot be placed on any pool, or None when they can."""
-        gpu_pools = {p.name: p.gpus_per_node for p in self.node_pools if p.gpus_per_node}
-        if not gpus or any(n >= gpus for n in gpu_pools.values()):
+        gpu_pools = [p for p in self.node_pools if p.gpus_per_node]
+        if not gpus or any(p.most_gpus_per_pod >= gpus for p in gpu_pools):
             return None
-        have = ", ".join(f"{n}={g}" for n, g in gpu_pools.items()) or "none"
-        return f"{key}: {gpus} GPUs asked for, but no node pool has gpusPerNode >= {gpus} (GPU pools: {have})"
+        have = ", ".join(f"{p.name}={p.gpu_shown()}" for p in gpu_pools) or "none"
+        problem = f"{key}: {gpus} GPUs asked for, but no node pool has gpusPerNode >= {gpus} (GPU pools: {have})"
+        refusing = [p for p in gpu_pools if p.gpus_advertised >= gpus]
+        if refusing:
+            keys = ", ".join(f"{self.pool_key(NAMESPACE + ':cluster', p)}.gpuSharing.failRequestsGreaterThanOne" for p in refusing)
+            problem = (f"{key}: {gpus} shared GPUs asked for, but a pod gets at most 1 there ({keys} is true: two "
+                       f"shares may be the same GPU); ask for 1 (GPU pools: {have})")
+        return problem
+
+    def gpu_request_problem(self, key: str, gpus: int, resource: str, pool_name: str | None = None) -> str | None:
+        """Why a pod asking for `gpus` of the extended resource `resource` cannot be served on the
+        pool it lands on (`pool_name`, else the one `pool_for` picks), or None when it can."""
+        if not gpus:
+            return None
+        pool = next((p for p in self.node_pools if p.name == pool_name), None) if pool_name else self.pool_for(gpus)
+        if pool is None:
+            return self.gpu_problem(key, gpus)
+        if resource != pool.gpu_resource:
+            where = self.pool_key(NAMESPACE + ":cluster", pool)
+            why = f" ({where}.gpuSharing.renameByDefault)" if pool.gpu_sharing and pool.gpu_sharing.rename_by_default else ""
+            return (f"{key}: asks for {resource}, but node pool {pool.name} advertises only {pool.gpu_resource}{why}; "
+                    f"ask for {pool.gpu_resource}")
+        if gpus > pool.most_gpus_per_pod:
+            return self.gpu_problem(key, gpus)
+        return None
 
     def problems(self, key: str) -> Iterator[str]:
         for field, providers in _PROVIDERS_OF.items():
@@ -301,3 +409,7 @@ class ClusterSettings(Settings):
             if names.count(pool.name) > 1:
                 yield f"{pool_key}.name: {json.dumps(pool.name)} is used by more than one pool; names must be unique"
             yield from pool.problems(pool_key, self.provider)
+            if pool.gpu_sharing and self.target in ("aks", "existing") and not self.nvidia_device_plugin:
+                yield (f"{pool_key}.gpuSharing: the platform's NVIDIA device plugin shares the GPUs, and "
+                       f"{key}.nvidiaDevicePlugin is false; set it true (or share GPUs with a plugin of your own and "
+                       "remove gpuSharing)")

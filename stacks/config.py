@@ -51,6 +51,9 @@ class StackSettings(Settings):
         if self.mnist.enabled:
             found += self.mnist.problems(f"{NAMESPACE}:mnist", self.cluster)
         found += self.images.problems(f"{NAMESPACE}:images")
+        # The cluster's config alone (all that stacks.local_nodes reads) says nothing of the workloads.
+        if self.model_fields_set & {"jupyterhub", "mnist"}:
+            found += self.unrequested_shares()
         mnist = self.mnist
         if mnist.enabled and mnist.fetches_from_image and not (self.images.local or mnist.image.build or mnist.image.reference):
             found.append(
@@ -59,6 +62,31 @@ class StackSettings(Settings):
                 "image of your own (mnist.image.build or mnist.image.reference); elsewhere give an http(s) URL"
             )
         return found
+
+
+    def gpu_requests(self) -> list[tuple[str, int]]:
+        """Every GPU request the stack's workloads make: (the key that sets it, GPUs per pod)."""
+        requests: list[tuple[str, int]] = []
+        if self.jupyterhub.enabled:
+            requests += [(f"{NAMESPACE}:jupyterhub.profiles[{i}].gpus", p.gpus)
+                         for i, p in enumerate(self.jupyterhub.profiles) if p.gpus]
+        if self.mnist.enabled:
+            requests += [(f"{NAMESPACE}:mnist.gpus.{kind}", n) for kind, n in self.mnist.gpu_counts.items()]
+        return requests
+
+    def unrequested_shares(self) -> list[str]:
+        """A pool that advertises its GPUs under the renamed shared resource, which no workload of
+        the stack lands on to ask for: nothing would ever use those GPUs."""
+        cluster = self.cluster
+        landing = {pool.name for _, gpus in self.gpu_requests() if (pool := cluster.pool_for(gpus))}
+        return [
+            f"{cluster.pool_key(NAMESPACE + ':cluster', pool)}.gpuSharing.renameByDefault: node pool {pool.name} "
+            f"advertises its GPUs only as {pool.gpu_resource}, and no GPU profile (jupyterhub.profiles[].gpus) or "
+            "TFJob replica (mnist.gpus) lands there to ask for it; give one a GPU count the pool serves, or leave "
+            "renameByDefault false"
+            for pool in cluster.node_pools
+            if pool.gpu_sharing and pool.gpu_sharing.rename_by_default and pool.gpus_per_node and pool.name not in landing
+        ]
 
 
 TOP_LEVEL_KEYS = tuple(StackSettings.model_fields)

@@ -183,7 +183,7 @@ class MnistSettings(Settings):
                 continue  # an existing pool of unknown size
             nodes = pool.node_count
             # First fit, largest first: what a scheduler manages at best on empty nodes.
-            free = [pool.gpus_per_node] * nodes
+            free = [pool.gpus_advertised] * nodes
             placed = True
             for gpus in sorted((g for _, n, g in asks for _ in range(n)), reverse=True):
                 node = next((i for i, left in enumerate(free) if left >= gpus), None)
@@ -198,8 +198,8 @@ class MnistSettings(Settings):
             size = "maxCount" if pool.autoscaled else "count"
             yield (
                 f"{key}.gpus: the job asks for {total} GPUs ({breakdown}) on node pool {pool_name!r}, which holds "
-                f"at most {nodes * pool.gpus_per_node} ({cluster.pool_key(NAMESPACE + ':cluster', pool)}.{size} {nodes} "
-                f"x gpusPerNode {pool.gpus_per_node}); raise {size} or ask for fewer GPUs"
+                f"at most {nodes * pool.gpus_advertised} ({cluster.pool_key(NAMESPACE + ':cluster', pool)}.{size} {nodes} "
+                f"x gpusPerNode {pool.gpu_shown()}); raise {size} or ask for fewer GPUs"
             )
 
     def problems(self, key: str, cluster: ClusterSettings) -> Iterator[str]:

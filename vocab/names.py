@@ -15,3 +15,8 @@ CAPACITY_ANNOTATION = "mlplatform.dev/capacity"
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 
 GPU_RESOURCE = "nvidia.com/gpu"
+# What NVIDIA's device plugin advertises time-sliced GPUs as with `renameByDefault`, so that a pod
+# asks knowingly for a share of a GPU rather than a whole one.
+SHARED_GPU_RESOURCE = "nvidia.com/gpu.shared"
+# The node label by which NVIDIA's device plugin (its config-manager) picks a named config.
+DEVICE_PLUGIN_CONFIG_LABEL = "nvidia.com/device-plugin.config"
