@@ -14,7 +14,10 @@ The backend follows `cluster.provider`:
   local`), or the kwok objects (`renderAs: kwok`).
 - existing: any cluster from a kubeconfig; the pools describe pools that already exist.
 - aks: an Azure resource group, managed cluster and one agent pool per node pool.
-On real GPU backends (aks, existing and its rendering) the NVIDIA device plugin runs on the GPU pools.
+On real GPU backends (aks, existing and its rendering) the NVIDIA device plugin runs on the GPU pools;
+where a pool shares its GPUs (`gpuSharing`), the plugin reads one named config per pool from a
+ConfigMap, chosen on each node by the label `nvidia.com/device-plugin.config` (aks sets it on the
+pool's nodes; on an existing cluster the team labels them, docs/aks-and-existing-clusters.md).
 """
 
 from __future__ import annotations
@@ -27,17 +30,25 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
+import yaml
+
 from components.k8s import (
     CAPACITY_ANNOTATION,
+    DEVICE_PLUGIN_CONFIG_LABEL,
     GPU_RESOURCE,
     KWOK_NODE_ANNOTATION,
     POOL_LABEL,
     app_labels,
     restricted,
 )
-from stacks.cluster import ClusterSettings, NodePool
+from stacks.cluster import WHOLE_GPUS_CONFIG, ClusterSettings, NodePool
 from stacks.images import ImagesSettings
 from stacks.values import Taint
+
+# The device plugin's config for a node without the config label. A pool's name is a DNS label,
+# which has no dot, so no pool's config has this name.
+WHOLE_GPUS_CONFIG_NAME = "mlplatform.whole-gpus"
+
 
 @dataclass(frozen=True)
 class Scheduling:
@@ -46,6 +57,14 @@ class Scheduling:
     node_selector: dict[str, str] = field(default_factory=dict)
     tolerations: tuple[dict[str, str], ...] = ()
     affinity: dict[str, Any] | None = None
+    # The extended resource the pool's GPUs are asked for by: `nvidia.com/gpu`, or the shared
+    # name where the pool's time-slicing renames it.
+    gpu_resource: str = GPU_RESOURCE
+
+    def gpu_limits(self, gpus: int) -> dict[str, str]:
+        """A container's limits for `gpus` GPUs on the pool (extended resources go in limits;
+        Kubernetes sets the request equal)."""
+        return {self.gpu_resource: str(gpus)} if gpus else {}
 
     def pod_spec(self) -> dict[str, Any]:
         """The fields to merge into a PodSpec (camelCase, as the Kubernetes API spells them)."""
@@ -177,6 +196,7 @@ class Cluster(pulumi.ComponentResource):
         return Scheduling(
             node_selector=self.pool_selector(pool),
             tolerations=tuple(toleration(t) for t in pool.taints),
+            gpu_resource=pool.gpu_resource,
         )
 
     def scheduling_for_gpu_type(self, gpu_type: str) -> Scheduling:
@@ -200,6 +220,8 @@ class Cluster(pulumi.ComponentResource):
         return Scheduling(
             tolerations=tuple(tolerations),
             affinity={"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}},
+            # The same for every pool of the type (ClusterSettings.gpu_type_problem refuses otherwise).
+            gpu_resource=pools[0].gpu_resource,
         )
 
     def scheduling_for(self, gpus: int, pool_name: str | None = None) -> Scheduling:
@@ -235,7 +257,7 @@ class Cluster(pulumi.ComponentResource):
     def _simulated_nodes(self, pool: NodePool, opts: pulumi.ResourceOptions) -> None:
         capacity = {"cpu": pool.cpu, "memory": pool.memory, "pods": str(pool.max_pods)}
         if pool.gpus_per_node:
-            capacity[GPU_RESOURCE] = str(pool.gpus_per_node)
+            capacity[pool.gpu_resource] = str(pool.gpus_advertised)
         for index in range(pool.node_count):
             node_name = f"{pool.name}-{index}"
             k8s.core.v1.Node(
@@ -321,7 +343,7 @@ class Cluster(pulumi.ComponentResource):
                     type=containerservice.AgentPoolType.VIRTUAL_MACHINE_SCALE_SETS,
                     vm_size=pool.vm_size,
                     max_pods=pool.max_pods,
-                    node_labels={**pool.labels, POOL_LABEL: pool.name},
+                    node_labels={**pool.labels, POOL_LABEL: pool.name, **self.device_plugin_label(pool)},
                     node_taints=[str(t) for t in pool.taints],
                     **scaling,
                     opts=parent,
@@ -339,8 +361,32 @@ class Cluster(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=pools),
         )
 
+    @property
+    def shares_gpus(self) -> bool:
+        """Whether a GPU pool shares its GPUs, so that the device plugin needs a config per pool."""
+        return any(p.gpu_sharing for p in self.gpu_pools)
+
+    def device_plugin_label(self, pool: NodePool) -> dict[str, str]:
+        """The node label that picks the pool's config in the device plugin's ConfigMap (GPU pools,
+        when some pool shares its GPUs)."""
+        return {DEVICE_PLUGIN_CONFIG_LABEL: pool.name} if pool.gpus_per_node and self.shares_gpus else {}
+
+    def device_plugin_configs(self) -> dict[str, str]:
+        """The device plugin's ConfigMap data: one named config per GPU pool (NVIDIA's `version: v1`
+        format), keyed by the pool's name, which is also the value of the node label; and the
+        default, whole GPUs, for a node without the label."""
+        configs = {pool.name: pool.plugin_config() for pool in self.gpu_pools}
+        configs[WHOLE_GPUS_CONFIG_NAME] = dict(WHOLE_GPUS_CONFIG)
+        return {name: yaml.safe_dump(config, sort_keys=False) for name, config in configs.items()}
+
     def _device_plugin(self, opts: pulumi.ResourceOptions) -> None:
-        """The NVIDIA device plugin on GPU pools only, tolerating their taints."""
+        """The NVIDIA device plugin on GPU pools only, tolerating their taints.
+
+        Where a pool shares its GPUs, the plugin runs as NVIDIA's chart runs it with a config map:
+        its config-manager (in the same image) reads the node's `nvidia.com/device-plugin.config`
+        label, puts the named config where the plugin reads it, and on a change of the label
+        signals the plugin to reload; so one DaemonSet serves pools configured differently.
+        """
         labels = app_labels("nvidia-device-plugin", "device-plugin")
         terms = [
             {"matchExpressions": [{"key": k, "operator": "In", "values": [v]} for k, v in self.pool_selector(p).items()]}
@@ -349,20 +395,21 @@ class Cluster(pulumi.ComponentResource):
         tolerations = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
         for pool in self.gpu_pools:
             tolerations += [toleration(t) for t in pool.taints if toleration(t) not in tolerations]
+        plugin: dict[str, Any] = {
+            "name": "nvidia-device-plugin",
+            "image": self._images.nvidia_device_plugin,
+            "env": [{"name": "FAIL_ON_INIT_ERROR", "value": "false"}],
+            "securityContext": restricted(),
+            "volumeMounts": [{"name": "device-plugin", "mountPath": "/var/lib/kubelet/device-plugins"}],
+        }
         pod_spec: dict[str, Any] = {
             "priorityClassName": "system-node-critical",
             "tolerations": tolerations,
-            "containers": [
-                {
-                    "name": "nvidia-device-plugin",
-                    "image": self._images.nvidia_device_plugin,
-                    "env": [{"name": "FAIL_ON_INIT_ERROR", "value": "false"}],
-                    "securityContext": restricted(),
-                    "volumeMounts": [{"name": "device-plugin", "mountPath": "/var/lib/kubelet/device-plugins"}],
-                }
-            ],
+            "containers": [plugin],
             "volumes": [{"name": "device-plugin", "hostPath": {"path": "/var/lib/kubelet/device-plugins"}}],
         }
+        if self.shares_gpus:
+            self._device_plugin_configs(pod_spec, plugin, labels, opts)
         if self._images.pull_secrets:
             pod_spec["imagePullSecrets"] = self._images.image_pull_secrets()
         if all(term["matchExpressions"] for term in terms):
@@ -379,3 +426,80 @@ class Cluster(pulumi.ComponentResource):
             },
             opts=opts,
         )
+
+    def _device_plugin_configs(
+        self, pod_spec: dict[str, Any], plugin: dict[str, Any], labels: dict[str, str], opts: pulumi.ResourceOptions
+    ) -> None:
+        """The per-pool configs, and what the plugin's pod needs to pick one by its node's label:
+        the config-manager before it (once) and beside it (on label changes), reading its own Node."""
+        name = "nvidia-device-plugin"
+        k8s.core.v1.ConfigMap(
+            f"{self._name}-nvidia-device-plugin-configs",
+            metadata={"name": f"{name}-configs", "namespace": "kube-system", "labels": labels},
+            data=self.device_plugin_configs(),
+            opts=opts,
+        )
+        account = k8s.core.v1.ServiceAccount(
+            f"{self._name}-nvidia-device-plugin-sa",
+            metadata={"name": name, "namespace": "kube-system", "labels": labels},
+            automount_service_account_token=True,
+            opts=opts,
+        )
+        # Nodes are cluster-scoped: reading its own node's label needs a ClusterRole; read-only.
+        role = k8s.rbac.v1.ClusterRole(
+            f"{self._name}-nvidia-device-plugin-nodes",
+            metadata={"name": f"mlplatform-{name}-nodes", "labels": labels},
+            rules=[{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}],
+            opts=opts,
+        )
+        k8s.rbac.v1.ClusterRoleBinding(
+            f"{self._name}-nvidia-device-plugin-nodes",
+            metadata={"name": f"mlplatform-{name}-nodes", "labels": labels},
+            role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role.metadata.name},
+            subjects=[{"kind": "ServiceAccount", "name": account.metadata.name, "namespace": "kube-system"}],
+            opts=opts,
+        )
+        # A node without the label gets whole GPUs, never another pool's sharing.
+        default = WHOLE_GPUS_CONFIG_NAME
+        def config_manager(container: str, oneshot: bool) -> dict[str, Any]:
+            env = {
+                "ONESHOT": str(oneshot).lower(),
+                "KUBECONFIG": "",
+                "NODE_LABEL": DEVICE_PLUGIN_CONFIG_LABEL,
+                "CONFIG_FILE_SRCDIR": "/available-configs",
+                "CONFIG_FILE_DST": "/config/config.yaml",
+                "DEFAULT_CONFIG": default,
+                "FALLBACK_STRATEGIES": "named",
+                "SEND_SIGNAL": str(not oneshot).lower(),
+                "SIGNAL": "" if oneshot else "1",  # SIGHUP: the plugin reloads its config
+                "PROCESS_TO_SIGNAL": "" if oneshot else "nvidia-device-plugin",
+            }
+            return {
+                "name": container,
+                "image": self._images.nvidia_device_plugin,
+                "command": ["config-manager"],
+                "env": [{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}]
+                + [{"name": k, "value": v} for k, v in env.items()],
+                "securityContext": restricted(),
+                "volumeMounts": [
+                    {"name": "available-configs", "mountPath": "/available-configs", "readOnly": True},
+                    {"name": "config", "mountPath": "/config"},
+                ],
+            }
+
+        pod_spec["serviceAccountName"] = name
+        # The process the sidecar signals is found by this name.
+        plugin["command"] = ["nvidia-device-plugin"]
+        # The sidecar signals the plugin's process, in another container of the pod.
+        pod_spec["shareProcessNamespace"] = True
+        pod_spec["initContainers"] = [config_manager("nvidia-device-plugin-init", oneshot=True)]
+        pod_spec["containers"].insert(0, config_manager("nvidia-device-plugin-sidecar", oneshot=False))
+        plugin["env"].append({"name": "CONFIG_FILE", "value": "/config/config.yaml"})
+        plugin["volumeMounts"] += [
+            {"name": "available-configs", "mountPath": "/available-configs", "readOnly": True},
+            {"name": "config", "mountPath": "/config"},
+        ]
+        pod_spec["volumes"] += [
+            {"name": "available-configs", "configMap": {"name": f"{name}-configs"}},
+            {"name": "config", "emptyDir": {}},
+        ]

@@ -13,6 +13,7 @@ import pulumi_kubernetes as k8s
 
 from vocab.names import (  # noqa: F401 (re-exported for the components)
     CAPACITY_ANNOTATION,
+    DEVICE_PLUGIN_CONFIG_LABEL,
     GPU_RESOURCE,
     KWOK_NODE_ANNOTATION,
     PART_OF,

@@ -14,7 +14,6 @@ from components.k8s import (
     DNS_PORTS,
     FIELD_MANAGER,
     FIELD_MANAGER_ANNOTATION,
-    GPU_RESOURCE,
     NON_INTERNET_RANGES,
     app_labels,
     port_forward_command,
@@ -208,9 +207,11 @@ class DistributedMnist(pulumi.ComponentResource):
         gpus_by_kind = settings.gpu_counts
         for kind, count in settings.replica_counts.items():
             gpus = gpus_by_kind.get(kind, 0)
+            scheduling = cluster.scheduling_for(gpus)
             resources = getattr(settings.resources, kind).manifest()
             if gpus:
-                resources.setdefault("limits", {})[GPU_RESOURCE] = str(gpus)
+                # The pool's GPU resource: shared GPUs may be advertised under another name.
+                resources.setdefault("limits", {}).update(scheduling.gpu_limits(gpus))
             container: dict[str, Any] = {
                 "name": CONTAINER_NAME,
                 "image": gpu_image if gpus else cpu_image,
@@ -234,7 +235,7 @@ class DistributedMnist(pulumi.ComponentResource):
                 container["volumeMounts"].append({"name": "trainer-code", "mountPath": CODE_MOUNT, "readOnly": True})
                 container["env"] = [{"name": "PYTHONPATH", "value": CODE_MOUNT.rsplit("/", 1)[0]}]
                 volumes.append({"name": "trainer-code", "configMap": {"name": code_config_map(settings)}})
-            pod_spec = hardened({"containers": [container], "volumes": volumes, **cluster.scheduling_for(gpus).pod_spec()},
+            pod_spec = hardened({"containers": [container], "volumes": volumes, **scheduling.pod_spec()},
                                 images)
             if images.pull_secrets:
                 pod_spec["imagePullSecrets"] = images.image_pull_secrets()

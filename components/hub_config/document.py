@@ -18,7 +18,7 @@ from typing import Any
 from kubernetes.utils import parse_quantity
 
 from components.cluster import Scheduling
-from components.k8s import GPU_RESOURCE, PART_OF
+from components.k8s import PART_OF
 from stacks.jupyterhub import Auth, JupyterHubSettings, Profile
 
 CONFIG_FILE = Path(__file__).with_name("jupyterhub_config.py")
@@ -228,7 +228,7 @@ def placement(scheduling: Scheduling) -> dict[str, Any]:
     return settings
 
 
-def spawner_overrides(profile: Profile, scheduling: Scheduling) -> dict[str, Any]:
+def spawner_overrides(profile: Profile, scheduling: Scheduling, gpu_resource: str) -> dict[str, Any]:
     """The KubeSpawner settings a profile applies: image, resources and where its pods run.
 
     A profile that offers GPU types leaves where its pods run to the chosen type (`gpu_options`):
@@ -246,8 +246,9 @@ def spawner_overrides(profile: Profile, scheduling: Scheduling) -> dict[str, Any
     if profile.memory_limit:
         overrides["mem_limit"] = int(parse_quantity(profile.memory_limit))
     if profile.gpus:
-        # Extended resources are requested in limits; Kubernetes sets the request equal.
-        overrides["extra_resource_limits"] = {GPU_RESOURCE: str(profile.gpus)}
+        # The GPU resource of the pools the profile lands on (shared GPUs may be renamed), in
+        # limits; Kubernetes sets the request equal.
+        overrides["extra_resource_limits"] = {gpu_resource: str(profile.gpus)}
     if not profile.gpu_types:
         overrides.update(placement(scheduling))
     return overrides
@@ -259,7 +260,15 @@ GPUS_OPTION = "gpus"
 GPU_TYPE_OPTION = "gpu-type"
 
 
-def gpu_options(profile: Profile, type_scheduling: Mapping[str, Scheduling]) -> dict[str, Any]:
+def gpu_resource(profile: Profile, scheduling: Scheduling, type_scheduling: Mapping[str, Scheduling]) -> str:
+    """The resource a profile's GPUs are asked for by: that of the pools it lands on (the preview
+    refuses a profile whose GPU types' pools advertise different names)."""
+    if profile.gpu_types:
+        return type_scheduling[profile.gpu_types[0]].gpu_resource
+    return scheduling.gpu_resource
+
+
+def gpu_options(profile: Profile, type_scheduling: Mapping[str, Scheduling], gpu_resource: str) -> dict[str, Any]:
     """KubeSpawner `profile_options` for a profile's GPU choices: the count, and the type (its pools)."""
     options: dict[str, Any] = {}
     if profile.gpu_choices:
@@ -270,7 +279,7 @@ def gpu_options(profile: Profile, type_scheduling: Mapping[str, Scheduling]) -> 
                     "display_name": f"{n} GPU{'s' if n > 1 else ''}",
                     "default": n == profile.gpus,
                     # Merged into the profile's own extra_resource_limits: the chosen count wins.
-                    "kubespawner_override": {"extra_resource_limits": {GPU_RESOURCE: str(n)}},
+                    "kubespawner_override": {"extra_resource_limits": {gpu_resource: str(n)}},
                 }
                 for n in profile.gpu_choices
             },
@@ -297,14 +306,15 @@ def profile_list(
 ) -> list[dict[str, Any]]:
     entries = []
     for profile in profiles:
+        resource = gpu_resource(profile, scheduling[profile.name], type_scheduling or {})
         entry: dict[str, Any] = {
             "display_name": profile.name,
             "slug": profile.slug,
             "description": describe(profile),
             "default": profile.default,
-            "kubespawner_override": spawner_overrides(profile, scheduling[profile.name]),
+            "kubespawner_override": spawner_overrides(profile, scheduling[profile.name], resource),
         }
-        options = gpu_options(profile, type_scheduling or {})
+        options = gpu_options(profile, type_scheduling or {}, resource)
         if options:
             entry["profile_options"] = options
         entries.append(entry)
