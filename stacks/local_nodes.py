@@ -5,7 +5,8 @@
 
 One node per pool (this machine has two cores; kwok's simulated nodes are for rehearsing many),
 named `real-<pool>-0`, with the labels and taints the stack's workloads select and tolerate on
-that pool, and the pool's GPUs per node (simulated there: cluster/localcluster/gpuplugin.py).
+that pool, and the pool's GPUs per node and their sharing (simulated there:
+cluster/localcluster/gpuplugin.py).
 A `kwok` stack's own pods must stay on kwok's nodes (their manifests are for simulated nodes), so
 there every real node is also tainted REAL_NODE_TAINT, which only the real-node tests tolerate; a
 `local` stack's pods run on the real nodes. Only `mlplatform:cluster` is read and validated: the
@@ -35,6 +36,11 @@ def nodes(cluster: ClusterSettings) -> list[dict]:
             "labels": {**pool.labels, POOL_LABEL: pool.name},
             "taints": [str(t) for t in pool.taints] + beside_kwok,
             "gpus": pool.gpus_per_node,
+            "gpuSharing": pool.gpu_sharing and {
+                "replicas": pool.gpu_sharing.replicas,
+                "resource": pool.gpu_sharing.resource,
+                "failRequestsGreaterThanOne": pool.gpu_sharing.fail_requests_greater_than_one,
+            },
         }
         for pool in cluster.node_pools
     ]

@@ -11,7 +11,7 @@ the network last.
     kubelet     registers the node and runs its pods                  (kubelet.py)
     kube-proxy  Services' cluster IPs and node ports                  (kubeproxy.py)
     netpol      NetworkPolicy enforced (kube-router's firewall only)  (netpol.py)
-    gpu-plugin  simulated nvidia.com/gpu on the device-plugin API     (gpuplugin.py)
+    gpu-plugin  simulated GPUs and shares on the device-plugin API    (gpuplugin.py)
 
 `up` starts what is missing and restarts what died (a killed kubelet or containerd comes back,
 and the kubelet starts the node's pods again); `down` leaves nothing of the node on the machine.
@@ -30,7 +30,7 @@ from .containerd import Containerd, unmount_under
 from .kubelet import Kubelet, Sysctls, remove_machine_leftovers
 from .kubeproxy import KubeProxy
 from .netpol import NetworkPolicyEngine
-from .gpuplugin import GPU_RESOURCE, GpuPlugin
+from .gpuplugin import GpuPlugin, advertised
 from .mounts import MountNamespace
 from .network import Network
 from .process import Daemon, wait_for
@@ -85,9 +85,9 @@ class Node:
                 # The device plugin registers on the kubelet's socket, there once the node is Ready.
                 self.kubelet.wait_ready()
         if wait and self.settings.spec.gpus:
-            want = str(self.settings.spec.gpus)
-            wait_for(f"node {self.settings.spec.name} advertising {want} {GPU_RESOURCE}",
-                     lambda: self.kubelet.capacity(GPU_RESOURCE) == want, 60, self.gpuplugin.daemon.log_file)
+            resource, count = advertised(self.settings.spec)
+            wait_for(f"node {self.settings.spec.name} advertising {count} {resource}",
+                     lambda: self.kubelet.capacity(resource) == str(count), 60, self.gpuplugin.daemon.log_file)
         return started
 
     def _log(self, line: str) -> None:

@@ -45,7 +45,7 @@ def specs(wanted: list[dict]) -> list[NodeSpec]:
         labels = {**node["labels"], REAL_NODE_LABEL: "real"}
         if node["gpus"]:
             labels[SIMULATED_LABEL[0]] = SIMULATED_LABEL[1]
-        found.append(NodeSpec(node["name"], labels, tuple(node["taints"]), node["gpus"]))
+        found.append(NodeSpec.from_dict({**node, "labels": labels}))
     return found
 
 

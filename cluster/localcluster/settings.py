@@ -101,13 +101,32 @@ def pause_image(t: dict[str, str]) -> tuple[str, Path]:
 
 
 @dataclass(frozen=True)
+class GpuSharing:
+    """How a node's simulated GPUs are time-sliced, as the pool's `gpuSharing` says (gpuplugin.py)."""
+
+    replicas: int
+    resource: str  # nvidia.com/gpu, or nvidia.com/gpu.shared when renamed
+    fail_requests_greater_than_one: bool = False
+
+
+@dataclass(frozen=True)
 class NodeSpec:
     """What a node is: its Kubernetes name, labels and taints (`key=value:Effect`)."""
 
     name: str
     labels: dict[str, str] = field(default_factory=dict)
     taints: tuple[str, ...] = ()
-    gpus: int = 0  # simulated nvidia.com/gpu (gpuplugin.py)
+    gpus: int = 0  # simulated GPUs (gpuplugin.py)
+    gpu_sharing: GpuSharing | None = None
+
+    @staticmethod
+    def from_dict(spec: dict) -> NodeSpec:
+        """A spec as node.json keeps it (or `python -m stacks.local_nodes` writes it, gpuSharing in camelCase)."""
+        sharing = spec.get("gpu_sharing") or spec.get("gpuSharing")
+        if sharing:
+            sharing = GpuSharing(sharing["replicas"], sharing["resource"],
+                                 sharing.get("fail_requests_greater_than_one", sharing.get("failRequestsGreaterThanOne", False)))
+        return NodeSpec(spec["name"], dict(spec["labels"]), tuple(spec["taints"]), spec.get("gpus", 0), sharing)
 
 
 @dataclass(frozen=True)
@@ -176,7 +195,7 @@ class NodeSettings:
         data = json.loads((state_dir / "node.json").read_text())
         spec = data.pop("spec")
         return NodeSettings(
-            spec=NodeSpec(spec["name"], spec["labels"], tuple(spec["taints"]), spec.get("gpus", 0)),
+            spec=NodeSpec.from_dict(spec),
             **{**data, "state_dir": Path(data["state_dir"]), "admin_kubeconfig": Path(data["admin_kubeconfig"])},
         )
 
