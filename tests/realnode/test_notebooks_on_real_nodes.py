@@ -371,7 +371,7 @@ def test_the_gpu_profile_lands_on_the_gpu_node_with_a_gpu_the_kubelet_allocated(
     assert node["metadata"]["labels"].get("mlplatform.dev/pool") == "gpu", pod["spec"]["nodeName"]
     # What the (simulated) device plugin hands out when the kubelet allocates a GPU to the container.
     devices = in_pod(hub.real, pod_name(OTHER), "printenv", "MLPLATFORM_SIMULATED_GPUS").strip()
-    assert re.fullmatch(r"sim-gpu-\d+", devices), f"the container got {devices!r}, not one GPU"
+    assert re.fullmatch(r"simulated-gpu-\d+", devices), f"the container got {devices!r}, not one GPU"
 
 
 # --- 6. NetworkPolicies, from inside the pods ----------------------------------------------------

@@ -28,6 +28,7 @@ def test_dev_stack_gets_a_real_node_per_pool() -> None:
     assert nodes["real-gpu-0"]["taints"] == ["sku=gpu:NoSchedule"]
     assert nodes["real-cpu-0"]["taints"] == []
     assert (nodes["real-cpu-0"]["gpus"], nodes["real-gpu-0"]["gpus"]) == (0, 2)
+    assert nodes["real-gpu-0"]["gpuSharing"] == {"replicas": 2, "resource": "nvidia.com/gpu", "failRequestsGreaterThanOne": False}
 
 
 def test_beside_kwoks_nodes_real_nodes_keep_the_stacks_pods_off() -> None:
@@ -45,7 +46,7 @@ def test_a_local_stacks_pods_run_on_the_real_nodes(tmp_path: Path) -> None:
     out = local_nodes(config)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == [{"name": "real-gpu-0", "labels": {"mlplatform.dev/pool": "gpu"},
-                                       "taints": ["sku=gpu:NoSchedule"], "gpus": 2}]
+                                       "taints": ["sku=gpu:NoSchedule"], "gpus": 2, "gpuSharing": None}]
     provider = subprocess.run([sys.executable, "-m", "stacks.local_nodes", "--provider", str(config)], cwd=REPO,
                               capture_output=True, text=True)
     assert provider.stdout.strip() == "local", provider.stderr
