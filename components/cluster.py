@@ -23,6 +23,7 @@ pool's nodes; on an existing cluster the team labels them, docs/aks-and-existing
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +49,7 @@ from stacks.values import Taint
 # The device plugin's config for a node without the config label. A pool's name is a DNS label,
 # which has no dot, so no pool's config has this name.
 WHOLE_GPUS_CONFIG_NAME = "mlplatform.whole-gpus"
+CONFIGS_CHECKSUM_ANNOTATION = "mlplatform.dev/device-plugin-configs-sha256"
 
 
 @dataclass(frozen=True)
@@ -408,8 +410,13 @@ class Cluster(pulumi.ComponentResource):
             "containers": [plugin],
             "volumes": [{"name": "device-plugin", "hostPath": {"path": "/var/lib/kubelet/device-plugins"}}],
         }
+        template_meta: dict[str, Any] = {"labels": labels}
         if self.shares_gpus:
             self._device_plugin_configs(pod_spec, plugin, labels, opts)
+            # The config-manager re-reads a config when the node's label changes, not when the
+            # ConfigMap does: a changed config rolls the pods, which then start with it.
+            configs = json.dumps(self.device_plugin_configs(), sort_keys=True)
+            template_meta["annotations"] = {CONFIGS_CHECKSUM_ANNOTATION: hashlib.sha256(configs.encode()).hexdigest()}
         if self._images.pull_secrets:
             pod_spec["imagePullSecrets"] = self._images.image_pull_secrets()
         if all(term["matchExpressions"] for term in terms):
@@ -422,7 +429,7 @@ class Cluster(pulumi.ComponentResource):
             spec={
                 "selector": {"matchLabels": labels},
                 "updateStrategy": {"type": "RollingUpdate"},
-                "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+                "template": {"metadata": template_meta, "spec": pod_spec},
             },
             opts=opts,
         )

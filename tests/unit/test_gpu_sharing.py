@@ -96,6 +96,14 @@ def test_the_plugin_picks_its_nodes_config_by_the_label_through_nvidias_config_m
     assert not deployment.of_type("kubernetes:core/v1:Node"), "an existing cluster's nodes are labelled by the team"
 
 
+def test_a_changed_config_rolls_the_plugins_pods():
+    def checksum(replicas: int) -> str:
+        (plugin,) = run_program(existing_with({"replicas": replicas})).of_type(DAEMON_SET)
+        return plugin.inputs["spec"]["template"]["metadata"]["annotations"]["mlplatform.dev/device-plugin-configs-sha256"]
+
+    assert checksum(2) != checksum(3)
+
+
 def test_without_sharing_the_plugin_has_no_config_and_no_access_to_nodes():
     deployment = run_program(existing_with(None))
     pod = plugin_pod(deployment)
