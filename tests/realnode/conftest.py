@@ -57,7 +57,9 @@ def real() -> Iterator[RealCluster]:
     base = Path(tempfile.mkdtemp(prefix="mlp-rn-", dir="/tmp"))
     cluster = RealCluster(base)
     try:
-        cluster.up_run = cluster.cluster("up", "--real")
+        # Importing the platform's images into both nodes' containerd dominates `up`; on a machine
+        # shared with other test sessions it ran past 300 s (2026-12-06, load average 9 on 2 cores).
+        cluster.up_run = cluster.cluster("up", "--real", timeout=900)
         cluster.sysctls_before = sysctls_before_kubelets()
         yield cluster
     finally:
