@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 import pulumi
 from cluster.localcluster.capacity import Allocatable
-from stacks.cluster import KUBECONFIG_ENV, LOCAL_KUBECONFIG, LOCAL_PROVIDERS, ClusterSettings, this_machine
+from stacks.cluster import KUBECONFIG_ENV, LOCAL_KUBECONFIG, LOCAL_PROVIDERS, ClusterSettings, NodePool, this_machine
 from stacks.images import ImagesSettings
 from stacks.jupyterhub import JupyterHubSettings
 from stacks.mnist import MnistSettings
@@ -64,21 +64,27 @@ class StackSettings(Settings):
         return found
 
 
-    def gpu_requests(self) -> list[tuple[str, int]]:
-        """Every GPU request the stack's workloads make: (the key that sets it, GPUs per pod)."""
-        requests: list[tuple[str, int]] = []
+    def gpu_pools_requested(self) -> set[str]:
+        """The GPU pools the stack's workloads land on to ask for GPUs: each GPU profile's pool (or
+        the pools of the GPU types it offers) and each TFJob replica type's."""
+        cluster = self.cluster
+        wanted: list[NodePool | None] = []
         if self.jupyterhub.enabled:
-            requests += [(f"{NAMESPACE}:jupyterhub.profiles[{i}].gpus", p.gpus)
-                         for i, p in enumerate(self.jupyterhub.profiles) if p.gpus]
+            types = cluster.gpu_types()
+            for profile in self.jupyterhub.profiles:
+                if profile.gpu_types:
+                    wanted += [p for t in profile.gpu_types for p in types.get(t, ())]
+                elif profile.gpus:
+                    wanted.append(cluster.pool_for(profile.gpus))
         if self.mnist.enabled:
-            requests += [(f"{NAMESPACE}:mnist.gpus.{kind}", n) for kind, n in self.mnist.gpu_counts.items()]
-        return requests
+            wanted += [cluster.pool_for(n) for n in self.mnist.gpu_counts.values()]
+        return {pool.name for pool in wanted if pool is not None}
 
     def unrequested_shares(self) -> list[str]:
         """A pool that advertises its GPUs under the renamed shared resource, which no workload of
         the stack lands on to ask for: nothing would ever use those GPUs."""
         cluster = self.cluster
-        landing = {pool.name for _, gpus in self.gpu_requests() if (pool := cluster.pool_for(gpus))}
+        landing = self.gpu_pools_requested()
         return [
             f"{cluster.pool_key(NAMESPACE + ':cluster', pool)}.gpuSharing.renameByDefault: node pool {pool.name} "
             f"advertises its GPUs only as {pool.gpu_resource}, and no GPU profile (jupyterhub.profiles[].gpus) or "

@@ -114,10 +114,21 @@ class Profile(Settings):
                 if problem:
                     yield problem
         if not self.gpu_types:
+            # Every count lands on the pool the profile's own count picks (its placement).
+            pool = cluster.pool_for(self.gpus)
             for count_key, count in zip(count_keys, self.offered_gpus, strict=True):
-                problem = cluster.gpu_problem(count_key, count)
+                problem = (cluster.gpu_request_problem(count_key, count, pool.gpu_resource, pool.name) if pool
+                           else cluster.gpu_problem(count_key, count))
                 if problem:
                     yield problem
+        else:
+            pools = [p for t in self.gpu_types for p in types.get(t, ())]
+            resources = {p.gpu_resource for p in pools}
+            if len(resources) > 1:
+                have = ", ".join(f"{p.gpu_type} ({p.name}): {p.gpu_resource}" for p in pools)
+                yield (f"{key}.gpuTypes: the pools of these types advertise their GPUs under different names ({have}), "
+                       "and one count choice asks for one name; give the pools the same "
+                       "gpuSharing.renameByDefault, or offer the types in different profiles")
 
     def problems(self, key: str, cluster: ClusterSettings, user_pool: str | None) -> Iterator[str]:
         # Where the server may land: a pool of each offered type, or the pool for its counts.

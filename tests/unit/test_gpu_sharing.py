@@ -26,6 +26,9 @@ SHARED = {"replicas": 4, "renameByDefault": True, "failRequestsGreaterThanOne": 
 def existing_with(sharing: dict[str, Any] | None, **mnist: Any) -> dict[str, Any]:
     """The dev stack on an existing cluster whose GPU pool (2 GPUs a node) shares them as `sharing` says."""
     config = example_stack("dev")
+    # The dev GPU profile's choice of two GPUs, which a pool with failRequestsGreaterThanOne refuses.
+    for profile in config["jupyterhub"]["profiles"]:
+        profile.pop("gpuChoices", None)
     gpu: dict[str, Any] = {"name": "gpu", "gpusPerNode": 2, "labels": {"agentpool": "t4"}, "taints": ["sku=gpu:NoSchedule"]}
     if sharing is not None:
         gpu["gpuSharing"] = sharing
@@ -178,7 +181,8 @@ def two_gpu_profile() -> dict[str, Any]:
 FAIL_ABOVE_ONE = {"replicas": 2, "failRequestsGreaterThanOne": True}
 BAD_SHARING = [
     # (config, key the message must name, words it must contain)
-    (dev_pool_sharing(FAIL_ABOVE_ONE, jupyterhub=two_gpu_profile()), "mlplatform:jupyterhub.profiles[2].gpus",
+    (dev_pool_sharing(FAIL_ABOVE_ONE, jupyterhub=two_gpu_profile()),
+     f"mlplatform:jupyterhub.profiles[{len(example_stack('dev')['jupyterhub']['profiles'])}].gpus",
      "a pod gets at most 1 there (mlplatform:cluster.nodePools[1].gpuSharing.failRequestsGreaterThanOne is true"),
     (dev_pool_sharing(FAIL_ABOVE_ONE, mnist={"gpus": {"Worker": 2}}), "mlplatform:mnist.gpus.Worker",
      "2 shared GPUs asked for, but a pod gets at most 1 there"),
@@ -260,3 +264,58 @@ def test_the_device_plugins_objects_are_valid_kubernetes_objects():
     assert len(checked) == 3, [m["metadata"]["name"] for m in checked]
     for manifest in checked:
         validate(manifest)
+
+
+# --- with the spawn form's GPU choices (gpuChoices, gpuTypes) ----------------------------------------
+
+
+def gpu_profile_with(**fields: Any) -> dict[str, Any]:
+    profile = {"name": "GPU", "image": "quay.io/jupyter/tensorflow-notebook:cuda-2025-12-01", "gpus": 1, **fields}
+    return {"profiles": [example_stack("dev")["jupyterhub"]["profiles"][0], profile]}
+
+
+def typed_pools(t4_sharing: dict[str, Any] | None, a100_sharing: dict[str, Any] | None = None) -> dict[str, Any]:
+    pools: list[dict[str, Any]] = [{"name": "cpu"}]
+    for name, gpu_type, sharing in (("t4", "T4", t4_sharing), ("a100", "A100", a100_sharing)):
+        pool: dict[str, Any] = {"name": name, "gpusPerNode": 2, "gpuType": gpu_type, "taints": ["sku=gpu:NoSchedule"]}
+        if sharing:
+            pool["gpuSharing"] = sharing
+        pools.append(pool)
+    return {"provider": "kwok", "nodePools": pools}
+
+
+def test_a_gpu_count_choice_the_shared_pool_refuses_is_refused_naming_the_choice():
+    config = dev_pool_sharing(FAIL_ABOVE_ONE, jupyterhub=gpu_profile_with(gpuChoices=[1, 2]))
+    with pytest.raises(ConfigError, match=r"(?m)^mlplatform:jupyterhub.profiles\[1\].gpuChoices\[1\]: 2 shared GPUs asked for"):
+        parse(config)
+
+
+def test_gpu_count_choices_ask_for_the_renamed_resource():
+    config = dev_pool_sharing({"replicas": 2, "renameByDefault": True}, jupyterhub=gpu_profile_with(gpuChoices=[1, 2]))
+    deployment = run_program(config)
+    (hub_config,) = [r for r in deployment.of_type(CONFIG_MAP) if DOCUMENT_NAME in r.inputs.get("data", {})]
+    profiles = json.loads(hub_config.inputs["data"][DOCUMENT_NAME])["traits"]["KubeSpawner"]["profile_list"]
+    (gpu,) = [p for p in profiles if p["display_name"] == "GPU"]
+    assert gpu["kubespawner_override"]["extra_resource_limits"] == {"nvidia.com/gpu.shared": "1"}
+    choices = gpu["profile_options"]["gpus"]["choices"]
+    assert {n: c["kubespawner_override"]["extra_resource_limits"] for n, c in choices.items()} == {
+        "1": {"nvidia.com/gpu.shared": "1"}, "2": {"nvidia.com/gpu.shared": "2"}}
+
+
+def test_gpu_types_whose_pools_advertise_different_names_are_refused():
+    config = {"cluster": typed_pools({"replicas": 2, "renameByDefault": True}),
+              "jupyterhub": gpu_profile_with(gpuTypes=["T4", "A100"])}
+    with pytest.raises(ConfigError, match=r"(?m)^mlplatform:jupyterhub.profiles\[1\].gpuTypes: the pools of these types "
+                                          r"advertise their GPUs under different names \(T4 \(t4\): nvidia.com/gpu.shared"):
+        parse(config)
+
+
+def test_a_renamed_pool_a_gpu_type_choice_lands_on_is_requested():
+    config = {"cluster": typed_pools({"replicas": 2, "renameByDefault": True}),
+              "jupyterhub": gpu_profile_with(gpuTypes=["T4"]), "mnist": {"enabled": False}}
+    parse(config)
+    deployment = run_program(config)
+    (hub_config,) = [r for r in deployment.of_type(CONFIG_MAP) if DOCUMENT_NAME in r.inputs.get("data", {})]
+    profiles = json.loads(hub_config.inputs["data"][DOCUMENT_NAME])["traits"]["KubeSpawner"]["profile_list"]
+    (gpu,) = [p for p in profiles if p["display_name"] == "GPU"]
+    assert gpu["kubespawner_override"]["extra_resource_limits"] == {"nvidia.com/gpu.shared": "1"}
