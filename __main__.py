@@ -42,6 +42,9 @@ def main() -> None:
         )
         # The hub's URL once its load balancer has an address, else the port-forward command.
         pulumi.export("jupyterhub", hub.url)
+        if hub.admin_password is not None:
+            # The first admin's generated password (native sign-in): `--show-secrets` reveals it.
+            pulumi.export("jupyterhubAdminPassword", hub.admin_password)
 
     if settings.mnist.enabled:
         operator = TrainingOperator(

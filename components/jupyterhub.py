@@ -6,8 +6,9 @@ What runs in the hub's namespace (names as Zero to JupyterHub uses them):
   whose namespaced Role allows exactly what KubeSpawner does;
 - Deployment `proxy` (configurable-http-proxy) in its own pod, so routes survive a hub restart;
 - Services `hub` and `proxy-api` (ClusterIP) and `proxy-public`, of type `jupyterhub.serviceType`;
-- Secrets: `hub` (proxy token and cookie secret, generated once) and `hub-oauth` (the OAuth client
-  secret from stack config), both created from Pulumi secrets;
+- Secrets: `hub` (proxy token and cookie secret, generated once), `hub-admin` (native sign-in: the
+  first admin's password, generated once) and `hub-oauth` (the OAuth client secret from stack
+  config), all created from Pulumi secrets;
 - with `jupyterhub.https`, the proxy serves TLS on `proxy-public`'s port 443 and redirects port
   80 there, with the certificate of a `kubernetes.io/tls` Secret: one the user names (`secret`),
   one cert-manager keeps from an ACME server (`letsencrypt`: an Issuer and a Certificate), or one
@@ -54,6 +55,7 @@ from stacks.jupyterhub import Https, JupyterHubSettings
 HUB_DB_SIZE = "1Gi"  # a sqlite file of users, servers and tokens
 SECRET_NAME = "hub"
 OAUTH_SECRET_NAME = "hub-oauth"
+ADMIN_SECRET_NAME = "hub-admin"
 CONFIG_MAP_NAME = "hub-config"
 DB_CLAIM_NAME = "hub-db-dir"
 PORT_FORWARD_LOCAL_PORT = 8080
@@ -75,6 +77,7 @@ CERTIFICATE_NAMES_ANNOTATION = "mlplatform.dev/certificate-names"
 PROXY_TOKEN_KEY = "proxy-token"
 COOKIE_SECRET_KEY = "cookie-secret"
 CLIENT_SECRET_KEY = "client-secret"
+ADMIN_PASSWORD_KEY = "password"
 
 # KubeSpawner's needs, and nothing more: it creates, watches and deletes user pods, their PVCs,
 # their Services and Secrets (internal SSL), and reads events to report spawn progress.
@@ -168,6 +171,8 @@ def _secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
 
 class JupyterHub(pulumi.ComponentResource):
     url: pulumi.Output[str]
+    # native sign-in with adminUsers: the first admin's generated password (a secret), else None.
+    admin_password: pulumi.Output[str] | None
     namespace: str
     port_forward: str
     tls_secret_name: str | None
@@ -207,6 +212,12 @@ class JupyterHub(pulumi.ComponentResource):
         generated = self._generated_secret(child)
         certificate = self._certificate(https, args.core_scheduling, args.cert_manager, child) if https else None
         oauth = self._oauth_secret(child)
+        admin = self._admin_secret(child)
+        self.admin_password = None
+        if admin is not None:
+            self.admin_password = pulumi.Output.secret(
+                admin.data.apply(lambda data: base64.b64decode(data[ADMIN_PASSWORD_KEY]).decode())
+            )
         document = hub.render(
             settings, args.profile_scheduling, persistent_homes=not args.simulated, pull_secrets=args.images.pull_secrets,
             pull_policy=args.images.never_pulled().get("imagePullPolicy"), gpu_type_scheduling=args.gpu_type_scheduling,
@@ -226,7 +237,13 @@ class JupyterHub(pulumi.ComponentResource):
         # diff stays readable; a SHA-256 of high-entropy tokens and client secrets gives nothing away.
         secret_data = [generated.data] + ([oauth.data] if oauth else [])
         secrets_checksum = pulumi.Output.unsecret(pulumi.Output.all(*secret_data).apply(lambda d: _checksum(*d)))
-        self._hub(config_map, _checksum(config_data), secrets_checksum, oauth is not None, args.core_scheduling, child)
+        # Only the hub reads the first admin's password.
+        hub_checksum = secrets_checksum
+        if admin is not None:
+            hub_checksum = pulumi.Output.unsecret(pulumi.Output.all(*secret_data, admin.data).apply(lambda d: _checksum(*d)))
+        self._hub(
+            config_map, _checksum(config_data), hub_checksum, oauth is not None, admin is not None, args.core_scheduling, child
+        )
         # The proxy restarts with a new self-signed certificate (a checksum in the clear, as above:
         # a SHA-256 of a random private key gives nothing away); renewed ones (letsencrypt, secret)
         # it notices itself (hub_config.served_certificate_check).
@@ -244,7 +261,7 @@ class JupyterHub(pulumi.ComponentResource):
         self.url = service_url(
             public, settings.service_type, port, self.port_forward, scheme=scheme, public_url=https.public_url if https else None
         )
-        self.register_outputs({"url": self.url, "tls_secret_name": self.tls_secret_name})
+        self.register_outputs({"url": self.url, "tls_secret_name": self.tls_secret_name, "admin_password": self.admin_password})
 
     # --- helpers --------------------------------------------------------------------------------
 
@@ -293,6 +310,27 @@ class JupyterHub(pulumi.ComponentResource):
             metadata=self._metadata(SECRET_NAME, hub.HUB_COMPONENT),
             type="Opaque",
             data=data,
+            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(ignore_changes=["data"])),
+        )
+
+    def _admin_secret(self, opts: pulumi.ResourceOptions) -> k8s.core.v1.Secret | None:
+        """native sign-in: the first admin's password, random once, then kept (as `_generated_secret`).
+
+        NativeAuthenticator would make whoever signs up first under an admin's name that admin;
+        instead the hub creates the account with this password at start (guarded_native.py), and
+        the operator reads it with `pulumi stack output jupyterhubAdminPassword --show-secrets`.
+        A Secret of its own, so that stacks deployed before it get one: the `hub` Secret's data
+        is never updated. `pulumi up --replace` on it draws a new password, which the restarted
+        hub then sets.
+        """
+        auth = self._settings.auth
+        if auth.type != "native" or not auth.admin_users:
+            return None
+        return k8s.core.v1.Secret(
+            f"{self._name}-admin",
+            metadata=self._metadata(ADMIN_SECRET_NAME, hub.HUB_COMPONENT),
+            type="Opaque",
+            data=pulumi.Output.secret({ADMIN_PASSWORD_KEY: _encode(secrets.token_hex(16))}),
             opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(ignore_changes=["data"])),
         )
 
@@ -440,6 +478,7 @@ class JupyterHub(pulumi.ComponentResource):
         config_checksum: str,
         secrets_checksum: pulumi.Output[str],
         oauth: bool,
+        admin: bool,
         scheduling: Scheduling,
         opts: pulumi.ResourceOptions,
     ) -> None:
@@ -467,6 +506,8 @@ class JupyterHub(pulumi.ComponentResource):
         ]
         if oauth:
             env.append(_secret_env(hub.OAUTH_CLIENT_SECRET_ENV, OAUTH_SECRET_NAME, CLIENT_SECRET_KEY))
+        if admin:
+            env.append(_secret_env(hub.FIRST_ADMIN_PASSWORD_ENV, ADMIN_SECRET_NAME, ADMIN_PASSWORD_KEY))
         probe = {"httpGet": {"path": "/hub/health", "port": "http"}}
         pod_spec: dict[str, Any] = {
             "serviceAccountName": hub.HUB_SERVICE,

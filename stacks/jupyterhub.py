@@ -39,6 +39,10 @@ HttpsType = Literal["secret", "letsencrypt", "selfSigned", "offload"]
 LETS_ENCRYPT_SERVER = "https://acme-v02.api.letsencrypt.org/directory"
 # A JupyterHub group's name: what an admin types, or an Azure AD group's object id (a GUID).
 GroupName = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")]
+# Native sign-in on a hub reachable from outside the cluster only with passwords at least this long.
+PUBLIC_MINIMUM_PASSWORD_LENGTH = 8
+# The Auth keys that configure NativeAuthenticator.
+NATIVE_ONLY = ("allowed_failed_logins", "lockout_seconds", "minimum_password_length", "check_common_password")
 # Where oauthenticator's callback handler answers, below the hub's prefix.
 OAUTH_CALLBACK_PATH = "/hub/oauth_callback"
 
@@ -161,6 +165,42 @@ class Auth(Settings):
     callback_url: str | None = Field(None, description="OAuth: `https://<hub address>/hub/oauth_callback`")
     tenant_id: str | None = Field(None, description="azuread: the tenant")
     allowed_organizations: tuple[str, ...] = Field((), description="github: organizations whose members may sign in")
+    allowed_failed_logins: Count = Field(
+        3,
+        description="native: wrong passwords in a row after which an account is locked for lockoutSeconds (0: never "
+        "locked; refused on a public hub)",
+    )
+    lockout_seconds: Annotated[int, Field(ge=1)] = Field(
+        600, description="native: how long an account stays locked after allowedFailedLogins wrong passwords"
+    )
+    minimum_password_length: Annotated[int, Field(ge=1)] = Field(
+        10, description=f"native: the shortest password sign-up accepts (a public hub needs at least {PUBLIC_MINIMUM_PASSWORD_LENGTH})"
+    )
+    check_common_password: bool = Field(
+        True,
+        description="native: refuse passwords on NativeAuthenticator's list of common passwords at sign-up "
+        "(required on a public hub)",
+    )
+
+    def native_problems(self, key: str, service_type: str) -> Iterator[str]:
+        """NativeAuthenticator's keys: only for native, and on a public hub only with every guard on."""
+        if self.type != "native":
+            for field in NATIVE_ONLY:
+                if field in self.model_fields_set:
+                    yield _only_with(f"{key}.{to_camel(field)}", "auth.type native", self.type)
+            return
+        if service_type == "ClusterIP":
+            return
+        public = f"a public hub (jupyterhub.serviceType {service_type}) needs it"
+        if not self.allowed_failed_logins:
+            yield f"{key}.allowedFailedLogins: 0 turns the lockout after wrong passwords off; {public}: set 1 or more (default 3)"
+        if self.minimum_password_length < PUBLIC_MINIMUM_PASSWORD_LENGTH:
+            yield (
+                f"{key}.minimumPasswordLength: {self.minimum_password_length} is too short; {public} to be at least "
+                f"{PUBLIC_MINIMUM_PASSWORD_LENGTH}"
+            )
+        if not self.check_common_password:
+            yield f"{key}.checkCommonPassword: false lets common passwords in; {public} to be true"
 
     def problems(self, key: str, stored_as_secret: bool) -> Iterator[str]:
         if self.type in OAUTH_TYPES:
@@ -253,6 +293,30 @@ class Https(Settings):
                 )
 
 
+class Limits(Settings):
+    """How the hub protects itself from a crowd and from a broken spawner (Zero to JupyterHub's defaults or stricter)."""
+
+    concurrent_spawn_limit: Count = Field(
+        64, description="servers that may be starting at once; one more is answered 429 \"Too many users trying to log "
+        "in right now\" (0: no limit; Zero to JupyterHub's default 64)"
+    )
+    active_server_limit: Count = Field(
+        0, description="servers that may be running or starting at once; one more is answered 429 \"Active user limit "
+        "exceeded\" (0: no limit, as Zero to JupyterHub)"
+    )
+    consecutive_failure_limit: Count = Field(
+        5, description="failed spawns in a row after which the hub exits, for Kubernetes to restart it "
+        "(0: never; Zero to JupyterHub's default 5)"
+    )
+    start_timeout_seconds: Annotated[int, Field(ge=1)] = Field(
+        900, description="how long a user's pod may take to be scheduled, pull its image and start before the "
+        "spawn fails (longer than Zero to JupyterHub's 300: notebook images are gigabytes, a GPU pool may scale up from zero)"
+    )
+    http_timeout_seconds: Annotated[int, Field(ge=1)] = Field(
+        30, description="how long a started server may take to answer HTTP before the spawn fails (KubeSpawner's 30)"
+    )
+
+
 DEFAULT_PROFILES = (
     Profile(
         name="TensorFlow (CPU)",
@@ -294,6 +358,8 @@ class JupyterHubSettings(Settings):
         description="azuread: a user's groups are the ID token's `groups` claim (group object ids), set at each "
         "sign-in (oauthenticator `manage_groups`); jupyterhub.groups must then be empty",
     )
+    limits: Limits = Field(Limits(), description="spawn limits and timeouts that keep the hub up under a crowd")
+    cull_idle_seconds: Count = Field(3600, description="stop servers idle this long (jupyterhub-idle-culler)")
     storage: Storage = Field(Storage(), description="each user's home volume")
     user_pool: str | None = Field(None, description="the node pool for CPU notebooks (GPU profiles always go to a GPU pool)")
     hub_resources: resources(cpu_request="200m", memory_request="512Mi")  # type: ignore[valid-type]
@@ -375,6 +441,7 @@ class JupyterHubSettings(Settings):
             )
         yield from _source_ranges_problems(key, self.service_type, self.load_balancer_source_ranges)
         yield from self.auth.problems(f"{key}.auth", secret)
+        yield from self.auth.native_problems(f"{key}.auth", self.service_type)
         yield from self.https_problems(key)
         if self.user_pool is not None and self.user_pool not in cluster.pool_names:
             yield (

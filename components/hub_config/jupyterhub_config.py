@@ -1,8 +1,9 @@
 """The hub's configuration file, mounted into the k8s-hub image beside its rendered document.
 
 Everything the platform decides about the hub is data in the document (mlplatform-hub.json,
-rendered by components/hub_config/document.py from the stack's settings). This file loads it
-and adds the things that cannot be data:
+rendered by components/hub_config/document.py from the stack's settings). This file loads it,
+puts its own directory on the import path (native sign-in's authenticator, guarded_native.py,
+lies beside it) and adds the things that cannot be data:
 - secrets, from environment variables that Kubernetes fills from Secrets (never in the ConfigMap);
 - hub-managed services, run by this hub's own interpreter, which is the one that has them installed;
 - the per-user profile rules (hub_profiles.py, beside this file): the profiles a user's groups
@@ -20,6 +21,7 @@ from tornado import web
 from traitlets.config import Config
 
 c = get_config()  # noqa: F821 (provided by traitlets when it executes this file)
+sys.path.insert(0, str(Path(__file__).parent))
 
 _document_path = Path(os.environ.get("MLPLATFORM_HUB_CONFIG", Path(__file__).with_name("mlplatform-hub.json")))
 _document = json.loads(_document_path.read_text())

@@ -17,6 +17,7 @@ import pytest
 from jupyterhub import orm
 from jupyterhub.app import JupyterHub
 from kubernetes.utils import parse_quantity
+from nativeauthenticator import NativeAuthenticator
 from tornado.web import HTTPError
 
 from program import aks_stack, example_stack
@@ -65,6 +66,10 @@ def with_spawner(app: JupyterHub, username: str, work):
     return asyncio.run(run())
 
 
+async def spawner_itself(spawner):
+    return spawner
+
+
 async def options_form(spawner) -> str:
     # As the hub renders it: a group-limited profile list makes the form a function of the user.
     return await spawner.get_options_form()
@@ -111,11 +116,32 @@ def test_dev_hub_uses_kubespawner_an_external_proxy_and_the_secrets_from_the_env
 def test_native_authentication_lets_authorized_users_and_admins_in(dev_hub):
     app, _ = dev_hub
     authenticator = app.authenticator
-    assert type(authenticator).__name__ == "NativeAuthenticator"
+    assert type(authenticator).__name__ == "GuardedNativeAuthenticator"
+    assert isinstance(authenticator, NativeAuthenticator)
     assert authenticator.admin_users == {"admin"}
     assert authenticator.open_signup is False, "new accounts wait for an admin's approval"
     # JupyterHub 5 lets nobody in without allow config; NativeAuthenticator's approval is the gate.
     assert authenticator.allow_all is True
+
+
+def test_native_sign_in_is_guarded_as_configured(dev_hub):
+    authenticator = dev_hub[0].authenticator
+    assert (authenticator.allowed_failed_logins, authenticator.seconds_before_next_try) == (3, 600)
+    assert (authenticator.minimum_password_length, authenticator.check_common_password) == (10, True)
+
+
+def test_the_first_admin_exists_at_start_with_the_stacks_password(dev_hub):
+    app, rendered = dev_hub
+    account = app.authenticator.get_user("admin")
+    assert account is not None and account.is_authorized
+    assert account.is_valid_password(rendered.environment["MLPLATFORM_FIRST_ADMIN_PASSWORD"])
+
+
+def test_the_spawn_limits_and_timeouts_reach_the_hub_and_kubespawner(dev_hub):
+    app, _ = dev_hub
+    assert (app.concurrent_spawn_limit, app.active_server_limit) == (64, 0)
+    spawner = with_spawner(app, "admin", spawner_itself)
+    assert (spawner.start_timeout, spawner.http_timeout, spawner.consecutive_failure_limit) == (900, 30, 5)
 
 
 def test_idle_cullers_run_as_hub_managed_services_one_per_profile_policy_with_only_their_scopes(dev_hub):

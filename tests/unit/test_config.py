@@ -208,6 +208,9 @@ def test_autoscaled_pool_simulates_its_maximum():
     assert pool(settings, "gpu").node_count == 3
 
 
+# A hub reachable from outside the cluster, with the https it needs.
+PUBLIC_HUB = {"serviceType": "LoadBalancer", "https": {"type": "selfSigned"}}
+
 BAD_CONFIGS = [
     # (config, key the message must name, words it must contain)
     ({"clustr": {}}, "mlplatform:clustr", "unknown key; allowed: cluster, jupyterhub, mnist"),
@@ -237,6 +240,20 @@ BAD_CONFIGS = [
     ({"jupyterhub": {"auth": {"type": "ldap"}}}, "jupyterhub.auth.type", "'dummy', 'native', 'github' or 'azuread'"),
     ({"jupyterhub": {"auth": {"type": "github", "clientId": "x", "callbackUrl": "https://x/hub/oauth_callback"}}}, "jupyterhub.auth.clientSecret", "required"),
     ({"jupyterhub": {"auth": {"type": "github", "clientId": "x", "clientSecret": "s", "callbackUrl": "u"}}}, "jupyterhub.auth.clientSecret", "--secret"),
+    ({"jupyterhub": {**PUBLIC_HUB, "auth": {"type": "native", "allowedFailedLogins": 0}}}, "jupyterhub.auth.allowedFailedLogins", "a public hub (jupyterhub.serviceType LoadBalancer) needs it"),
+    ({"jupyterhub": {**PUBLIC_HUB, "serviceType": "NodePort", "auth": {"minimumPasswordLength": 7}}}, "jupyterhub.auth.minimumPasswordLength", "7 is too short; a public hub (jupyterhub.serviceType NodePort) needs it to be at least 8"),
+    ({"jupyterhub": {**PUBLIC_HUB, "auth": {"checkCommonPassword": False}}}, "jupyterhub.auth.checkCommonPassword", "a public hub (jupyterhub.serviceType LoadBalancer) needs it to be true"),
+    ({"jupyterhub": {"auth": {"minimumPasswordLength": 0}}}, "jupyterhub.auth.minimumPasswordLength", "must be >= 1"),
+    ({"jupyterhub": {"auth": {"lockoutSeconds": 0}}}, "jupyterhub.auth.lockoutSeconds", "must be >= 1"),
+    ({"jupyterhub": {"auth": {"allowedFailedLogins": -1}}}, "jupyterhub.auth.allowedFailedLogins", "must be >= 0"),
+    ({"jupyterhub": {"auth": {"type": "dummy", "lockoutSeconds": 60}}}, "jupyterhub.auth.lockoutSeconds", "only used with auth.type native, not dummy"),
+    ({"jupyterhub": {"auth": {"type": "github", "clientId": "x", "clientSecret": "s", "callbackUrl": "u", "checkCommonPassword": True}}}, "jupyterhub.auth.checkCommonPassword", "only used with auth.type native, not github"),
+    ({"jupyterhub": {"limits": {"concurrentSpawnLimit": -1}}}, "jupyterhub.limits.concurrentSpawnLimit", "must be >= 0"),
+    ({"jupyterhub": {"limits": {"activeServerLimit": "many"}}}, "jupyterhub.limits.activeServerLimit", "valid integer"),
+    ({"jupyterhub": {"limits": {"consecutiveFailureLimit": -2}}}, "jupyterhub.limits.consecutiveFailureLimit", "must be >= 0"),
+    ({"jupyterhub": {"limits": {"startTimeoutSeconds": 0}}}, "jupyterhub.limits.startTimeoutSeconds", "must be >= 1"),
+    ({"jupyterhub": {"limits": {"httpTimeoutSeconds": 0}}}, "jupyterhub.limits.httpTimeoutSeconds", "must be >= 1"),
+    ({"jupyterhub": {"limits": {"spawnLimit": 5}}}, "jupyterhub.limits.spawnLimit", "unknown key"),
     ({"jupyterhub": {"loadBalancerSourceRanges": ["10.0.0.0/8"]}}, "jupyterhub.loadBalancerSourceRanges", "only used with serviceType LoadBalancer"),
     ({"jupyterhub": {"serviceType": "LoadBalancer", "loadBalancerSourceRanges": ["10.0.0.300/8"]}}, "jupyterhub.loadBalancerSourceRanges[0]", "CIDR"),
     ({"jupyterhub": {"profiles": [{"name": "x", "image": "jupyter/base-notebook"}]}}, "jupyterhub.profiles[0].image", "pinned"),
@@ -341,3 +358,13 @@ def test_config_error_prints_without_traceback():
     import pulumi
 
     assert issubclass(ConfigError, pulumi.RunError)
+
+
+def test_native_sign_in_on_a_public_hub_is_allowed_with_every_guard_on():
+    settings = parse({"jupyterhub": {**PUBLIC_HUB, "auth": {"type": "native", "adminUsers": ["admin"], "minimumPasswordLength": 8}}})
+    assert settings.jupyterhub.auth.allowed_failed_logins == 3 and settings.jupyterhub.auth.check_common_password
+
+
+def test_a_private_hub_may_turn_the_sign_in_guards_off():
+    # Reached by port-forward only: the team's own choice.
+    parse({"jupyterhub": {"auth": {"allowedFailedLogins": 0, "minimumPasswordLength": 1, "checkCommonPassword": False}}})

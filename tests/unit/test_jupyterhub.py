@@ -178,6 +178,7 @@ def test_hub_loads_its_config_and_keeps_its_database_on_a_volume():
     assert volumes["db"]["persistentVolumeClaim"]["claimName"] == "hub-db-dir"
     config_map = objects["jupyterhub-config"]["data"]
     assert config_map["jupyterhub_config.py"] == hub_config.CONFIG_FILE.read_text()
+    assert config_map["guarded_native.py"] == hub_config.AUTHENTICATOR_MODULE.read_text()
     assert json.loads(config_map["mlplatform-hub.json"])["traits"]["JupyterHub"]["db_url"] == "sqlite:////srv/jupyterhub/jupyterhub.sqlite"
 
 
@@ -491,8 +492,8 @@ def test_hub_and_proxy_pods_stay_off_gpu_nodes():
 HUB_EXAMPLE_HTTPS = {"type": "selfSigned", "hosts": ["hub.example.com"]}
 AUTH_CASES = {
     "dummy": ({"type": "dummy"}, "jupyterhub.auth.DummyAuthenticator", True),
-    "native": ({"type": "native", "adminUsers": ["admin"]}, "nativeauthenticator.NativeAuthenticator", True),
-    "native, allowed users only": ({"type": "native", "allowedUsers": ["ana"]}, "nativeauthenticator.NativeAuthenticator", False),
+    "native": ({"type": "native", "adminUsers": ["admin"]}, "guarded_native.GuardedNativeAuthenticator", True),
+    "native, allowed users only": ({"type": "native", "allowedUsers": ["ana"]}, "guarded_native.GuardedNativeAuthenticator", False),
     "github": (
         {"type": "github", "clientId": "gh", "clientSecret": "s3cret", "callbackUrl": "https://hub.example.com/hub/oauth_callback",
          "allowedOrganizations": ["example-ml"], "adminUsers": ["octocat"]},
@@ -529,9 +530,79 @@ def test_github_oauth_settings_and_organizations():
     }
 
 
-def test_native_signups_wait_for_an_admin():
+def test_native_signups_wait_for_an_admin_and_sign_in_is_guarded_by_default():
+    document = build(example_stack("dev")).document()
+    assert document["traits"]["GuardedNativeAuthenticator"] == {
+        "open_signup": False,
+        "allowed_failed_logins": 3,
+        "seconds_before_next_try": 600,
+        "minimum_password_length": 10,
+        "check_common_password": True,
+        "first_admin": "admin",
+    }
+    assert document["secretEnv"]["GuardedNativeAuthenticator"] == {"first_admin_password": "MLPLATFORM_FIRST_ADMIN_PASSWORD"}
+
+
+def test_native_sign_in_settings_reach_the_authenticator():
+    auth = {"type": "native", "adminUsers": ["boss", "deputy"], "allowedFailedLogins": 5, "lockoutSeconds": 60,
+            "minimumPasswordLength": 12, "checkCommonPassword": False}
+    traits = build(dev(auth=auth)).document()["traits"]["GuardedNativeAuthenticator"]
+    assert (traits["allowed_failed_logins"], traits["seconds_before_next_try"]) == (5, 60)
+    assert (traits["minimum_password_length"], traits["check_common_password"]) == (12, False)
+    assert traits["first_admin"] == "boss", "the first of adminUsers gets the generated password"
+
+
+def test_the_first_admins_password_is_generated_kept_and_read_by_the_hub_only():
+    built = build(example_stack("dev"))
+    raw = built.raw("jupyterhub-admin")
+    assert is_secret(raw["data"]), "the password must be created as a Pulumi secret"
+    password = base64.b64decode(reveal(raw["data"])["password"]).decode()
+    assert len(password) >= 32
+    assert built.options["jupyterhub-admin"].ignore_changes == ["data"], "generated once, then kept"
+    assert built.objects()["jupyterhub-admin"]["metadata"]["name"] == "hub-admin"
+    hub_env = {e["name"]: e for e in built.objects()["jupyterhub-hub"]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert hub_env["MLPLATFORM_FIRST_ADMIN_PASSWORD"]["valueFrom"] == {"secretKeyRef": {"name": "hub-admin", "key": "password"}}
+    for name, manifest in built.objects().items():
+        if name != "jupyterhub-admin":
+            assert password not in json.dumps(manifest), f"{name} holds the admin's password"
+
+
+def test_the_operator_reads_the_first_admins_password_as_a_secret_stack_output():
+    deployment = run_program(example_stack("dev"))
+    raw = deployment.named("jupyterhub-admin").inputs
+    assert deployment.outputs["jupyterhubAdminPassword"] == base64.b64decode(reveal(raw["data"])["password"]).decode()
+    hub = build(example_stack("dev")).hub
+    assert hub is not None and hub.admin_password is not None
+    assert pulumi.runtime.sync_await._sync_await(hub.admin_password.is_secret()), "the output must stay a secret"
+
+
+@pytest.mark.parametrize(
+    "auth",
+    [{"type": "native"}, {"type": "dummy"}, AUTH_CASES["github"][0]],
+    ids=["native without admins", "dummy", "github"],
+)
+def test_no_admin_password_without_native_admins(auth):
+    secret_keys = ("jupyterhub",) if "clientSecret" in auth else ()
+    built = build(dev(auth=auth, https=HUB_EXAMPLE_HTTPS), secret_keys)
+    assert "jupyterhub-admin" not in built.options
+    assert built.hub is not None and built.hub.admin_password is None
+
+
+def test_spawn_limits_and_timeouts_default_to_zero_to_jupyterhubs_or_stricter():
     traits = build(example_stack("dev")).document()["traits"]
-    assert traits["NativeAuthenticator"] == {"open_signup": False}
+    assert traits["JupyterHub"]["concurrent_spawn_limit"] == 64
+    assert traits["JupyterHub"]["active_server_limit"] == 0
+    assert traits["KubeSpawner"]["consecutive_failure_limit"] == 5
+    assert (traits["KubeSpawner"]["start_timeout"], traits["KubeSpawner"]["http_timeout"]) == (900, 30)
+
+
+def test_spawn_limits_and_timeouts_are_configurable():
+    limits = {"concurrentSpawnLimit": 8, "activeServerLimit": 20, "consecutiveFailureLimit": 3,
+              "startTimeoutSeconds": 120, "httpTimeoutSeconds": 45}
+    traits = build(dev(limits=limits)).document()["traits"]
+    assert (traits["JupyterHub"]["concurrent_spawn_limit"], traits["JupyterHub"]["active_server_limit"]) == (8, 20)
+    assert traits["KubeSpawner"]["consecutive_failure_limit"] == 3
+    assert (traits["KubeSpawner"]["start_timeout"], traits["KubeSpawner"]["http_timeout"]) == (120, 45)
 
 
 # --- storage and culling -----------------------------------------------------------------------------

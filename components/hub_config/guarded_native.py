@@ -1,0 +1,66 @@
+"""NativeAuthenticator with admin accounts nobody can claim by signing up first.
+
+Shipped in the hub's ConfigMap beside jupyterhub_config.py, which puts its directory on the
+import path; like that file it runs with only JupyterHub and its plugins installed and imports
+nothing from mlplatform.
+
+NativeAuthenticator (1.3) authorizes a sign-up at once when the name is in `admin_users` or
+`allowed_users` (`create_user`: "Pre-authorized users"), so on a hub others can reach, whoever
+signs up first under an admin's name is admin. Here:
+- the first admin's account exists from the hub's first start, with the password the stack
+  generated (a Pulumi secret the operator reads with `pulumi stack output --show-secrets`), so
+  its name is taken and sign-up under it is refused; every start sets that password again, so the
+  stack's secret is the one that signs in (rotate it with `pulumi up --replace` on its Secret);
+- every other sign-up waits for an admin's approval, whatever list its name is on, and the
+  sign-up page no longer tells a would-be admin that they may log in now.
+Lockout, password length and the common-password check are NativeAuthenticator's own traits.
+"""
+
+import bcrypt
+from nativeauthenticator import NativeAuthenticator
+from nativeauthenticator.handlers import SignUpHandler
+from nativeauthenticator.orm import UserInfo
+from traitlets import Unicode
+
+
+class _SignUpHandler(SignUpHandler):
+    def get_result_message(self, user, assume_user_is_human, username_already_taken, confirmation_matches, user_is_admin):
+        # Being named in admin_users no longer authorizes a sign-up, so it no longer earns the
+        # "you can now log in" message either.
+        return super().get_result_message(user, assume_user_is_human, username_already_taken, confirmation_matches, False)
+
+
+class GuardedNativeAuthenticator(NativeAuthenticator):
+    first_admin = Unicode("", config=True, help="The admin whose account the hub creates at start (empty: none).")
+    first_admin_password = Unicode("", config=True, help="That account's password (from a Kubernetes Secret).")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.first_admin:
+            self._ensure_first_admin()
+
+    def _ensure_first_admin(self):
+        if not self.first_admin_password:
+            raise ValueError(f"GuardedNativeAuthenticator.first_admin_password: not set for first_admin {self.first_admin!r}")
+        name = self.normalize_username(self.first_admin)
+        account = UserInfo.find(self.db, name)
+        if account is None:
+            account = UserInfo(username=name, password=bcrypt.hashpw(self.first_admin_password.encode(), bcrypt.gensalt()))
+            self.db.add(account)
+            self.log.info("Created the first admin's account %s", name)
+        elif not bcrypt.checkpw(self.first_admin_password.encode(), account.password):
+            account.password = bcrypt.hashpw(self.first_admin_password.encode(), bcrypt.gensalt())
+            self.log.info("Set the first admin's password (%s) to the stack's", name)
+        account.is_authorized = True
+        self.db.commit()
+
+    def create_user(self, username, password, **kwargs):
+        user = super().create_user(username, password, **kwargs)
+        if user is not None and user.is_authorized and not self.open_signup:
+            # Synchronous from the commit above to this one: no request sees the account authorized.
+            user.is_authorized = False
+            self.db.commit()
+        return user
+
+    def get_handlers(self, app):
+        return [(path, _SignUpHandler if handler is SignUpHandler else handler) for path, handler in super().get_handlers(app)]
