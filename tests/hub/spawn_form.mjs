@@ -1,6 +1,7 @@
-// Drives headless Chromium through the tutorial's steps against a running hub: sign up (the
-// native authenticator's form), log in, open the spawn form, keep a screenshot of it, choose a
-// profile and start the server. Prints what it saw as one JSON object on stdout; the pytest in
+// Drives headless Chromium through the tutorial's steps against a running hub: try to sign up
+// under USERNAME with another password (the native authenticator's form; refused for the admin,
+// whose account the hub made), log in with PASSWORD, open the spawn form, keep a screenshot of it,
+// choose a profile and start the server. Prints what it saw as one JSON object on stdout; the pytest in
 // test_browser.py makes the assertions.
 //
 // Usage: node spawn_form.mjs <hub base URL> <screenshot.png> <user-data-dir> <username> <password> <profile slug>
@@ -18,10 +19,11 @@ context.setDefaultTimeout(15000);
 const page = context.pages()[0] || (await context.newPage());
 const seen = {};
 try {
-  seen.signup = await signUp(page, baseUrl, username, password);
+  seen.signup = await signUp(page, baseUrl, username, "a claim on the admin's name");
 
   await page.goto(`${baseUrl}/hub/login`);
   await Promise.all([page.waitForURL("**/hub/spawn**"), submitLogin(page, username, password)]);
+  seen.afterLogin = page.url();
 
   seen.profiles = await readProfiles(page);
   await page.screenshot({ path: screenshot, fullPage: true });

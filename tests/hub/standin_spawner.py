@@ -4,6 +4,10 @@ Everything up to the pod is KubeSpawner's own: the options form, reading the for
 chosen profile and building the pod manifest. Instead of sending the manifest to a cluster, it is
 written to $STANDIN_REPORT_DIR/<user>.json, and a small local web server stands in for the user's
 notebook server, so the hub and the proxy route the browser to it as they would to a pod.
+
+For the tests of the hub's limits, a pod can be slow or fail: the users named (comma-separated) in
+$STANDIN_SLOW_USERS take $STANDIN_SLOW_SECONDS to start, as a pod pulling its image would; those
+in $STANDIN_FAILING_USERS fail to start, as a pod that crashes.
 """
 
 from __future__ import annotations
@@ -19,6 +23,10 @@ from jupyterhub.spawner import Spawner
 from kubespawner import KubeSpawner
 
 SERVER = Path(__file__).with_name("standin_server.py")
+
+
+def _users(variable: str) -> set[str]:
+    return {name for name in os.environ.get(variable, "").split(",") if name}
 
 
 def _free_port() -> int:
@@ -38,6 +46,10 @@ class StandInKubeSpawner(KubeSpawner):
         pod = await self.get_pod_manifest()
         report = Path(os.environ["STANDIN_REPORT_DIR"]) / f"{self.user.name}.json"
         report.write_text(json.dumps(self.api.api_client.sanitize_for_serialization(pod), indent=2))
+        if self.user.name in _users("STANDIN_SLOW_USERS"):
+            await asyncio.sleep(float(os.environ["STANDIN_SLOW_SECONDS"]))
+        if self.user.name in _users("STANDIN_FAILING_USERS"):
+            raise RuntimeError(f"the stand-in pod of {self.user.name} failed to start")
         port = _free_port()
         self._process = await asyncio.create_subprocess_exec(
             sys.executable, str(SERVER), str(port), self.user.name, self.image

@@ -35,7 +35,7 @@ from components import tls
 from components.hub_config import document as hub_config
 from program import ROOT, dev_stack_with_upstream_images
 from rendered import render_hub
-from test_browser import CHP, CHROMIUM, HERE, Stopped, free_port, spki_hash, start, wait_for
+from local_hub import CHP, CHROMIUM, HERE, Stopped, free_port, spki_hash, start, wait_for
 
 DRIVER = HERE / "profile_choices.mjs"
 SCREENSHOT = ROOT / "test-artifacts" / "profile-choices.png"
