@@ -1,18 +1,20 @@
-// The seed's notebook exercise in headless Chromium, against a hub in the cluster: the admin and
-// a user sign up; the user's login is refused until the admin authorizes them at /hub/authorize;
+// The seed's notebook exercise in headless Chromium, against a hub in the cluster: a sign-up
+// under the admin's name is refused (the hub made the account, with the stack's generated
+// password); a user signs up; the user's login is refused until the admin, signed in with
+// ADMIN_PASSWORD, authorizes them at /hub/authorize;
 // the user logs in, reads the spawn form, starts PROFILE and waits until JupyterLab is loaded
 // through the proxy. Screenshots of the sign-in page, the spawn form and JupyterLab go to
 // SCREENSHOT_DIR (sign-in.png, spawn-form.png, jupyterlab.png). Prints what it saw as one JSON
 // object on stdout; the pytest makes the assertions.
 //
-// Usage: node notebook_flow.mjs BASE_URL SCREENSHOT_DIR ADMIN USER PASSWORD PROFILE_SLUG
-// (one password for both accounts; LAB_TIMEOUT_MS bounds the wait for the server, default 600000)
+// Usage: node notebook_flow.mjs BASE_URL SCREENSHOT_DIR ADMIN ADMIN_PASSWORD USER PASSWORD PROFILE_SLUG
+// (PASSWORD is the user's; LAB_TIMEOUT_MS bounds the wait for the server, default 600000)
 import { launch, VIEWPORT } from "./chromium.mjs";
 import { readProfiles, signUp, submitLogin } from "./hub_pages.mjs";
 
-const [baseUrl, screenshots, admin, user, password, profileSlug] = process.argv.slice(2);
+const [baseUrl, screenshots, admin, adminPassword, user, password, profileSlug] = process.argv.slice(2);
 if (!profileSlug) {
-  console.error("usage: node notebook_flow.mjs BASE_URL SCREENSHOT_DIR ADMIN USER PASSWORD PROFILE_SLUG");
+  console.error("usage: node notebook_flow.mjs BASE_URL SCREENSHOT_DIR ADMIN ADMIN_PASSWORD USER PASSWORD PROFILE_SLUG");
   process.exit(2);
 }
 const labTimeout = Number(process.env.LAB_TIMEOUT_MS || 600000);
@@ -41,7 +43,7 @@ try {
   const adminPage = await person();
   page = adminPage;
   await adminPage.goto(`${baseUrl}/hub/login`);
-  await submitLogin(adminPage, admin, password);
+  await submitLogin(adminPage, admin, adminPassword);
   await adminPage.goto(`${baseUrl}/hub/authorize`);
   const row = adminPage.locator(`tr[id="${user}"]`);
   seen.authorizedBefore = (await row.locator("td").nth(2).innerText()).trim();
