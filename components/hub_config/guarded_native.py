@@ -13,8 +13,12 @@ signs up first under an admin's name is admin. Here:
   stack's secret is the one that signs in (rotate it with `pulumi up --replace` on its Secret);
 - every other sign-up waits for an admin's approval, whatever list its name is on, and the
   sign-up page no longer tells a would-be admin that they may log in now.
-Lockout, password length and the common-password check are NativeAuthenticator's own traits.
+Lockout, password length and the common-password check are NativeAuthenticator's own traits;
+the lockout's clock is mended here (NativeAuthenticator 1.3 reads the elapsed time without its
+whole days, so an account locked yesterday counted as locked again for a while today).
 """
+
+from datetime import datetime
 
 import bcrypt
 from nativeauthenticator import NativeAuthenticator
@@ -53,6 +57,10 @@ class GuardedNativeAuthenticator(NativeAuthenticator):
             self.log.info("Set the first admin's password (%s) to the stack's", name)
         account.is_authorized = True
         self.db.commit()
+
+    def can_try_to_login_again(self, username):
+        attempts = self.login_attempts.get(username)
+        return not attempts or (datetime.now() - attempts["time"]).total_seconds() > self.seconds_before_next_try
 
     def create_user(self, username, password, **kwargs):
         user = super().create_user(username, password, **kwargs)

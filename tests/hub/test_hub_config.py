@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,44 @@ def test_native_sign_in_is_guarded_as_configured(dev_hub):
     authenticator = dev_hub[0].authenticator
     assert (authenticator.allowed_failed_logins, authenticator.seconds_before_next_try) == (3, 600)
     assert (authenticator.minimum_password_length, authenticator.check_common_password) == (10, True)
+
+
+@pytest.mark.parametrize(
+    ("ago", "locked"),
+    [(timedelta(seconds=30), True), (timedelta(seconds=601), False), (timedelta(days=1, seconds=30), False)],
+    ids=["within the lockout", "after it", "a day and 30 s after"],
+)
+def test_an_account_is_locked_for_lockout_seconds_after_its_last_wrong_password(dev_hub, ago, locked):
+    # NativeAuthenticator 1.3 alone took "a day and 30 s" for 30 s (timedelta.seconds drops days).
+    authenticator = dev_hub[0].authenticator
+    authenticator.login_attempts["ana"] = {"count": 3, "time": datetime.now() - ago}
+    try:
+        assert authenticator.is_blocked("ana") is locked
+    finally:
+        authenticator.login_attempts.pop("ana")
+
+
+def test_no_sign_up_is_authorized_by_its_name_alone(tmp_path, monkeypatch):
+    # NativeAuthenticator alone authorizes sign-ups named in adminUsers or allowedUsers at once.
+    config = copy.deepcopy(example_stack("dev"))
+    config["jupyterhub"]["auth"].update(adminUsers=["admin", "deputy"], allowedUsers=["ana"])
+    rendered = render_hub(config, (), tmp_path)
+    authenticator = start_hub(rendered, tmp_path, monkeypatch).authenticator
+    for name in ("deputy", "ana", "someone"):
+        account = authenticator.create_user(name, "a decent passphrase for " + name)
+        assert account is not None and account.is_authorized is False, f"{name} was authorized by signing up"
+    assert authenticator.create_user("admin", "a claim on the admin's name") is None, "the first admin's name is taken"
+    assert authenticator.get_user("admin").is_valid_password(rendered.environment["MLPLATFORM_FIRST_ADMIN_PASSWORD"])
+
+
+def test_every_hub_start_sets_the_first_admins_password_to_the_stacks(tmp_path, monkeypatch):
+    rendered = render_hub(example_stack("dev"), (), tmp_path)
+    stacks_password = rendered.environment["MLPLATFORM_FIRST_ADMIN_PASSWORD"]
+    first = start_hub(rendered, tmp_path, monkeypatch).authenticator
+    assert first.change_password("admin", "changed on the hub's own page")
+    restarted = start_hub(rendered, tmp_path, monkeypatch).authenticator  # the same database
+    assert restarted.get_user("admin").is_valid_password(stacks_password)
+    assert not restarted.get_user("admin").is_valid_password("changed on the hub's own page")
 
 
 def test_the_first_admin_exists_at_start_with_the_stacks_password(dev_hub):
