@@ -158,7 +158,11 @@ class Auth(Settings):
         description="`native` (sign-up, approved by an admin), `github` or `azuread` (OAuth), "
         "`dummy` (anyone; refused unless serviceType is ClusterIP)",
     )
-    admin_users: tuple[str, ...] = Field((), description="users who are hub admins")
+    admin_users: tuple[str, ...] = Field(
+        (),
+        description="users who are hub admins (native: the hub creates the first one's account with a generated "
+        "password, the stack output `jupyterhubAdminPassword`, so nobody can claim it by signing up)",
+    )
     allowed_users: tuple[str, ...] = Field((), description="users allowed to sign in (OAuth: besides allowedOrganizations)")
     client_id: str | None = Field(None, description="OAuth: the application's client id")
     client_secret: str | None = Field(None, description="OAuth: the client secret, set with `pulumi config set --secret`")
