@@ -96,6 +96,7 @@ AUTHENTICATOR_CLASSES = {
     "azuread": "oauthenticator.azuread.AzureAdOAuthenticator",
 }
 
+
 def hub_url() -> str:
     """Where user servers and the proxy reach the hub (its Service, in their own namespace)."""
     return f"http://{HUB_SERVICE}:{HUB_PORT}"
