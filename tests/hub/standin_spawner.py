@@ -7,7 +7,8 @@ notebook server, so the hub and the proxy route the browser to it as they would 
 
 For the tests of the hub's limits, a pod can be slow or fail: the users named (comma-separated) in
 $STANDIN_SLOW_USERS take $STANDIN_SLOW_SECONDS to start, as a pod pulling its image would; those
-in $STANDIN_FAILING_USERS fail to start, as a pod that crashes.
+in $STANDIN_FAILING_USERS fail to start, as a pod that crashes; those in $STANDIN_SILENT_USERS
+start, but their server never answers HTTP, as one that hangs.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def _free_port() -> int:
 
 class StandInKubeSpawner(KubeSpawner):
     _process: asyncio.subprocess.Process | None = None
+    _silent = False  # started, but nothing listens at its address
 
     # KubeSpawner reports progress from pod events, which a local process has none of.
     progress = Spawner.progress
@@ -51,17 +53,23 @@ class StandInKubeSpawner(KubeSpawner):
         if self.user.name in _users("STANDIN_FAILING_USERS"):
             raise RuntimeError(f"the stand-in pod of {self.user.name} failed to start")
         port = _free_port()
+        if self.user.name in _users("STANDIN_SILENT_USERS"):
+            self._silent = True
+            return f"http://127.0.0.1:{port}"
         self._process = await asyncio.create_subprocess_exec(
             sys.executable, str(SERVER), str(port), self.user.name, self.image
         )
         return f"http://127.0.0.1:{port}"
 
     async def poll(self):
+        if self._silent:
+            return None
         if self._process is None:
             return 0
         return self._process.returncode
 
     async def stop(self, now=False):
+        self._silent = False
         if self._process is not None and self._process.returncode is None:
             self._process.terminate()
             await self._process.wait()

@@ -5,8 +5,8 @@ local_hub.py (the ConfigMap's files, the stand-in spawner, https through the pro
 Chromium (signin_limits.mjs) does what people do: claim the admin's name, sign in as the admin
 with the stack's generated password, sign up with a short and a common password, guess a user's
 password until the account is locked, and press Start while another server is starting and
-once it runs. A second hub, whose spawns fail, shows the consecutive failure limit: the hub
-exits, for Kubernetes to start a fresh one.
+once it runs. A second hub shows spawns failing at the start and HTTP timeouts and the
+consecutive failure limit: the hub exits, for Kubernetes to start a fresh one.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ WRONG_LOGINS = 3
 LOCKOUT_SECONDS = 5
 MINIMUM_PASSWORD_LENGTH = 10
 SLOW_START_SECONDS = 12  # the admin's server: long enough for the user to press Start meanwhile
-FAILURE_LIMIT = 2
 
 
 def guarded_stack(**limits: Any) -> dict[str, Any]:
@@ -101,19 +100,34 @@ def test_a_spawn_over_the_active_server_limit_gets_429_and_the_hubs_message(seen
     assert "Active user limit exceeded. Try again in a few minutes." in answer["text"], answer
 
 
-def test_consecutive_spawn_failures_stop_the_hub(tmp_path):
-    # As JupyterHub does it: the hub exits, and Kubernetes (the Deployment) starts a fresh one.
-    config = guarded_stack(consecutiveFailureLimit=FAILURE_LIMIT)
+def test_spawns_fail_at_their_timeouts_and_consecutive_failures_stop_the_hub(tmp_path):
+    # Three spawns fail in a row: one whose pod fails, one that outlasts startTimeoutSeconds and one
+    # whose server never answers within httpTimeoutSeconds. Then, as JupyterHub does it, the hub
+    # exits, and Kubernetes (the Deployment) starts a fresh one.
+    config = guarded_stack(consecutiveFailureLimit=3, startTimeoutSeconds=3, httpTimeoutSeconds=3)
     config["jupyterhub"]["cullIdleSeconds"] = 0  # no hub-managed service to outlive the hub's exit here
     token = secrets.token_hex(16)
-    env = {"STANDIN_FAILING_USERS": ADMIN, "TEST_ADMIN_TOKEN": token}
+    env = {
+        "TEST_ADMIN_TOKEN": token,
+        "STANDIN_FAILING_USERS": ADMIN,
+        "STANDIN_SLOW_USERS": "slow", "STANDIN_SLOW_SECONDS": "30",
+        "STANDIN_SILENT_USERS": "silent",
+    }
     with local_hub(config, tmp_path, env) as hub:
-        answers = [hub.api("POST", f"/users/{ADMIN}/server", token) for _ in range(FAILURE_LIMIT)]
+        answers, seconds = [], []
+        for user in (ADMIN, "slow", "silent"):
+            assert hub.api("POST", f"/users/{user}", token)[0] in (201, 409)
+            started = time.monotonic()
+            answers.append(hub.api("POST", f"/users/{user}/server", token))
+            seconds.append(time.monotonic() - started)
         deadline = time.monotonic() + 20
         while hub.hub.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
         exit_code = hub.hub.poll()
         log = hub.hub_log
-    assert [status for status, _ in answers] == [500] * FAILURE_LIMIT, answers
-    assert exit_code == 1, f"the hub still runs (or exited {exit_code}) after {FAILURE_LIMIT} failed spawns:\n{log[-3000:]}"
-    assert f"Aborting due to {FAILURE_LIMIT} consecutive spawn failures" in log, log[-3000:]
+    assert [status for status, _ in answers] == [500] * 3, answers
+    assert "slow's server failed to start in 3 seconds, giving up." in log, log[-3000:]
+    assert "silent's server never showed up at http://127.0.0.1:" in log and "after 3 seconds. Giving up." in log, log[-3000:]
+    assert max(seconds[1:]) < 10, f"the timed-out spawns took {seconds} s, not about their 3 s timeouts"
+    assert exit_code == 1, f"the hub still runs (or exited {exit_code}) after 3 failed spawns:\n{log[-3000:]}"
+    assert "Aborting due to 3 consecutive spawn failures" in log, log[-3000:]
