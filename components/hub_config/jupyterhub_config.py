@@ -53,6 +53,13 @@ def _offered_to(spawner):
 def _refuse_unoffered(spawner, user_options):
     problem = _profiles.refusal(user_options, _offered_to(spawner))
     if problem:
+        # The user's mistake, not a sign of a broken hub: JupyterHub 5 counts every failed spawn
+        # toward Spawner.consecutive_failure_limit and exits at it, so that any user could restart
+        # the hub with a few such requests. Take this one out of the count it is about to join
+        # (the handler's settings["failure_count"], which the spawn's done-callback raises by one).
+        handler = getattr(spawner, "handler", None)
+        if handler is not None:
+            handler.settings["failure_count"] = handler.settings.get("failure_count", 0) - 1
         raise web.HTTPError(400, problem)
 
 
