@@ -129,13 +129,14 @@ class LocalStack:
         timeout: float = 900,
         env: dict[str, str] | None = None,
         input_json: Any = None,
+        input_text: str | None = None,
     ) -> Run:
         start = time.monotonic()
         proc = subprocess.run(
             args,
             cwd=cwd,
             env={**self.env, **(env or {})},
-            input=None if input_json is None else json.dumps(input_json),
+            input=input_text if input_json is None else json.dumps(input_json),
             capture_output=True,
             text=True,
             timeout=timeout,
