@@ -71,7 +71,7 @@ def lock(world: dict[str, Path], pid: int, host: str | None = None) -> Path:
 
 
 def dead_pid() -> int:
-    proc = subprocess.Popen(["true"])
+    proc = subprocess.Popen([sys.executable, "-c", ""])
     proc.wait()
     return proc.pid
 
