@@ -84,6 +84,12 @@ CULL_EVERY_SECONDS = 600  # as Zero to JupyterHub: check every 10 minutes (at mo
 # `JupyterHub.last_activity_interval`, and jupyterhub-singleuser posts its own activity every
 # $JUPYTERHUB_ACTIVITY_INTERVAL; both are 300 s by default.
 ACTIVITY_INTERVAL_SECONDS = 300
+# The same round of the hub's (`update_last_activity`) also checks the proxy's routing table and
+# adds what is missing: a restarted proxy, which starts empty, answers 404 for every running
+# server until then. Zero to JupyterHub runs it every 60 s, and so does this hub, whatever the
+# culling timeout. A route the hub adds again carries the time it was added as its activity, so
+# a proxy restart counts as activity of every running server for the culler.
+ROUTE_CHECK_SECONDS = 60
 ACTIVITY_INTERVAL_ENV = "JUPYTERHUB_ACTIVITY_INTERVAL"
 # What jupyterhub-idle-culler needs (its README): find users and their servers' last activity,
 # and stop servers. Nothing more: it does not delete users.
@@ -440,6 +446,7 @@ def culling_cadence(timeout: int) -> tuple[int, int]:
 
 
 
+
 def home_storage(settings: JupyterHubSettings, persistent: bool) -> dict[str, Any]:
     """KubeSpawner settings for users' home directories: a claim per user, created on first start.
 
@@ -490,6 +497,8 @@ def render(
             # A crowd pressing Start gets 429 with a message instead of a hub brought to its knees.
             "concurrent_spawn_limit": settings.limits.concurrent_spawn_limit,
             "active_server_limit": settings.limits.active_server_limit,
+            # Routes missing from the proxy (a restarted proxy pod) are back within this many seconds.
+            "last_activity_interval": ROUTE_CHECK_SECONDS,
             **({"public_url": settings.https.public_url} if settings.https and settings.https.public_url else {}),
             **auth_traits.pop("JupyterHub"),
         },
@@ -530,7 +539,8 @@ def render(
     if policies:
         shortest = min(t for policy in policies for t in policy if t)
         _, activity_interval = culling_cadence(shortest)
-        traits["JupyterHub"]["last_activity_interval"] = activity_interval
+        # The route check, more often when the culler needs activity sooner.
+        traits["JupyterHub"]["last_activity_interval"] = min(ROUTE_CHECK_SECONDS, activity_interval)
         traits["KubeSpawner"]["environment"] = {ACTIVITY_INTERVAL_ENV: str(activity_interval)}
         # One culler for every server while all profiles share the hub's policy; otherwise one
         # per policy, each seeing only its profiles' servers (cull_by_profile.py).

@@ -632,10 +632,18 @@ def test_idle_culler_is_a_hub_managed_service_with_its_own_role():
     assert role["scopes"] == ["list:users", "read:users:activity", "read:servers", "delete:servers"]
 
 
-def test_with_the_default_timeout_activity_reaches_the_hub_every_five_minutes():
+def test_with_the_default_timeout_servers_report_every_five_minutes_and_routes_are_checked_every_minute():
+    """A restarted proxy has no routes until the hub's next check (`last_activity_interval`):
+    every 60 s, as Zero to JupyterHub, not JupyterHub's default 300 s."""
     document = build(one_policy(cullIdleSeconds=3600)).document()
-    assert document["traits"]["JupyterHub"]["last_activity_interval"] == 300
+    assert document["traits"]["JupyterHub"]["last_activity_interval"] == 60
     assert document["traits"]["KubeSpawner"]["environment"] == {"JUPYTERHUB_ACTIVITY_INTERVAL": "300"}
+
+
+@pytest.mark.parametrize("timeout", [0, 3600, 90000])
+def test_routes_are_checked_every_minute_with_or_without_culling(timeout):
+    document = build(one_policy(cullIdleSeconds=timeout)).document()
+    assert document["traits"]["JupyterHub"]["last_activity_interval"] == 60
 
 
 def test_a_short_timeout_is_checked_often_and_hears_of_activity_in_time():
