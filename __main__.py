@@ -10,6 +10,7 @@ from components.cert_manager import CertManager
 from components.cluster import Cluster, ClusterArgs
 from components.jupyterhub import JupyterHub, JupyterHubArgs
 from components.k8s import declared_state_wins
+from components.kept_data import checked
 from components.mnist import DistributedMnist, DistributedMnistArgs
 from components.trainer_image import TrainerImage, TrainerImageArgs
 from components.training_operator import TrainingOperator, TrainingOperatorArgs
@@ -29,6 +30,10 @@ def main() -> None:
     if cluster.kubeconfig is not None:
         pulumi.export("kubeconfig", cluster.kubeconfig)
 
+    # The namespaces that hold user data wait for this: a config that would lose what the last
+    # deployment kept fails here, naming the key (stacks/retention.py).
+    data_checked = checked(settings)
+
     if settings.jupyterhub.enabled:
         https = settings.jupyterhub.https
         cert_manager = ()
@@ -37,7 +42,7 @@ def main() -> None:
             cert_manager = tuple(CertManager("cert-manager", opts=on_cluster).ready)
         hub = JupyterHub(
             "jupyterhub",
-            JupyterHubArgs.from_cluster(settings.jupyterhub, cluster, settings.images, cert_manager),
+            JupyterHubArgs.from_cluster(settings.jupyterhub, cluster, settings.images, cert_manager, data_checked),
             opts=on_cluster,
         )
         # The hub's URL once its load balancer has an address, else the port-forward command.
@@ -63,7 +68,7 @@ def main() -> None:
         )
         mnist = DistributedMnist(
             "mnist",
-            DistributedMnistArgs(settings.mnist, cluster, image, operator.ready, settings.images),
+            DistributedMnistArgs(settings.mnist, cluster, image, operator.ready, settings.images, data_checked),
             opts=on_cluster,
         )
         pulumi.export("tfConfig", mnist.tf_config)

@@ -49,6 +49,7 @@ from components.k8s import (
     port_forward_command,
     service_url,
 )
+from stacks import retention
 from stacks.images import ImagesSettings
 from stacks.jupyterhub import Https, JupyterHubSettings
 
@@ -57,7 +58,7 @@ SECRET_NAME = "hub"
 OAUTH_SECRET_NAME = "hub-oauth"
 ADMIN_SECRET_NAME = "hub-admin"
 CONFIG_MAP_NAME = "hub-config"
-DB_CLAIM_NAME = "hub-db-dir"
+DB_CLAIM_NAME = retention.HUB_DB_CLAIM
 PORT_FORWARD_LOCAL_PORT = 8080
 PORT_FORWARD_LOCAL_HTTPS_PORT = 8443
 # letsencrypt: the Issuer, and the Secret cert-manager keeps the ACME account's key in.
@@ -102,6 +103,8 @@ class JupyterHubArgs:
     then makes the volume the hub's database claim binds to, and user homes are emptyDir volumes.
     `cert_manager`: what the Issuer and Certificate wait for (the stack's cert-manager install),
     with `https.type letsencrypt`.
+    `data_checked`: what the namespace (and so everything in it) waits for, the check that this
+    config keeps the data the last deployment kept (components/kept_data.py).
     """
 
     settings: JupyterHubSettings
@@ -112,6 +115,7 @@ class JupyterHubArgs:
     volume_for: Callable[..., None] | None = None
     images: ImagesSettings = field(default_factory=ImagesSettings)
     cert_manager: tuple[pulumi.Resource, ...] = ()
+    data_checked: pulumi.Output[Any] | None = None
 
     @classmethod
     def from_cluster(
@@ -120,6 +124,7 @@ class JupyterHubArgs:
         cluster: Cluster,
         images: ImagesSettings | None = None,
         cert_manager: tuple[pulumi.Resource, ...] = (),
+        data_checked: pulumi.Output[Any] | None = None,
     ) -> JupyterHubArgs:
         """GPU profiles go to a GPU pool, CPU profiles to `userPool`, the hub and proxy off GPU nodes."""
         return cls(
@@ -136,6 +141,7 @@ class JupyterHubArgs:
             volume_for=cluster.volume_for,
             images=images or ImagesSettings(),
             cert_manager=cert_manager,
+            data_checked=data_checked,
         )
 
 
@@ -199,11 +205,17 @@ class JupyterHub(pulumi.ComponentResource):
         if self._tls_at_proxy:
             self.tls_secret_name = https.secret_name if https.type == "secret" else hub.TLS_SECRET_NAME
         child = pulumi.ResourceOptions(parent=self)
+        # With dataRetention keep, the namespace (and with it the users' home claims, which
+        # KubeSpawner makes) and the database's claim outlive a delete (docs/data.md).
+        self._kept = pulumi.ResourceOptions(parent=self, retain_on_delete=settings.data_retention == "keep")
 
+        namespace_name: pulumi.Input[str] = settings.namespace
+        if args.data_checked is not None:
+            namespace_name = args.data_checked.apply(lambda _: settings.namespace)
         namespace = k8s.core.v1.Namespace(
             f"{name}-namespace",
-            metadata={"name": settings.namespace, "labels": {"app.kubernetes.io/part-of": PART_OF}},
-            opts=child,
+            metadata={"name": namespace_name, "labels": {"app.kubernetes.io/part-of": PART_OF}},
+            opts=self._kept,
         )
         # Every object names the namespace through the Namespace resource, so it is created first.
         self._ns = namespace.metadata.name
@@ -491,13 +503,14 @@ class JupyterHub(pulumi.ComponentResource):
             claim_spec["storageClassName"] = self._settings.storage.storage_class
         elif self._simulated:
             claim_spec["storageClassName"] = ""  # bind to the pre-made volume, not a default class
+        kept = pulumi.ResourceOptions.merge(opts, self._kept)
         if self._volume_for is not None:
-            self._volume_for(DB_CLAIM_NAME, self.namespace, HUB_DB_SIZE, claim_spec["accessModes"], opts)
+            self._volume_for(DB_CLAIM_NAME, self.namespace, HUB_DB_SIZE, claim_spec["accessModes"], kept)
         k8s.core.v1.PersistentVolumeClaim(
             f"{name}-db",
             metadata=self._metadata(DB_CLAIM_NAME, hub.HUB_COMPONENT),
             spec=claim_spec,
-            opts=opts,
+            opts=kept,
         )
         env = [
             {"name": hub.DOCUMENT_ENV, "value": f"{hub.CONFIG_DIR}/{hub.DOCUMENT_NAME}"},

@@ -23,6 +23,7 @@ from components.k8s import (
 from components.tfjob import ReplicaSpec, RunPolicy, TFJob, TFJobArgs, TFJobSpec
 from vocab.tfjob_api import CONTAINER_NAME, DEFAULT_PORT, JOB_NAME_LABEL, PORT_NAME
 from components.trainer_image import TrainerImage, trainer_sources
+from stacks import retention
 from stacks.images import ImagesSettings
 from stacks.mnist import MnistSettings
 
@@ -74,7 +75,7 @@ def hardened(pod_spec: dict[str, Any], images: ImagesSettings) -> dict[str, Any]
 
 def data_claim(settings: MnistSettings) -> str:
     """The shared volume's claim: data, checkpoints and logs of the job."""
-    return f"{settings.job_name}-data"
+    return retention.data_claim(settings.job_name)
 
 
 def code_config_map(settings: MnistSettings) -> str:
@@ -89,6 +90,9 @@ class DistributedMnistArgs:
     image: TrainerImage
     operator_ready: list[pulumi.Resource]
     images: ImagesSettings = field(default_factory=ImagesSettings)  # pull secrets
+    # What the namespace waits for: the check that this config keeps the data the last deployment
+    # kept (components/kept_data.py).
+    data_checked: pulumi.Output[Any] | None = None
 
 
 class DistributedMnist(pulumi.ComponentResource):
@@ -103,16 +107,23 @@ class DistributedMnist(pulumi.ComponentResource):
         job_spec.validate()  # refuse a bad job before anything is registered
         super().__init__("mlplatform:mnist:DistributedMnist", name, None, opts)
         namespace = settings.namespace
+        # With dataRetention keep, the namespace and the shared volume (checkpoints) outlive a
+        # delete (docs/data.md).
+        keep = settings.data_retention == "keep"
+        namespace_name: pulumi.Input[str] = namespace
+        if args.data_checked is not None:
+            namespace_name = args.data_checked.apply(lambda _: namespace)
         ns = k8s.core.v1.Namespace(
             f"{name}-ns",
-            metadata={"name": namespace, "labels": app_labels("mnist", "namespace")},
-            opts=pulumi.ResourceOptions(parent=self),
+            metadata={"name": namespace_name, "labels": app_labels("mnist", "namespace")},
+            opts=pulumi.ResourceOptions(parent=self, retain_on_delete=keep),
         )
         in_ns = pulumi.ResourceOptions(parent=self, depends_on=[ns])
+        kept = pulumi.ResourceOptions.merge(in_ns, pulumi.ResourceOptions(retain_on_delete=keep))
 
         claim = data_claim(settings)
         access = ["ReadWriteMany"]  # chief, workers and TensorBoard share data, checkpoints and logs
-        args.cluster.volume_for(claim, namespace, settings.storage.size, access, in_ns)
+        args.cluster.volume_for(claim, namespace, settings.storage.size, access, kept)
         pvc_spec: dict[str, Any] = {"accessModes": access, "resources": {"requests": {"storage": settings.storage.size}}}
         if settings.storage.storage_class is not None:
             pvc_spec["storageClassName"] = settings.storage.storage_class
@@ -125,7 +136,7 @@ class DistributedMnist(pulumi.ComponentResource):
             f"{name}-data",
             metadata={"name": claim, "namespace": namespace, "labels": app_labels("mnist", "data")},
             spec=pvc_spec,
-            opts=in_ns,
+            opts=kept,
         )
         depends: list[pulumi.Resource] = [pvc, *args.operator_ready]
         if code:

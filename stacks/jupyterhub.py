@@ -19,6 +19,7 @@ from stacks.cluster import ClusterSettings
 from stacks.values import (
     Cidr,
     Count,
+    DataRetention,
     DnsLabel,
     DnsSubdomain,
     Hostname,
@@ -365,6 +366,12 @@ class JupyterHubSettings(Settings):
     limits: Limits = Field(Limits(), description="spawn limits and timeouts that keep the hub up under a crowd")
     cull_idle_seconds: Count = Field(3600, description="stop servers idle this long (jupyterhub-idle-culler)")
     storage: Storage = Field(Storage(), description="each user's home volume")
+    data_retention: DataRetention = Field(
+        "keep",
+        description="`keep`: the namespace, the hub's database (`hub-db-dir`) and the users' homes (`claim-<user>`) "
+        "outlive `pulumi destroy`, and a change that would delete, replace or strand them fails the preview; "
+        "`delete`: they go with the stack (docs/data.md)",
+    )
     user_pool: str | None = Field(None, description="the node pool for CPU notebooks (GPU profiles always go to a GPU pool)")
     hub_resources: resources(cpu_request="200m", memory_request="512Mi")  # type: ignore[valid-type]
     proxy_resources: resources(cpu_request="100m", memory_request="128Mi")  # type: ignore[valid-type]

@@ -18,6 +18,7 @@ from stacks.values import (
     NAMESPACE,
     Cidr,
     Count,
+    DataRetention,
     DataUrl,
     DnsLabel,
     PinnedImage,
@@ -150,6 +151,12 @@ class MnistSettings(Settings):
     )
     storage: SharedStorage = Field(
         SharedStorage(size="5Gi"), description="the shared ReadWriteMany volume for data, checkpoints and logs"
+    )
+    data_retention: DataRetention = Field(
+        "keep",
+        description="`keep`: the namespace and the shared volume (data, checkpoints, logs) outlive `pulumi destroy`, "
+        "and a change that would delete, replace or strand them fails the preview; `delete`: they go with the "
+        "stack (docs/data.md)",
     )
 
     @property

@@ -25,6 +25,9 @@ NAMESPACE = "mlplatform"
 
 ServiceType = Literal["ClusterIP", "LoadBalancer", "NodePort"]
 TaintEffect = Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
+# What becomes of a capability's volumes when the stack is destroyed or a change would delete,
+# replace or strand them (stacks/retention.py).
+DataRetention = Literal["keep", "delete"]
 TAINT_EFFECTS: tuple[str, ...] = get_args(TaintEffect)
 
 

@@ -66,6 +66,8 @@ def reveal(value: Any) -> Any:
 class Deployment:
     resources: list[Resource] = field(default_factory=list)
     outputs: dict[str, Any] = field(default_factory=dict)
+    # Each resource's options as the program gave them (mocks see only inputs), by resource name.
+    options: dict[str, pulumi.ResourceOptions] = field(default_factory=dict)
 
     def of_type(self, type_token: str) -> list[Resource]:
         return [r for r in self.resources if r.type == type_token]
@@ -87,8 +89,11 @@ class Deployment:
 class RecordingMocks(pulumi.runtime.Mocks):
     """Records every resource; answers the invokes the program makes and refuses any other."""
 
-    def __init__(self, deployment: Deployment) -> None:
+    def __init__(self, deployment: Deployment, previous_outputs: dict[str, Any] | None = None) -> None:
         self.deployment = deployment
+        # What a StackReference reads: the outputs of the stack's last deployment (the program
+        # reads its own, components/kept_data.py).
+        self.previous_outputs = previous_outputs or {}
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         self.deployment.resources.append(Resource(args.typ, args.name, dict(args.inputs), args.provider))
@@ -100,6 +105,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
             outputs["identityProfile"] = {"kubeletidentity": {"objectId": "kubelet-object-id"}}
         if args.typ == "azure-native:containerregistry:Registry":
             outputs["loginServer"] = f"{args.name}.azurecr.io"
+        if args.typ == "pulumi:pulumi:StackReference":
+            outputs = {"name": args.name, "outputs": self.previous_outputs, "secretOutputNames": []}
         if args.typ == "docker-build:index:Image":
             outputs["digest"] = "sha256:" + "0" * 64
         return f"{args.name}-id", outputs
@@ -116,20 +123,25 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
 
 def run_program(
-    config: dict[str, Any], secret_keys: tuple[str, ...] = (), stack: str = "test", machine: Allocatable = DEV_MACHINE
+    config: dict[str, Any], secret_keys: tuple[str, ...] = (), stack: str = "test", machine: Allocatable = DEV_MACHINE,
+    previous_outputs: dict[str, Any] | None = None,
 ) -> Deployment:
     """Run __main__.py under mocks with `config` (top-level key -> value) as mlplatform stack config,
-    on a machine whose real nodes offer `machine`."""
+    on a machine whose real nodes offer `machine`, after a deployment that exported `previous_outputs`."""
     deployment = Deployment()
-    pulumi.runtime.set_mocks(RecordingMocks(deployment), project="mlplatform", stack=stack, preview=False)
+    pulumi.runtime.set_mocks(RecordingMocks(deployment, previous_outputs), project="mlplatform", stack=stack, preview=False)
     pulumi.runtime.set_all_config(
         {f"mlplatform:{k}": json.dumps(v) for k, v in config.items()},
         [f"mlplatform:{k}" for k in secret_keys],
     )
     program = runpy.run_path(str(ROOT / "__main__.py"), run_name="program")
 
+    def record_options(args: pulumi.ResourceTransformationArgs) -> None:
+        deployment.options[args.name] = args.opts
+
     @pulumi.runtime.test
     def run():
+        pulumi.runtime.register_stack_transformation(record_options)
         program["main"]()
         return pulumi.Output.from_input(None)
 
