@@ -374,20 +374,57 @@ def test_bad_config_fails_preview_clearly_and_changes_nothing(local: LocalStack,
     assert identities(local, api) == before, "the failed update changed objects in the cluster"
 
 
-# --- `make down` (last) ------------------------------------------------------------------------
+def test_a_change_that_would_strand_data_fails_the_preview_naming_key_and_volumes(local: LocalStack, api: dynamic.DynamicClient) -> None:
+    """The program reads its own stack's last outputs (a StackReference to itself, on the file
+    backend) at preview time and refuses a job rename, which would leave its checkpoints behind."""
+    renamed = local.base / "Pulumi.renamed.yaml"
+    shutil.copy(local.config_file, renamed)
+    local.set_config("mnist.jobName", "mnist-renamed", config_file=renamed)
+    before = identities(local, api)
+    for command in (["preview"], ["up", "--yes", "--skip-preview"]):
+        result = local.pulumi(*command, config_file=renamed, check=False)
+        assert result.returncode != 0, f"`pulumi {command[0]}` accepted a job rename that strands its volume"
+        assert f"{NAMESPACE}:mnist.jobName" in result.output and "distributed-mnist-data" in result.output, result.output[-3000:]
+        assert "mnist.dataRetention" in result.output, result.output[-3000:]
+        assert "Traceback" not in result.output, result.output[-3000:]
+    assert identities(local, api) == before, "the refused update changed objects in the cluster"
+
+
+# --- `pulumi destroy`, `make down` (last) ------------------------------------------------------
+
+# What `pulumi destroy` keeps (dataRetention keep, the default): the namespaces that hold user
+# data and the claims the stack declares in them (on kwok, with their pre-made volumes).
+KEPT_KINDS = ("Namespace", "PersistentVolumeClaim", "PersistentVolume")
+
+
+def test_destroy_keeps_user_data_and_up_finds_it_again(local: LocalStack, api: dynamic.DynamicClient) -> None:
+    declared = local.kubernetes_resources()
+    data = {"jupyterhub", "mnist"}
+    kept = [r for r in declared if manifest(r)["kind"] in KEPT_KINDS and (
+        manifest(r)["kind"] != "Namespace" or manifest(r)["metadata"]["name"] in data)]
+    assert {describe(r) for r in kept} >= {"Namespace jupyterhub", "Namespace mnist", "PersistentVolumeClaim jupyterhub/hub-db-dir",
+                                           "PersistentVolumeClaim mnist/distributed-mnist-data"}, [describe(r) for r in kept]
+    uids = {describe(r): live(api, manifest(r)).metadata.uid for r in kept}
+
+    local.pulumi("destroy", "--yes", "--skip-preview")
+    left = sorted(describe(r) for r in declared if live(api, manifest(r)) is not None)
+    assert left == sorted(uids), f"after destroy, expected exactly the user data to be left: {left}"
+    assert not local.kubernetes_resources(), "the stack still holds resources"
+
+    # A later `pulumi up` adopts them (Server-Side Apply creates by applying): the same objects.
+    local.pulumi("up", "--yes", "--skip-preview", timeout=900)
+    after = {describe(r): live(api, manifest(r)).metadata.uid for r in local.kubernetes_resources() if describe(r) in uids}
+    assert after == uids, "pulumi up after destroy made new objects instead of finding the kept ones"
+    for claim in of_kind(local, "PersistentVolumeClaim"):
+        assert live(api, manifest(claim)).status.phase == "Bound", describe(claim)
+    result = local.pulumi("preview", "--expect-no-changes", check=False)
+    assert result.returncode == 0, f"a preview after the re-adopting up plans changes:\n{result.output[-4000:]}"
 
 
 def test_make_down_leaves_no_objects_and_no_processes(local: LocalStack, api: dynamic.DynamicClient) -> None:
-    declared = local.kubernetes_resources()
+    """`make down` is `pulumi destroy` (which keeps the user data), then `bin/cluster down`, which
+    takes the whole cluster, kept data included."""
     assert local.cluster_pids(), "the cluster is not running before `make down`"
-
-    # `make down` is `pulumi destroy`, then `bin/cluster down`. Look at the live cluster between
-    # the two (destroy alone first), then let `make down` finish the job.
-    local.pulumi("destroy", "--yes", "--skip-preview")
-    left = [describe(r) for r in declared if live(api, manifest(r)) is not None]
-    assert not left, f"still in the cluster after destroy: {left}"
-    labelled = local.kubectl("get", "all", "--all-namespaces", "-l", "app.kubernetes.io/part-of=mlplatform", "-o", "name").stdout.split()
-    assert not labelled, f"objects labelled part-of=mlplatform after destroy: {labelled}"
 
     local.make("down")
     assert not local.kubernetes_resources(), "the stack still holds resources"
