@@ -7,7 +7,9 @@ lies beside it) and adds the things that cannot be data:
 - secrets, from environment variables that Kubernetes fills from Secrets (never in the ConfigMap);
 - hub-managed services, run by this hub's own interpreter, which is the one that has them installed;
 - the per-user profile rules (hub_profiles.py, beside this file): the profiles a user's groups
-  offer them, and the refusal of a spawn request for anything the user's form does not offer.
+  offer them, and the refusal of a spawn request for anything the user's form does not offer;
+- the owner every user pod gets (the hub's ServiceAccount, whose uid is in the environment), so
+  that deleting the stack stops the servers and a hub restart does not.
 It must run with only JupyterHub and its plugins installed: it imports nothing from mlplatform.
 """
 
@@ -78,3 +80,21 @@ def _service_command(service):
 c.JupyterHub.services = [
     {"name": _service["name"], "command": _service_command(_service)} for _service in _document["managedServices"]
 ]
+
+_owner = dict(_document["userPodOwner"])
+_owner_uid = os.environ.get(_owner.pop("uidEnv"))
+if not _owner_uid:
+    raise RuntimeError(f"userPodOwner: the uid of {_owner['kind']} {_owner['name']} is not in the environment")
+
+
+def _owned_by_the_hub_account(spawner, pod):
+    from kubernetes_asyncio.client.models import V1OwnerReference
+
+    owner = V1OwnerReference(
+        api_version=_owner["apiVersion"], kind=_owner["kind"], name=_owner["name"], uid=_owner_uid, block_owner_deletion=False
+    )
+    pod.metadata.owner_references = [*(pod.metadata.owner_references or []), owner]
+    return pod
+
+
+c.KubeSpawner.modify_pod_hook = _owned_by_the_hub_account

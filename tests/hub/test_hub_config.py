@@ -279,6 +279,30 @@ def test_user_pods_carry_the_labels_the_network_policies_select_and_no_api_token
     assert pod["spec"]["automountServiceAccountToken"] is False
 
 
+def test_user_pods_are_owned_by_the_hubs_service_account_so_destroy_stops_them(dev_hub):
+    """Kubernetes' garbage collector deletes a pod whose owner is gone: `pulumi destroy` deletes
+    the account, a hub restart does not."""
+    app, rendered = dev_hub
+
+    async def modified(spawner):
+        pod = await spawner.get_pod_manifest()
+        pod = spawner.modify_pod_hook(spawner, pod)
+        return spawner.api.api_client.sanitize_for_serialization(pod)
+
+    pod = with_spawner(app, "admin", modified)
+    owner = {"apiVersion": "v1", "kind": "ServiceAccount", "name": "hub", "blockOwnerDeletion": False,
+             "uid": rendered.environment["MLPLATFORM_USER_POD_OWNER_UID"]}
+    assert pod["metadata"]["ownerReferences"] == [owner]
+
+
+def test_hub_refuses_to_start_without_the_user_pods_owner(tmp_path, monkeypatch):
+    rendered = render_hub(example_stack("dev"), (), tmp_path)
+    del rendered.environment["MLPLATFORM_USER_POD_OWNER_UID"]
+    monkeypatch.delenv("MLPLATFORM_USER_POD_OWNER_UID", raising=False)
+    with pytest.raises(RuntimeError, match="uid of ServiceAccount hub is not in the environment"):
+        start_hub(rendered, tmp_path, monkeypatch)
+
+
 def test_azuread_hub_takes_its_client_secret_from_the_environment(aks_hub):
     app, rendered = aks_hub
     authenticator = app.authenticator
