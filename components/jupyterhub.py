@@ -81,7 +81,8 @@ CLIENT_SECRET_KEY = "client-secret"
 ADMIN_PASSWORD_KEY = "password"
 
 # KubeSpawner's needs, and nothing more: it creates, watches and deletes user pods, their PVCs,
-# their Services and Secrets (internal SSL), and reads events to report spawn progress.
+# their Services and Secrets (internal SSL), and reads events to report spawn progress; the hub
+# reads its own ServiceAccount, which owns the user pods.
 SPAWNER_RULES = (
     {
         "apiGroups": [""],
@@ -89,6 +90,8 @@ SPAWNER_RULES = (
         "verbs": ["get", "watch", "list", "create", "delete"],
     },
     {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "watch", "list"]},
+    # The hub's own account, the owner of user pods (hub_config.USER_POD_OWNER).
+    {"apiGroups": [""], "resources": ["serviceaccounts"], "resourceNames": [hub.HUB_SERVICE], "verbs": ["get"]},
 )
 
 
@@ -284,9 +287,7 @@ class JupyterHub(pulumi.ComponentResource):
 
     def _rbac(self, opts: pulumi.ResourceOptions) -> None:
         name = self._name
-        self._account = k8s.core.v1.ServiceAccount(
-            f"{name}-hub-account", metadata=self._metadata(hub.HUB_SERVICE, hub.HUB_COMPONENT), opts=opts
-        )
+        k8s.core.v1.ServiceAccount(f"{name}-hub-account", metadata=self._metadata(hub.HUB_SERVICE, hub.HUB_COMPONENT), opts=opts)
         k8s.rbac.v1.Role(
             f"{name}-hub-role",
             metadata=self._metadata(hub.HUB_SERVICE, hub.HUB_COMPONENT),
@@ -518,8 +519,6 @@ class JupyterHub(pulumi.ComponentResource):
             {"name": hub.DOCUMENT_ENV, "value": f"{hub.CONFIG_DIR}/{hub.DOCUMENT_NAME}"},
             _secret_env(hub.PROXY_TOKEN_ENV, SECRET_NAME, PROXY_TOKEN_KEY),
             _secret_env(hub.COOKIE_SECRET_ENV, SECRET_NAME, COOKIE_SECRET_KEY),
-            # The owner of the user pods (hub_config.USER_POD_OWNER): they go when it goes.
-            {"name": hub.USER_POD_OWNER_UID_ENV, "value": self._account.metadata.uid},
         ]
         if oauth:
             env.append(_secret_env(hub.OAUTH_CLIENT_SECRET_ENV, OAUTH_SECRET_NAME, CLIENT_SECRET_KEY))

@@ -80,9 +80,8 @@ FIRST_ADMIN_PASSWORD_ENV = "MLPLATFORM_FIRST_ADMIN_PASSWORD"
 
 # User pods are owned by the hub's ServiceAccount: Kubernetes' garbage collector deletes them when
 # `pulumi destroy` deletes it (the namespace and the home claims stay, docs/data.md), while a hub
-# restart or roll leaves them running. The account's uid reaches the hub in this variable.
+# restart or roll leaves them running. The hub reads the account's uid when it makes a pod.
 USER_POD_OWNER = {"apiVersion": "v1", "kind": "ServiceAccount", "name": HUB_SERVICE}
-USER_POD_OWNER_UID_ENV = "MLPLATFORM_USER_POD_OWNER_UID"
 
 CULLER_SERVICE = "jupyterhub-idle-culler"
 CULL_EVERY_SECONDS = 600  # as Zero to JupyterHub: check every 10 minutes (at most)
@@ -574,5 +573,5 @@ def render(
         },
         "managedServices": services,
         "profileGroups": profile_groups(settings),
-        "userPodOwner": {**USER_POD_OWNER, "uidEnv": USER_POD_OWNER_UID_ENV},
+        "userPodOwner": dict(USER_POD_OWNER),
     }

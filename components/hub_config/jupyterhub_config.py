@@ -8,8 +8,8 @@ lies beside it) and adds the things that cannot be data:
 - hub-managed services, run by this hub's own interpreter, which is the one that has them installed;
 - the per-user profile rules (hub_profiles.py, beside this file): the profiles a user's groups
   offer them, and the refusal of a spawn request for anything the user's form does not offer;
-- the owner every user pod gets (the hub's ServiceAccount, whose uid is in the environment), so
-  that deleting the stack stops the servers and a hub restart does not.
+- the owner every user pod gets (the hub's ServiceAccount, read from the API when the pod is made),
+  so that deleting the stack stops the servers and a hub restart does not.
 It must run with only JupyterHub and its plugins installed: it imports nothing from mlplatform.
 """
 
@@ -81,17 +81,18 @@ c.JupyterHub.services = [
     {"name": _service["name"], "command": _service_command(_service)} for _service in _document["managedServices"]
 ]
 
-_owner = dict(_document["userPodOwner"])
-_owner_uid = os.environ.get(_owner.pop("uidEnv"))
-if not _owner_uid:
-    raise RuntimeError(f"userPodOwner: the uid of {_owner['kind']} {_owner['name']} is not in the environment")
+_owner = _document["userPodOwner"]
 
 
-def _owned_by_the_hub_account(spawner, pod):
+async def _owned_by_the_hub_account(spawner, pod):
+    """The pod with the hub's ServiceAccount as its owner (its uid read now: an owner reference
+    names one object, and the account is the stack's)."""
     from kubernetes_asyncio.client.models import V1OwnerReference
 
+    account = await spawner.api.read_namespaced_service_account(_owner["name"], spawner.namespace)
     owner = V1OwnerReference(
-        api_version=_owner["apiVersion"], kind=_owner["kind"], name=_owner["name"], uid=_owner_uid, block_owner_deletion=False
+        api_version=_owner["apiVersion"], kind=_owner["kind"], name=_owner["name"], uid=account.metadata.uid,
+        block_owner_deletion=False,
     )
     pod.metadata.owner_references = [*(pod.metadata.owner_references or []), owner]
     return pod

@@ -45,8 +45,6 @@ def render_hub(config: dict[str, Any], secret_keys: tuple[str, ...], directory: 
         hub_config.DOCUMENT_ENV: str(document_file),
         "KUBECONFIG": str(directory / "kubeconfig"),
     }
-    # The hub's ServiceAccount's uid, which Kubernetes gives the account.
-    environment[document["userPodOwner"]["uidEnv"]] = "00000000-0000-4000-8000-000000000001"
     for traits in document["secretEnv"].values():
         for variable in traits.values():
             environment[variable] = secrets.token_hex(32)

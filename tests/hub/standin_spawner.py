@@ -21,7 +21,6 @@ import sys
 from pathlib import Path
 
 from jupyterhub.spawner import Spawner
-from jupyterhub.utils import maybe_future
 from kubespawner import KubeSpawner
 
 SERVER = Path(__file__).with_name("standin_server.py")
@@ -47,8 +46,6 @@ class StandInKubeSpawner(KubeSpawner):
     async def start(self):
         await self.load_user_options()
         pod = await self.get_pod_manifest()
-        if self.modify_pod_hook:  # as KubeSpawner's own start does
-            pod = await maybe_future(self.modify_pod_hook(self, pod))
         report = Path(os.environ["STANDIN_REPORT_DIR"]) / f"{self.user.name}.json"
         report.write_text(json.dumps(self.api.api_client.sanitize_for_serialization(pod), indent=2))
         if self.user.name in _users("STANDIN_SLOW_USERS"):

@@ -281,26 +281,29 @@ def test_user_pods_carry_the_labels_the_network_policies_select_and_no_api_token
 
 def test_user_pods_are_owned_by_the_hubs_service_account_so_destroy_stops_them(dev_hub):
     """Kubernetes' garbage collector deletes a pod whose owner is gone: `pulumi destroy` deletes
-    the account, a hub restart does not."""
-    app, rendered = dev_hub
+    the account, a hub restart does not. The hook reads the account's uid from the API."""
+    from kubernetes_asyncio.client.models import V1ObjectMeta, V1ServiceAccount
+
+    app, _ = dev_hub
+    asked = []
+
+    async def read_namespaced_service_account(name, namespace):
+        asked.append((name, namespace))
+        return V1ServiceAccount(metadata=V1ObjectMeta(name=name, namespace=namespace, uid="5f0c6e4e-0000-4000-8000-000000000001"))
 
     async def modified(spawner):
-        pod = await spawner.get_pod_manifest()
-        pod = spawner.modify_pod_hook(spawner, pod)
+        spawner.api.read_namespaced_service_account = read_namespaced_service_account  # the shared client's
+        try:
+            pod = await spawner.modify_pod_hook(spawner, await spawner.get_pod_manifest())
+        finally:
+            del spawner.api.read_namespaced_service_account
         return spawner.api.api_client.sanitize_for_serialization(pod)
 
     pod = with_spawner(app, "admin", modified)
+    assert asked == [("hub", "jupyterhub")]
     owner = {"apiVersion": "v1", "kind": "ServiceAccount", "name": "hub", "blockOwnerDeletion": False,
-             "uid": rendered.environment["MLPLATFORM_USER_POD_OWNER_UID"]}
+             "uid": "5f0c6e4e-0000-4000-8000-000000000001"}
     assert pod["metadata"]["ownerReferences"] == [owner]
-
-
-def test_hub_refuses_to_start_without_the_user_pods_owner(tmp_path, monkeypatch):
-    rendered = render_hub(example_stack("dev"), (), tmp_path)
-    del rendered.environment["MLPLATFORM_USER_POD_OWNER_UID"]
-    monkeypatch.delenv("MLPLATFORM_USER_POD_OWNER_UID", raising=False)
-    with pytest.raises(RuntimeError, match="uid of ServiceAccount hub is not in the environment"):
-        start_hub(rendered, tmp_path, monkeypatch)
 
 
 def test_azuread_hub_takes_its_client_secret_from_the_environment(aks_hub):
