@@ -79,9 +79,12 @@ class Client:
             self.forward = None
 
     def open(self, method: str, path: str, token: str | None = None, body: Any = None, form: dict[str, str] | None = None,
-             follow: bool = True, timeout: float = 30) -> tuple[int, str, str]:
-        """(status, final path, text); cookies kept, redirects followed unless `follow` is False."""
-        handlers: list[Any] = [urllib.request.HTTPSHandler(context=self.context), urllib.request.HTTPCookieProcessor(self.cookies)]
+             follow: bool = True, timeout: float = 30, browser: bool = True) -> tuple[int, str, str]:
+        """(status, final path, text); redirects followed unless `follow` is False; with `browser`
+        the session's cookies are sent and kept."""
+        handlers: list[Any] = [urllib.request.HTTPSHandler(context=self.context)]
+        if browser:
+            handlers.append(urllib.request.HTTPCookieProcessor(self.cookies))
         if not follow:
             handlers.append(NoRedirect())
         opener = urllib.request.build_opener(*handlers)
@@ -102,7 +105,7 @@ class Client:
             return error.code, urllib.parse.urlparse(error.url or path).path, error.read().decode(errors="replace")
 
     def api(self, method: str, path: str, token: str, body: Any = None, ok: tuple[int, ...] = (200,)) -> Any:
-        status, _, text = self.open(method, f"/hub/api{path}", token, body)
+        status, _, text = self.open(method, f"/hub/api{path}", token, body, browser=False)
         assert status in ok, f"{method} /hub/api{path}: HTTP {status}: {text[:500]}"
         return json.loads(text) if text else None
 
@@ -182,7 +185,7 @@ def server_answers(client: Client, token: str) -> bool:
     """The user's server answers its REST API through the proxy (not the hub, which answers a
     missing route)."""
     try:
-        status, _, text = client.open("GET", f"/user/{USER}/api/status", token, follow=False, timeout=10)
+        status, _, text = client.open("GET", f"/user/{USER}/api/status", token, follow=False, timeout=10, browser=False)
     except OSError:
         return False
     return status == 200 and "started" in json.loads(text)
