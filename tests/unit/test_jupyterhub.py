@@ -355,10 +355,12 @@ def test_hub_may_do_exactly_what_kubespawner_needs_in_its_namespace():
     assert not kinds & {"ClusterRole", "ClusterRoleBinding"}, "nothing cluster-wide"
     (role,) = [o for o in objects.values() if o["kind"] == "Role"]
     assert role["metadata"]["namespace"] == NS
-    granted = {(r, v) for rule in role["rules"] for r in rule["resources"] for v in rule["verbs"]}
+    granted = {(r, v, tuple(rule.get("resourceNames", ()))) for rule in role["rules"] for r in rule["resources"] for v in rule["verbs"]}
     assert all(rule["apiGroups"] == [""] for rule in role["rules"])
-    expected = {(r, v) for r in ("pods", "persistentvolumeclaims", "secrets", "services") for v in ("get", "watch", "list", "create", "delete")}
-    expected |= {("events", v) for v in ("get", "watch", "list")}
+    expected = {(r, v, ()) for r in ("pods", "persistentvolumeclaims", "secrets", "services") for v in ("get", "watch", "list", "create", "delete")}
+    expected |= {("events", v, ()) for v in ("get", "watch", "list")}
+    # Its own ServiceAccount, the owner of user pods, and no other.
+    expected |= {("serviceaccounts", "get", ("hub",))}
     assert granted == expected
     assert "*" not in json.dumps(role["rules"])
     (binding,) = [o for o in objects.values() if o["kind"] == "RoleBinding"]
