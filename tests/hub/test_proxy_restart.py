@@ -1,0 +1,132 @@
+"""A restarted proxy gets its routes back from the hub within a minute (issue 24, item 3).
+
+The dev stack's hub (its ConfigMap's files, default culling settings) and configurable-http-proxy
+run on this machine as in test_browser.py. A user's server runs (the stand-in process) and answers
+through the proxy; the proxy is stopped and a new one started on the same ports, empty, as a new
+proxy pod starts; the hub's route check (`last_activity_interval`, every 60 s as Zero to
+JupyterHub; JupyterHub's default is 300 s) must put the user's route back within that time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from contextlib import ExitStack
+from typing import Any
+
+import pytest
+
+from components import tls
+from components.hub_config import document as hub_config
+from program import example_stack
+from rendered import render_hub
+from test_browser import CHP, HERE, Stopped, free_port, start, wait_for
+
+USERNAME, PASSWORD = "admin", "correct horse battery staple"  # the dev stack's adminUsers is [admin]
+STANDIN_ANSWER = f"Stand-in notebook server for {USERNAME}"
+# A new proxy's first answer and the hub's next check, on a loaded machine.
+SLACK = 15
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any) -> None:
+        return None
+
+
+def request(url: str, context: ssl.SSLContext, method: str = "GET", token: str | None = None, body: Any = None) -> tuple[int, str]:
+    headers = {"Authorization": f"token {token}"} if token else {}
+    data = None
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+        data = json.dumps(body).encode()
+    opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context), NoRedirect())
+    try:
+        with opener.open(urllib.request.Request(url, data=data, method=method, headers=headers), timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode(errors="replace")
+    except OSError as error:  # refused while no proxy listens
+        return 0, str(error)
+
+
+def test_a_new_proxy_gets_the_running_servers_route_within_a_minute(tmp_path):
+    if not CHP.exists():
+        pytest.fail(f"missing {CHP}: run tests/hub/setup.sh first")
+    config = example_stack("dev")
+    assert config["jupyterhub"].get("cullIdleSeconds") is None, "the dev stack should cull at the default timeout"
+    rendered = render_hub(config, (), tmp_path)
+    ports = {name: free_port() for name in ("HUB_PORT", "PROXY_PORT", "PROXY_API_PORT", "REDIRECT_PORT")}
+    certificate = tls.self_signed(("localhost", "127.0.0.1"))
+    tls_dir = tmp_path / "tls"
+    tls_dir.mkdir()
+    for key, text in certificate.secret_data().items():
+        (tls_dir / key).write_text(text)
+    trusted = ssl.create_default_context(cadata=certificate.ca)
+    (tmp_path / "pods").mkdir()
+    env = {
+        **os.environ,
+        **rendered.environment,
+        **{name: str(port) for name, port in ports.items()},
+        "HUB_CONFIG_FILE": str(rendered.config_file),
+        "HUB_DATA_DIR": str(tmp_path),
+        "STANDIN_REPORT_DIR": str(tmp_path / "pods"),
+    }
+    base = f"https://localhost:{ports['PROXY_PORT']}"
+    proxy_command = hub_config.proxy_command(
+        f"http://127.0.0.1:{ports['HUB_PORT']}", ip="127.0.0.1", port=ports["REDIRECT_PORT"], api_ip="127.0.0.1",
+        api_port=ports["PROXY_API_PORT"], https_port=ports["PROXY_PORT"], tls_dir=str(tls_dir),
+    )
+    stopped: dict[str, Stopped] = {}
+    with ExitStack() as stack:
+        proxy = start(stack, "proxy", [str(CHP), *proxy_command[1:]], env, tmp_path / "proxy.log", tmp_path, stopped)
+        hub = start(stack, "hub", [sys.executable, "-m", "jupyterhub", "-f", str(HERE / "local_jupyterhub_config.py")],
+                    env, tmp_path / "hub.log", tmp_path, stopped)
+        wait_for(f"{base}/_chp_healthz", proxy, tmp_path / "proxy.log", context=trusted)
+        wait_for(f"{base}/hub/health", hub, tmp_path / "hub.log", context=trusted)
+
+        # The admin signs up (authorized at once) and starts a server through the API. The
+        # sign-up form's _xsrf is checked against its cookie: a cookie jar for both.
+        browser = urllib.request.build_opener(urllib.request.HTTPSHandler(context=trusted), urllib.request.HTTPCookieProcessor())
+        page = browser.open(f"{base}/hub/signup", timeout=10).read().decode()
+        xsrf = page.split('name="_xsrf" value="', 1)[1].split('"', 1)[0]
+        form = {"username": USERNAME, "signup_password": PASSWORD, "signup_password_confirmation": PASSWORD, "_xsrf": xsrf}
+        with browser.open(f"{base}/hub/signup", data=urllib.parse.urlencode(form).encode(), timeout=10) as response:
+            assert response.status == 200
+        status, answer = request(f"{base}/hub/api/users/{USERNAME}/tokens", trusted, "POST",
+                                 body={"note": "proxy restart", "auth": {"username": USERNAME, "password": PASSWORD}})
+        assert status in (200, 201), f"a token by password: HTTP {status}: {answer}"
+        token = json.loads(answer)["token"]
+        status, answer = request(f"{base}/hub/api/users/{USERNAME}/server", trusted, "POST", token, {"profile": "tensorflow-cpu"})
+        assert status in (201, 202), f"the server's start: HTTP {status}: {answer}"
+
+        def answers() -> bool:
+            status, text = request(f"{base}/user/{USERNAME}/api/status", trusted, token=token)
+            return status == 200 and text.startswith(STANDIN_ANSWER)
+
+        deadline = time.monotonic() + 60
+        while not answers():
+            assert time.monotonic() < deadline, f"the server never answered through the proxy:\n{(tmp_path / 'hub.log').read_text()[-3000:]}"
+            time.sleep(0.5)
+
+        # The proxy pod deleted: a new, empty proxy on the same addresses.
+        proxy.terminate()
+        proxy.wait(10)
+        assert not answers()
+        proxy = start(stack, "proxy-2", [str(CHP), *proxy_command[1:]], env, tmp_path / "proxy-2.log", tmp_path, stopped)
+        wait_for(f"{base}/_chp_healthz", proxy, tmp_path / "proxy-2.log", context=trusted)
+        started = time.monotonic()
+        assert not answers(), "the new proxy had the user's route before the hub's check"
+        deadline = started + hub_config.ROUTE_CHECK_SECONDS + SLACK
+        while not answers():
+            assert time.monotonic() < deadline, (
+                f"the user's route was not back {hub_config.ROUTE_CHECK_SECONDS + SLACK} s after the new proxy started:\n"
+                f"{(tmp_path / 'hub.log').read_text()[-3000:]}"
+            )
+            time.sleep(0.5)
+        print(f"route back {time.monotonic() - started:.1f} s after the new proxy answered")
