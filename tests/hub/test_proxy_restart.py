@@ -26,9 +26,9 @@ from components import tls
 from components.hub_config import document as hub_config
 from program import example_stack
 from rendered import render_hub
-from test_browser import CHP, HERE, Stopped, free_port, start, wait_for
+from local_hub import CHP, HERE, Stopped, free_port, start, wait_for
 
-USERNAME, PASSWORD = "admin", "correct horse battery staple"  # the dev stack's adminUsers is [admin]
+USERNAME = "admin"  # the dev stack's adminUsers is [admin]; its account is made at the hub's start
 STANDIN_ANSWER = f"Stand-in notebook server for {USERNAME}"
 # A new proxy's first answer and the hub's next check, on a loaded machine.
 SLACK = 15
@@ -90,16 +90,10 @@ def test_a_new_proxy_gets_the_running_servers_route_within_a_minute(tmp_path):
         wait_for(f"{base}/_chp_healthz", proxy, tmp_path / "proxy.log", context=trusted)
         wait_for(f"{base}/hub/health", hub, tmp_path / "hub.log", context=trusted)
 
-        # The admin signs up (authorized at once) and starts a server through the API. The
-        # sign-up form's _xsrf is checked against its cookie: a cookie jar for both.
-        browser = urllib.request.build_opener(urllib.request.HTTPSHandler(context=trusted), urllib.request.HTTPCookieProcessor())
-        page = browser.open(f"{base}/hub/signup", timeout=10).read().decode()
-        xsrf = page.split('name="_xsrf" value="', 1)[1].split('"', 1)[0]
-        form = {"username": USERNAME, "signup_password": PASSWORD, "signup_password_confirmation": PASSWORD, "_xsrf": xsrf}
-        with browser.open(f"{base}/hub/signup", data=urllib.parse.urlencode(form).encode(), timeout=10) as response:
-            assert response.status == 200
+        # The first admin, whose password the stack generated, starts a server through the API.
+        password = rendered.environment[hub_config.FIRST_ADMIN_PASSWORD_ENV]
         status, answer = request(f"{base}/hub/api/users/{USERNAME}/tokens", trusted, "POST",
-                                 body={"note": "proxy restart", "auth": {"username": USERNAME, "password": PASSWORD}})
+                                 body={"note": "proxy restart", "auth": {"username": USERNAME, "password": password}})
         assert status in (200, 201), f"a token by password: HTTP {status}: {answer}"
         token = json.loads(answer)["token"]
         status, answer = request(f"{base}/hub/api/users/{USERNAME}/server", trusted, "POST", token, {"profile": "tensorflow-cpu"})

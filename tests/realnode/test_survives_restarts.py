@@ -1,8 +1,7 @@
 """The hub and the proxy restart under a running user, and nobody notices (issue 24, items 2 and 3).
 
 Against the session's stack (conftest.py), after the notebook exercise (this file sorts after
-test_notebooks_on_real_nodes.py, whose browser signs up the admin; run alone, this module signs
-the admin up itself). A user with a running server, API tokens and a signed-in browser session
+test_notebooks_on_real_nodes.py). The admin signs in with the password the stack generated. A user with a running server, API tokens and a signed-in browser session
 (the hub's cookie, from its login form) live through: the hub pod deleted; a `pulumi up` that
 rolls the hub (a hub setting changed: `cullIdleSeconds` back to its default, which is also what
 the proxy test needs); the proxy pod deleted, whose routes must be back within the hub's route
@@ -35,7 +34,6 @@ from stacks.jupyterhub import JupyterHubSettings
 
 NAMESPACE = "jupyterhub"
 ADMIN, USER = "admin", "carol"  # the dev stack's adminUsers is [admin]; carol is made by the admin
-PASSWORD = "correct horse battery staple"  # test_notebooks_on_real_nodes.py's, for the same admin
 CPU_PROFILE = "tensorflow-cpu"
 DEFAULT_CULL_IDLE_SECONDS = JupyterHubSettings.model_fields["cull_idle_seconds"].default
 START_TIMEOUT = 600
@@ -156,13 +154,11 @@ def client(stack: LocalStack, real: RealCluster) -> Iterator[Client]:
 def seeded(client: Client, stack: LocalStack) -> Iterator[Seeded]:
     """The admin signed in (a browser session) with a token; carol with a token of her own, made by
     the admin, and a running server."""
-    # Sign-up answers 200 with a message either way; the admin is authorized at once (adminUsers).
-    client.open("POST", "/hub/signup", form={"username": ADMIN, "signup_password": PASSWORD,
-                                               "signup_password_confirmation": PASSWORD, "_xsrf": client.xsrf("/hub/signup")})
-    status, _, text = client.open("POST", "/hub/login", form={"username": ADMIN, "password": PASSWORD,
+    password = stack.pulumi("stack", "output", "jupyterhubAdminPassword", "--show-secrets").stdout.strip()
+    status, _, text = client.open("POST", "/hub/login", form={"username": ADMIN, "password": password,
                                                               "_xsrf": client.xsrf("/hub/login")}, follow=False)
     assert status == 302, f"the admin's sign-in: HTTP {status}: {text[:300]}"
-    admin_token = client.api("POST", f"/users/{ADMIN}/tokens", "", {"note": "restarts", "auth": {"username": ADMIN, "password": PASSWORD}},
+    admin_token = client.api("POST", f"/users/{ADMIN}/tokens", "", {"note": "restarts", "auth": {"username": ADMIN, "password": password}},
                              ok=(200, 201))["token"]
     client.api("POST", f"/users/{USER}", admin_token, ok=(201, 409))
     user_token = client.api("POST", f"/users/{USER}/tokens", admin_token, {"note": "restarts"}, ok=(200, 201))["token"]
