@@ -54,7 +54,12 @@ def main() -> None:
     if settings.mnist.enabled:
         operator = TrainingOperator(
             "training-operator",
-            TrainingOperatorArgs(settings.images, webhook=not cluster.simulated, gang_scheduler=settings.mnist.gang_scheduler),
+            TrainingOperatorArgs(
+                settings.images,
+                webhook=not cluster.simulated,
+                gang_scheduler=settings.mnist.gang_scheduler,
+                api_server_egress=cluster.api_server_egress(),
+            ),
             opts=on_cluster,
         )
         image = TrainerImage(

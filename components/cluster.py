@@ -103,6 +103,37 @@ def aks_network_profile(engine: str) -> dict[str, str]:
     return {"network_plugin": "azure", "network_plugin_mode": "overlay", "network_policy": "none"}
 
 
+# Where the API server is, for a cluster that cannot be asked (one rendered to files, or an AKS
+# cluster not made yet): any address on the ports API servers serve on (AKS and most managed
+# clusters 443, kubeadm 6443). Egress rules match after kube-proxy has translated the `kubernetes`
+# Service's address, so a rule must name the API server's own address and port, not the Service's.
+API_SERVER_PORTS = (443, 6443)
+ANY_API_SERVER = [{"ports": [{"protocol": "TCP", "port": port} for port in API_SERVER_PORTS]}]
+# The local cluster's API server listens on a port of this range (cluster/localcluster/ports.py,
+# FIRST_PORT..LAST_PORT; a unit test keeps the two equal): what a rendering for it (renderAs local)
+# allows, not knowing which one.
+LOCAL_API_PORTS = (20000, 29999)
+# The EndpointSlice of the `kubernetes` Service in `default`: the API server's advertised
+# addresses and port, which kube-apiserver keeps current itself.
+API_SERVER_ENDPOINTS = "default/kubernetes"
+
+
+def api_server_rules(slice_endpoints: Any, slice_ports: Any) -> list[dict[str, Any]]:
+    """NetworkPolicy egress rules to exactly the API server's endpoints (IPv4 /32, IPv6 /128) and port."""
+    addresses = sorted({a for e in slice_endpoints or [] for a in (_field(e, "addresses") or [])})
+    ports = sorted({_field(p, "port") for p in slice_ports or [] if _field(p, "port")})
+    if not addresses or not ports:
+        raise ValueError(f"the API server's EndpointSlice {API_SERVER_ENDPOINTS} lists no address or port")
+    return [{
+        "to": [{"ipBlock": {"cidr": f"{a}/{128 if ':' in a else 32}"}} for a in addresses],
+        "ports": [{"protocol": "TCP", "port": port} for port in ports],
+    }]
+
+
+def _field(value: Any, name: str) -> Any:
+    return value.get(name) if isinstance(value, dict) else getattr(value, name, None)
+
+
 @dataclass(frozen=True)
 class ClusterArgs:
     settings: ClusterSettings
@@ -123,6 +154,7 @@ class Cluster(pulumi.ComponentResource):
         self.kubeconfig = None
         self.managed_cluster = None
         self.resource_group_name: pulumi.Input[str] | None = None
+        self._api_server_egress: pulumi.Output[list[dict[str, Any]]] | None = None
 
         if settings.provider == "aks":
             self.provider = self._aks()
@@ -179,6 +211,33 @@ class Cluster(pulumi.ComponentResource):
             },
             opts=opts,
         )
+
+    def api_server_egress(self) -> pulumi.Output[list[dict[str, Any]]]:
+        """NetworkPolicy egress rules that let a pod reach the Kubernetes API, and nothing else.
+
+        A cluster the program talks to (local, kwok, existing) is asked: its `kubernetes`
+        EndpointSlice names the API server's addresses and port (read at each `pulumi up`; a moved
+        API server needs one more `up`). A rendered stack or an AKS cluster that `up` is about to
+        create cannot be asked, and gets ANY_API_SERVER (AKS's API server has a public address on
+        443 unless it is a private cluster); a rendering for the local cluster, its port range.
+        """
+        if self._api_server_egress is None:
+            if self._settings.provider == "render" and self._settings.target == "local":
+                first, last = LOCAL_API_PORTS
+                self._api_server_egress = pulumi.Output.from_input(
+                    [{"ports": [{"protocol": "TCP", "port": first, "endPort": last}]}]
+                )
+            elif self._settings.provider in ("render", "aks"):
+                self._api_server_egress = pulumi.Output.from_input(ANY_API_SERVER)
+            else:
+                endpoints = k8s.discovery.v1.EndpointSlice.get(
+                    f"{self._name}-api-server-endpoints", API_SERVER_ENDPOINTS,
+                    opts=pulumi.ResourceOptions(parent=self, provider=self.provider),
+                )
+                self._api_server_egress = pulumi.Output.all(endpoints.endpoints, endpoints.ports).apply(
+                    lambda found: api_server_rules(*found)
+                )
+        return self._api_server_egress
 
     # --- scheduling ----------------------------------------------------------------------------
 

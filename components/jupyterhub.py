@@ -14,10 +14,13 @@ What runs in the hub's namespace (names as Zero to JupyterHub uses them):
   one cert-manager keeps from an ACME server (`letsencrypt`: an Issuer and a Certificate), or one
   generated once (`selfSigned`); or TLS ends in front of the Service (`offload`) and the hub is
   told its public https URL;
-- NetworkPolicies that let user servers reach the hub, the proxy, DNS and the internet, but not
-  the Kubernetes API, other private addresses or each other.
+- NetworkPolicies: nothing in or out of any pod of the namespace but what each part needs (user
+  servers reach the hub's API, DNS and the internet, never the Kubernetes API, other private
+  addresses or each other);
+- Pod Security Admission labels: `restricted` enforced, unless a profile asks for `baseline`.
 User servers are KubeSpawner's pods: one per user, with the profile's image, CPU, memory and GPU
-limits, placed on the pool the cluster component says, and a home volume per user.
+limits, placed on the pool the cluster component says, a home volume per user, and the restricted
+Pod Security Standard's settings (components/hub_config/document.py).
 """
 
 from __future__ import annotations
@@ -45,11 +48,14 @@ from components.k8s import (
     NON_INTERNET_RANGES,
     PART_OF,
     app_labels,
+    default_deny,
+    pod_security_labels,
     restricted,
     port_forward_command,
     service_url,
 )
 from stacks import retention
+from components.cluster import ANY_API_SERVER
 from stacks.images import ImagesSettings
 from stacks.jupyterhub import Https, JupyterHubSettings
 
@@ -105,7 +111,8 @@ class JupyterHubArgs:
     `simulated`: a kwok cluster, where nothing provisions volumes; `volume_for` (the cluster's)
     then makes the volume the hub's database claim binds to, and user homes are emptyDir volumes.
     `cert_manager`: what the Issuer and Certificate wait for (the stack's cert-manager install),
-    with `https.type letsencrypt`.
+    with `https.type letsencrypt`. `api_server_egress`: the NetworkPolicy egress rules that reach
+    the Kubernetes API (the cluster's `api_server_egress()`), which the hub needs and nothing else.
     `data_checked`: what the namespace (and so everything in it) waits for, the check that this
     config keeps the data the last deployment kept (components/kept_data.py).
     """
@@ -119,6 +126,7 @@ class JupyterHubArgs:
     images: ImagesSettings = field(default_factory=ImagesSettings)
     cert_manager: tuple[pulumi.Resource, ...] = ()
     data_checked: pulumi.Output[Any] | None = None
+    api_server_egress: pulumi.Input[list[dict[str, Any]]] = field(default_factory=lambda: list(ANY_API_SERVER))
 
     @classmethod
     def from_cluster(
@@ -145,6 +153,7 @@ class JupyterHubArgs:
             images=images or ImagesSettings(),
             cert_manager=cert_manager,
             data_checked=data_checked,
+            api_server_egress=cluster.api_server_egress(),
         )
 
 
@@ -217,7 +226,10 @@ class JupyterHub(pulumi.ComponentResource):
             namespace_name = args.data_checked.apply(lambda _: settings.namespace)
         namespace = k8s.core.v1.Namespace(
             f"{name}-namespace",
-            metadata={"name": namespace_name, "labels": {"app.kubernetes.io/part-of": PART_OF}},
+            metadata={
+                "name": namespace_name,
+                "labels": {"app.kubernetes.io/part-of": PART_OF, **pod_security_labels(settings.pod_security_level)},
+            },
             opts=self._kept,
         )
         # Every object names the namespace through the Namespace resource, so it is created first.
@@ -269,7 +281,7 @@ class JupyterHub(pulumi.ComponentResource):
             )
         self._proxy(proxy_checksum, args.core_scheduling, child)
         public = self._services(settings, child)
-        self._network_policies(child)
+        self._network_policies(args.api_server_egress, child)
 
         # With offload the Service itself is plain HTTP; what is in front serves the public URL.
         port, scheme = (hub.PUBLIC_HTTPS_PORT, "https") if self._tls_at_proxy else (hub.PUBLIC_PORT, "http")
@@ -726,19 +738,23 @@ class JupyterHub(pulumi.ComponentResource):
 
     # --- network policies -----------------------------------------------------------------------
 
-    def _network_policies(self, opts: pulumi.ResourceOptions) -> None:
-        """Who may talk to whom.
+    def _network_policies(self, api_server: pulumi.Input[list[dict[str, Any]]], opts: pulumi.ResourceOptions) -> None:
+        """Who may talk to whom: nothing, unless a rule below allows it (the policy `default-deny`
+        selects every pod of the namespace for both directions).
 
-        User servers: reached by the hub and the proxy only; they reach the hub's API, the proxy,
-        the cluster DNS, and the internet — every globally reachable address, none of the
-        private, shared, link-local or reserved ranges (NON_INTERNET_RANGES). That excludes other users' pods, in-cluster
-        Services (the API server's `kubernetes` Service included), nodes and cloud metadata. A
-        managed control plane with a public address (an AKS cluster without private API) counts as
-        internet; user pods carry no service account token, so it only ever sees anonymous calls.
-        Hub: reached on its API port by the proxy, user servers and itself (the culler calls it
-        through its Service); its own egress stays open, as it must reach the Kubernetes API and
-        OAuth providers at addresses unknown ahead of time. Proxy: public port open to all, API
-        port to the hub only; it reaches the hub, user servers and DNS.
+        User servers: reached by the hub and the proxy only; they reach the hub's API, the cluster
+        DNS, and the internet — every globally reachable address, none of the private, shared,
+        link-local or reserved ranges (NON_INTERNET_RANGES). That excludes other users' pods, the
+        proxy's API, in-cluster Services (the API server's `kubernetes` Service included), nodes
+        and cloud metadata. A managed control plane with a public address (an AKS cluster without
+        private API) counts as internet; user pods carry no service account token, so it only
+        ever sees anonymous calls.
+        Hub: reached on its API port by the proxy, user servers and itself (the culler, a process
+        of the hub's pod, calls it through its Service); it reaches the Kubernetes API (KubeSpawner;
+        `api_server`: the API server's own address and port), the proxy's API, user servers, DNS,
+        and with OAuth sign-in the internet (the provider's token and user endpoints).
+        Proxy: public port open to all, API port to the hub only; it reaches the hub, user servers
+        and DNS.
         Known limits: the allow-list is IPv4 (user pods get no IPv6 egress on dual-stack clusters),
         and DNS is allowed to the kube-dns pods only (a NodeLocal DNSCache on 169.254.20.10 would
         need its own rule).
@@ -752,10 +768,23 @@ class JupyterHub(pulumi.ComponentResource):
         proxy_api = [{"protocol": "TCP", "port": hub.PROXY_API_PORT}]
         notebook = [{"protocol": "TCP", "port": hub.SINGLEUSER_PORT}]
         dns = {"to": [CLUSTER_DNS_PEER], "ports": DNS_PORTS}
-        policies = {
+        internet = {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": list(NON_INTERNET_RANGES)}}]}
+        oauth = self._settings.auth.type in ("github", "azuread")
+        hub_egress = pulumi.Output.from_input(api_server).apply(
+            lambda api_rules: [
+                *api_rules,
+                {"to": [hub_pods], "ports": hub_api},
+                {"to": [proxy_pods], "ports": proxy_api},
+                {"to": [user_pods], "ports": notebook},
+                dns,
+                *([internet] if oauth else []),
+            ]
+        )
+        policies: dict[str, dict[str, Any]] = {
             hub.HUB_COMPONENT: {
-                "policyTypes": ["Ingress"],
+                "policyTypes": ["Ingress", "Egress"],
                 "ingress": [{"from": [proxy_pods, user_pods, hub_pods], "ports": hub_api}],
+                "egress": hub_egress,
             },
             hub.PROXY_COMPONENT: {
                 "policyTypes": ["Ingress", "Egress"],
@@ -765,12 +794,7 @@ class JupyterHub(pulumi.ComponentResource):
             hub.USER_COMPONENT: {
                 "policyTypes": ["Ingress", "Egress"],
                 "ingress": [{"from": [hub_pods, proxy_pods], "ports": notebook}],
-                "egress": [
-                    {"to": [hub_pods], "ports": hub_api},
-                    {"to": [proxy_pods], "ports": proxy_http},
-                    dns,
-                    {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": list(NON_INTERNET_RANGES)}}]},
-                ],
+                "egress": [{"to": [hub_pods], "ports": hub_api}, dns, internet],
             },
         }
         https = self._settings.https
@@ -780,6 +804,7 @@ class JupyterHub(pulumi.ComponentResource):
             policies[hub.PROXY_COMPONENT]["egress"].append(
                 {"to": [solver_pods], "ports": [{"protocol": "TCP", "port": hub.ACME_SOLVER_PORT}]}
             )
+        default_deny(self._ns, app_labels(hub.APP_NAME, "network-policy"), opts, f"{self._name}-netpol-default-deny")
         for component, rules in policies.items():
             k8s.networking.v1.NetworkPolicy(
                 f"{self._name}-netpol-{component}",

@@ -19,6 +19,15 @@ from vocab.names import (  # noqa: F401 (re-exported for the components)
     PART_OF,
     POOL_LABEL,
 )
+from vocab.versions import PINS
+
+# Pod Security Admission (built into the API server since Kubernetes 1.25): a namespace's labels say
+# which Pod Security Standard its pods must meet. The version label pins the standard as it was in
+# the Kubernetes minor the platform is built and tested against (versions.env), so a cluster
+# upgrade never tightens it unannounced; a newer API server evaluates a pinned older version as
+# that version said.
+POD_SECURITY_MODES = ("enforce", "audit", "warn")
+POD_SECURITY_VERSION = "v" + ".".join(PINS["KUBERNETES_VERSION"].lstrip("v").split(".")[:2])
 
 # Where user servers and training pods may not connect: every IPv4 range that is not globally
 # reachable (IANA's special-purpose registry), so the pod and service networks (other users, the
@@ -56,6 +65,31 @@ RESTRICTED_CONTAINER: dict[str, Any] = {"allowPrivilegeEscalation": False, "capa
 def restricted() -> dict[str, Any]:
     """A fresh copy of RESTRICTED_CONTAINER for one container's securityContext."""
     return copy.deepcopy(RESTRICTED_CONTAINER)
+
+
+def pod_security_labels(enforce: str = "restricted") -> dict[str, str]:
+    """A namespace's Pod Security Admission labels: `enforce` refuses pods below that level; audit
+    and warn always hold the namespace to `restricted`, so a namespace allowed less (a profile's
+    `podSecurity: baseline`) still says so in the audit log and to whoever creates such a pod."""
+    levels = {"enforce": enforce, "audit": "restricted", "warn": "restricted"}
+    labels: dict[str, str] = {}
+    for mode in POD_SECURITY_MODES:
+        labels[f"pod-security.kubernetes.io/{mode}"] = levels[mode]
+        labels[f"pod-security.kubernetes.io/{mode}-version"] = POD_SECURITY_VERSION
+    return labels
+
+
+def default_deny(namespace: pulumi.Input[str], labels: dict[str, str], opts: pulumi.ResourceOptions,
+                 resource_name: str) -> k8s.networking.v1.NetworkPolicy:
+    """The NetworkPolicy `default-deny` of `namespace`: every pod there selected for ingress and
+    egress with no rule, so nothing reaches a pod or leaves it unless another policy allows it
+    (policies add up; none takes an allow away)."""
+    return k8s.networking.v1.NetworkPolicy(
+        resource_name,
+        metadata={"name": "default-deny", "namespace": namespace, "labels": labels},
+        spec={"podSelector": {}, "policyTypes": ["Ingress", "Egress"]},
+        opts=opts,
+    )
 
 # A public Service is replaced when its type changes but keeps its name (users port-forward to
 # it), so the replacement's preview is a server-side dry-run apply over the live Service. Under

@@ -16,6 +16,8 @@ from components.k8s import (
     FIELD_MANAGER_ANNOTATION,
     NON_INTERNET_RANGES,
     app_labels,
+    default_deny,
+    pod_security_labels,
     port_forward_command,
     restricted,
     service_url,
@@ -115,7 +117,7 @@ class DistributedMnist(pulumi.ComponentResource):
             namespace_name = args.data_checked.apply(lambda _: namespace)
         ns = k8s.core.v1.Namespace(
             f"{name}-ns",
-            metadata={"name": namespace_name, "labels": app_labels("mnist", "namespace")},
+            metadata={"name": namespace_name, "labels": {**app_labels("mnist", "namespace"), **pod_security_labels()}},
             opts=pulumi.ResourceOptions(parent=self, retain_on_delete=keep),
         )
         in_ns = pulumi.ResourceOptions(parent=self, depends_on=[ns])
@@ -165,7 +167,8 @@ class DistributedMnist(pulumi.ComponentResource):
     def _network_policies(name: str, settings: MnistSettings, job_spec: TFJobSpec, opts: pulumi.ResourceOptions) -> None:
         """Who may talk to whom in the job's namespace.
 
-        Nothing reaches a pod there unless a policy below lets it. The job's replicas reach each
+        Nothing reaches a pod there and no pod there reaches anything unless a policy below lets
+        it (`default-deny` selects every pod, the operator's future ones too). The job's replicas reach each
         other on the job's ports (TF_CONFIG's addresses), the cluster DNS and, when their data URL
         is a remote one, the internet (the trainer downloads MNIST when the shared volume lacks
         it), but no other in-cluster, node or metadata address. TensorBoard (no sign-in) is reached only from a LoadBalancer's source
@@ -177,7 +180,6 @@ class DistributedMnist(pulumi.ComponentResource):
         board = settings.tensorboard
         board_from = [{"ipBlock": {"cidr": cidr}} for cidr in board.load_balancer_source_ranges]
         policies: dict[str, dict[str, Any]] = {
-            "default-deny": {"podSelector": {}, "policyTypes": ["Ingress"]},
             "replicas": {
                 **job_pods,
                 "policyTypes": ["Ingress", "Egress"],
@@ -197,6 +199,7 @@ class DistributedMnist(pulumi.ComponentResource):
                 "ingress": [{"from": board_from, "ports": [{"protocol": "TCP", "port": TENSORBOARD_PORT}]}] if board_from else [],
                 "egress": [],
             }
+        default_deny(settings.namespace, app_labels("mnist", "network-policy"), opts, f"{name}-netpol-default-deny")
         for policy, spec in policies.items():
             k8s.networking.v1.NetworkPolicy(
                 f"{name}-netpol-{policy}",

@@ -37,6 +37,10 @@ from stacks.values import (
 AuthType = Literal["dummy", "native", "github", "azuread"]
 OAUTH_TYPES = ("github", "azuread")
 HttpsType = Literal["secret", "letsencrypt", "selfSigned", "offload"]
+# The Pod Security Standards a user server may be held to: restricted (non-root, no capabilities,
+# no privilege escalation, the runtime's seccomp profile), or baseline for an image that must start
+# as root (Jupyter Docker Stacks' GRANT_SUDO, CHOWN_HOME, NB_UID).
+PodSecurityLevel = Literal["restricted", "baseline"]
 LETS_ENCRYPT_SERVER = "https://acme-v02.api.letsencrypt.org/directory"
 # A JupyterHub group's name: what an admin types, or an Azure AD group's object id (a GUID).
 GroupName = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")]
@@ -79,6 +83,12 @@ class Profile(Settings):
         0, description="stop this profile's servers this long after they started, in use or not (0: no limit); homes are kept"
     )
     default: bool = Field(False, description="preselected on the form (at most one profile)")
+    pod_security: PodSecurityLevel = Field(
+        "restricted",
+        description="the Pod Security Standard the server meets: `restricted` (non-root, all capabilities dropped, "
+        "no privilege escalation, seccomp RuntimeDefault) or `baseline` (starts as root, for images that must; "
+        "the hub's namespace then enforces baseline, still warning and auditing against restricted)",
+    )
 
     @property
     def slug(self) -> str:
@@ -375,6 +385,11 @@ class JupyterHubSettings(Settings):
     user_pool: str | None = Field(None, description="the node pool for CPU notebooks (GPU profiles always go to a GPU pool)")
     hub_resources: resources(cpu_request="200m", memory_request="512Mi")  # type: ignore[valid-type]
     proxy_resources: resources(cpu_request="100m", memory_request="128Mi")  # type: ignore[valid-type]
+
+    @property
+    def pod_security_level(self) -> PodSecurityLevel:
+        """What the hub's namespace enforces: restricted, unless a profile asks for baseline."""
+        return "baseline" if any(p.pod_security == "baseline" for p in self.profiles) else "restricted"
 
     def profile_problems(self, key: str) -> Iterator[str]:
         """The rules on the profile list as a whole: the spawn form needs them, whoever builds the hub."""

@@ -43,6 +43,10 @@ class Resource:
 # The kubernetes provider's component resources: they stand for many objects, not one.
 COMPONENT_TYPES = ("kubernetes:yaml/v2:ConfigFile",)
 
+# The API server as the mocked cluster's `kubernetes` EndpointSlice has it (addresses, port): the
+# local cluster's advertised address and a port of its loopback range.
+MOCK_API_SERVER = (("192.0.2.2",), 32443)
+
 # Mocks record a Pulumi secret input as {SECRET_SIG: <secret marker>, "value": <the value>}.
 SECRET_SIG = "4dabf18193072939515e22adb298388d"
 
@@ -96,6 +100,11 @@ class RecordingMocks(pulumi.runtime.Mocks):
         self.previous_outputs = previous_outputs or {}
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        if args.resource_id:  # a read of an object in the cluster (`.get`): not one the program declares
+            if args.typ == "kubernetes:discovery.k8s.io/v1:EndpointSlice" and args.resource_id == "default/kubernetes":
+                return args.resource_id, {"endpoints": [{"addresses": list(MOCK_API_SERVER[0])}],
+                                          "ports": [{"name": "https", "port": MOCK_API_SERVER[1]}]}
+            raise NotImplementedError(f"the program reads {args.typ} {args.resource_id}, which these mocks do not know")
         self.deployment.resources.append(Resource(args.typ, args.name, dict(args.inputs), args.provider))
         outputs = dict(args.inputs)
         if args.typ.startswith("azure-native:"):

@@ -24,6 +24,10 @@ NODE_CIDR = "10.243.0.0/16"  # node N is 10.243.N.2
 # kube-apiserver's default --service-cluster-ip-range (kwokctl passes none).
 SERVICE_CIDR = "10.0.0.0/24"
 CNI_NETWORK = "mlplatform"
+# The cloud metadata address (Azure IMDS, AWS, GCP): each node's namespace carries it on loopback
+# and pods have a route to it, as on a cloud VM, so a NetworkPolicy that keeps pods from it is
+# proven to: nothing listens there unless a test starts a stand-in server in the node's namespace.
+METADATA_ADDRESS = "169.254.169.254"
 
 
 NODES_BRIDGE = "nodes"
@@ -88,6 +92,7 @@ class Network:
             _ip(*ns, "link", "set", "lo", "up")
             if self.node.api_address:
                 _ip(*ns, "addr", "add", f"{self.node.api_address}/32", "dev", "lo")
+            _ip(*ns, "addr", "add", f"{METADATA_ADDRESS}/32", "dev", "lo")
             # node0's other end becomes a port of the cluster's bridge.
             port = f"peer{self.node.index}"
             _ip(*ns, "link", "add", "node0", "type", "veth", "peer", "name", port)
@@ -137,8 +142,9 @@ class Network:
         (self.conf_dir / "10-mlplatform.conflist").write_text(json.dumps(conf, indent=2) + "\n")
 
     def pod_routes(self) -> list[str]:
-        """What a pod may reach: pods, nodes, Services' cluster IPs, the API server's address."""
-        routes = [POD_CIDR, NODE_CIDR, SERVICE_CIDR]
+        """What a pod may reach: pods, nodes, Services' cluster IPs, the API server's address and
+        the node's stand-in for the cloud metadata address."""
+        routes = [POD_CIDR, NODE_CIDR, SERVICE_CIDR, f"{METADATA_ADDRESS}/32"]
         if self.node.api_address:
             routes.append(f"{self.node.api_address}/32")
         return routes

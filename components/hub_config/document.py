@@ -240,13 +240,47 @@ def placement(scheduling: Scheduling) -> dict[str, Any]:
     return settings
 
 
+# The user's uid and group in the Jupyter Docker Stacks images (jovyan, 1000:100).
+USER_UID = 1000
+USER_GID = 100
+
+
+def pod_security(level: str) -> dict[str, Any]:
+    """KubeSpawner's security settings for a user server that meets the Pod Security Standard `level`.
+
+    restricted: the server runs as jovyan and must not run as root, in the runtime's default
+    seccomp profile, with every capability dropped and no privilege escalation (so no sudo).
+    baseline: it starts as root (uid 0), with the runtime's default capabilities and escalation
+    allowed, so that an image's start script can chown the home, grant sudo or switch to NB_UID;
+    the seccomp profile stays. KubeSpawner sets each of these traits wholesale when a profile
+    overrides it, so a profile's level replaces the default one, never mixes with it.
+    """
+    seccomp = {"seccompProfile": {"type": "RuntimeDefault"}}
+    if level == "baseline":
+        return {
+            "uid": 0,
+            "allow_privilege_escalation": True,
+            "pod_security_context": dict(seccomp),
+            "container_security_context": {"runAsNonRoot": False},
+        }
+    return {
+        "uid": USER_UID,
+        "allow_privilege_escalation": False,
+        "pod_security_context": {"runAsNonRoot": True, **seccomp},
+        "container_security_context": {"runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}},
+    }
+
+
 def spawner_overrides(profile: Profile, scheduling: Scheduling, gpu_resource: str) -> dict[str, Any]:
-    """The KubeSpawner settings a profile applies: image, resources and where its pods run.
+    """The KubeSpawner settings a profile applies: image, resources, where its pods run, and (only
+    with the profile's explicit `podSecurity: baseline`) a security level other than restricted.
 
     A profile that offers GPU types leaves where its pods run to the chosen type (`gpu_options`):
     both would apply, and a pool's selector and another type's affinity would never meet.
     """
     overrides: dict[str, Any] = {"image": profile.image}
+    if profile.pod_security != "restricted":
+        overrides.update(pod_security(profile.pod_security))
     # KubeSpawner takes CPU in cores (a float) and memory in bytes; its own memory parser knows
     # K/M/G/T but not the Ki/Mi/Gi of Kubernetes quantities, so convert here.
     if profile.cpu_guarantee:
@@ -522,8 +556,10 @@ def render(
             # row, and Kubernetes starts a fresh one.
             "consecutive_failure_limit": settings.limits.consecutive_failure_limit,
             "port": SINGLEUSER_PORT,
-            "uid": 1000,
-            "fs_gid": 100,
+            # Every user server meets the restricted Pod Security Standard, as the namespace enforces,
+            # unless its profile says otherwise (spawner_overrides).
+            **pod_security("restricted"),
+            "fs_gid": USER_GID,
             # The labels the NetworkPolicies select user pods by (with component singleuser-server).
             "common_labels": {
                 "app.kubernetes.io/name": APP_NAME,

@@ -288,3 +288,14 @@ def processes_running(binary: Path, *naming: str) -> list[str]:
         if all(n in cmdline for n in naming):
             found.append(f"process {proc.name}: {cmdline}")
     return found
+
+
+def refuses_privileged_pods(cluster: RealCluster, namespace: str) -> bool:
+    """Whether NAMESPACE's Pod Security Admission refuses a privileged pod (a server-side dry run:
+    admission runs in full, nothing is created)."""
+    manifest = pod("psa-privileged", "true", container={"securityContext": {"privileged": True}})
+    manifest["metadata"]["namespace"] = namespace
+    out = cluster.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(manifest), check=False)
+    refused = out.returncode != 0 and "violates PodSecurity" in out.stderr
+    assert refused or out.returncode == 0, f"a privileged pod in {namespace}: {out.stderr}"
+    return refused

@@ -28,7 +28,8 @@ from typing import Any
 import pytest
 
 from e2e.local_stack import ROOT, LocalStack, condition, tf_config
-from real_cluster import RealCluster, wait_for
+from real_cluster import RealCluster, refuses_privileged_pods, wait_for
+from vocab.tfjob_api import OPERATOR_NAMESPACE
 
 NAMESPACE = "mnist"
 JOB = "distributed-mnist"
@@ -52,6 +53,8 @@ class Run:
     previous_chief_log: str  # the chief's container that was killed
     job: dict[str, Any]  # the TFJob once finished
     pods_after: dict[str, dict[str, Any]]  # name -> pod, once finished
+    # namespace -> what a server-side dry run of enforcing `restricted` there said while the job ran
+    pod_security_dry_runs: dict[str, str]
 
 
 def tfjob(real: RealCluster) -> dict[str, Any]:
@@ -110,6 +113,11 @@ def run(stack: LocalStack, real: RealCluster) -> Run:
         return pods if set(pods) == names and all(p["status"].get("phase") == "Running" for p in pods.values()) else None
 
     pods = wait_for(running, 600, "the job's four pods Running", interval=2)
+    dry_runs = {}
+    for namespace in (NAMESPACE, OPERATOR_NAMESPACE):
+        out = real.kubectl("label", "--dry-run=server", "--overwrite", "namespace", namespace,
+                           "pod-security.kubernetes.io/enforce=restricted")
+        dry_runs[namespace] = out.stdout + out.stderr
     services = {s["metadata"]["name"]: s["spec"]
                 for s in real.get("services", "-n", NAMESPACE, "-l", f"{JOB_LABEL}={JOB}")["items"]}
     killed = {}
@@ -138,7 +146,17 @@ def run(stack: LocalStack, real: RealCluster) -> Run:
 
     pods_after = wait_for(settled, 120, "no replica of the finished job Running", interval=2)
     logs = {name: log(real, name) for name in pods_after}
-    return Run(pods, services, killed, logs, previous_chief_log, job, pods_after)
+    return Run(pods, services, killed, logs, previous_chief_log, job, pods_after, dry_runs)
+
+
+def test_the_training_and_operator_namespaces_enforce_restricted_and_their_pods_meet_it(run: Run, real: RealCluster) -> None:
+    """While the four replicas, TensorBoard and the operator ran, enforcing `restricted` on their
+    namespaces warned of no pod; a privileged pod is refused in both."""
+    for namespace, said in run.pod_security_dry_runs.items():
+        assert "warning" not in said.lower(), f"{namespace}: {said}"
+        labels = real.get("namespace", namespace)["metadata"]["labels"]
+        assert labels.get("pod-security.kubernetes.io/enforce") == "restricted", (namespace, labels)
+        assert refuses_privileged_pods(real, namespace), f"{namespace} admits a privileged pod"
 
 
 def test_four_pods_on_the_real_nodes_reach_each_other_by_the_operators_services(run: Run, real: RealCluster) -> None:

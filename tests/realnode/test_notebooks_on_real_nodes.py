@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import re
 import shutil
 import ssl
 import subprocess
+import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -33,6 +36,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -43,7 +47,9 @@ from tornado.websocket import websocket_connect
 
 from e2e.local_stack import ROOT, LocalStack
 from cluster.localcluster.gpuplugin import GPU_RESOURCE
-from real_cluster import RealCluster, wait_for
+from cluster.localcluster.network import METADATA_ADDRESS
+from real_cluster import RealCluster, refuses_privileged_pods, wait_for
+from real_cluster import pod as busybox_pod
 from realnode_stack import CULL_IDLE_SECONDS, stack_config
 from stacks import parse
 
@@ -400,29 +406,111 @@ def probe(real: RealCluster, pod: str, targets: list[tuple[str, int]]) -> dict[s
     return json.loads(in_pod(real, pod, "python3", "-c", PROBE, json.dumps(targets)).strip().splitlines()[-1])
 
 
+# A namespace of the test's own, without NetworkPolicies: its pod shows that every target answers,
+# so a refusal from a user's pod is the policies' doing, not an address that answers nobody.
+CONTROL_NAMESPACE = "netpol-control"
+METADATA_PAGE = "stand-in-cloud-metadata"
+
+
+@contextlib.contextmanager
+def metadata_stand_in(real: RealCluster) -> Iterator[None]:
+    """An HTTP server at the cloud metadata address in every node's network namespace (each carries
+    the address, and pods a route to it: cluster/localcluster/network.py); nothing outside them."""
+    root = tempfile.mkdtemp(prefix="mlp-metadata-")
+    Path(root, "index.html").write_text(METADATA_PAGE)
+    servers = [subprocess.Popen(["nsenter", f"--net=/run/netns/{node.netns}", "--", sys.executable, "-m", "http.server",
+                                 "--bind", METADATA_ADDRESS, "--directory", root, "80"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+               for node in real.nodes()]
+    try:
+        for node in real.nodes():
+            check = ["nsenter", f"--net=/run/netns/{node.netns}", "--", sys.executable, "-c",
+                     f"import socket; socket.create_connection(({METADATA_ADDRESS!r}, 80), 2)"]
+            wait_for(lambda check=check: subprocess.run(check, capture_output=True).returncode == 0, 30,
+                     f"the metadata stand-in on {node.spec.name}")
+        yield
+    finally:
+        for server in servers:
+            server.terminate()
+            server.wait(10)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def control_probe(real: RealCluster, node: str, targets: list[tuple[str, int]]) -> dict[str, bool]:
+    """Which targets a busybox pod on NODE, in a namespace without policies, connects to (it reports
+    through its termination message)."""
+    script = "; ".join(f'if nc -w 4 {host} {port} </dev/null >/dev/null 2>&1; then echo "{host}:{port} 1"; '
+                       f'else echo "{host}:{port} 0"; fi' for host, port in targets)
+    name = f"control-{uuid.uuid4().hex[:8]}"
+    manifest = busybox_pod(name, f"({script}) > /dev/termination-log")
+    manifest["metadata"]["namespace"] = CONTROL_NAMESPACE
+    manifest["spec"].pop("nodeSelector")
+    manifest["spec"]["nodeName"] = node
+    real.apply(manifest)
+    done = wait_for(lambda: (q := real.get("pod", name, "-n", CONTROL_NAMESPACE))["status"].get("phase")
+                    in ("Succeeded", "Failed") and q, 120, f"pod {name} finished")
+    message = done["status"]["containerStatuses"][0]["state"]["terminated"].get("message", "")
+    return {line.split()[0]: line.split()[1] == "1" for line in message.splitlines() if line.strip()}
+
+
 def test_from_a_users_pod_only_the_hub_answers(browser_run: dict[str, Any], hub: Hub) -> None:
-    """The hub pod (whose egress is open) reaches every target, so a refusal from the user's pod is
-    the policy's doing, not an address that answers nobody."""
+    """A user's pod reaches the hub's API, and not another user's server, the proxy's API, the
+    Kubernetes API, the kubelets, the operator, TensorBoard or the cloud metadata address (a
+    stand-in in the node's namespace). Each target is shown to answer: the hub pod reaches the
+    servers and the proxy's API (its policy allows them), a pod on the same node in a namespace
+    without policies reaches the API server, the kubelets, the operator's webhook and the metadata
+    stand-in (no ingress policy guards them), and TensorBoard is Ready (its readiness probe
+    connects; no pod may reach it)."""
     real = hub.real
     hub.running(OTHER, GPU_PROFILE)
-    hub.running(USER)
+    user_pod = hub.running(USER)
     other_ip = real.get("pod", "-n", NAMESPACE, pod_name(OTHER))["status"]["podIP"]
     (proxy,) = real.get("pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=proxy")["items"]
     (hub_pod,) = real.get("pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=hub")["items"]
+    (operator,) = real.get("pods", "-n", "kubeflow", "-l", "app.kubernetes.io/name=training-operator")["items"]
+    (board,) = real.get("pods", "-n", "mnist", "-l", "app.kubernetes.io/name=tensorboard")["items"]
     nodes = [a["address"] for n in real.get("nodes")["items"] for a in n["status"]["addresses"] if a["type"] == "InternalIP"]
     assert nodes and all(re.fullmatch(r"10\.243\.\d+\.2", a) for a in nodes), nodes
     kubernetes = real.get("service", "-n", "default", "kubernetes")["spec"]["clusterIP"]
-    denied = [(other_ip, 8888), ("proxy-api", 8001), (proxy["status"]["podIP"], 8001), (kubernetes, 443),
-              *((address, 10250) for address in nodes)]
-    hub_api = [("hub", 8081)]
-    from_hub = probe(real, hub_pod["metadata"]["name"], hub_api + denied)
-    assert all(from_hub.values()), f"the hub pod should reach every target: {from_hub}"
-    from_user = probe(real, pod_name(USER), hub_api + denied)
-    assert from_user.pop("hub:8081"), "a user's server must reach the hub's API"
+    proxy_api = real.get("service", "-n", NAMESPACE, "proxy-api")["spec"]["clusterIP"]
+    hub_reaches = [(other_ip, 8888), (proxy_api, 8001), (proxy["status"]["podIP"], 8001)]
+    any_pod_reaches = [(kubernetes, 443), *((address, 10250) for address in nodes), (operator["status"]["podIP"], 9443),
+                       (METADATA_ADDRESS, 80)]
+    denied = [*hub_reaches, *any_pod_reaches, (board["status"]["podIP"], 6006)]
+    hub_api = [(hub_pod["status"]["podIP"], 8081)]
+    assert any(c["type"] == "Ready" and c["status"] == "True" for c in board["status"]["conditions"]), board["status"]
+    from_hub = probe(real, hub_pod["metadata"]["name"], hub_reaches)
+    assert all(from_hub.values()), f"the hub pod should reach these: {from_hub}"
+    real.kubectl("create", "namespace", CONTROL_NAMESPACE)
+    try:
+        wait_for(lambda: real.kubectl("get", "serviceaccount", "default", "-n", CONTROL_NAMESPACE,
+                                      check=False).returncode == 0, 30, f"service account {CONTROL_NAMESPACE}/default")
+        with metadata_stand_in(real):
+            control = control_probe(real, user_pod["spec"]["nodeName"], any_pod_reaches)
+            assert control and all(control.values()), f"from a pod without policies, not every target answers: {control}"
+            from_user = probe(real, pod_name(USER), hub_api + denied)
+    finally:
+        real.kubectl("delete", "namespace", CONTROL_NAMESPACE, "--wait=false", check=False)
+    hub_key = f"{hub_api[0][0]}:8081"
+    assert from_user.pop(hub_key), "a user's server must reach the hub's API"
     assert not any(from_user.values()), f"reachable from {USER}'s pod: {[t for t, ok in from_user.items() if ok]}"
     answer = in_pod(real, pod_name(USER), "python3", "-c",
                     "import urllib.request; print(urllib.request.urlopen('http://hub:8081/hub/api/', timeout=10).read().decode())")
     assert "version" in json.loads(answer), answer
+
+
+def test_user_servers_meet_the_restricted_pod_security_standard(browser_run: dict[str, Any], hub: Hub) -> None:
+    """With user servers running, every pod of the hub's namespace meets `restricted`: a server-side
+    dry run of enforcing it warns of nothing; a privileged pod is refused there outright."""
+    real = hub.real
+    pod = hub.running(USER)
+    context = {**pod["spec"].get("securityContext", {}), **pod["spec"]["containers"][0].get("securityContext", {})}
+    assert context.get("runAsNonRoot") is True and context.get("seccompProfile") == {"type": "RuntimeDefault"}, context
+    assert context.get("capabilities") == {"drop": ["ALL"]} and context.get("allowPrivilegeEscalation") is False, context
+    dry_run = real.kubectl("label", "--dry-run=server", "--overwrite", "namespace", NAMESPACE,
+                           "pod-security.kubernetes.io/enforce=restricted")
+    assert "warning" not in (dry_run.stdout + dry_run.stderr).lower(), dry_run.stderr
+    assert refuses_privileged_pods(real, NAMESPACE)
 
 
 # --- 5. idle culling -----------------------------------------------------------------------------

@@ -7,7 +7,9 @@ import json
 import pytest
 
 from vocab.versions import PINS
-from program import aks_stack, example_stack, run_program
+from cluster.localcluster.ports import FIRST_PORT, LAST_PORT
+from components.cluster import LOCAL_API_PORTS, api_server_rules
+from program import MOCK_API_SERVER, aks_stack, example_stack, run_program
 from stacks import ConfigError
 
 NODE = "kubernetes:core/v1:Node"
@@ -116,8 +118,19 @@ def test_render_as_local_writes_exactly_what_make_up_deploys_to_real_local_nodes
     config["cluster"] = {**config["cluster"], "provider": "render", "renderAs": "local"}
     rendered = objects(config)
     assert sorted(rendered) == sorted(deployed), "the same objects"
+    # But one rule: the deployed stack asks the cluster where its API server is (the mocks' answer);
+    # a rendering cannot, and allows the local cluster's port range instead.
+    read = api_server_rules([{"addresses": list(MOCK_API_SERVER[0])}], [{"port": MOCK_API_SERVER[1]}])[0]
+    first, last = LOCAL_API_PORTS
+    port_range = {"ports": [{"protocol": "TCP", "port": first, "endPort": last}]}
+    swapped = []
     for key, manifest in deployed.items():
+        if key[0] == "kubernetes:networking.k8s.io/v1:NetworkPolicy" and read in manifest["spec"].get("egress", []):
+            egress = manifest["spec"]["egress"]
+            egress[egress.index(read)] = port_range
+            swapped.append(key[1])
         assert rendered[key] == manifest, f"{key[1]} rendered differs from what the local provider deploys"
+    assert sorted(swapped) == ["jupyterhub-netpol-hub", "training-operator-netpol-operator"], swapped
     assert not any(kind == DEVICE_PLUGIN for kind, _ in rendered), "the local nodes run their own device plugin"
 
 
@@ -261,3 +274,15 @@ def test_every_azure_name_the_aks_stack_sends_is_one_azure_accepts():
     names += [(RESOURCE_GROUP, r.name + "abc1234") for r in deployment.of_type("azure-native:resources:ResourceGroup")]
     for rule, name in names:
         assert rule.problem(name) is None, rule.problem(name)
+
+
+def test_a_rendering_for_the_local_cluster_allows_the_port_range_its_api_server_listens_in():
+    assert LOCAL_API_PORTS == (FIRST_PORT, LAST_PORT)
+
+
+def test_pods_reach_the_api_server_at_the_address_and_port_its_endpoint_slice_names():
+    rules = api_server_rules([{"addresses": ["192.0.2.2"]}, {"addresses": ["fd00::1"]}], [{"name": "https", "port": 6443}])
+    assert rules == [{"to": [{"ipBlock": {"cidr": "192.0.2.2/32"}}, {"ipBlock": {"cidr": "fd00::1/128"}}],
+                      "ports": [{"protocol": "TCP", "port": 6443}]}]
+    with pytest.raises(ValueError, match="default/kubernetes"):
+        api_server_rules([], [{"port": 6443}])

@@ -20,8 +20,8 @@ from components.cluster import Cluster, ClusterArgs, Scheduling
 from components.jupyterhub import JupyterHub, JupyterHubArgs
 from components.k8s import app_labels
 from vocab.versions import CONFIGURABLE_HTTP_PROXY_IMAGE, JUPYTERHUB_HUB_IMAGE, PINS
-from program import Deployment, RecordingMocks, aks_stack, example_stack, is_secret, reveal, run_program
-from stacks import parse
+from program import MOCK_API_SERVER, Deployment, RecordingMocks, aks_stack, example_stack, is_secret, reveal, run_program
+from stacks import ConfigError, parse
 from validation import validate
 
 NS = "jupyterhub"
@@ -844,9 +844,8 @@ def policies():
     return [o for o in build(example_stack("dev")).objects().values() if o["kind"] == "NetworkPolicy"]
 
 
-def test_user_servers_reach_the_hub_the_proxy_dns_and_the_internet(policies):
+def test_user_servers_reach_the_hub_api_dns_and_the_internet(policies):
     assert allowed(policies, USER, HUB, 8081)
-    assert allowed(policies, USER, PROXY, 8000)
     assert allowed(policies, USER, DNS, 53, "UDP") and allowed(policies, USER, DNS, 53, "TCP")
     assert allowed(policies, USER, INTERNET, 443)
 
@@ -859,6 +858,8 @@ def test_user_servers_cannot_reach_the_kubernetes_api_other_users_or_private_add
     assert not allowed(policies, USER, OTHER_POD, 6006), "user pods reach other workloads"
     assert not allowed(policies, USER, CLOUD_METADATA, 80), "user pods reach cloud metadata"
     assert not allowed(policies, USER, HUB, 8001), "only the hub's API port"
+    assert not allowed(policies, USER, PROXY, 8000), "in the cluster, only the hub's API"
+    assert not allowed(policies, USER, PROXY, 8001), "not the proxy's API"
 
 
 # One address of each IPv4 range that is not globally reachable (IANA's special-purpose registry).
@@ -894,9 +895,32 @@ def test_the_hub_api_is_reached_by_proxy_users_and_itself_only(policies):
     assert not allowed(policies, OTHER_POD, HUB, 8081)
 
 
-def test_the_hub_reaches_the_kubernetes_api_and_oauth_providers(policies):
-    assert allowed(policies, HUB, API_SERVER[0], 443)
-    assert allowed(policies, HUB, INTERNET, 443)
+def test_the_hub_reaches_the_kubernetes_api_at_its_endpoint_and_no_other_address(policies):
+    (address,), port = MOCK_API_SERVER
+    assert allowed(policies, HUB, Peer(address), port), "KubeSpawner calls the API server"
+    assert not allowed(policies, HUB, Peer(address), 10250), "only the API server's port"
+    assert allowed(policies, HUB, PROXY, 8001) and allowed(policies, HUB, USER, 8888) and allowed(policies, HUB, HUB, 8081)
+    assert allowed(policies, HUB, DNS, 53, "UDP")
+    for other in (INTERNET, CLOUD_METADATA, OTHER_POD, Peer("10.243.0.2")):
+        assert not allowed(policies, HUB, other, 443), f"the hub (native sign-in) reaches {other.ip}"
+        assert not allowed(policies, HUB, other, 80), f"the hub (native sign-in) reaches {other.ip}"
+
+
+def test_with_oauth_the_hub_reaches_the_internet_and_no_private_address():
+    config, secret_keys = aks_stack()
+    aks_policies = [o for o in build(config, secret_keys).objects().values() if o["kind"] == "NetworkPolicy"]
+    assert allowed(aks_policies, HUB, INTERNET, 443), "the OAuth provider's endpoints"
+    assert allowed(aks_policies, HUB, Peer("10.0.0.1"), 443), "an API server that cannot be asked: its port anywhere"
+    assert not allowed(aks_policies, HUB, CLOUD_METADATA, 80)
+    assert not allowed(aks_policies, HUB, OTHER_POD, 6006)
+
+
+def test_every_pod_of_the_hubs_namespace_is_denied_what_no_rule_allows(policies):
+    (deny,) = [p for p in policies if p["metadata"]["name"] == "default-deny"]
+    assert deny["spec"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    stray = Peer("10.244.1.99", NS, {"app": "anything-else"})
+    assert not allowed(policies, stray, INTERNET, 443) and not allowed(policies, USER, stray, 80)
+    assert not allowed(policies, HUB, stray, 80)
 
 
 def test_the_evaluator_denies_what_no_rule_allows():
@@ -904,3 +928,50 @@ def test_the_evaluator_denies_what_no_rule_allows():
     deny_all = {"metadata": {"namespace": NS}, "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": []}}
     assert not allowed([deny_all], USER, INTERNET, 443)
     assert allowed([], USER, INTERNET, 443)
+
+
+# --- Pod Security --------------------------------------------------------------------------------
+
+
+def test_the_hubs_namespace_enforces_restricted_with_a_pinned_version():
+    (namespace,) = [o for o in build(example_stack("dev")).objects().values() if o["kind"] == "Namespace"]
+    labels = namespace["metadata"]["labels"]
+    version = "v" + ".".join(PINS["KUBERNETES_VERSION"].lstrip("v").split(".")[:2])
+    for mode in ("enforce", "audit", "warn"):
+        assert labels[f"pod-security.kubernetes.io/{mode}"] == "restricted", labels
+        assert labels[f"pod-security.kubernetes.io/{mode}-version"] == version, labels
+
+
+def test_user_servers_are_restricted_shaped():
+    spawner = build(example_stack("dev")).document()["traits"]["KubeSpawner"]
+    assert spawner["uid"] == 1000 and spawner["fs_gid"] == 100
+    assert spawner["allow_privilege_escalation"] is False
+    assert spawner["pod_security_context"] == {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    assert spawner["container_security_context"] == {"runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}}
+    for profile in spawner["profile_list"]:
+        overrides = profile["kubespawner_override"]
+        assert not {"uid", "pod_security_context", "container_security_context", "allow_privilege_escalation"} & set(overrides), \
+            f"profile {profile['slug']} changes the security settings without podSecurity"
+
+
+def test_only_a_profile_that_says_baseline_starts_as_root_and_the_namespace_then_enforces_baseline():
+    config = example_stack("dev")
+    config["jupyterhub"]["profiles"][0]["podSecurity"] = "baseline"
+    built = build(config)
+    spawner = built.document()["traits"]["KubeSpawner"]
+    first, *others = spawner["profile_list"]
+    assert first["kubespawner_override"]["uid"] == 0
+    assert first["kubespawner_override"]["allow_privilege_escalation"] is True
+    assert first["kubespawner_override"]["pod_security_context"] == {"seccompProfile": {"type": "RuntimeDefault"}}
+    assert all("uid" not in p["kubespawner_override"] for p in others), "the other profiles stay restricted"
+    (namespace,) = [o for o in built.objects().values() if o["kind"] == "Namespace"]
+    labels = namespace["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "baseline"
+    assert labels["pod-security.kubernetes.io/warn"] == labels["pod-security.kubernetes.io/audit"] == "restricted"
+
+
+def test_a_profiles_pod_security_accepts_only_the_two_levels():
+    config = example_stack("dev")
+    config["jupyterhub"]["profiles"][0]["podSecurity"] = "privileged"
+    with pytest.raises(ConfigError, match=r"jupyterhub\.profiles\[0\]\.podSecurity"):
+        parse(config)

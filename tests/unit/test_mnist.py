@@ -62,9 +62,19 @@ def policies(deployment):
             if r.inputs["metadata"]["namespace"] == "mnist"}
 
 
-def test_mnist_namespace_denies_ingress_unless_a_policy_allows_it():
+def test_mnist_namespace_denies_ingress_and_egress_unless_a_policy_allows_it():
     found = policies(run_program(example_stack("dev")))
-    assert found["default-deny"] == {"podSelector": {}, "policyTypes": ["Ingress"]}
+    assert found["default-deny"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+
+
+@pytest.mark.parametrize("stack", ["dev", "kwok", "aks"])
+def test_the_training_namespace_enforces_the_restricted_pod_security_standard(stack):
+    config, secrets = aks_stack() if stack == "aks" else (example_stack(stack), ())
+    (namespace,) = [r.manifest() for r in run_program(config, secrets).of_type("kubernetes:core/v1:Namespace")
+                    if r.inputs["metadata"]["name"] == "mnist"]
+    labels = namespace["metadata"]["labels"]
+    assert {labels[f"pod-security.kubernetes.io/{mode}"] for mode in ("enforce", "audit", "warn")} == {"restricted"}
+    assert re.fullmatch(r"v1\.\d+", labels["pod-security.kubernetes.io/enforce-version"]), labels
 
 
 def test_replicas_reach_each_other_on_the_job_port_only():

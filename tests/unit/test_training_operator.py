@@ -6,7 +6,7 @@ import pytest
 
 from components.training_operator import TrainingOperator, TrainingOperatorArgs
 from vocab.versions import PINS
-from program import aks_stack, dev_stack_with_upstream_images, example_stack, run_components, run_program
+from program import MOCK_API_SERVER, aks_stack, dev_stack_with_upstream_images, example_stack, run_components, run_program
 
 CRD = "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition"
 
@@ -165,3 +165,19 @@ def test_with_local_images_no_container_of_the_stack_is_ever_pulled():
         document = json.loads(next(v for k, v in hub_config["data"].items() if k.endswith(".json")))
         seen.add(document["traits"]["KubeSpawner"].get("image_pull_policy"))
         assert seen == policies, (config.get("images"), seen)
+
+
+def test_the_operators_namespace_is_restricted_and_denies_all_but_the_webhook_and_the_api_server():
+    deployment = run_program(example_stack("dev"))
+    (namespace,) = [r.manifest() for r in deployment.of_type("kubernetes:core/v1:Namespace")
+                    if r.inputs["metadata"]["name"] == "kubeflow"]
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    found = {r.inputs["metadata"]["name"]: r.manifest()["spec"]
+             for r in deployment.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")
+             if r.inputs["metadata"]["namespace"] == "kubeflow"}
+    assert found["default-deny"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    operator = found["training-operator"]
+    # The API server calls the webhook from an address no rule can name; nothing else is let in.
+    assert operator["ingress"] == [{"ports": [{"protocol": "TCP", "port": 9443}]}]
+    (address,), port = MOCK_API_SERVER
+    assert operator["egress"] == [{"to": [{"ipBlock": {"cidr": f"{address}/32"}}], "ports": [{"protocol": "TCP", "port": port}]}]
