@@ -181,9 +181,11 @@ class LocalStack:
         return json.loads(self.pulumi("stack", "export").stdout)
 
     def kubernetes_resources(self) -> list[dict[str, Any]]:
-        """The Kubernetes objects in the stack's state (not the provider, not components)."""
+        """The Kubernetes objects the stack manages (not the provider, not components, not what it
+        only reads: the API server's EndpointSlice, `external` in the state)."""
         resources = self.export()["deployment"].get("resources") or []
-        return [r for r in resources if r["type"].startswith("kubernetes:") and not r["type"].startswith("pulumi:")]
+        return [r for r in resources if r["type"].startswith("kubernetes:") and not r["type"].startswith("pulumi:")
+                and not r.get("external")]
 
     # --- processes -----------------------------------------------------------------------------
 

@@ -299,3 +299,13 @@ def refuses_privileged_pods(cluster: RealCluster, namespace: str) -> bool:
     refused = out.returncode != 0 and "violates PodSecurity" in out.stderr
     assert refused or out.returncode == 0, f"a privileged pod in {namespace}: {out.stderr}"
     return refused
+
+
+def restricted_dry_run(cluster: RealCluster, namespace: str) -> str:
+    """What a server-side dry run of enforcing `restricted` on NAMESPACE says (its warnings name
+    every pod there that breaks the standard). The version goes to `latest` too: Pod Security
+    Admission checks a namespace's pods only when the enforce level or version changes, so
+    relabelling a namespace that enforces restricted already would check nothing."""
+    out = cluster.kubectl("label", "--dry-run=server", "--overwrite", "namespace", namespace,
+                          "pod-security.kubernetes.io/enforce=restricted", "pod-security.kubernetes.io/enforce-version=latest")
+    return out.stdout + out.stderr

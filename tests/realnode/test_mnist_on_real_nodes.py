@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from e2e.local_stack import ROOT, LocalStack, condition, tf_config
-from real_cluster import RealCluster, refuses_privileged_pods, wait_for
+from real_cluster import RealCluster, refuses_privileged_pods, restricted_dry_run, wait_for
 from vocab.tfjob_api import OPERATOR_NAMESPACE
 
 NAMESPACE = "mnist"
@@ -115,9 +115,7 @@ def run(stack: LocalStack, real: RealCluster) -> Run:
     pods = wait_for(running, 600, "the job's four pods Running", interval=2)
     dry_runs = {}
     for namespace in (NAMESPACE, OPERATOR_NAMESPACE):
-        out = real.kubectl("label", "--dry-run=server", "--overwrite", "namespace", namespace,
-                           "pod-security.kubernetes.io/enforce=restricted")
-        dry_runs[namespace] = out.stdout + out.stderr
+        dry_runs[namespace] = restricted_dry_run(real, namespace)
     services = {s["metadata"]["name"]: s["spec"]
                 for s in real.get("services", "-n", NAMESPACE, "-l", f"{JOB_LABEL}={JOB}")["items"]}
     killed = {}
