@@ -39,7 +39,7 @@ import pulumi_kubernetes as k8s
 from components import cert_manager
 from components.hub_config import document as hub
 from components import tls
-from components.cluster import Cluster, Scheduling
+from components.cluster import ANY_API_SERVER, Cluster, Scheduling
 from components.k8s import (
     CLUSTER_DNS_PEER,
     DNS_PORTS,
@@ -55,7 +55,6 @@ from components.k8s import (
     service_url,
 )
 from stacks import retention
-from components.cluster import ANY_API_SERVER
 from stacks.images import ImagesSettings
 from stacks.jupyterhub import Https, JupyterHubSettings
 
