@@ -514,6 +514,13 @@ def test_user_servers_meet_the_restricted_pod_security_standard(browser_run: dic
     said = restricted_dry_run(real, NAMESPACE)
     assert "warning" not in said.lower() and "labeled" in said, said
     assert refuses_privileged_pods(real, NAMESPACE)
+    # The stack's other namespaces, whatever the job's pods are doing by now (a dry run checks
+    # finished pods too): the operator, TensorBoard and the replicas meet restricted as well.
+    for namespace in ("mnist", "kubeflow"):
+        assert real.get("pods", "-n", namespace)["items"], f"no pod in {namespace} to check"
+        said = restricted_dry_run(real, namespace)
+        assert "warning" not in said.lower() and "labeled" in said, f"{namespace}: {said}"
+        assert refuses_privileged_pods(real, namespace), f"{namespace} admits a privileged pod"
 
 
 # --- 5. idle culling -----------------------------------------------------------------------------
