@@ -100,11 +100,11 @@ class RecordingMocks(pulumi.runtime.Mocks):
         self.previous_outputs = previous_outputs or {}
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
-        if args.resource_id:  # a read of an object in the cluster (`.get`): not one the program declares
-            if args.typ == "kubernetes:discovery.k8s.io/v1:EndpointSlice" and args.resource_id == "default/kubernetes":
-                return args.resource_id, {"endpoints": [{"addresses": list(MOCK_API_SERVER[0])}],
-                                          "ports": [{"name": "https", "port": MOCK_API_SERVER[1]}]}
-            raise NotImplementedError(f"the program reads {args.typ} {args.resource_id}, which these mocks do not know")
+        # The cluster component reads the API server's EndpointSlice (`.get`): an object of the
+        # cluster, not one the program declares.
+        if args.typ == "kubernetes:discovery.k8s.io/v1:EndpointSlice" and args.resource_id == "default/kubernetes":
+            return args.resource_id, {"endpoints": [{"addresses": list(MOCK_API_SERVER[0])}],
+                                      "ports": [{"name": "https", "port": MOCK_API_SERVER[1]}]}
         self.deployment.resources.append(Resource(args.typ, args.name, dict(args.inputs), args.provider))
         outputs = dict(args.inputs)
         if args.typ.startswith("azure-native:"):
