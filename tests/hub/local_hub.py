@@ -197,6 +197,19 @@ class LocalHub:
     driver_env: dict[str, str]  # for a node driver: CHROMIUM, TRUSTED_SPKI
     trusted: ssl.SSLContext  # trusts the proxy's certificate and nothing else
     stopped: dict[str, Stopped]  # "proxy", "hub", once the context has ended
+    proxy: subprocess.Popen
+    proxy_command: list[str]
+    env: dict[str, str]  # the hub's and the proxy's environment
+    processes: ExitStack  # stops the hub, the proxy and what they started
+
+    def restart_proxy(self, name: str) -> None:
+        """As when the proxy's pod is deleted: the proxy ends, and a new one with no routes starts
+        on the same addresses (its log `<name>.log`)."""
+        self.proxy.terminate()
+        self.proxy.wait(10)
+        log = self.work / f"{name}.log"
+        self.proxy = start(self.processes, name, self.proxy_command, self.env, log, self.work, self.stopped)
+        wait_for(f"{self.base_url}/_chp_healthz", self.proxy, log, context=self.trusted)
 
     @property
     def hub_log(self) -> str:
@@ -260,7 +273,8 @@ def local_hub(config: dict[str, Any], work: Path, extra_env: dict[str, str] | No
             hub_address, ip="127.0.0.1", port=ports["REDIRECT_PORT"], api_ip="127.0.0.1",
             api_port=ports["PROXY_API_PORT"], https_port=ports["PROXY_PORT"], tls_dir=str(tls_dir),
         )
-        proxy = start(stack, "proxy", [str(CHP), *proxy_command[1:]], env, work / "proxy.log", work, stopped)
+        proxy_command = [str(CHP), *proxy_command[1:]]
+        proxy = start(stack, "proxy", proxy_command, env, work / "proxy.log", work, stopped)
         hub = start(
             stack,
             "hub",
@@ -274,4 +288,4 @@ def local_hub(config: dict[str, Any], work: Path, extra_env: dict[str, str] | No
         # Through the proxy: the hub registered itself as the proxy's default route.
         wait_for(f"{base_url}/hub/health", hub, work / "hub.log", context=trusted)
         driver_env = {**env, "CHROMIUM": CHROMIUM, "TRUSTED_SPKI": spki_hash(certificate.certificate)}
-        yield LocalHub(base_url, rendered, work, hub, driver_env, trusted, stopped)
+        yield LocalHub(base_url, rendered, work, hub, driver_env, trusted, stopped, proxy, proxy_command, env, stack)

@@ -16,26 +16,19 @@ Needs chromium and the npm packages: run tests/hub/setup.sh once (CI does, befor
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import ssl
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from components import tls
-from components.hub_config import document as hub_config
 from program import ROOT, dev_stack_with_upstream_images
-from rendered import render_hub
-from local_hub import CHP, CHROMIUM, HERE, Stopped, free_port, spki_hash, start, wait_for
+from local_hub import HERE, local_hub
 
 DRIVER = HERE / "profile_choices.mjs"
 SCREENSHOT = ROOT / "test-artifacts" / "profile-choices.png"
@@ -119,50 +112,14 @@ class Hub:
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
-    missing = [str(p) for p in (CHP, Path(CHROMIUM)) if not p.exists()]
-    if missing:
-        pytest.fail(f"missing {', '.join(missing)}: run tests/hub/setup.sh first")
     work = tmp_path_factory.mktemp("profiles")
-    rendered = render_hub(stack(), (), work)
-    ports = {name: free_port() for name in ("HUB_PORT", "PROXY_PORT", "PROXY_API_PORT", "REDIRECT_PORT")}
-    certificate = tls.self_signed(("localhost", "127.0.0.1"))
-    tls_dir = work / "tls"
-    tls_dir.mkdir()
-    for key, text in certificate.secret_data().items():
-        (tls_dir / key).write_text(text)
-    pods = work / "pods"
-    pods.mkdir()
     admin_token = secrets.token_hex(32)
-    env = {
-        **os.environ, **rendered.environment, **{name: str(port) for name, port in ports.items()},
-        "HUB_CONFIG_FILE": str(rendered.config_file), "HUB_DATA_DIR": str(work), "STANDIN_REPORT_DIR": str(pods),
-        "TEST_ADMIN_TOKEN": admin_token,
-    }
-    base_url = f"https://localhost:{ports['PROXY_PORT']}"
-    trusted = ssl.create_default_context(cadata=certificate.ca)
     SCREENSHOT.parent.mkdir(exist_ok=True)
     SCREENSHOT.unlink(missing_ok=True)
-    stopped: dict[str, Stopped] = {}
-    with ExitStack() as processes:
-        proxy_command = hub_config.proxy_command(
-            f"http://127.0.0.1:{ports['HUB_PORT']}", ip="127.0.0.1", port=ports["REDIRECT_PORT"], api_ip="127.0.0.1",
-            api_port=ports["PROXY_API_PORT"], https_port=ports["PROXY_PORT"], tls_dir=str(tls_dir),
-        )
-        proxy = start(processes, "proxy", [str(CHP), *proxy_command[1:]], env, work / "proxy.log", work, stopped)
-        hub_process = start(processes, "hub", [sys.executable, "-m", "jupyterhub", "-f", str(HERE / "local_jupyterhub_config.py")],
-                            env, work / "hub.log", work, stopped)
-        wait_for(f"{base_url}/_chp_healthz", proxy, work / "proxy.log", context=trusted)
-        wait_for(f"{base_url}/hub/health", hub_process, work / "hub.log", context=trusted)
-        driver = subprocess.run(
-            ["node", str(DRIVER), base_url, str(SCREENSHOT), "gpu", "2", "A100", "bob", "carol", "alice"],
-            capture_output=True, text=True, timeout=90, cwd=HERE,
-            env={**env, "CHROMIUM": CHROMIUM, "TRUSTED_SPKI": spki_hash(certificate.certificate)},
-        )
-        logs = f"driver stderr:\n{driver.stderr[-2000:]}\nhub log:\n{(work / 'hub.log').read_text()[-4000:]}"
-        assert driver.returncode == 0, logs
-        seen = json.loads(driver.stdout.strip().splitlines()[-1])
-        assert "error" not in seen, f"{seen}\n{logs}"
-        yield Hub(f"{base_url}/hub/api", trusted, admin_token, pods, work / "hub.log", seen)
+    with local_hub(stack(), work, {"TEST_ADMIN_TOKEN": admin_token}) as running:
+        seen = running.drive(DRIVER.name, str(SCREENSHOT), "gpu", "2", "A100", "bob", "carol", "alice",
+                             timeout=90)
+        yield Hub(f"{running.base_url}/hub/api", running.trusted, admin_token, work / "pods", work / "hub.log", seen)
 
 
 def slugs(hub: Hub, user: str) -> list[str]:

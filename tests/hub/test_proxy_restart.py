@@ -10,23 +10,16 @@ JupyterHub; JupyterHub's default is 300 s) must put the user's route back within
 from __future__ import annotations
 
 import json
-import os
 import ssl
-import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from contextlib import ExitStack
 from typing import Any
 
-import pytest
-
-from components import tls
 from components.hub_config import document as hub_config
 from program import example_stack
-from rendered import render_hub
-from local_hub import CHP, HERE, Stopped, free_port, start, wait_for
+from local_hub import local_hub
 
 USERNAME = "admin"  # the dev stack's adminUsers is [admin]; its account is made at the hub's start
 STANDIN_ANSWER = f"Stand-in notebook server for {USERNAME}"
@@ -56,40 +49,10 @@ def request(url: str, context: ssl.SSLContext, method: str = "GET", token: str |
 
 
 def test_a_new_proxy_gets_the_running_servers_route_within_a_minute(tmp_path):
-    if not CHP.exists():
-        pytest.fail(f"missing {CHP}: run tests/hub/setup.sh first")
     config = example_stack("dev")
     assert config["jupyterhub"].get("cullIdleSeconds") is None, "the dev stack should cull at the default timeout"
-    rendered = render_hub(config, (), tmp_path)
-    ports = {name: free_port() for name in ("HUB_PORT", "PROXY_PORT", "PROXY_API_PORT", "REDIRECT_PORT")}
-    certificate = tls.self_signed(("localhost", "127.0.0.1"))
-    tls_dir = tmp_path / "tls"
-    tls_dir.mkdir()
-    for key, text in certificate.secret_data().items():
-        (tls_dir / key).write_text(text)
-    trusted = ssl.create_default_context(cadata=certificate.ca)
-    (tmp_path / "pods").mkdir()
-    env = {
-        **os.environ,
-        **rendered.environment,
-        **{name: str(port) for name, port in ports.items()},
-        "HUB_CONFIG_FILE": str(rendered.config_file),
-        "HUB_DATA_DIR": str(tmp_path),
-        "STANDIN_REPORT_DIR": str(tmp_path / "pods"),
-    }
-    base = f"https://localhost:{ports['PROXY_PORT']}"
-    proxy_command = hub_config.proxy_command(
-        f"http://127.0.0.1:{ports['HUB_PORT']}", ip="127.0.0.1", port=ports["REDIRECT_PORT"], api_ip="127.0.0.1",
-        api_port=ports["PROXY_API_PORT"], https_port=ports["PROXY_PORT"], tls_dir=str(tls_dir),
-    )
-    stopped: dict[str, Stopped] = {}
-    with ExitStack() as stack:
-        proxy = start(stack, "proxy", [str(CHP), *proxy_command[1:]], env, tmp_path / "proxy.log", tmp_path, stopped)
-        hub = start(stack, "hub", [sys.executable, "-m", "jupyterhub", "-f", str(HERE / "local_jupyterhub_config.py")],
-                    env, tmp_path / "hub.log", tmp_path, stopped)
-        wait_for(f"{base}/_chp_healthz", proxy, tmp_path / "proxy.log", context=trusted)
-        wait_for(f"{base}/hub/health", hub, tmp_path / "hub.log", context=trusted)
-
+    with local_hub(config, tmp_path) as running:
+        base, trusted, rendered = running.base_url, running.trusted, running.rendered
         # The first admin, whose password the stack generated, starts a server through the API.
         password = rendered.environment[hub_config.FIRST_ADMIN_PASSWORD_ENV]
         status, answer = request(f"{base}/hub/api/users/{USERNAME}/tokens", trusted, "POST",
@@ -109,11 +72,7 @@ def test_a_new_proxy_gets_the_running_servers_route_within_a_minute(tmp_path):
             time.sleep(0.5)
 
         # The proxy pod deleted: a new, empty proxy on the same addresses.
-        proxy.terminate()
-        proxy.wait(10)
-        assert not answers()
-        proxy = start(stack, "proxy-2", [str(CHP), *proxy_command[1:]], env, tmp_path / "proxy-2.log", tmp_path, stopped)
-        wait_for(f"{base}/_chp_healthz", proxy, tmp_path / "proxy-2.log", context=trusted)
+        running.restart_proxy("proxy-2")
         started = time.monotonic()
         assert not answers(), "the new proxy had the user's route before the hub's check"
         deadline = started + hub_config.ROUTE_CHECK_SECONDS + SLACK
