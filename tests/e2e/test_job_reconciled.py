@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from components.k8s import restricted
+from components.mnist import POD_SECURITY
 from local_stack import ROOT, LocalStack, condition, tf_config, wait_for
 from podnet import PodNetwork
 
@@ -98,14 +100,17 @@ def test_job_succeeds_and_its_parameter_server_is_cleaned_up(local: LocalStack) 
     assert f"{JOB}-chief-0" in names and not any("-ps-" in n for n in names), names
 
 
-# The tutorial's own topology, written as its TFJob was: 1 Master, 2 Workers, 1 PS.
+# The tutorial's own topology, written as its TFJob was: 1 Master, 2 Workers, 1 PS; with the
+# security context the training namespace's Pod Security Admission (`restricted`) asks of any pod.
 TUTORIAL_JOB = "tutorial-mnist"
 
 
 def tutorial_tfjob() -> dict[str, Any]:
     def replicas(count: int) -> dict[str, Any]:
-        container = {"name": "tensorflow", "image": "tensorflow/tensorflow:2.21.0", "command": ["python", "-m", "trainer"]}
-        return {"replicas": count, "restartPolicy": "Never", "template": {"spec": {"containers": [container]}}}
+        container = {"name": "tensorflow", "image": "tensorflow/tensorflow:2.21.0", "command": ["python", "-m", "trainer"],
+                     "securityContext": restricted()}
+        pod = {"securityContext": dict(POD_SECURITY), "containers": [container]}
+        return {"replicas": count, "restartPolicy": "Never", "template": {"spec": pod}}
 
     return {
         "apiVersion": "kubeflow.org/v1",
