@@ -132,14 +132,18 @@ def cli_pid(stack: LocalStack) -> int | None:
 
 
 def kill_orphans(stack: LocalStack) -> list[str]:
-    """Plugins of this stack's PULUMI_HOME whose CLI is gone (a SIGKILLed CLI leaves its provider
-    running, waiting on the hub), stopped by pid; what they were."""
+    """The processes of this stack's CLI once it is gone (a SIGKILLed CLI leaves its provider
+    running, waiting on the hub, and its language host): its plugins, under its PULUMI_HOME, and
+    the language host that runs with that PULUMI_HOME (the cluster's processes have it too, so
+    nothing else goes by the environment), stopped by pid; what they were."""
     home = str(stack.base / "pulumi-home")
     killed = []
     for proc in Path("/proc").iterdir():
         try:
             argv0 = (proc / "cmdline").read_bytes().split(b"\0", 1)[0].decode(errors="replace")
-            if proc.name.isdigit() and argv0.startswith(home) and cli_pid(stack) is None:
+            environment = (proc / "environ").read_bytes().split(b"\0")
+            language_host = Path(argv0).name.startswith("pulumi-language-") and f"PULUMI_HOME={home}".encode() in environment
+            if proc.name.isdigit() and (argv0.startswith(home) or language_host) and cli_pid(stack) is None:
                 os.kill(int(proc.name), signal.SIGKILL)
                 killed.append(f"{proc.name} {argv0}")
         except (OSError, ProcessLookupError):
