@@ -75,6 +75,15 @@ def working_dir(pid: int) -> Path | None:
         return None  # gone, a zombie, or not ours to read
 
 
+def still_running(pid: int) -> bool:
+    """Whether `pid` is a process that has not yet exited (a zombie has: it holds nothing)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
 class ControlPlane:
     def __init__(self, paths: ClusterPaths, tools: dict[str, str]):
         self.paths = paths
@@ -130,12 +139,18 @@ class ControlPlane:
 
     def stop(self) -> None:
         """kwokctl's own stop first (it kills by pid file), then whatever is left (a component that
-        outlived its pid file), by pid: SIGTERM, and SIGKILL after STOP_GRACE seconds."""
+        outlived its pid file), by pid: SIGTERM, and SIGKILL after STOP_GRACE seconds. Returns once
+        every one of them is gone."""
+        # Taken before anything stops: a process in the middle of exiting has no working directory
+        # to read, so processes() no longer finds it, yet it runs on for a moment in the cluster's
+        # directory (seen: the API server, after kwokctl's stop, outliving `down`).
+        seen = set(self.processes())
         if self.exists():
             subprocess.run([str(self.kwokctl), "--name", self.name, "--v=ERROR", "stop", "cluster"],
                            env=self.kwokctl_env(), capture_output=True)
         deadline = time.monotonic() + STOP_GRACE
         while pids := self.processes():
+            seen.update(pids)
             sent = signal.SIGTERM if time.monotonic() < deadline else signal.SIGKILL
             for pid in pids:
                 try:
@@ -143,6 +158,10 @@ class ControlPlane:
                 except ProcessLookupError:
                     pass
             time.sleep(0.5)
+        while (exiting := [pid for pid in seen if still_running(pid)]) and time.monotonic() < deadline + STOP_GRACE:
+            time.sleep(0.1)
+        for pid in exiting:
+            log(f"process {pid} of the cluster is still exiting after {2 * STOP_GRACE} s")
         for pid_file in (self.dir / "pids").glob("*.pid"):
             pid_file.unlink()
 
