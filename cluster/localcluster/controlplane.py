@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 from . import ports
+from .process import exited, wait_exited
 from .settings import CONTROL_PLANE_TOOLS, CONTROL_PLANE_VERSIONS, REPO, ClusterPaths, missing_tools
 
 CONFIG_DIR = REPO / "cluster"
@@ -73,15 +74,6 @@ def working_dir(pid: int) -> Path | None:
         return Path(os.readlink(f"/proc/{pid}/cwd"))
     except OSError:
         return None  # gone, a zombie, or not ours to read
-
-
-def still_running(pid: int) -> bool:
-    """Whether `pid` is a process that has not yet exited (a zombie has: it holds nothing)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 class ControlPlane:
@@ -158,9 +150,8 @@ class ControlPlane:
                 except ProcessLookupError:
                     pass
             time.sleep(0.5)
-        while (exiting := [pid for pid in seen if still_running(pid)]) and time.monotonic() < deadline + STOP_GRACE:
-            time.sleep(0.1)
-        for pid in exiting:
+        wait_exited(sorted(seen), max(0.0, deadline + STOP_GRACE - time.monotonic()))
+        for pid in [pid for pid in seen if not exited(pid)]:
             log(f"process {pid} of the cluster is still exiting after {2 * STOP_GRACE} s")
         for pid_file in (self.dir / "pids").glob("*.pid"):
             pid_file.unlink()
