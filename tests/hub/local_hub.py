@@ -202,11 +202,13 @@ class LocalHub:
     env: dict[str, str]  # the hub's and the proxy's environment
     processes: ExitStack  # stops the hub, the proxy and what they started
 
-    def restart_proxy(self, name: str) -> None:
-        """As when the proxy's pod is deleted: the proxy ends, and a new one with no routes starts
-        on the same addresses (its log `<name>.log`)."""
+    def stop_proxy(self) -> None:
+        """As when the proxy's pod is deleted: the proxy ends (start_proxy starts a new one)."""
         self.proxy.terminate()
         self.proxy.wait(10)
+
+    def start_proxy(self, name: str) -> None:
+        """A new proxy with no routes on the same addresses (its log `<name>.log`), as a new pod."""
         log = self.work / f"{name}.log"
         self.proxy = start(self.processes, name, self.proxy_command, self.env, log, self.work, self.stopped)
         wait_for(f"{self.base_url}/_chp_healthz", self.proxy, log, context=self.trusted)

@@ -72,7 +72,9 @@ def test_a_new_proxy_gets_the_running_servers_route_within_a_minute(tmp_path):
             time.sleep(0.5)
 
         # The proxy pod deleted: a new, empty proxy on the same addresses.
-        running.restart_proxy("proxy-2")
+        running.stop_proxy()
+        assert not answers()
+        running.start_proxy("proxy-2")
         started = time.monotonic()
         assert not answers(), "the new proxy had the user's route before the hub's check"
         deadline = started + hub_config.ROUTE_CHECK_SECONDS + SLACK
