@@ -1,0 +1,99 @@
+"""A REST and browser client for the session's hub through a port-forward to proxy-public:443.
+
+Shared by the real-node tests that talk to the deployed hub (test_survives_restarts.py,
+test_hub_storm.py) and by `make bench-hub` (bench/bench_hub.py).
+"""
+
+from __future__ import annotations
+
+import http.cookiejar
+import json
+import re
+import ssl
+import subprocess
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+
+from real_cluster import RealCluster
+
+NAMESPACE = "jupyterhub"
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any) -> None:
+        return None
+
+
+@dataclass
+class Client:
+    """The hub through a port-forward to proxy-public:443, with a browser's cookie jar."""
+
+    real: RealCluster
+    context: ssl.SSLContext
+    port: int = 0
+    forward: subprocess.Popen | None = None
+    cookies: http.cookiejar.CookieJar = field(default_factory=http.cookiejar.CookieJar)
+
+    def connect(self) -> None:
+        """A port-forward to proxy-public, new each time: kubectl forwards to one pod, and a
+        deleted proxy pod ends it."""
+        self.close()
+        self.forward = subprocess.Popen(
+            [str(self.real.kubectl_bin), "--kubeconfig", str(self.real.kubeconfig), "port-forward", "-n", NAMESPACE,
+             "svc/proxy-public", ":443"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.forward.stdout.readline()
+        found = re.search(r"127\.0\.0\.1:(\d+)", line)
+        assert found, f"kubectl port-forward said {line!r}"
+        self.port = int(found.group(1))
+
+    def close(self) -> None:
+        if self.forward is not None:
+            self.forward.terminate()
+            self.forward.wait(10)
+            self.forward = None
+
+    def open(self, method: str, path: str, token: str | None = None, body: Any = None, form: dict[str, str] | None = None,
+             follow: bool = True, timeout: float = 30, browser: bool = True) -> tuple[int, str, str]:
+        """(status, final path, text); redirects followed unless `follow` is False; with `browser`
+        the session's cookies are sent and kept."""
+        handlers: list[Any] = [urllib.request.HTTPSHandler(context=self.context)]
+        if browser:
+            handlers.append(urllib.request.HTTPCookieProcessor(self.cookies))
+        if not follow:
+            handlers.append(NoRedirect())
+        opener = urllib.request.build_opener(*handlers)
+        headers = {}
+        data = None
+        if token:
+            headers["Authorization"] = f"token {token}"
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+            data = json.dumps(body).encode()
+        if form is not None:
+            data = urllib.parse.urlencode(form).encode()
+        request = urllib.request.Request(f"https://localhost:{self.port}{path}", data=data, method=method, headers=headers)
+        try:
+            with opener.open(request, timeout=timeout) as response:
+                return response.status, urllib.parse.urlparse(response.url).path, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, urllib.parse.urlparse(error.url or path).path, error.read().decode(errors="replace")
+
+    def api(self, method: str, path: str, token: str, body: Any = None, ok: tuple[int, ...] = (200,)) -> Any:
+        status, _, text = self.open(method, f"/hub/api{path}", token, body, browser=False)
+        assert status in ok, f"{method} /hub/api{path}: HTTP {status}: {text[:500]}"
+        return json.loads(text) if text else None
+
+    def healthy(self) -> bool:
+        try:
+            return self.open("GET", "/hub/health", timeout=5)[0] == 200
+        except OSError:
+            return False
+
+    def xsrf(self, path: str) -> str:
+        status, _, page = self.open("GET", path)
+        found = re.search(r'name="_xsrf"\s+value="([^"]+)"', page)
+        assert status == 200 and found, f"no _xsrf in {path}: HTTP {status}"
+        return found.group(1)
