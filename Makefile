@@ -11,7 +11,7 @@ LINT_HASH := $(shell sha256sum tools/lint-requirements.txt | cut -c1-12)
 LINT_VENV := $(CACHE)/lint-venv-$(LINT_HASH)
 
 .PHONY: system help venv lint lint-venv test-system test test-unit test-hub test-trainer test-engine test-images test-scan \
-	test-controlplane test-e2e test-realnode test-deps up down render bench-trainer notebook tools tools-node \
+	test-controlplane test-e2e test-realnode test-deps up down render bench-trainer bench-hub notebook tools tools-node \
 	docs images images-lock images-list
 
 # Every target documented with a `## ` line right above it; `make help` lists them.
@@ -169,6 +169,15 @@ down:
 bench-deploy: system venv images
 	tools/build.sh pulumi kube operator $(if $(filter kwok,$(STACK)),,node)
 	PYTHONPATH=tests $(PY) -m bench.bench_deploy --stack $(STACK) --out .local/bench-deploy
+
+# A class of 20 pressing Start at once on a fresh private cluster with real nodes and the real-node
+# tests' stack (bench/bench_hub.py, tests/realnode/hub_storm.py); USERS, CONCURRENT, ACTIVE change it.
+.PHONY: bench-hub
+## 20 users press Start at once: spawn times, /hub/health, refusals (docs/benchmarks.md)
+bench-hub: system venv images
+	tools/build.sh pulumi kube operator node
+	PYTHONPATH=tests:tests/realnode $(PY) -m bench.bench_hub --out .local/bench-hub \
+	  $(if $(USERS),--users $(USERS)) $(if $(CONCURRENT),--concurrent $(CONCURRENT)) $(if $(ACTIVE),--active $(ACTIVE))
 
 # --- images (images/) ---
 # The platform's images, built without Docker or a registry into $(CACHE)/images as OCI archives
