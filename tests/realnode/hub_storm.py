@@ -101,11 +101,11 @@ def storm_limits(stack: LocalStack, limits: Limits) -> Iterator[None]:
     document["config"][key] = storm_config(document["config"][key], limits)
     stack.config_file.write_text(yaml.safe_dump(document, sort_keys=False))
     try:
-        stack.pulumi("up", "--yes", "--skip-preview", timeout=900)
+        print(f"  the storm's limits deployed in {stack.pulumi('up', '--yes', '--skip-preview', timeout=900).seconds:.0f}s", flush=True)
         yield
     finally:
         stack.config_file.write_text(original)
-        stack.pulumi("up", "--yes", "--skip-preview", timeout=900)
+        print(f"  the stack's own config back in {stack.pulumi('up', '--yes', '--skip-preview', timeout=900).seconds:.0f}s", flush=True)
 
 
 @dataclass

@@ -10,6 +10,7 @@ runs the same storm with 20 users and measures it (docs/benchmarks.md).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -39,7 +40,9 @@ def storm(stack: LocalStack, real: RealCluster) -> Iterator[tuple[Storm, int]]:
             others = [m["name"] for m in running if m["name"] not in USERS]
             room = LIMITS.active_servers - len(others)
             assert room >= 1, f"no room for the storm: {others} run servers already"
-            yield run_storm(real, client, token, USERS, LIMITS, spread=1.0), room
+            result = run_storm(real, client, token, USERS, LIMITS, spread=1.0)
+            print(f"  storm: {json.dumps(result.summary())}", flush=True)
+            yield result, room
         finally:
             client.close()
 
