@@ -5,8 +5,8 @@ limits of 2 concurrent spawns and 3 active servers (beyond any that other users 
 rolls), and restored afterwards, so the stack's own limits stay what the other tests need.
 Behaviour, not timings: what fits runs and answers through the proxy, the rest are refused with
 the hub's message, the hub neither restarts nor stops answering /hub/health, and nothing of the
-users is left after all stop. `make bench-hub`
-runs the same storm with 20 users and measures it (docs/benchmarks.md).
+users is left after all stop. `make bench-hub` runs the same storm with 20 users and measures
+it (docs/benchmarks.md).
 """
 
 from __future__ import annotations
