@@ -83,8 +83,16 @@ class Client:
 
     def api(self, method: str, path: str, token: str, body: Any = None, ok: tuple[int, ...] = (200,)) -> Any:
         status, _, text = self.open(method, f"/hub/api{path}", token, body, browser=False)
-        assert status in ok, f"{method} /hub/api{path}: HTTP {status}: {text[:500]}"
+        assert status in ok, f"{method} /hub/api{path}: HTTP {status}: {text[:500]}{self.proxy_errors(status)}"
         return json.loads(text) if text else None
+
+    def proxy_errors(self, status: int) -> str:
+        """For the proxy's own answers (it could not reach the hub), its last errors, which say why."""
+        if status not in (502, 503, 504):
+            return ""
+        log = self.real.kubectl("logs", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=proxy", "--tail=200",
+                                check=False).stdout
+        return "\nthe proxy's last errors:\n" + "\n".join([line for line in log.splitlines() if "error" in line][-10:])
 
     def healthy(self) -> bool:
         try:

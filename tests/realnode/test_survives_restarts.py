@@ -105,19 +105,35 @@ def server_answers(client: Client, token: str) -> bool:
 
 def assert_nobody_noticed(client: Client, seeded: Seeded, what: str) -> None:
     status, where, page = client.open("GET", "/hub/home")
-    assert (status, where) == (200, "/hub/home") and ADMIN in page, f"after {what}, the admin's session is gone: {status} at {where}"
+    assert (status, where) == (200, "/hub/home") and ADMIN in page, \
+        f"after {what}, the admin's session is gone: {status} at {where}{client.proxy_errors(status)}"
     assert client.api("GET", "/user", seeded.admin_token)["name"] == ADMIN, f"after {what}"
     assert client.api("GET", "/user", seeded.user_token)["name"] == USER, f"after {what}"
     server = client.api("GET", f"/users/{USER}", seeded.admin_token)["servers"].get("")
     assert server and server["ready"], f"after {what}, the hub no longer knows {USER}'s server: {server}"
     assert pod(client.real, f"jupyter-{USER}")["metadata"]["uid"] == seeded.user_pod_uid, f"{USER}'s server is a new pod after {what}"
     wait_for(lambda: server_answers(client, seeded.user_token), 30, f"{USER}'s server through the proxy after {what}", interval=1)
+    hub = component_pod(client.real, "hub")
+    restarts = [c["restartCount"] for c in (hub or {}).get("status", {}).get("containerStatuses", [])]
+    assert restarts == [0], f"after {what}, the hub's container restarted: {restarts}"
 
 
-def wait_for_new_hub(client: Client, old_uid: str, timeout: float) -> float:
-    """Seconds until a hub pod other than `old_uid` answers /hub/health through the proxy."""
+def wait_for_new_hub(client: Client, old: dict[str, Any], timeout: float) -> float:
+    """Seconds until the hub is back: the old pod gone, a new one ready, and /hub/health answering
+    through the proxy. Not /hub/health alone: until the old pod is gone it can still answer
+    (seen: health answered, then the proxy's 503s, `read ECONNRESET` and `connect ECONNREFUSED`
+    to the hub's Service, for seconds, until the new pod was ready)."""
     start = time.monotonic()
-    wait_for(lambda: (p := component_pod(client.real, "hub")) and p["metadata"]["uid"] != old_uid, timeout, "a new hub pod")
+    name, uid = old["metadata"]["name"], old["metadata"]["uid"]
+    wait_for(lambda: client.real.kubectl("get", "pod", "-n", NAMESPACE, name, "-o", "name", check=False).returncode != 0
+             or pod(client.real, name)["metadata"]["uid"] != uid, timeout, f"the old hub pod {name} gone")
+
+    def new_hub_ready() -> bool:
+        new = component_pod(client.real, "hub")
+        statuses = (new or {}).get("status", {}).get("containerStatuses") or []
+        return bool(new) and new["metadata"]["uid"] != uid and bool(statuses) and all(c.get("ready") for c in statuses)
+
+    wait_for(new_hub_ready, timeout, "a new hub pod ready")
     wait_for(client.healthy, timeout, "/hub/health after the hub's restart", interval=0.5)
     return time.monotonic() - start
 
@@ -127,7 +143,7 @@ def test_hub_pod_deleted(client: Client, seeded: Seeded) -> None:
     assert old, "not one hub pod"
     started = time.monotonic()
     client.real.kubectl("delete", "pod", "-n", NAMESPACE, old["metadata"]["name"], "--wait=false")
-    wait_for_new_hub(client, old["metadata"]["uid"], 300)
+    wait_for_new_hub(client, old, 300)
     MEASURED["hub back after its pod was deleted (s)"] = round(time.monotonic() - started, 1)
     assert_nobody_noticed(client, seeded, "the hub pod's deletion")
 
@@ -156,7 +172,7 @@ def test_pulumi_up_that_rolls_the_hub(client: Client, seeded: Seeded, stack: Loc
     assert old, "not one hub pod"
     assert culling(stack) != DEFAULT_CULL_IDLE_SECONDS, "no hub setting to change: the stack culls at the default already"
     set_culling(stack, DEFAULT_CULL_IDLE_SECONDS)
-    wait_for_new_hub(client, old["metadata"]["uid"], 300)
+    wait_for_new_hub(client, old, 300)
     assert_nobody_noticed(client, seeded, "a `pulumi up` that rolled the hub")
 
 
