@@ -28,3 +28,20 @@ export function launchPersistent(userDataDir) {
 export function launch() {
   return playwright.chromium.launch(launchOptions());
 }
+
+/** What a driver reports when a step throws: the error, and where the page was and what it showed. */
+export async function whatWentWrong(error, page) {
+  const report = { error: String(error) };
+  if (page) {
+    report.at = page.url();
+    report.page = (await page.content()).slice(0, 4000);
+  }
+  return report;
+}
+
+/** A page in a browser context of its own, with its own cookies: one more person at the hub. */
+export async function newPerson(browser) {
+  const context = await browser.newContext({ viewport: VIEWPORT });
+  context.setDefaultTimeout(30000);
+  return context.newPage();
+}

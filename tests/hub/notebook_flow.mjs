@@ -9,7 +9,7 @@
 //
 // Usage: node notebook_flow.mjs BASE_URL SCREENSHOT_DIR ADMIN ADMIN_PASSWORD USER PASSWORD PROFILE_SLUG
 // (PASSWORD is the user's; LAB_TIMEOUT_MS bounds the wait for the server, default 600000)
-import { launch, VIEWPORT } from "./chromium.mjs";
+import { launch, newPerson, whatWentWrong } from "./chromium.mjs";
 import { readProfiles, signUp, submitLogin } from "./hub_pages.mjs";
 
 const [baseUrl, screenshots, admin, adminPassword, user, password, profileSlug] = process.argv.slice(2);
@@ -22,11 +22,7 @@ const labTimeout = Number(process.env.LAB_TIMEOUT_MS || 600000);
 const browser = await launch();
 const seen = {};
 let page;
-async function person() {
-  const context = await browser.newContext({ viewport: VIEWPORT });
-  context.setDefaultTimeout(30000);
-  return context.newPage();
-}
+const person = () => newPerson(browser);
 
 try {
   page = await person();
@@ -70,11 +66,7 @@ try {
   seen.labTitle = await page.title();
   await page.screenshot({ path: `${screenshots}/jupyterlab.png` });
 } catch (error) {
-  seen.error = String(error);
-  if (page) {
-    seen.at = page.url();
-    seen.page = (await page.content()).slice(0, 4000);
-  }
+  Object.assign(seen, await whatWentWrong(error, page));
 } finally {
   await browser.close();
 }

@@ -4,7 +4,7 @@
 // pytest in test_profile_choices.py makes the assertions.
 //
 // Usage: node profile_choices.mjs <hub base URL> <screenshot.png> <profile slug> <gpus> <gpu type> <user>...
-import { launch } from "./chromium.mjs";
+import { launch, whatWentWrong } from "./chromium.mjs";
 import { readProfiles, submitLogin } from "./hub_pages.mjs";
 
 const [baseUrl, screenshot, profileSlug, gpus, gpuType, ...users] = process.argv.slice(2);
@@ -40,9 +40,7 @@ try {
     seen.serverUrl = page.url();
   }
 } catch (error) {
-  seen.error = String(error);
-  seen.at = page ? page.url() : null;
-  seen.page = page ? (await page.content()).slice(0, 4000) : null;
+  Object.assign(seen, await whatWentWrong(error, page));
 } finally {
   await browser.close();
 }

@@ -7,7 +7,7 @@
 // one JSON object on stdout; signin_limits's pytest makes the assertions.
 //
 // Usage: node signin_limits.mjs BASE_URL ADMIN ADMIN_PASSWORD USER USER_PASSWORD WRONG_LOGINS LOCKOUT_SECONDS
-import { launch, VIEWPORT } from "./chromium.mjs";
+import { launch, newPerson, whatWentWrong } from "./chromium.mjs";
 import { signUp, submitLogin } from "./hub_pages.mjs";
 
 const [baseUrl, admin, adminPassword, user, userPassword, wrongLogins, lockoutSeconds] = process.argv.slice(2);
@@ -19,11 +19,7 @@ if (!lockoutSeconds) {
 const browser = await launch();
 const seen = {};
 let page;
-async function person() {
-  const context = await browser.newContext({ viewport: VIEWPORT });
-  context.setDefaultTimeout(30000);
-  return context.newPage();
-}
+const person = () => newPerson(browser);
 
 /** Logs in on a fresh login page; where the browser ends up and the form's error, if any. */
 async function login(page, username, password) {
@@ -77,11 +73,7 @@ try {
   seen.adminServer = (await adminPage.locator("body").innerText()).trim();
   seen.whileAnotherRuns = await pressStart(userPage);
 } catch (error) {
-  seen.error = String(error);
-  if (page) {
-    seen.at = page.url();
-    seen.page = (await page.content()).slice(0, 4000);
-  }
+  Object.assign(seen, await whatWentWrong(error, page));
 } finally {
   await browser.close();
 }

@@ -5,7 +5,7 @@
 // test_browser.py makes the assertions.
 //
 // Usage: node spawn_form.mjs <hub base URL> <screenshot.png> <user-data-dir> <username> <password> <profile slug>
-import { launchPersistent } from "./chromium.mjs";
+import { launchPersistent, whatWentWrong } from "./chromium.mjs";
 import { readProfiles, signUp, submitLogin } from "./hub_pages.mjs";
 
 const [baseUrl, screenshot, userDataDir, username, password, profileSlug] = process.argv.slice(2);
@@ -33,9 +33,7 @@ try {
   seen.serverUrl = page.url();
   seen.serverPage = (await page.locator("body").innerText()).trim();
 } catch (error) {
-  seen.error = String(error);
-  seen.at = page.url();
-  seen.page = (await page.content()).slice(0, 4000);
+  Object.assign(seen, await whatWentWrong(error, page));
 } finally {
   await context.close();
 }
