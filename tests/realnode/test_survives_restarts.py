@@ -125,8 +125,15 @@ def wait_for_new_hub(client: Client, old: dict[str, Any], timeout: float) -> flo
     to the hub's Service, for seconds, until the new pod was ready)."""
     start = time.monotonic()
     name, uid = old["metadata"]["name"], old["metadata"]["uid"]
-    wait_for(lambda: client.real.kubectl("get", "pod", "-n", NAMESPACE, name, "-o", "name", check=False).returncode != 0
-             or pod(client.real, name)["metadata"]["uid"] != uid, timeout, f"the old hub pod {name} gone")
+
+    def old_hub_gone() -> bool:
+        found = client.real.kubectl("get", "pod", "-n", NAMESPACE, name, "-o", "jsonpath={.metadata.uid}", check=False)
+        if found.returncode != 0:
+            assert "NotFound" in found.stderr, f"kubectl get pod {name}: {found.stderr}"
+            return True
+        return found.stdout.strip() != uid
+
+    wait_for(old_hub_gone, timeout, f"the old hub pod {name} gone")
 
     def new_hub_ready() -> bool:
         new = component_pod(client.real, "hub")
