@@ -472,6 +472,13 @@ def test_a_profile_with_more_gpus_goes_to_a_pool_that_has_them():
     assert overrides["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"}]
 
 
+def test_a_profile_with_its_own_start_timeout_gives_it_to_kubespawner_and_the_others_keep_the_hubs():
+    document = build(example_stack("dev")).document()
+    assert profile(document, "TensorFlow (GPU)")["kubespawner_override"]["start_timeout"] == 600
+    assert "start_timeout" not in profile(document, "TensorFlow (CPU)")["kubespawner_override"]
+    assert document["traits"]["KubeSpawner"]["start_timeout"] == 900
+
+
 def test_cpu_profiles_go_to_the_user_pool_and_tolerate_its_taint():
     overrides = profile(build(existing()).document(), "TensorFlow (CPU)")["kubespawner_override"]
     assert overrides["node_selector"] == {"agentpool": "users"}
