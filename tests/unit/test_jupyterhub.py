@@ -607,11 +607,11 @@ def test_spawn_limits_and_timeouts_default_to_zero_to_jupyterhubs_or_stricter():
 
 def test_spawn_limits_and_timeouts_are_configurable():
     limits = {"concurrentSpawnLimit": 8, "activeServerLimit": 20, "consecutiveFailureLimit": 3,
-              "startTimeoutSeconds": 120, "httpTimeoutSeconds": 45}
+              "startTimeoutSeconds": 700, "httpTimeoutSeconds": 45}
     traits = build(dev(limits=limits)).document()["traits"]
     assert (traits["JupyterHub"]["concurrent_spawn_limit"], traits["JupyterHub"]["active_server_limit"]) == (8, 20)
     assert traits["KubeSpawner"]["consecutive_failure_limit"] == 3
-    assert (traits["KubeSpawner"]["start_timeout"], traits["KubeSpawner"]["http_timeout"]) == (120, 45)
+    assert (traits["KubeSpawner"]["start_timeout"], traits["KubeSpawner"]["http_timeout"]) == (700, 45)
 
 
 # --- storage and culling -----------------------------------------------------------------------------
