@@ -20,6 +20,8 @@ The test stack asks only 250m CPU of a GPU server (realnode_stack.py): four of t
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import threading
 import time
 import urllib.request
@@ -29,12 +31,15 @@ from typing import Any
 import pytest
 
 from cluster.localcluster.gpuplugin import REPLICA_SEPARATOR, advertised, device_ids
+from e2e.local_stack import ROOT
 from real_cluster import RealCluster, wait_for
 from realnode_stack import CULL_IDLE_SECONDS, GPU_CULL_IDLE_SECONDS, GPU_START_TIMEOUT_SECONDS
 import test_notebooks_on_real_nodes
 from test_notebooks_on_real_nodes import (
+    ADMIN,
     CPU_PROFILE,
     GPU_PROFILE,
+    HUB_DIR,
     NAMESPACE,
     NOTEBOOK_CONTAINER,
     START_TIMEOUT,
@@ -43,6 +48,7 @@ from test_notebooks_on_real_nodes import (
     pod_gone,
     pod_name,
     profiles,
+    spki_hash,
 )
 
 # The hub through a port-forward to proxy-public, as the notebook tests reach it (a fixture of this
@@ -57,6 +63,9 @@ JOB_TIMEOUT = 900
 # Activity reported this often for the servers that must not be culled (the GPU profile's
 # timeout is GPU_CULL_IDLE_SECONDS).
 KEEP_ALIVE_SECONDS = 10
+# The spawn-pending page of the fifth server, in headless Chromium (docs/jupyterhub.md shows it).
+SPAWN_PENDING_DRIVER = HUB_DIR / "spawn_pending.mjs"
+SPAWN_PENDING_SCREENSHOT = ROOT / "docs" / "screenshots" / "gpu-spawn-pending.png"
 
 
 def gpu_node(real: RealCluster) -> tuple[str, str, int]:
@@ -153,7 +162,7 @@ def progress_events(hub: Hub, user: str, events: list[dict[str, Any]]) -> None:
     """Reads USER's spawn progress (the server-sent events the spawn page shows) into EVENTS until
     the spawn is ready or has failed."""
     request = urllib.request.Request(f"{hub.url}/hub/api/users/{user}/server/progress",
-                                     headers={"Authorization": f"token {hub.token('admin')}"})
+                                     headers={"Authorization": f"token {hub.token(ADMIN)}"})
     with urllib.request.urlopen(request, context=hub.context, timeout=60) as stream:
         for raw in stream:
             line = raw.decode().strip()
@@ -171,21 +180,42 @@ def test_a_fifth_gpu_server_shows_the_schedulers_reason_and_fails_within_its_sta
     _, resource, _ = gpu_node(real)
     events: list[dict[str, Any]] = []
     started = time.monotonic()
+    if not (HUB_DIR / "node_modules" / "playwright-core").is_dir() or shutil.which("node") is None:
+        pytest.fail("the browser harness is not installed: run tests/hub/setup.sh first (make test does)")
+    SPAWN_PENDING_SCREENSHOT.unlink(missing_ok=True)
     start(hub, FIFTH, GPU_PROFILE)
     reader = threading.Thread(target=progress_events, args=(hub, FIFTH, events), daemon=True)
     reader.start()
-    unschedulable = None
-    while reader.is_alive() and time.monotonic() - started < GPU_START_TIMEOUT_SECONDS + 120:
-        for user in servers:
-            hub.report_activity(user)  # four shares stay taken
-        pod = real.kubectl("get", "pod", "-n", NAMESPACE, pod_name(FIFTH), "-o", "json", check=False)
-        if pod.returncode == 0:
-            status = json.loads(pod.stdout)["status"]
-            assert status.get("phase") == "Pending", f"the fifth GPU server's pod is {status.get('phase')}: {status}"
-            unschedulable = next((c for c in status.get("conditions", []) if c.get("reason") == "Unschedulable"),
-                                 unschedulable)
-        reader.join(KEEP_ALIVE_SECONDS)
-    failed_after = time.monotonic() - started
+    # The admin watches the fifth server's spawn page meanwhile.
+    page = subprocess.Popen(
+        ["node", str(SPAWN_PENDING_DRIVER), hub.url, str(SPAWN_PENDING_SCREENSHOT), ADMIN, hub.admin_password, FIFTH,
+         f"Insufficient {resource}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=HUB_DIR,
+        env={**real.env, "TRUSTED_SPKI": spki_hash(hub.certificate), "WAIT_MS": str(GPU_START_TIMEOUT_SECONDS * 1000)})
+    try:
+        unschedulable = None
+        while reader.is_alive() and time.monotonic() - started < GPU_START_TIMEOUT_SECONDS + 120:
+            for user in servers:
+                hub.report_activity(user)  # four shares stay taken
+            pod = real.kubectl("get", "pod", "-n", NAMESPACE, pod_name(FIFTH), "-o", "json", check=False)
+            if pod.returncode == 0:
+                status = json.loads(pod.stdout)["status"]
+                assert status.get("phase") == "Pending", f"the fifth GPU server's pod is {status.get('phase')}: {status}"
+                unschedulable = next((c for c in status.get("conditions", []) if c.get("reason") == "Unschedulable"),
+                                     unschedulable)
+            reader.join(KEEP_ALIVE_SECONDS)
+        failed_after = time.monotonic() - started
+        shown, said = page.communicate(timeout=120)
+    finally:
+        if page.poll() is None:
+            page.kill()
+            page.communicate()
+    assert page.returncode == 0, f"the spawn page's driver failed ({page.returncode}):\n{said[-3000:]}"
+    shown = json.loads(shown.strip().splitlines()[-1])
+    assert "error" not in shown, shown
+    assert shown["url"].endswith(f"/hub/spawn-pending/{FIFTH}"), shown
+    assert any(f"Insufficient {resource}" in line for line in shown["log"]), f"the spawn page's log: {shown['log']}"
+    assert SPAWN_PENDING_SCREENSHOT.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not reader.is_alive(), f"no end to the fifth server's spawn progress after {failed_after:.0f}s: {events}"
     assert unschedulable and f"Insufficient {resource}" in unschedulable["message"], unschedulable
     messages = [e.get("message", "") for e in events]
