@@ -25,7 +25,8 @@ try {
   await submitLogin(page, admin, adminPassword);
   await page.goto(`${baseUrl}/hub/spawn-pending/${user}`);
   seen.url = page.url();
-  await page.locator("#progress-log .progress-log-event", { hasText: text }).first().waitFor({ timeout: wait });
+  // The log sits in a closed <details> until the spawn ends: attached, not visible.
+  await page.locator("#progress-log .progress-log-event", { hasText: text }).first().waitFor({ state: "attached", timeout: wait });
   await page.evaluate(() => { document.querySelector("#progress-details").open = true; });
   seen.message = (await page.locator("#progress-message").innerText()).trim();
   seen.log = (await page.locator("#progress-log .progress-log-event").allInnerTexts()).map((t) => t.trim());
