@@ -88,6 +88,15 @@ def shares_in_use(real: RealCluster, node: str, resource: str) -> dict[str, int]
     return held
 
 
+def unfinished_jobs(real: RealCluster) -> list[str]:
+    """The TFJobs that have neither succeeded nor failed."""
+    def finished(job: dict[str, Any]) -> bool:
+        return any(c["type"] in ("Succeeded", "Failed") and c["status"] == "True"
+                   for c in job.get("status", {}).get("conditions", []))
+    return [f"{j['metadata']['namespace']}/{j['metadata']['name']}" for j in real.get("tfjobs", "-A")["items"]
+            if not finished(j)]
+
+
 def start(hub: Hub, user: str, profile: str) -> None:
     hub.api("POST", f"/users/{user}", ok=(201, 409))
     hub.api("POST", f"/users/{user}/server", body={"profile": profile}, ok=(201, 202))
@@ -107,9 +116,10 @@ def servers(hub: Hub) -> Iterator[dict[str, dict[str, Any]]]:
     real = hub.real
     node, resource, shares = gpu_node(real)
     assert shares == len(GPU_USERS), f"the dev stack's GPU node advertises {shares} shares of {resource}"
-    # The stack's job (test_mnist_on_real_nodes.py) gives its workers' shares back when it ends.
-    wait_for(lambda: not shares_in_use(real, node, resource), JOB_TIMEOUT, f"every share of {resource} on {node} free",
-             interval=5)
+    # The stack's job (test_mnist_on_real_nodes.py) gives its workers' shares back when it ends;
+    # until then (this file run alone) its workers may not even have asked for them yet.
+    wait_for(lambda: not unfinished_jobs(real) and not shares_in_use(real, node, resource), JOB_TIMEOUT,
+             f"every TFJob finished and every share of {resource} on {node} free", interval=5)
     users = [*GPU_USERS, CPU_USER]
     try:
         for user in GPU_USERS:
