@@ -82,6 +82,11 @@ class Profile(Settings):
     max_age_seconds: Count = Field(
         0, description="stop this profile's servers this long after they started, in use or not (0: no limit); homes are kept"
     )
+    start_timeout_seconds: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="how long this profile's pod may take to be scheduled and start before the spawn fails, "
+        "the scheduler's reason on the spawn page (default: jupyterhub.limits.startTimeoutSeconds; a GPU profile may "
+        "give up sooner when every GPU is taken)"
+    )
     default: bool = Field(False, description="preselected on the form (at most one profile)")
     pod_security: PodSecurityLevel = Field(
         "restricted",
@@ -402,6 +407,15 @@ class JupyterHubSettings(Settings):
                 f"{key}.profiles: every profile is limited to groups, so a user in none could start nothing; "
                 "leave at least one profile without groups"
             )
+        for i, profile in enumerate(self.profiles):
+            timeout = profile.start_timeout_seconds
+            if timeout is not None and timeout > self.limits.start_timeout_seconds:
+                # The hub stops waiting for any spawn after the hub-wide timeout, whatever the profile says.
+                yield (
+                    f"{key}.profiles[{i}].startTimeoutSeconds: {timeout} must be at most "
+                    f"jupyterhub.limits.startTimeoutSeconds ({self.limits.start_timeout_seconds}), after which the hub "
+                    "gives up on any spawn"
+                )
         names = [p.name for p in self.profiles]
         slugs = [p.slug for p in self.profiles]
         for i, profile in enumerate(self.profiles):

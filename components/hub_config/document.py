@@ -295,6 +295,9 @@ def spawner_overrides(profile: Profile, scheduling: Scheduling, gpu_resource: st
         # The GPU resource of the pools the profile lands on (shared GPUs may be renamed), in
         # limits; Kubernetes sets the request equal.
         overrides["extra_resource_limits"] = {gpu_resource: str(profile.gpus)}
+    if profile.start_timeout_seconds is not None:
+        # KubeSpawner waits this long for the pod to run; the hub's own wait (limits) is at least as long.
+        overrides["start_timeout"] = profile.start_timeout_seconds
     if not profile.gpu_types:
         overrides.update(placement(scheduling))
     return overrides

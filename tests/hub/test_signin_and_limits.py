@@ -37,6 +37,9 @@ def guarded_stack(**limits: Any) -> dict[str, Any]:
         checkCommonPassword=True,
     )
     config["jupyterhub"]["limits"] = limits
+    # Every profile under the hub's timeouts here (a profile's own start timeout may not exceed the hub's).
+    for profile in config["jupyterhub"]["profiles"]:
+        profile.pop("startTimeoutSeconds", None)
     return config
 
 

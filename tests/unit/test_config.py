@@ -290,6 +290,12 @@ BAD_CONFIGS = [
     # Culling per profile.
     (hub_with(gpu_profile(cullIdleSeconds=-1)), "jupyterhub.profiles[1].cullIdleSeconds", "must be >= 0"),
     (hub_with(gpu_profile(maxAgeSeconds="a day")), "jupyterhub.profiles[1].maxAgeSeconds", "valid integer"),
+    # A profile's own start timeout, within the hub's.
+    (hub_with(gpu_profile(startTimeoutSeconds=0)), "jupyterhub.profiles[1].startTimeoutSeconds", "must be >= 1"),
+    (hub_with(gpu_profile(startTimeoutSeconds=1000)), "jupyterhub.profiles[1].startTimeoutSeconds",
+     "1000 must be at most jupyterhub.limits.startTimeoutSeconds (900)"),
+    (hub_with(gpu_profile(startTimeoutSeconds=200), limits={"startTimeoutSeconds": 100}),
+     "jupyterhub.profiles[1].startTimeoutSeconds", "200 must be at most jupyterhub.limits.startTimeoutSeconds (100)"),
     ({"mnist": {"replicas": {"Worker": -1}}}, "mlplatform:mnist.replicas.Worker", "-1 must be >= 0"),
     ({"mnist": {"replicas": {"Chief": 1, "Master": 1}}}, "mnist.replicas", "Chief and Master are both set"),
     ({"mnist": {"replicas": {"Launcher": 1}}}, "mnist.replicas.Launcher", "allowed: Chief, Master, Worker, PS, Evaluator"),

@@ -472,6 +472,13 @@ def test_a_profile_with_more_gpus_goes_to_a_pool_that_has_them():
     assert overrides["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"}]
 
 
+def test_a_profile_with_its_own_start_timeout_gives_it_to_kubespawner_and_the_others_keep_the_hubs():
+    document = build(example_stack("dev")).document()
+    assert profile(document, "TensorFlow (GPU)")["kubespawner_override"]["start_timeout"] == 600
+    assert "start_timeout" not in profile(document, "TensorFlow (CPU)")["kubespawner_override"]
+    assert document["traits"]["KubeSpawner"]["start_timeout"] == 900
+
+
 def test_cpu_profiles_go_to_the_user_pool_and_tolerate_its_taint():
     overrides = profile(build(existing()).document(), "TensorFlow (CPU)")["kubespawner_override"]
     assert overrides["node_selector"] == {"agentpool": "users"}
@@ -600,11 +607,11 @@ def test_spawn_limits_and_timeouts_default_to_zero_to_jupyterhubs_or_stricter():
 
 def test_spawn_limits_and_timeouts_are_configurable():
     limits = {"concurrentSpawnLimit": 8, "activeServerLimit": 20, "consecutiveFailureLimit": 3,
-              "startTimeoutSeconds": 120, "httpTimeoutSeconds": 45}
+              "startTimeoutSeconds": 700, "httpTimeoutSeconds": 45}
     traits = build(dev(limits=limits)).document()["traits"]
     assert (traits["JupyterHub"]["concurrent_spawn_limit"], traits["JupyterHub"]["active_server_limit"]) == (8, 20)
     assert traits["KubeSpawner"]["consecutive_failure_limit"] == 3
-    assert (traits["KubeSpawner"]["start_timeout"], traits["KubeSpawner"]["http_timeout"]) == (120, 45)
+    assert (traits["KubeSpawner"]["start_timeout"], traits["KubeSpawner"]["http_timeout"]) == (700, 45)
 
 
 # --- storage and culling -----------------------------------------------------------------------------
