@@ -379,7 +379,6 @@ class JupyterHubSettings(Settings):
         "sign-in (oauthenticator `manage_groups`); jupyterhub.groups must then be empty",
     )
     limits: Limits = Field(Limits(), description="spawn limits and timeouts that keep the hub up under a crowd")
-    cull_idle_seconds: Count = Field(3600, description="stop servers idle this long (jupyterhub-idle-culler)")
     storage: Storage = Field(Storage(), description="each user's home volume")
     data_retention: DataRetention = Field(
         "keep",
