@@ -39,6 +39,9 @@ PORT = 2222  # the operator's default, the TF_CONFIG addresses' port
 # 200-step run to 0.88 (tests/trainer).
 ACCURACY_FLOOR = 0.9
 TRAINING_TIMEOUT_S = 1500
+# The job this module follows is the one `make up` starts: conftest.py runs this module first of
+# the stack's tests, before the job can finish.
+WATCHES_THE_STACKS_JOB = True
 SCREENSHOT = ROOT / "docs" / "screenshots" / "tensorboard-scalars.png"
 
 
