@@ -108,7 +108,12 @@ def test_spawns_fail_at_their_timeouts_and_consecutive_failures_stop_the_hub(tmp
     # whose server never answers within httpTimeoutSeconds. Then, as JupyterHub does it, the hub
     # exits, and Kubernetes (the Deployment) starts a fresh one.
     config = guarded_stack(consecutiveFailureLimit=3, startTimeoutSeconds=3, httpTimeoutSeconds=3)
-    config["jupyterhub"]["cullIdleSeconds"] = 0  # no hub-managed service to outlive the hub's exit here
+    # No hub-managed service (a culler) to outlive the hub's exit here: JupyterHub starts each in a
+    # session of its own, so one left by a hub that exited by itself is out of the harness's reach.
+    config["jupyterhub"]["cullIdleSeconds"] = 0
+    for profile in config["jupyterhub"]["profiles"]:
+        profile.pop("cullIdleSeconds", None)
+        profile.pop("maxAgeSeconds", None)
     token = secrets.token_hex(16)
     env = {
         "TEST_ADMIN_TOKEN": token,
