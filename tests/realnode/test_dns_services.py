@@ -28,15 +28,22 @@ def test_pod_reaches_a_service_by_name(real: RealCluster) -> None:
                 "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}})
     wait_for(lambda: real.get("pod", "web")["status"].get("phase") == "Running", 90, "pod web Running")
     web_ip = real.get("service", "web")["spec"]["clusterIP"]
+    wait_for(lambda: any(e.get("conditions", {}).get("ready") for slice_ in real.get(
+        "endpointslices", "-l", "kubernetes.io/service-name=web")["items"] for e in slice_.get("endpoints") or []),
+        60, "a ready endpoint in web's EndpointSlice")
     # The image has /bin only: outputs stay in variables. Debian's static busybox resolves names
     # with its own nslookup only, and its wget crashes (segfault, on this machine too), so the name
-    # is looked up, and the cluster IP fetched from with nc, separately.
+    # is looked up, and the cluster IP fetched from with nc, separately. The fetch is tried for up to
+    # 30 s, as any client would: the cpu node's kube-proxy writes the Service's rules on its next
+    # sync after the endpoint is ready (seen once: the first try's "No route to host").
     script = ('ns=$(nslookup kubernetes.default.svc.cluster.local 2>&1; nslookup web.default.svc.cluster.local 2>&1); '
+              'tries=0; while [ $tries -lt 30 ]; do tries=$((tries + 1)); '
               f'body=$(printf "GET / HTTP/1.0\\r\\n\\r\\n" | nc -w 5 {web_ip} 80 2>&1); '
-              'echo "$ns $body" > /dev/termination-log')
+              'case "$body" in *hello-from-web*) break;; esac; sleep 1; done; '
+              'echo "$ns $body (try $tries)" > /dev/termination-log')
     real.apply(pod("client", script))
     p = wait_for(lambda: (q := real.get("pod", "client"))["status"].get("phase")
-                 in ("Succeeded", "Failed") and q, 90, "pod client finished")
+                 in ("Succeeded", "Failed") and q, 240, "pod client finished")
     message = p["status"]["containerStatuses"][0]["state"]["terminated"].get("message", "")
     kubernetes_ip = real.get("service", "kubernetes")["spec"]["clusterIP"]
     assert f"Address: {kubernetes_ip}" in message, message
