@@ -34,7 +34,8 @@ export async function whatWentWrong(error, page) {
   const report = { error: String(error) };
   if (page) {
     report.at = page.url();
-    report.page = (await page.content()).slice(0, 4000);
+    // A page in the middle of navigating has no content to give: say so rather than throw.
+    report.page = await page.content().then((html) => html.slice(0, 4000), (why) => `unreadable: ${why.message}`);
   }
   return report;
 }

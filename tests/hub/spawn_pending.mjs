@@ -5,7 +5,7 @@
 //
 // Usage: node spawn_pending.mjs BASE_URL SCREENSHOT ADMIN ADMIN_PASSWORD USER TEXT
 // (WAIT_MS bounds the wait for TEXT, default 60000)
-import { launch, VIEWPORT } from "./chromium.mjs";
+import { launch, newPerson, whatWentWrong } from "./chromium.mjs";
 import { submitLogin } from "./hub_pages.mjs";
 
 const [baseUrl, screenshot, admin, adminPassword, user, text] = process.argv.slice(2);
@@ -17,10 +17,9 @@ const wait = Number(process.env.WAIT_MS || 60000);
 
 const browser = await launch();
 const seen = {};
+let page;
 try {
-  const context = await browser.newContext({ viewport: VIEWPORT });
-  context.setDefaultTimeout(30000);
-  const page = await context.newPage();
+  page = await newPerson(browser);
   await page.goto(`${baseUrl}/hub/login`);
   await submitLogin(page, admin, adminPassword);
   await page.goto(`${baseUrl}/hub/spawn-pending/${user}`);
@@ -32,7 +31,7 @@ try {
   seen.log = (await page.locator("#progress-log .progress-log-event").allInnerTexts()).map((t) => t.trim());
   await page.screenshot({ path: screenshot, fullPage: true });
 } catch (error) {
-  seen.error = String(error);
+  Object.assign(seen, await whatWentWrong(error, page));
 } finally {
   await browser.close();
 }
