@@ -1,0 +1,412 @@
+"""Training survives the faults a cluster has, and the TFJob's policies do on the cluster what they
+say (issue 24, item 6).
+
+Against the session's stack (conftest.py), once its own job has finished (so that nothing here
+competes with it for the two shared cores, and so that its TFJob, as the cluster holds it, is the
+template). Each fault job is the stack's TFJob under another name, training into a model directory
+of its own on the shared volume, with a NetworkPolicy that lets its replicas reach each other as the
+stack's `replicas` policy lets the stack's job's:
+
+- the PS pod deleted after the chief's first checkpoint: the chief loses its parameter server and
+  exits 138 (trainer/main.py), the kubelet restarts it in its pod (restartPolicy OnFailure), the
+  operator creates a new `ps-0`, and the chief restores its last checkpoint;
+- the operator's pod deleted after the chief's first checkpoint: its Deployment starts another, the
+  job trains on undisturbed (no replica recreated or restarted) and the new operator marks it
+  Succeeded.
+
+Each ends Succeeded with the held-out accuracy above the floor and one pod per replica name. The
+policies run a one-line Python program in the stack's chief template, not training:
+`ExitCode` fails at once on a permanent exit code and recreates the pod on a retryable one;
+`OnFailure` fails after `backoffLimit` restarts; `activeDeadlineSeconds` fails the job;
+`ttlSecondsAfterFinished` removes it. Every TFJob made here is deleted at the end, its pods gone,
+so the GPU node's GPUs are free for the tests after these.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from e2e.local_stack import LocalStack, condition
+from real_cluster import RealCluster, wait_for
+from test_mnist_on_real_nodes import ACCURACY_FLOOR, JOB, JOB_LABEL, NAMESPACE, TRAINING_TIMEOUT_S
+from vocab.tfjob_api import OPERATOR_NAME, OPERATOR_NAMESPACE
+
+# Checkpoints every 50 steps: a fault lands after the first and leaves most of the training to do.
+EVAL_EVERY = 50
+REPLICAS = ("chief-0", "worker-0", "worker-1", "ps-0")
+FAULT_JOBS = ("faults-ps", "faults-operator")
+# Where this session's jobs write on the shared volume (the stack's /data): fresh for every session.
+RUN_DIR = f"/data/training-faults-{secrets.token_hex(3)}"
+CHIEF_LOG_LINE = re.compile(r"^(Saved|Restored) checkpoint at step (\d+)", re.MULTILINE)
+
+
+def tfjob(real: RealCluster, name: str) -> dict[str, Any] | None:
+    out = real.kubectl("get", "tfjob", "-n", NAMESPACE, name, "-o", "json", check=False)
+    if out.returncode != 0:
+        assert "NotFound" in out.stderr, out.stderr
+        return None
+    return json.loads(out.stdout)
+
+
+def finished(real: RealCluster, name: str) -> dict[str, Any] | None:
+    job = tfjob(real, name)
+    return job if job and (condition(job, "Succeeded") or condition(job, "Failed")) else None
+
+
+def pods_of(real: RealCluster, name: str) -> dict[str, dict[str, Any]]:
+    """Replica ("chief-0") -> its pod."""
+    items = real.get("pods", "-n", NAMESPACE, "-l", f"{JOB_LABEL}={name}")["items"]
+    return {p["metadata"]["name"].removeprefix(f"{name}-"): p for p in items}
+
+
+def container_status(pod: dict[str, Any]) -> dict[str, Any]:
+    statuses = pod["status"].get("containerStatuses", [])
+    return next((c for c in statuses if c["name"] == "tensorflow"), {})
+
+
+def chief_log(real: RealCluster, name: str, *args: str) -> str:
+    return real.kubectl("logs", "-n", NAMESPACE, f"{name}-chief-0", "-c", "tensorflow", *args, check=False).stdout
+
+
+def delete_jobs(real: RealCluster, *names: str) -> None:
+    """Delete TFJobs and wait until none of their pods is left (the GPU node's GPUs free again)."""
+    for name in names:
+        real.kubectl("delete", "tfjob", "-n", NAMESPACE, name, "--ignore-not-found", "--wait=false", check=False)
+    for name in names:
+        wait_for(lambda name=name: not pods_of(real, name), 180, f"the pods of TFJob {name} gone")
+
+
+@pytest.fixture(scope="module")
+def stack_job(stack: LocalStack, real: RealCluster) -> dict[str, Any]:
+    """The stack's TFJob, once it has finished (test_mnist_on_real_nodes.py waited for it already
+    in a full run)."""
+    return wait_for(lambda: finished(real, JOB), TRAINING_TIMEOUT_S, "the stack's TFJob finished", interval=5)
+
+
+def training_job(stack_job: dict[str, Any], name: str) -> dict[str, Any]:
+    """The stack's TFJob as `name`, training into a model and log directory of its own and
+    checkpointing every EVAL_EVERY steps."""
+    spec = copy.deepcopy(stack_job["spec"])
+    flags = {"--model-dir": f"{RUN_DIR}/{name}/model", "--log-dir": f"{RUN_DIR}/{name}/logs", "--eval-every": str(EVAL_EVERY)}
+    for replica in spec["tfReplicaSpecs"].values():
+        container = replica["template"]["spec"]["containers"][0]
+        args = [a for a in container["args"] if a.split("=", 1)[0] not in flags]
+        container["args"] = args + [f"{flag}={value}" for flag, value in flags.items()]
+    return {"apiVersion": stack_job["apiVersion"], "kind": "TFJob",
+            "metadata": {"name": name, "namespace": NAMESPACE}, "spec": spec}
+
+
+def retarget(value: Any, selector: dict[str, Any]) -> Any:
+    """`value` with every pod selector of the stack's job replaced by `selector`."""
+    ours = {"matchLabels": {JOB_LABEL: JOB}}
+    if value == ours:
+        return selector
+    if isinstance(value, dict):
+        return {k: retarget(v, selector) for k, v in value.items()}
+    if isinstance(value, list):
+        return [retarget(v, selector) for v in value]
+    return value
+
+
+@pytest.fixture(scope="module")
+def fault_network_policy(stack_job: dict[str, Any], real: RealCluster) -> Iterator[None]:
+    """The stack's `replicas` NetworkPolicy, for the fault jobs' pods: in the namespace's
+    default-deny, the replicas of a job the stack did not declare reach nothing."""
+    stack_policy = real.get("networkpolicy", "-n", NAMESPACE, "replicas")
+    selector = {"matchExpressions": [{"key": JOB_LABEL, "operator": "In", "values": list(FAULT_JOBS)}]}
+    spec = retarget(stack_policy["spec"], selector)
+    assert spec != stack_policy["spec"], "the stack's replicas policy selects the job by its name label"
+    real.apply({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                "metadata": {"name": "training-faults", "namespace": NAMESPACE}, "spec": spec})
+    try:
+        yield
+    finally:
+        delete_jobs(real, *FAULT_JOBS)
+        real.kubectl("delete", "networkpolicy", "-n", NAMESPACE, "training-faults", "--ignore-not-found", check=False)
+
+
+@dataclass
+class FaultRun:
+    """What a test saw of one fault job."""
+
+    name: str
+    first_pods: dict[str, dict[str, Any]]  # replica -> pod, all four Running, before the fault
+    replicas_seen: dict[str, set[str]] = field(default_factory=dict)  # pod name -> every UID it had
+    previous_chief_log: str = ""  # the chief's container before a restart ("" when none)
+    job: dict[str, Any] = field(default_factory=dict)  # the TFJob once finished
+    pods_after: dict[str, dict[str, Any]] = field(default_factory=dict)
+    chief_log: str = ""
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def see(self, pods: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for replica, pod in pods.items():
+            self.replicas_seen.setdefault(replica, set()).add(pod["metadata"]["uid"])
+        return pods
+
+
+def start(real: RealCluster, manifest: dict[str, Any]) -> FaultRun:
+    name = manifest["metadata"]["name"]
+    real.apply(manifest)
+    run = FaultRun(name, {})
+
+    def running() -> dict[str, dict[str, Any]] | None:
+        pods = run.see(pods_of(real, name))
+        return pods if set(pods) == set(REPLICAS) and all(p["status"].get("phase") == "Running" for p in pods.values()) else None
+
+    run.first_pods = wait_for(running, 600, f"the four pods of {name} Running", interval=2)
+    return run
+
+
+def first_checkpoint(real: RealCluster, run: FaultRun) -> int:
+    def saved() -> int | None:
+        run.see(pods_of(real, run.name))
+        found = re.search(r"^Saved checkpoint at step (\d+)", chief_log(real, run.name), re.MULTILINE)
+        return int(found.group(1)) if found else None
+
+    return wait_for(saved, TRAINING_TIMEOUT_S, f"the first checkpoint of {run.name}", interval=2)
+
+
+def finish(real: RealCluster, run: FaultRun) -> FaultRun:
+    def done() -> dict[str, Any] | None:
+        run.see(pods_of(real, run.name))
+        return finished(real, run.name)
+
+    run.job = wait_for(done, TRAINING_TIMEOUT_S, f"{run.name} finished", interval=3)
+    # The workers and the PS exit at the chief's completion marker, or cleanPodPolicy removes them.
+    run.pods_after = wait_for(
+        lambda: (pods := run.see(pods_of(real, run.name)))
+        and not any(p["status"].get("phase") == "Running" for p in pods.values()) and pods,
+        120, f"no replica of {run.name} Running", interval=2)
+    run.chief_log = chief_log(real, run.name)
+    return run
+
+
+def restart_count(real: RealCluster, name: str, replica: str) -> int:
+    pod = pods_of(real, name).get(replica)
+    return container_status(pod).get("restartCount", 0) if pod else 0
+
+
+@pytest.fixture(scope="module")
+def ps_deleted(stack_job: dict[str, Any], fault_network_policy: None, real: RealCluster) -> FaultRun:
+    run = start(real, training_job(stack_job, "faults-ps"))
+    run.notes["checkpoint_before_fault"] = first_checkpoint(real, run)
+    deleted = run.first_pods["ps-0"]["metadata"]["uid"]
+    real.kubectl("delete", "pod", "-n", NAMESPACE, "faults-ps-ps-0", "--wait=false")
+    run.notes["deleted_ps"] = deleted
+
+    def new_ps() -> dict[str, Any] | None:
+        ps = run.see(pods_of(real, run.name)).get("ps-0")
+        return ps if ps and ps["metadata"]["uid"] != deleted and ps["status"].get("phase") == "Running" else None
+
+    wait_for(new_ps, 300, "a new ps-0 pod Running, created by the operator", interval=2)
+    wait_for(lambda: restart_count(real, run.name, "chief-0") >= 1, 300, "the chief restarted after losing its PS", interval=2)
+    # Now, while the new container runs: once it ends, the kubelet keeps only one dead container.
+    run.previous_chief_log = chief_log(real, run.name, "--previous")
+    return finish(real, run)
+
+
+@pytest.fixture(scope="module")
+def operator_deleted(ps_deleted: FaultRun, stack_job: dict[str, Any], real: RealCluster) -> FaultRun:
+    # After the PS case (ps_deleted), so that the two jobs do not share the two cores.
+    run = start(real, training_job(stack_job, "faults-operator"))
+    run.notes["checkpoint_before_fault"] = first_checkpoint(real, run)
+    selector = real.get("deployment", "-n", OPERATOR_NAMESPACE, OPERATOR_NAME)["spec"]["selector"]["matchLabels"]
+    labels = ",".join(f"{k}={v}" for k, v in selector.items())
+    (old,) = real.get("pods", "-n", OPERATOR_NAMESPACE, "-l", labels)["items"]
+    real.kubectl("delete", "pod", "-n", OPERATOR_NAMESPACE, old["metadata"]["name"], "--wait=false")
+    run.notes["deleted_operator"] = old["metadata"]["uid"]
+
+    def new_operator() -> dict[str, Any] | None:
+        for pod in real.get("pods", "-n", OPERATOR_NAMESPACE, "-l", labels)["items"]:
+            ready = any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))
+            if pod["metadata"]["uid"] != old["metadata"]["uid"] and ready:
+                return pod
+        return None
+
+    run.notes["new_operator"] = wait_for(new_operator, 300, "a new operator pod Ready", interval=2)["metadata"]["uid"]
+    run.notes["finished_before_new_operator"] = finished(real, run.name) is not None
+    return finish(real, run)
+
+
+def accuracy(log: str) -> float:
+    found = [float(a) for a in re.findall(r"^Accuracy at step \d+: ([0-9.]+)$", log, re.MULTILINE)]
+    assert found, log[-3000:]
+    return found[-1]
+
+
+def assert_succeeded_above_the_floor(run: FaultRun) -> None:
+    assert condition(run.job, "Succeeded"), run.job.get("status")
+    assert accuracy(run.chief_log) >= ACCURACY_FLOOR, run.chief_log[-3000:]
+    assert run.pods_after["chief-0"]["status"]["phase"] == "Succeeded", run.pods_after["chief-0"]["status"]
+    # One pod per replica name: no replica besides the job's four ever existed.
+    assert set(run.replicas_seen) == set(REPLICAS), run.replicas_seen
+
+
+def test_a_deleted_ps_pod_is_recreated_and_the_chief_resumes_from_its_checkpoint(ps_deleted: FaultRun) -> None:
+    run = ps_deleted
+    assert_succeeded_above_the_floor(run)
+    assert len(run.replicas_seen["ps-0"]) == 2 and run.notes["deleted_ps"] in run.replicas_seen["ps-0"], run.replicas_seen
+    # The chief, the workers: the same pods throughout (the kubelet restarted the chief in its pod).
+    for replica in ("chief-0", "worker-0", "worker-1"):
+        assert run.replicas_seen[replica] == {run.first_pods[replica]["metadata"]["uid"]}, (replica, run.replicas_seen)
+    saved = [int(step) for kind, step in CHIEF_LOG_LINE.findall(run.previous_chief_log) if kind == "Saved"]
+    assert saved and saved[0] >= run.notes["checkpoint_before_fault"], run.previous_chief_log[-3000:]
+    restored = re.search(r"^Restored checkpoint at step (\d+) ", run.chief_log, re.MULTILINE)
+    assert restored and int(restored.group(1)) == saved[-1], (saved, run.chief_log[:3000])
+
+
+def test_the_operator_restarted_mid_job_takes_the_job_over_without_disturbing_it(operator_deleted: FaultRun) -> None:
+    run = operator_deleted
+    assert run.notes["new_operator"] != run.notes["deleted_operator"]
+    assert not run.notes["finished_before_new_operator"], "the job finished before the new operator was up: no proof"
+    assert_succeeded_above_the_floor(run)
+    for replica in REPLICAS:
+        assert run.replicas_seen[replica] == {run.first_pods[replica]["metadata"]["uid"]}, (replica, run.replicas_seen)
+    assert container_status(run.pods_after["chief-0"]).get("restartCount") == 0
+    assert not re.search(r"^Restored checkpoint", run.chief_log, re.MULTILINE), "the chief never restarted"
+
+
+# --- the policies -------------------------------------------------------------------------------
+
+
+def policy_job(stack_job: dict[str, Any], name: str, program: str, restart_policy: str,
+               **run_policy: int) -> dict[str, Any]:
+    """A one-replica TFJob whose chief runs `program` (Python) in the stack's chief template."""
+    chief = copy.deepcopy(stack_job["spec"]["tfReplicaSpecs"]["Chief"])
+    container = chief["template"]["spec"]["containers"][0]
+    container.update(command=["python", "-c", program], args=[],
+                     resources={"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}})
+    return {"apiVersion": stack_job["apiVersion"], "kind": "TFJob",
+            "metadata": {"name": name, "namespace": NAMESPACE},
+            "spec": {"runPolicy": {"cleanPodPolicy": "Running", **run_policy},
+                     "tfReplicaSpecs": {"Chief": {**chief, "replicas": 1, "restartPolicy": restart_policy}}}}
+
+
+BACKOFF_LIMIT = 2
+DEADLINE_S = 20
+TTL_S = 15
+# Exits 138 (SIGUSR1's code, which the trainer uses for "restart the job") in its first pod and 0 in
+# the next: the shared volume remembers the first run.
+RETRY_ONCE = f"""
+import os, sys, time
+marker = "{RUN_DIR}/policy-exitcode-retryable"
+if os.path.exists(marker):
+    sys.exit(0)
+os.makedirs(os.path.dirname(marker), exist_ok=True)
+open(marker, "w").close()
+time.sleep(10)
+sys.exit(138)
+"""
+POLICY_JOBS = {
+    "policy-exitcode-permanent": ("import sys; sys.exit(1)", "ExitCode", {}),
+    "policy-exitcode-retryable": (RETRY_ONCE, "ExitCode", {}),
+    "policy-onfailure-backoff": ("import sys; sys.exit(1)", "OnFailure", {"backoffLimit": BACKOFF_LIMIT}),
+    "policy-deadline": ("import time; time.sleep(3600)", "OnFailure", {"activeDeadlineSeconds": DEADLINE_S}),
+    "policy-ttl": ("print('done')", "OnFailure", {"ttlSecondsAfterFinished": TTL_S}),
+}
+
+
+@dataclass
+class PolicyRun:
+    job: dict[str, Any] | None = None  # the TFJob once finished (the ttl job: as last seen)
+    chief_uids: list[str] = field(default_factory=list)  # the chief pod's UIDs, in the order seen
+    chief: dict[str, Any] | None = None  # the chief pod as last seen
+    max_restarts: int = 0
+    removed: bool = False  # the TFJob gone from the API by itself
+
+
+@pytest.fixture(scope="module")
+def policies(stack_job: dict[str, Any], real: RealCluster) -> Iterator[dict[str, PolicyRun]]:
+    """The five policy jobs, run together to their end (after the fault jobs in file order, so not
+    beside them)."""
+    runs = {name: PolicyRun() for name in POLICY_JOBS}
+    for name, (program, restart_policy, run_policy) in POLICY_JOBS.items():
+        real.apply(policy_job(stack_job, name, program, restart_policy, **run_policy))
+    try:
+        def observe() -> bool:
+            # Two requests a round, so that a pod that lives a few seconds is seen.
+            jobs = {j["metadata"]["name"]: j for j in real.get("tfjobs", "-n", NAMESPACE)["items"]}
+            selector = f"{JOB_LABEL} in ({','.join(POLICY_JOBS)})"
+            chiefs = {p["metadata"]["labels"][JOB_LABEL]: p for p in real.get("pods", "-n", NAMESPACE, "-l", selector)["items"]}
+            for name, run in runs.items():
+                job = jobs.get(name)
+                if job is None:
+                    run.removed = run.job is not None  # gone after it was seen finished
+                elif condition(job, "Succeeded") or condition(job, "Failed"):
+                    run.job = job
+                chief = chiefs.get(name)
+                if chief:  # read after the job: once it has finished, its pod's state is final
+                    run.chief = chief
+                    if chief["metadata"]["uid"] not in run.chief_uids:
+                        run.chief_uids.append(chief["metadata"]["uid"])
+                    run.max_restarts = max(run.max_restarts, container_status(chief).get("restartCount", 0))
+            return all(run.job for run in runs.values()) and runs["policy-ttl"].removed
+
+        wait_for(observe, 600, "every policy job finished and the ttl job removed", interval=1)
+        yield runs
+    finally:
+        delete_jobs(real, *POLICY_JOBS)
+
+
+def failed_because(run: PolicyRun) -> str:
+    assert run.job and condition(run.job, "Failed"), run.job and run.job.get("status")
+    return next(c["message"] for c in run.job["status"]["conditions"] if c["type"] == "Failed")
+
+
+def test_exit_code_policy_fails_on_a_permanent_exit_code_without_a_restart(policies: dict[str, PolicyRun]) -> None:
+    run = policies["policy-exitcode-permanent"]
+    failed_because(run)
+    assert len(run.chief_uids) == 1 and run.max_restarts == 0, (run.chief_uids, run.max_restarts)
+    # The operator runs ExitCode replicas with the pod's restartPolicy Never and decides itself.
+    assert run.chief["spec"]["restartPolicy"] == "Never"
+    assert container_status(run.chief)["state"]["terminated"]["exitCode"] == 1
+
+
+def test_exit_code_policy_recreates_the_pod_on_a_retryable_exit_code(policies: dict[str, PolicyRun]) -> None:
+    """The contrast to the permanent code: 138 gets a new pod, which then succeeds."""
+    run = policies["policy-exitcode-retryable"]
+    assert condition(run.job, "Succeeded"), run.job.get("status")
+    assert len(run.chief_uids) == 2 and run.max_restarts == 0, (run.chief_uids, run.max_restarts)
+
+
+def test_on_failure_policy_fails_after_the_backoff_limit(policies: dict[str, PolicyRun]) -> None:
+    run = policies["policy-onfailure-backoff"]
+    assert "backoff limit" in failed_because(run)
+    # The kubelet restarted the container in its pod until the operator counted backoffLimit restarts.
+    assert len(run.chief_uids) == 1 and run.max_restarts >= BACKOFF_LIMIT, (run.chief_uids, run.max_restarts)
+
+
+def test_active_deadline_fails_the_job_and_stops_its_pod(policies: dict[str, PolicyRun], real: RealCluster) -> None:
+    run = policies["policy-deadline"]
+    assert "deadline" in failed_because(run)
+    status = run.job["status"]
+    began, ended = (datetime.fromisoformat(status[k].replace("Z", "+00:00")) for k in ("startTime", "completionTime"))
+    assert (ended - began).total_seconds() >= DEADLINE_S, status
+    # cleanPodPolicy Running: the sleeping chief is removed once the job has failed.
+    wait_for(lambda: not pods_of(real, "policy-deadline"), 120, "the deadline job's running pod removed")
+
+
+def test_ttl_after_finished_removes_the_job_and_its_pods(policies: dict[str, PolicyRun], real: RealCluster) -> None:
+    run = policies["policy-ttl"]
+    assert condition(run.job, "Succeeded"), run.job.get("status")
+    assert run.removed
+    wait_for(lambda: not pods_of(real, "policy-ttl"), 120, "the ttl job's pods removed with it")
+
+
+def test_no_job_of_these_tests_holds_a_gpu_afterwards(policies: dict[str, PolicyRun], real: RealCluster) -> None:
+    """Last in this file: the fault jobs' workers asked for the GPU node's GPUs; the tests after
+    these (GPU notebooks) need every one of them."""
+    delete_jobs(real, *FAULT_JOBS, *POLICY_JOBS)
+    holding = [p["metadata"]["name"] for p in real.get("pods", "-A")["items"]
+               if p["status"].get("phase") in ("Pending", "Running")
+               and p["metadata"]["labels"].get(JOB_LABEL) in (*FAULT_JOBS, *POLICY_JOBS)]
+    assert holding == []
