@@ -106,9 +106,27 @@ class TensorBoard(Settings):
 
 class RunPolicy(Settings):
     clean_pod_policy: CleanPodPolicy = Field("Running", description="pods removed once the job is done: `None`, `Running` (frees the PS) or `All`")
-    backoff_limit: Count = Field(3, description="retries before the job is marked failed")
-    active_deadline_seconds: Annotated[int, Field(ge=1)] | None = Field(None, description="the job's time limit")
-    ttl_seconds_after_finished: Count | None = Field(None, description="delete the finished job after this long")
+    backoff_limit: Count = Field(
+        3,
+        description="container restarts (summed over the job's running pods) before the operator fails the job; "
+        "counted with restartPolicy `OnFailure`, `Always` or `ExitCode`, never with `Never`",
+    )
+    active_deadline_seconds: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="seconds from the job's start after which the operator fails it and stops its pods"
+    )
+    ttl_seconds_after_finished: Count | None = Field(
+        None,
+        description="the operator deletes the finished TFJob (and its pods) after this many seconds; the next "
+        "`pulumi up` creates it again (docs/training.md)",
+    )
+
+    def problems(self, key: str, restart_policy: str) -> Iterator[str]:
+        if restart_policy == "Never" and "backoff_limit" in self.model_fields_set:
+            yield (
+                f"{key}.backoffLimit: {self.backoff_limit} has no effect with mnist.restartPolicy Never (the operator "
+                "counts restarts only with OnFailure, Always or ExitCode, and Never restarts nothing); drop it or "
+                "choose one of those restart policies"
+            )
 
 
 class MnistSettings(Settings):
@@ -126,7 +144,12 @@ class MnistSettings(Settings):
         description="CPU and memory per replica type (`cpuRequest`, `memoryRequest`, `cpuLimit`, `memoryLimit`)",
         json_schema_extra={"shown_default": f"PS: {_shown(_PS_RESOURCES)}; others: {_shown(_COMPUTE_RESOURCES)}"},
     )
-    restart_policy: RestartPolicy = Field("OnFailure", description="what the operator does when a replica exits: `Always`, `OnFailure`, `Never`, `ExitCode`")
+    restart_policy: RestartPolicy = Field(
+        "OnFailure",
+        description="what happens when a replica exits: `OnFailure` (the kubelet restarts a failed container in its "
+        "pod), `Always`, `Never` (a failed replica fails the job), `ExitCode` (the operator recreates the pod on an "
+        "exit code of 128 or more, a signal or the trainer's 138 after a lost peer, and fails the job on 1-127)",
+    )
     train_steps: Annotated[int, Field(ge=1)] = Field(1000, description="trainer: training steps")
     batch_size: Annotated[int, Field(ge=1)] = Field(100, description="trainer: the global batch size")
     learning_rate: Annotated[float, Field(gt=0)] = Field(0.001, description="trainer: the learning rate")
@@ -241,6 +264,7 @@ class MnistSettings(Settings):
                 "GCE PD cannot), so the claim would stay Pending; name a class that serves ReadWriteMany "
                 "(NFS, Azure Files, EFS, Filestore, CephFS)"
             )
+        yield from self.run_policy.problems(f"{key}.runPolicy", self.restart_policy)
         yield from self.tensorboard.problems(f"{key}.tensorboard", cluster)
         yield from self.image.problems(f"{key}.image", cluster.provider)
         # Without PS the job trains with MultiWorkerMirroredStrategy: every chief and worker takes an

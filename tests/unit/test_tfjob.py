@@ -256,6 +256,22 @@ def test_run_policy_from_config():
     assert policy == {"cleanPodPolicy": "Running", "backoffLimit": 5, "activeDeadlineSeconds": 7200, "ttlSecondsAfterFinished": 600}
 
 
+@pytest.mark.parametrize("restart_policy", ["Always", "OnFailure", "Never", "ExitCode"])
+def test_restart_policy_from_config_on_every_replica(restart_policy):
+    replicas = tfjob_of(run_program({"mnist": {"restartPolicy": restart_policy}}))["spec"]["tfReplicaSpecs"]
+    assert {kind: spec["restartPolicy"] for kind, spec in replicas.items()} == dict.fromkeys(replicas, restart_policy)
+    assert set(replicas) == {"Chief", "Worker", "PS"}
+
+
+def test_the_default_run_policy_reaches_the_tfjob():
+    assert tfjob_of(run_program({}))["spec"]["runPolicy"] == {"cleanPodPolicy": "Running", "backoffLimit": 3}
+
+
+def test_backoff_limit_with_never_is_allowed_when_left_at_its_default():
+    # Only a backoffLimit the user wrote is refused with Never (test_config.py): the default is not theirs.
+    assert parse({"mnist": {"restartPolicy": "Never"}}).mnist.run_policy.backoff_limit == 3
+
+
 def test_stock_image_runs_the_trainer_from_a_config_map():
     deployment = run_program(example_stack("dev"))
     code = deployment.named("mnist-trainer-code")
