@@ -285,7 +285,7 @@ def test_the_operator_restarted_mid_job_takes_the_job_over_without_disturbing_it
 
 
 def policy_job(stack_job: dict[str, Any], name: str, program: str, restart_policy: str,
-               **run_policy: int) -> dict[str, Any]:
+               **run_policy: Any) -> dict[str, Any]:
     """A one-replica TFJob whose chief runs `program` (Python) in the stack's chief template."""
     chief = copy.deepcopy(stack_job["spec"]["tfReplicaSpecs"]["Chief"])
     container = chief["template"]["spec"]["containers"][0]
@@ -315,7 +315,9 @@ sys.exit(138)
 POLICY_JOBS = {
     "policy-exitcode-permanent": ("import sys; sys.exit(1)", "ExitCode", {}),
     "policy-exitcode-retryable": (RETRY_ONCE, "ExitCode", {}),
-    "policy-onfailure-backoff": ("import sys; sys.exit(1)", "OnFailure", {"backoffLimit": BACKOFF_LIMIT}),
+    # cleanPodPolicy None: the failing pod stays, so its restart count when the job failed is read.
+    "policy-onfailure-backoff": ("import sys, time; time.sleep(3); sys.exit(1)", "OnFailure",
+                                 {"backoffLimit": BACKOFF_LIMIT, "cleanPodPolicy": "None"}),
     "policy-deadline": ("import time; time.sleep(3600)", "OnFailure", {"activeDeadlineSeconds": DEADLINE_S}),
     "policy-ttl": ("print('done')", "OnFailure", {"ttlSecondsAfterFinished": TTL_S}),
 }
@@ -327,6 +329,8 @@ class PolicyRun:
     chief_uids: list[str] = field(default_factory=list)  # the chief pod's UIDs, in the order seen
     chief: dict[str, Any] | None = None  # the chief pod as last seen
     max_restarts: int = 0
+    restarts_before_end: int = 0  # the most restarts seen while the job had not finished
+    restarts_at_end: int | None = None  # the restarts of the chief seen first once the job had finished
     removed: bool = False  # the TFJob gone from the API by itself
 
 
@@ -354,7 +358,12 @@ def policies(stack_job: dict[str, Any], real: RealCluster) -> Iterator[dict[str,
                     run.chief = chief
                     if chief["metadata"]["uid"] not in run.chief_uids:
                         run.chief_uids.append(chief["metadata"]["uid"])
-                    run.max_restarts = max(run.max_restarts, container_status(chief).get("restartCount", 0))
+                    restarts = container_status(chief).get("restartCount", 0)
+                    run.max_restarts = max(run.max_restarts, restarts)
+                    if run.job is None:
+                        run.restarts_before_end = max(run.restarts_before_end, restarts)
+                    elif run.restarts_at_end is None:
+                        run.restarts_at_end = restarts
             return all(run.job for run in runs.values()) and runs["policy-ttl"].removed
 
         wait_for(observe, 600, "every policy job finished and the ttl job removed", interval=1)
@@ -387,8 +396,10 @@ def test_exit_code_policy_recreates_the_pod_on_a_retryable_exit_code(policies: d
 def test_on_failure_policy_fails_after_the_backoff_limit(policies: dict[str, PolicyRun]) -> None:
     run = policies["policy-onfailure-backoff"]
     assert "backoff limit" in failed_because(run)
-    # The kubelet restarted the container in its pod until the operator counted backoffLimit restarts.
-    assert len(run.chief_uids) == 1 and run.max_restarts >= BACKOFF_LIMIT, (run.chief_uids, run.max_restarts)
+    # The kubelet restarted the container in its pod; the operator failed the job once it counted
+    # backoffLimit restarts, not before (the pod, kept by cleanPodPolicy None, restarts on after).
+    assert len(run.chief_uids) == 1, run.chief_uids
+    assert run.restarts_before_end <= BACKOFF_LIMIT <= (run.restarts_at_end or 0), (run.restarts_before_end, run.restarts_at_end)
 
 
 def test_active_deadline_fails_the_job_and_stops_its_pod(policies: dict[str, PolicyRun], real: RealCluster) -> None:
@@ -435,6 +446,7 @@ def kill_node(real: RealCluster, pool: str) -> list[int]:
     for pid in killed:
         os.kill(pid, signal.SIGKILL)
     pods = pids_in_cgroup(f"{settings.cgroup_root.strip('/')}/kubepods")
+    assert pods, f"node {settings.spec.name}: no pod process under {settings.cgroup_root}/kubepods"
     for pid in pods:
         try:
             os.kill(pid, signal.SIGKILL)
@@ -450,7 +462,9 @@ def gpu_node_killed(operator_deleted: FaultRun, stack_job: dict[str, Any], real:
     run.notes["checkpoint_before_fault"] = first_checkpoint(real, run)
     gpu_node = real.node("gpu").spec.name
     assert {run.first_pods[w]["spec"]["nodeName"] for w in ("worker-0", "worker-1")} == {gpu_node}
-    run.notes["restarts_before"] = {r: container_status(p).get("restartCount", 0) for r, p in run.first_pods.items()}
+    pods = pods_of(real, run.name)
+    run.notes["restarts_before"] = {r: container_status(p).get("restartCount", 0) for r, p in pods.items()}
+    run.notes["started_before"] = {r: container_status(p)["state"].get("running", {}).get("startedAt") for r, p in pods.items()}
     run.notes["killed"] = kill_node(real, "gpu")
     killed_at = time.monotonic()
     wait_for(lambda: all(not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
@@ -461,9 +475,9 @@ def gpu_node_killed(operator_deleted: FaultRun, stack_job: dict[str, Any], real:
 
     def workers_back() -> bool:
         pods = run.see(pods_of(real, run.name))
-        statuses = [container_status(pods[w]) if w in pods else {} for w in ("worker-0", "worker-1")]
-        return all(status.get("restartCount", 0) > run.notes["restarts_before"][w] and "running" in status.get("state", {})
-                   for w, status in zip(("worker-0", "worker-1"), statuses))
+        started = {w: container_status(pods[w]).get("state", {}).get("running", {}).get("startedAt") if w in pods else None
+                   for w in ("worker-0", "worker-1")}
+        return all(started[w] and started[w] != run.notes["started_before"][w] for w in started)
 
     wait_for(workers_back, 300, "both workers' containers started again on the GPU node", interval=2)
     if restart_count(real, run.name, "chief-0") > run.notes["restarts_before"]["chief-0"]:
