@@ -154,6 +154,20 @@ class TFJobSpec:
                     configs[self.pod_name(kind, i)] = json.dumps(config, separators=(",", ":"))
         return configs
 
+    def pod_template(self, kind: str) -> Mapping[str, Any]:
+        """A replica's pod template as the job runs it. With `activeDeadlineSeconds`, every pod gets
+        the same deadline: the operator (v1.9.4, kubeflow/trainer#3358) checks the job's deadline
+        only when something wakes it (its deadline re-check is queued on a work queue that drops
+        it), so a job whose pods run quietly would run past it; the kubelet fails each pod at its
+        own deadline, never before the job's (the job starts before its pods), and that wakes the
+        operator, which then fails the job."""
+        template = self.replica_specs[kind].template
+        deadline = self.run_policy.active_deadline_seconds
+        if deadline is None:
+            return template
+        spec = template.get("spec", {})
+        return {**template, "spec": {**spec, "activeDeadlineSeconds": min(deadline, spec.get("activeDeadlineSeconds", deadline))}}
+
     def manifest(self) -> dict[str, Any]:
         return {
             "apiVersion": API_VERSION,
@@ -165,7 +179,7 @@ class TFJobSpec:
                     kind: {
                         "replicas": spec.replicas,
                         "restartPolicy": spec.restart_policy,
-                        "template": spec.template,
+                        "template": self.pod_template(kind),
                     }
                     for kind, spec in self.replica_specs.items()
                 },

@@ -112,7 +112,8 @@ class RunPolicy(Settings):
         "counted with restartPolicy `OnFailure`, `Always` or `ExitCode`, never with `Never`",
     )
     active_deadline_seconds: Annotated[int, Field(ge=1)] | None = Field(
-        None, description="seconds from the job's start after which the operator fails it and stops its pods"
+        None, description="seconds from the job's start after which the job fails and its pods stop (each replica's pod gets "
+        "the same deadline, docs/training.md)"
     )
     ttl_seconds_after_finished: Count | None = Field(
         None,

@@ -41,6 +41,7 @@ import pytest
 from cluster.localcluster.containerd import Containerd
 from cluster.localcluster.process import Daemon
 from cluster.localcluster.settings import tools
+from components.tfjob import ReplicaSpec, RunPolicy, TFJobSpec
 from e2e.local_stack import LocalStack, condition
 from real_cluster import RealCluster, wait_for
 from test_mnist_on_real_nodes import ACCURACY_FLOOR, JOB, JOB_LABEL, NAMESPACE, TRAINING_TIMEOUT_S
@@ -286,15 +287,15 @@ def test_the_operator_restarted_mid_job_takes_the_job_over_without_disturbing_it
 
 def policy_job(stack_job: dict[str, Any], name: str, program: str, restart_policy: str,
                **run_policy: Any) -> dict[str, Any]:
-    """A one-replica TFJob whose chief runs `program` (Python) in the stack's chief template."""
-    chief = copy.deepcopy(stack_job["spec"]["tfReplicaSpecs"]["Chief"])
-    container = chief["template"]["spec"]["containers"][0]
+    """A one-replica TFJob whose chief runs `program` (Python) in the stack's chief template,
+    rendered by the typed TFJob that renders the stack's (components/tfjob.py)."""
+    chief = copy.deepcopy(stack_job["spec"]["tfReplicaSpecs"]["Chief"]["template"])
+    container = chief["spec"]["containers"][0]
     container.update(command=["python", "-c", program], args=[],
                      resources={"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}})
-    return {"apiVersion": stack_job["apiVersion"], "kind": "TFJob",
-            "metadata": {"name": name, "namespace": NAMESPACE},
-            "spec": {"runPolicy": {"cleanPodPolicy": "Running", **run_policy},
-                     "tfReplicaSpecs": {"Chief": {**chief, "replicas": 1, "restartPolicy": restart_policy}}}}
+    spec = TFJobSpec(name, NAMESPACE, {"Chief": ReplicaSpec(1, chief, restart_policy)}, RunPolicy(**run_policy))
+    spec.validate()
+    return spec.manifest()
 
 
 BACKOFF_LIMIT = 2
@@ -312,14 +313,15 @@ open(marker, "w").close()
 time.sleep(10)
 sys.exit(138)
 """
+RUNNING = {"clean_pod_policy": "Running"}  # the stack's default
 POLICY_JOBS = {
-    "policy-exitcode-permanent": ("import sys; sys.exit(1)", "ExitCode", {}),
-    "policy-exitcode-retryable": (RETRY_ONCE, "ExitCode", {}),
+    "policy-exitcode-permanent": ("import sys; sys.exit(1)", "ExitCode", RUNNING),
+    "policy-exitcode-retryable": (RETRY_ONCE, "ExitCode", RUNNING),
     # cleanPodPolicy None: the failing pod stays, so its restart count when the job failed is read.
     "policy-onfailure-backoff": ("import sys, time; time.sleep(3); sys.exit(1)", "OnFailure",
-                                 {"backoffLimit": BACKOFF_LIMIT, "cleanPodPolicy": "None"}),
-    "policy-deadline": ("import time; time.sleep(3600)", "OnFailure", {"activeDeadlineSeconds": DEADLINE_S}),
-    "policy-ttl": ("print('done')", "OnFailure", {"ttlSecondsAfterFinished": TTL_S}),
+                                 {"clean_pod_policy": "None", "backoff_limit": BACKOFF_LIMIT}),
+    "policy-deadline": ("import time; time.sleep(3600)", "OnFailure", {**RUNNING, "active_deadline_seconds": DEADLINE_S}),
+    "policy-ttl": ("print('done')", "OnFailure", {**RUNNING, "ttl_seconds_after_finished": TTL_S}),
 }
 
 
@@ -408,8 +410,9 @@ def test_active_deadline_fails_the_job_and_stops_its_pod(policies: dict[str, Pol
     status = run.job["status"]
     began, ended = (datetime.fromisoformat(status[k].replace("Z", "+00:00")) for k in ("startTime", "completionTime"))
     assert (ended - began).total_seconds() >= DEADLINE_S, status
-    # cleanPodPolicy Running: the sleeping chief is removed once the job has failed.
-    wait_for(lambda: not pods_of(real, "policy-deadline"), 120, "the deadline job's running pod removed")
+    # Its pod's own deadline (components/tfjob.py) stopped the sleeping chief and woke the operator.
+    wait_for(lambda: not [p for p in pods_of(real, "policy-deadline").values() if p["status"].get("phase") == "Running"],
+             120, "no pod of the deadline job running")
 
 
 def test_ttl_after_finished_removes_the_job_and_its_pods(policies: dict[str, PolicyRun], real: RealCluster) -> None:

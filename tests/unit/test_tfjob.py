@@ -272,6 +272,15 @@ def test_backoff_limit_with_never_is_allowed_when_left_at_its_default():
     assert parse({"mnist": {"restartPolicy": "Never"}}).mnist.run_policy.backoff_limit == 3
 
 
+def test_active_deadline_is_every_pods_deadline_too():
+    """The operator re-checks the job's deadline only when woken (kubeflow/trainer#3358): each pod's
+    own deadline, which the kubelet enforces, wakes it."""
+    replicas = tfjob_of(run_program({"mnist": {"runPolicy": {"activeDeadlineSeconds": 600}}}))["spec"]["tfReplicaSpecs"]
+    assert {kind: r["template"]["spec"].get("activeDeadlineSeconds") for kind, r in replicas.items()} == dict.fromkeys(replicas, 600)
+    without = tfjob_of(run_program({}))["spec"]["tfReplicaSpecs"]
+    assert [kind for kind, r in without.items() if "activeDeadlineSeconds" in r["template"]["spec"]] == []
+
+
 def test_stock_image_runs_the_trainer_from_a_config_map():
     deployment = run_program(example_stack("dev"))
     code = deployment.named("mnist-trainer-code")
