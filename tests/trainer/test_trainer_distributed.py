@@ -266,6 +266,28 @@ def test_mwms_worker_killed_mid_run_restarts_the_job_which_resumes_from_its_chec
         assert f"Restored checkpoint at step {restored.group(1)}" in cluster.log(*task)
 
 
+def test_ps_killed_mid_run_the_chief_exits_138_and_resumes_from_its_checkpoint(tmp_path, mnist_dir, make_cluster):
+    # A lost PS takes the variables with it: the coordinator cannot go on, so the chief exits 138 (retryable
+    # for the operator's ExitCode policy too), the PS comes back (a new pod on a cluster:
+    # tests/realnode/test_training_faults.py) and the restarted chief restores its last checkpoint.
+    steps = 2 * TRAIN_STEPS
+    cluster = make_cluster(PS_TOPOLOGY, trainer_args(mnist_dir, tmp_path / "model", train_steps=steps))
+    cluster.start_all()
+    cluster.wait_for_log("master", 0, r"Saved checkpoint at step \d+", JOB_TIMEOUT_S)
+    assert cluster.kill("ps", 0) == -9
+    assert "Training finished" not in cluster.log("master", 0), "the kill must land mid-run"
+    cluster.start("ps", 0)
+    exit_codes = cluster.supervise(JOB_TIMEOUT_S)
+    assert exit_codes == {task: 0 for task in cluster.tasks}, logs(cluster)
+    assert cluster.exit_codes[("master", 0)] == [138, 0], logs(cluster)
+    before, after = cluster.log("master", 0).split("=== start 2 of master:0 ===")
+    saved = re.findall(r"^Saved checkpoint at step (\d+)$", before, re.MULTILINE)
+    restored = re.search(r"^Restored checkpoint at step (\d+) ", after, re.MULTILINE)
+    assert saved and restored and restored.group(1) == saved[-1], after[:3000]
+    step, accuracy = final_accuracy(after)
+    assert step == steps and accuracy >= ACCURACY_FLOOR
+
+
 def test_serving_task_started_after_the_chief_finished_exits_at_once(tmp_path):
     model_dir = tmp_path / "model"
     model_dir.mkdir()
