@@ -258,30 +258,6 @@ def assert_succeeded_above_the_floor(run: FaultRun) -> None:
     assert set(run.replicas_seen) == set(REPLICAS), run.replicas_seen
 
 
-def test_a_deleted_ps_pod_is_recreated_and_the_chief_resumes_from_its_checkpoint(ps_deleted: FaultRun) -> None:
-    run = ps_deleted
-    assert_succeeded_above_the_floor(run)
-    assert len(run.replicas_seen["ps-0"]) == 2 and run.notes["deleted_ps"] in run.replicas_seen["ps-0"], run.replicas_seen
-    # The chief, the workers: the same pods throughout (the kubelet restarted the chief in its pod).
-    for replica in ("chief-0", "worker-0", "worker-1"):
-        assert run.replicas_seen[replica] == {run.first_pods[replica]["metadata"]["uid"]}, (replica, run.replicas_seen)
-    saved = [int(step) for kind, step in CHIEF_LOG_LINE.findall(run.previous_chief_log) if kind == "Saved"]
-    assert saved and saved[0] >= run.notes["checkpoint_before_fault"], run.previous_chief_log[-3000:]
-    restored = re.search(r"^Restored checkpoint at step (\d+) ", run.chief_log, re.MULTILINE)
-    assert restored and int(restored.group(1)) == saved[-1], (saved, run.chief_log[:3000])
-
-
-def test_the_operator_restarted_mid_job_takes_the_job_over_without_disturbing_it(operator_deleted: FaultRun) -> None:
-    run = operator_deleted
-    assert run.notes["new_operator"] != run.notes["deleted_operator"]
-    assert not run.notes["finished_before_new_operator"], "the job finished before the new operator was up: no proof"
-    assert_succeeded_above_the_floor(run)
-    for replica in REPLICAS:
-        assert run.replicas_seen[replica] == {run.first_pods[replica]["metadata"]["uid"]}, (replica, run.replicas_seen)
-    assert container_status(run.pods_after["chief-0"]).get("restartCount") == 0
-    assert not re.search(r"^Restored checkpoint", run.chief_log, re.MULTILINE), "the chief never restarted"
-
-
 # --- the policies -------------------------------------------------------------------------------
 
 
@@ -338,8 +314,8 @@ class PolicyRun:
 
 @pytest.fixture(scope="module")
 def policies(stack_job: dict[str, Any], real: RealCluster) -> Iterator[dict[str, PolicyRun]]:
-    """The five policy jobs, run together to their end (after the fault jobs in file order, so not
-    beside them)."""
+    """The five policy jobs, run together to their end (first in this file: the fault jobs, one at
+    a time after them, need the cores)."""
     runs = {name: PolicyRun() for name in POLICY_JOBS}
     for name, (program, restart_policy, run_policy) in POLICY_JOBS.items():
         real.apply(policy_job(stack_job, name, program, restart_policy, **run_policy))
@@ -420,6 +396,33 @@ def test_ttl_after_finished_removes_the_job_and_its_pods(policies: dict[str, Pol
     assert condition(run.job, "Succeeded"), run.job.get("status")
     assert run.removed
     wait_for(lambda: not pods_of(real, "policy-ttl"), 120, "the ttl job's pods removed with it")
+
+
+# --- the faults (after the policies, which take a minute: the cheap checks first) ----------------
+
+
+def test_a_deleted_ps_pod_is_recreated_and_the_chief_resumes_from_its_checkpoint(ps_deleted: FaultRun) -> None:
+    run = ps_deleted
+    assert_succeeded_above_the_floor(run)
+    assert len(run.replicas_seen["ps-0"]) == 2 and run.notes["deleted_ps"] in run.replicas_seen["ps-0"], run.replicas_seen
+    # The chief, the workers: the same pods throughout (the kubelet restarted the chief in its pod).
+    for replica in ("chief-0", "worker-0", "worker-1"):
+        assert run.replicas_seen[replica] == {run.first_pods[replica]["metadata"]["uid"]}, (replica, run.replicas_seen)
+    saved = [int(step) for kind, step in CHIEF_LOG_LINE.findall(run.previous_chief_log) if kind == "Saved"]
+    assert saved and saved[0] >= run.notes["checkpoint_before_fault"], run.previous_chief_log[-3000:]
+    restored = re.search(r"^Restored checkpoint at step (\d+) ", run.chief_log, re.MULTILINE)
+    assert restored and int(restored.group(1)) == saved[-1], (saved, run.chief_log[:3000])
+
+
+def test_the_operator_restarted_mid_job_takes_the_job_over_without_disturbing_it(operator_deleted: FaultRun) -> None:
+    run = operator_deleted
+    assert run.notes["new_operator"] != run.notes["deleted_operator"]
+    assert not run.notes["finished_before_new_operator"], "the job finished before the new operator was up: no proof"
+    assert_succeeded_above_the_floor(run)
+    for replica in REPLICAS:
+        assert run.replicas_seen[replica] == {run.first_pods[replica]["metadata"]["uid"]}, (replica, run.replicas_seen)
+    assert container_status(run.pods_after["chief-0"]).get("restartCount") == 0
+    assert not re.search(r"^Restored checkpoint", run.chief_log, re.MULTILINE), "the chief never restarted"
 
 
 def pids_in_cgroup(path: str) -> list[int]:
