@@ -12,10 +12,13 @@ stack's `replicas` policy lets the stack's job's:
   operator creates a new `ps-0`, and the chief restores its last checkpoint;
 - the operator's pod deleted after the chief's first checkpoint: its Deployment starts another, the
   job trains on undisturbed (no replica recreated or restarted) and the new operator marks it
-  Succeeded.
+  Succeeded;
+- the GPU node's kubelet, containerd, shims and pods SIGKILLed mid-training, and the node brought
+  back by `bin/cluster up`: its kubelet runs the same worker pods again and the job goes on.
 
 Each ends Succeeded with the held-out accuracy above the floor and one pod per replica name. The
-policies run a one-line Python program in the stack's chief template, not training:
+policies (checked first, they take a minute) run a one-line Python program in the stack's chief
+template, rendered by the typed TFJob (components/tfjob.py), not training:
 `ExitCode` fails at once on a permanent exit code and recreates the pod on a retryable one;
 `OnFailure` fails after `backoffLimit` restarts; `activeDeadlineSeconds` fails the job;
 `ttlSecondsAfterFinished` removes it. Every TFJob made here is deleted at the end, its pods gone,
