@@ -156,9 +156,9 @@ class TFJobSpec:
 
     def pod_template(self, kind: str) -> Mapping[str, Any]:
         """A replica's pod template as the job runs it. With `activeDeadlineSeconds`, every pod gets
-        the same deadline: the operator (v1.9.4, kubeflow/trainer#3358) checks the job's deadline
-        only when something wakes it (its deadline re-check is queued on a work queue that drops
-        it), so a job whose pods run quietly would run past it; the kubelet fails each pod at its
+        the same deadline: the operator (kubeflow/trainer#3358, open for its v1 line) checks the
+        job's deadline only when something wakes it (its deadline re-check is queued on a work
+        queue that drops it), so a job whose pods run quietly would run past it; the kubelet fails each pod at its
         own deadline, never before the job's (the job starts before its pods), and that wakes the
         operator, which then fails the job."""
         template = self.replica_specs[kind].template
