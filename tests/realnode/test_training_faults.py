@@ -214,6 +214,8 @@ def ps_deleted(stack_job: dict[str, Any], fault_network_policy: None, real: Real
     run.notes["deleted_ps"] = deleted
 
     def new_ps() -> dict[str, Any] | None:
+        job = finished(real, run.name)
+        assert not (job and condition(job, "Failed")), f"{run.name} failed: {job and job['status']['conditions']}"
         ps = run.see(pods_of(real, run.name)).get("ps-0")
         return ps if ps and ps["metadata"]["uid"] != deleted and ps["status"].get("phase") == "Running" else None
 
@@ -225,8 +227,8 @@ def ps_deleted(stack_job: dict[str, Any], fault_network_policy: None, real: Real
 
 
 @pytest.fixture(scope="module")
-def operator_deleted(ps_deleted: FaultRun, stack_job: dict[str, Any], real: RealCluster) -> FaultRun:
-    # After the PS case (ps_deleted), so that the two jobs do not share the two cores.
+def operator_deleted(stack_job: dict[str, Any], fault_network_policy: None, real: RealCluster) -> FaultRun:
+    # After the PS case in file order, so that the two jobs do not share the two cores.
     run = start(real, training_job(stack_job, "faults-operator"))
     run.notes["checkpoint_before_fault"] = first_checkpoint(real, run)
     selector = real.get("deployment", "-n", OPERATOR_NAMESPACE, OPERATOR_NAME)["spec"]["selector"]["matchLabels"]
@@ -404,6 +406,11 @@ def test_ttl_after_finished_removes_the_job_and_its_pods(policies: dict[str, Pol
 # --- the faults (after the policies, which take a minute: the cheap checks first) ----------------
 
 
+# Seen on the real nodes (2026-12-06): the deleted PS pod ends in phase Failed (its container exits on
+# SIGTERM), and the operator (training-operator v1.9.4) fails the whole job with "1 PS replica(s)
+# failed" instead of creating a new ps-0 under restartPolicy OnFailure. Strict: a pass says it changed.
+@pytest.mark.xfail(strict=True, reason="the operator fails the TFJob when a PS pod is deleted under restartPolicy "
+                                       "OnFailure (seen 2026-12-06, training-operator v1.9.4); not fixed yet")
 def test_a_deleted_ps_pod_is_recreated_and_the_chief_resumes_from_its_checkpoint(ps_deleted: FaultRun) -> None:
     run = ps_deleted
     assert_succeeded_above_the_floor(run)
