@@ -12,9 +12,7 @@ stack's `replicas` policy lets the stack's job's:
   operator creates a new `ps-0`, and the chief restores its last checkpoint;
 - the operator's pod deleted after the chief's first checkpoint: its Deployment starts another, the
   job trains on undisturbed (no replica recreated or restarted) and the new operator marks it
-  Succeeded;
-- the GPU node's kubelet, containerd, shims and pods SIGKILLed mid-training, and the node brought
-  back by `bin/cluster up`: its kubelet runs the same worker pods again and the job goes on.
+  Succeeded.
 
 Each ends Succeeded with the held-out accuracy above the floor and one pod per replica name. The
 policies (checked first, they take a minute) run a one-line Python program in the stack's chief
@@ -29,11 +27,8 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
 import secrets
-import signal
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -41,9 +36,6 @@ from typing import Any
 
 import pytest
 
-from cluster.localcluster.containerd import Containerd
-from cluster.localcluster.process import Daemon
-from cluster.localcluster.settings import tools
 from components.tfjob import ReplicaSpec, RunPolicy, TFJobSpec
 from e2e.local_stack import LocalStack, condition
 from real_cluster import RealCluster, wait_for
@@ -53,7 +45,7 @@ from vocab.tfjob_api import OPERATOR_NAME, OPERATOR_NAMESPACE
 # Checkpoints every 50 steps: a fault lands after the first and leaves most of the training to do.
 EVAL_EVERY = 50
 REPLICAS = ("chief-0", "worker-0", "worker-1", "ps-0")
-FAULT_JOBS = ("faults-ps", "faults-operator", "faults-node")
+FAULT_JOBS = ("faults-ps", "faults-operator")
 # Where this session's jobs write on the shared volume (the stack's /data): fresh for every session.
 RUN_DIR = f"/data/training-faults-{secrets.token_hex(3)}"
 CHIEF_LOG_LINE = re.compile(r"^(Saved|Restored) checkpoint at step (\d+)", re.MULTILINE)
@@ -433,87 +425,6 @@ def test_the_operator_restarted_mid_job_takes_the_job_over_without_disturbing_it
         assert run.replicas_seen[replica] == {run.first_pods[replica]["metadata"]["uid"]}, (replica, run.replicas_seen)
     assert container_status(run.pods_after["chief-0"]).get("restartCount") == 0
     assert not re.search(r"^Restored checkpoint", run.chief_log, re.MULTILINE), "the chief never restarted"
-
-
-def pids_in_cgroup(path: str) -> list[int]:
-    """Processes on this machine in cgroup `path` or below it (in any hierarchy)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                cgroups = open(f"/proc/{entry}/cgroup").read()
-            except OSError:
-                continue
-            if f"{path}/" in cgroups:
-                found.append(int(entry))
-    return found
-
-
-def kill_node(real: RealCluster, pool: str) -> list[int]:
-    """SIGKILL a real node's kubelet, containerd, containerd's shims and its pods' processes, as a
-    crash of the machine would end them (its network, kube-proxy, policy engine and device plugin
-    stay); the PIDs killed."""
-    settings = real.node(pool)
-    daemons = [int(Daemon(name, [""], settings.state_dir).pid_file.read_text()) for name in ("kubelet", "containerd")]
-    assert all(os.path.exists(f"/proc/{pid}") for pid in daemons), f"node {settings.spec.name}: kubelet, containerd {daemons}"
-    shims = Containerd(settings, tools()).shim_pids()
-    assert shims, f"node {settings.spec.name}: no containerd shim"
-    killed = [*daemons, *shims]
-    for pid in killed:
-        os.kill(pid, signal.SIGKILL)
-    pods = pids_in_cgroup(f"{settings.cgroup_root.strip('/')}/kubepods")
-    assert pods, f"node {settings.spec.name}: no pod process under {settings.cgroup_root}/kubepods"
-    for pid in pods:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return killed + pods
-
-
-@pytest.fixture(scope="module")
-def gpu_node_killed(operator_deleted: FaultRun, stack_job: dict[str, Any], real: RealCluster) -> FaultRun:
-    """After the operator case: the workers (on the GPU node) lose their node mid-training."""
-    run = start(real, training_job(stack_job, "faults-node"))
-    run.notes["checkpoint_before_fault"] = first_checkpoint(real, run)
-    gpu_node = real.node("gpu").spec.name
-    assert {run.first_pods[w]["spec"]["nodeName"] for w in ("worker-0", "worker-1")} == {gpu_node}
-    pods = pods_of(real, run.name)
-    run.notes["restarts_before"] = {r: container_status(p).get("restartCount", 0) for r, p in pods.items()}
-    run.notes["started_before"] = {r: container_status(p)["state"].get("running", {}).get("startedAt") for r, p in pods.items()}
-    run.notes["killed"] = kill_node(real, "gpu")
-    killed_at = time.monotonic()
-    wait_for(lambda: all(not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
-                         for pid in run.notes["killed"]), 30, "the GPU node's kubelet, containerd, shims and pods gone")
-    run.notes["status_while_down"] = real.cluster("status", check=False).stdout.strip()
-    run.notes["up"] = real.cluster("up", timeout=900).stderr
-    run.notes["node_back_after_s"] = round(time.monotonic() - killed_at, 1)
-
-    def workers_back() -> bool:
-        pods = run.see(pods_of(real, run.name))
-        started = {w: container_status(pods[w]).get("state", {}).get("running", {}).get("startedAt") if w in pods else None
-                   for w in ("worker-0", "worker-1")}
-        return all(started[w] and started[w] != run.notes["started_before"][w] for w in started)
-
-    wait_for(workers_back, 300, "both workers' containers started again on the GPU node", interval=2)
-    if restart_count(real, run.name, "chief-0") > run.notes["restarts_before"]["chief-0"]:
-        run.previous_chief_log = chief_log(real, run.name, "--previous")
-    return finish(real, run)
-
-
-def test_the_gpu_nodes_kubelet_containerd_and_shims_killed_and_brought_back_by_up(gpu_node_killed: FaultRun) -> None:
-    run = gpu_node_killed
-    assert run.notes["status_while_down"] == "stopped", run.notes["status_while_down"]
-    assert "started: kubelet" in run.notes["up"] and "containerd" in run.notes["up"], run.notes["up"][-2000:]
-    assert_succeeded_above_the_floor(run)
-    # The kubelet that came back ran the node's pods again, the same pods: nothing was rescheduled.
-    for replica in REPLICAS:
-        assert run.replicas_seen[replica] == {run.first_pods[replica]["metadata"]["uid"]}, (replica, run.replicas_seen)
-    if run.previous_chief_log:  # the chief restarted too: from its last checkpoint
-        saved = [int(step) for kind, step in CHIEF_LOG_LINE.findall(run.previous_chief_log) if kind == "Saved"]
-        restored = re.search(r"^Restored checkpoint at step (\d+) ", run.chief_log, re.MULTILINE)
-        assert saved and restored and int(restored.group(1)) == saved[-1], (saved, run.chief_log[:3000])
-    print(f"\nfaults-node: the GPU node back (bin/cluster up done) {run.notes['node_back_after_s']} s after the kill")
 
 
 def test_no_job_of_these_tests_holds_a_gpu_afterwards(policies: dict[str, PolicyRun], real: RealCluster) -> None:
