@@ -399,10 +399,10 @@ def test_ttl_after_finished_removes_the_job_and_its_pods(policies: dict[str, Pol
 
 
 # Seen on the real nodes (2026-12-06): the deleted PS pod ends in phase Failed (its container exits on
-# SIGTERM), and the operator (training-operator v1.9.4) fails the whole job with "1 PS replica(s)
+# SIGTERM), and the operator fails the whole job with "1 PS replica(s)
 # failed" instead of creating a new ps-0 under restartPolicy OnFailure. Strict: a pass says it changed.
 @pytest.mark.xfail(strict=True, reason="the operator fails the TFJob when a PS pod is deleted under restartPolicy "
-                                       "OnFailure (seen 2026-12-06, training-operator v1.9.4); not fixed yet")
+                                       "OnFailure (seen 2026-12-06); not fixed yet")
 def test_a_deleted_ps_pod_is_recreated_and_the_chief_resumes_from_its_checkpoint(ps_deleted: FaultRun) -> None:
     run = ps_deleted
     assert_succeeded_above_the_floor(run)
