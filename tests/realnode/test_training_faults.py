@@ -14,7 +14,8 @@ stack's `replicas` policy lets the stack's job's:
   job trains on undisturbed (no replica recreated or restarted) and the new operator marks it
   Succeeded;
 - the GPU node's kubelet, containerd, shims and pods SIGKILLed mid-training, and the node brought
-  back by `bin/cluster up`: its kubelet runs the same worker pods again and the job goes on.
+  back by `bin/cluster up`: the workers run again on the GPU node (their pods replaced by the operator
+  under the same names) and the job goes on to Succeeded.
 
 Each ends Succeeded with the held-out accuracy above the floor and one pod per replica name. The
 policies (checked first, they take a minute) run a one-line Python program in the stack's chief
@@ -507,14 +508,20 @@ def test_the_gpu_nodes_kubelet_containerd_and_shims_killed_and_brought_back_by_u
     started = re.search(rf"node {run.notes['gpu_node']} Ready \(started: ([^)]*)\)", run.notes["up"])
     assert started and {"containerd", "kubelet"} <= set(started.group(1).split(", ")), run.notes["up"][-2000:]
     assert_succeeded_above_the_floor(run)
-    # The kubelet that came back ran the node's pods again, the same pods: nothing was rescheduled.
-    for replica in REPLICAS:
+    # The CPU node's replicas were not disturbed. The workers' containers died with the node: seen
+    # on the real nodes (2026-12-06), the operator then replaced their pods by new ones of the same
+    # names, which ran on the GPU node again once it was back (one pod per name at any time).
+    for replica in ("chief-0", "ps-0"):
         assert run.replicas_seen[replica] == {run.first_pods[replica]["metadata"]["uid"]}, (replica, run.replicas_seen)
+    for worker in ("worker-0", "worker-1"):
+        assert run.pods_after[worker]["spec"]["nodeName"] == run.notes["gpu_node"], run.pods_after[worker]["spec"]
     if run.previous_chief_log:  # the chief restarted too: from its last checkpoint
         saved = [int(step) for kind, step in CHIEF_LOG_LINE.findall(run.previous_chief_log) if kind == "Saved"]
         restored = re.search(r"^Restored checkpoint at step (\d+) ", run.chief_log, re.MULTILINE)
         assert saved and restored and int(restored.group(1)) == saved[-1], (saved, run.chief_log[:3000])
-    print(f"\nfaults-node: the GPU node back (bin/cluster up done) {run.notes['node_back_after_s']} s after the kill")
+    replaced = sorted(w for w in ("worker-0", "worker-1") if len(run.replicas_seen[w]) > 1)
+    print(f"\nfaults-node: the GPU node back (bin/cluster up done) {run.notes['node_back_after_s']} s after the kill; "
+          f"workers whose pods were replaced: {replaced or 'none'}")
 
 
 def test_no_job_of_these_tests_holds_a_gpu_afterwards(policies: dict[str, PolicyRun], real: RealCluster) -> None:
