@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from kubernetes.utils import parse_quantity
+from vocab.quantity import quantity
 from pydantic import Field, PrivateAttr
 from pydantic.alias_generators import to_camel
 
@@ -44,13 +44,13 @@ class NodeCapacity:
     def problems(self, key: str, resource: str, request: str | None) -> Iterator[str]:
         """A request for `resource` that no node of the pool could ever hold."""
         capacity = getattr(self.allocatable, resource)
-        if request and parse_quantity(request) > parse_quantity(capacity):
+        if request and quantity(request) > quantity(capacity):
             yield f"{key}: {request} is more than a node of pool {self.pool} has ({resource} {_shown_quantity(capacity)}{self.origin})"
 
 
 def _shown_quantity(value: str) -> str:
     """`value`, and in GiB too where it is memory in smaller units (`24581184Ki`), for a reader comparing it to `32Gi`."""
-    size = parse_quantity(value)
+    size = quantity(value)
     if value.endswith(("Ki", "Mi")) and size >= 2**30:
         return f"{value}, about {size / 2**30:.1f}Gi"
     return value

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Annotated, Literal
 from urllib.parse import urlparse
 
-from kubernetes.utils import parse_quantity
+from vocab.quantity import quantity
 from pydantic import Field
 from pydantic.alias_generators import to_camel
 
@@ -160,7 +160,7 @@ class Profile(Settings):
         for resource in ("cpu", "memory"):
             guarantee = getattr(self, f"{resource}_guarantee")
             limit = getattr(self, f"{resource}_limit")
-            if guarantee and limit and parse_quantity(guarantee) > parse_quantity(limit):
+            if guarantee and limit and quantity(guarantee) > quantity(limit):
                 yield f"{key}.{resource}Guarantee: {guarantee} must be <= {resource}Limit ({limit})"
             for node in nodes:
                 if node is not None:

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 from urllib.parse import urlparse
 
-from kubernetes.utils import parse_quantity
+from vocab.quantity import quantity
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
@@ -53,7 +53,7 @@ def _dns_label(value: str) -> str:
 def _quantity(value: Any) -> str:
     text = str(value)
     try:
-        amount = parse_quantity(text)
+        amount = quantity(text)
     except ValueError:
         raise ValueError("must be a Kubernetes quantity such as 500m, 2, 512Mi or 4Gi") from None
     if amount < 0:
@@ -198,7 +198,7 @@ class Resources(Settings):
         """Requests above limits, and requests no node could hold (when `node`, its capacity, is known)."""
         for resource in ("cpu", "memory"):
             request, limit = getattr(self, f"{resource}_request"), getattr(self, f"{resource}_limit")
-            if request and limit and parse_quantity(request) > parse_quantity(limit):
+            if request and limit and quantity(request) > quantity(limit):
                 yield f"{key}.{resource}Request: {request} must be <= {resource}Limit ({limit})"
             if node is not None:
                 yield from node.problems(f"{key}.{resource}Request", resource, request)

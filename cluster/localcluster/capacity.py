@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
+from vocab.quantity import quantity
+
 # Nothing is reserved for the kubelet and containerd or for the rest of the machine: a node shares
 # two cores with the control plane, the other nodes and the developer, and a reservation the size
 # of what they use would leave the tutorial's pods no room to be scheduled.
@@ -80,26 +82,3 @@ def _cpu_quantity(cores: Decimal) -> str:
 def _memory_quantity(size: Decimal) -> str:
     """In KiB, as the kubelet shows memory."""
     return f"{int(size) // 1024}Ki" if size % 1024 == 0 else str(int(size))
-
-
-# Kubernetes' quantity suffixes. The cluster manager runs before any virtualenv exists, so the
-# kubernetes package's parse_quantity is not at hand; the stack's config layer uses that one, and
-# tests/unit/test_config.py holds the two to the same answers.
-_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
-_DECIMAL = {"n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": Decimal(1),
-            "k": Decimal(10**3), "M": Decimal(10**6), "G": Decimal(10**9), "T": Decimal(10**12),
-            "P": Decimal(10**15), "E": Decimal(10**18)}
-_QUANTITY = re.compile(r"^(?P<number>[+-]?(\d+\.?\d*|\.\d+))(?P<suffix>[KMGTPE]i|[eE][+-]?\d+|[numkMGTPE]?)$")
-
-
-def quantity(text: str) -> Decimal:
-    """A Kubernetes quantity (`500m`, `2`, `24683584Ki`, `1e3`) as a number of its unit."""
-    match = _QUANTITY.match(str(text).strip())
-    if not match:
-        raise ValueError(f"{text!r} is not a Kubernetes quantity")
-    number, suffix = Decimal(match["number"]), match["suffix"]
-    if suffix in _BINARY:
-        return number * _BINARY[suffix]
-    if suffix[:1] in ("e", "E") and len(suffix) > 1:
-        return number.scaleb(int(suffix[1:]))
-    return number * _DECIMAL[suffix]

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from kubernetes.utils import parse_quantity
+from vocab.quantity import quantity
 
 from components.cluster import Scheduling
 from components.k8s import PART_OF
@@ -284,13 +284,13 @@ def spawner_overrides(profile: Profile, scheduling: Scheduling, gpu_resource: st
     # KubeSpawner takes CPU in cores (a float) and memory in bytes; its own memory parser knows
     # K/M/G/T but not the Ki/Mi/Gi of Kubernetes quantities, so convert here.
     if profile.cpu_guarantee:
-        overrides["cpu_guarantee"] = float(parse_quantity(profile.cpu_guarantee))
+        overrides["cpu_guarantee"] = float(quantity(profile.cpu_guarantee))
     if profile.cpu_limit:
-        overrides["cpu_limit"] = float(parse_quantity(profile.cpu_limit))
+        overrides["cpu_limit"] = float(quantity(profile.cpu_limit))
     if profile.memory_guarantee:
-        overrides["mem_guarantee"] = int(parse_quantity(profile.memory_guarantee))
+        overrides["mem_guarantee"] = int(quantity(profile.memory_guarantee))
     if profile.memory_limit:
-        overrides["mem_limit"] = int(parse_quantity(profile.memory_limit))
+        overrides["mem_limit"] = int(quantity(profile.memory_limit))
     if profile.gpus:
         # The GPU resource of the pools the profile lands on (shared GPUs may be renamed), in
         # limits; Kubernetes sets the request equal.

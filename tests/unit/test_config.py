@@ -6,9 +6,10 @@ import pytest
 
 from kubernetes.utils import parse_quantity
 
-from cluster.localcluster.capacity import Allocatable, local_allocatable, machine_capacity, quantity
+from cluster.localcluster.capacity import Allocatable, local_allocatable, machine_capacity
 from program import DEV_MACHINE, aks_stack, example_stack
 from stacks import ConfigError, parse
+from vocab.quantity import quantity
 
 
 def pool(settings, name):
@@ -177,13 +178,14 @@ def test_huge_pages_are_not_allocatable_memory():
 @pytest.mark.parametrize(
     "text", ["2", "500m", "1.5", ".5", "24683584Ki", "100Mi", "8Gi", "1Ti", "12n", "3u", "2k", "1M", "1G", "1E", "1e3", "5E-2"]
 )
-def test_the_cluster_managers_quantities_are_kubernetes_quantities(text):
-    # The cluster manager has only the standard library, so it reads quantities itself.
+def test_the_platforms_quantities_are_kubernetes_quantities(text):
+    # The settings, the hub's config and the cluster manager read quantities with the standard
+    # library (vocab/quantity.py); they must mean what the kubernetes client's parser says.
     assert quantity(text) == parse_quantity(text)
 
 
 @pytest.mark.parametrize("text", ["", "Gi", "1Gb", "1 Gi", "one"])
-def test_a_malformed_quantity_is_refused_by_the_cluster_manager(text):
+def test_a_malformed_quantity_is_refused(text):
     with pytest.raises(ValueError, match="not a Kubernetes quantity"):
         quantity(text)
 

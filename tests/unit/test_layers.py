@@ -63,15 +63,17 @@ def test_the_cluster_manager_imports_only_the_standard_library_and_itself():
         and not module.startswith("cluster.localcluster")
         # The image builder and the tools' layout are the standard library too: images.py asks
         # the one what the nodes import, settings.py the other where the tools are; the training
-        # operator's part takes the operator's names from the TFJob vocabulary.
+        # operator's part takes the operator's names from the TFJob vocabulary, the capacity
+        # part reads quantities as the settings do.
         and module.split(".")[0] not in ("images", "tools")
-        and module != "vocab.tfjob_api"
+        and module not in ("vocab.tfjob_api", "vocab.quantity")
     ]
     assert outside == []
 
 
-def test_the_vocabulary_the_cluster_manager_imports_is_the_standard_library():
-    imports = imported_modules(REPO / "vocab" / "tfjob_api.py")
+@pytest.mark.parametrize("module", ["tfjob_api.py", "quantity.py"])
+def test_the_vocabulary_the_cluster_manager_imports_is_the_standard_library(module):
+    imports = imported_modules(REPO / "vocab" / module)
     assert sorted(m for m in imports if m.split(".")[0] not in sys.stdlib_module_names) == []
 
 
@@ -81,3 +83,16 @@ def test_the_settings_do_not_load_the_kubernetes_provider(module):
     script = f"import sys, {module}; print('pulumi_kubernetes' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False", f"importing {module} loaded pulumi_kubernetes"
+
+
+def test_the_program_does_not_load_the_kubernetes_client():
+    """Every `pulumi preview` and `up` imports the whole program. The kubernetes client package
+    (its __init__ loads the dynamic client and, through kubernetes-validate, a JSON-schema
+    validator) cost about 2 s of each on a 2-core machine (docs/benchmarks.md); the program needs
+    neither it nor the validator, only kubernetes-validate's schema files."""
+    modules = ["components.cluster", "components.jupyterhub", "components.mnist", "components.training_operator",
+               "components.crd_schema", "components.trainer_image", "components.cert_manager", "stacks"]
+    heavy = ("kubernetes", "kubernetes_validate", "jsonschema")
+    script = f"import sys, {', '.join(modules)}; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", f"importing the program loaded {out.stdout.strip()}"
