@@ -52,6 +52,7 @@ from components.k8s import (
     pod_security_labels,
     restricted,
     port_forward_command,
+    service_await,
     service_url,
 )
 from stacks import retention
@@ -697,7 +698,8 @@ class JupyterHub(pulumi.ComponentResource):
         ):
             k8s.core.v1.Service(
                 resource_name,
-                metadata=self._metadata(object_name, component),
+                # The hub's and the proxy's Deployments are waited for (see service_await).
+                metadata={**self._metadata(object_name, component), "annotations": service_await("ClusterIP")},
                 spec={
                     "type": "ClusterIP",
                     "selector": app_labels(hub.APP_NAME, component),
@@ -723,7 +725,7 @@ class JupyterHub(pulumi.ComponentResource):
             # One field manager for every generation of this Service (see components/k8s.py).
             metadata={
                 **self._metadata(hub.PROXY_PUBLIC_SERVICE, hub.PROXY_COMPONENT),
-                "annotations": {FIELD_MANAGER_ANNOTATION: FIELD_MANAGER},
+                "annotations": {FIELD_MANAGER_ANNOTATION: FIELD_MANAGER, **service_await(settings.service_type)},
             },
             spec=spec,
             # The API server refuses some type changes in place: going back to ClusterIP keeps the

@@ -128,6 +128,26 @@ def declared_state_wins(args: pulumi.ResourceTransformationArgs) -> pulumi.Resou
     return pulumi.ResourceTransformationResult(props, args.opts)
 
 
+# What `pulumi up` waits for on a Service. The provider's own wait for a Service with a selector
+# ends 10 s after the last change to its Endpoints ("settled"), on every create and update, and
+# asks nothing of the pods that its Deployment's wait does not already ask more precisely (each
+# replica Ready and Available). The Services the stack fronts its Deployments with therefore skip
+# it: the Deployment, which the provider waits for, is what says they serve. A LoadBalancer still
+# waits for its address, which the stack's outputs show (pulumi.com/waitFor replaces the
+# provider's wait with that one condition). A Service something else needs endpoints behind before
+# it is created (the operator's webhook, before the TFJob) keeps the provider's wait.
+SKIP_AWAIT_ANNOTATION = "pulumi.com/skipAwait"
+WAIT_FOR_ANNOTATION = "pulumi.com/waitFor"
+
+
+def service_await(service_type: str) -> dict[str, str]:
+    """The annotation that makes a Service fronting an awaited Deployment wait only for what its
+    Deployment's wait does not cover: a LoadBalancer's address."""
+    if service_type == "LoadBalancer":
+        return {WAIT_FOR_ANNOTATION: "jsonpath={.status.loadBalancer.ingress}"}
+    return {SKIP_AWAIT_ANNOTATION: "true"}
+
+
 def app_labels(name: str, component: str) -> dict[str, str]:
     """The recommended app.kubernetes.io labels, used for both selectors and templates."""
     return {

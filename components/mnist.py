@@ -20,6 +20,7 @@ from components.k8s import (
     pod_security_labels,
     port_forward_command,
     restricted,
+    service_await,
     service_url,
 )
 from components.tfjob import ReplicaSpec, RunPolicy, TFJob, TFJobArgs, TFJobSpec
@@ -316,7 +317,8 @@ class DistributedMnist(pulumi.ComponentResource):
                 "name": TENSORBOARD,
                 "namespace": namespace,
                 "labels": labels,
-                "annotations": {FIELD_MANAGER_ANNOTATION: FIELD_MANAGER},
+                # TensorBoard's Deployment is waited for (see service_await).
+                "annotations": {FIELD_MANAGER_ANNOTATION: FIELD_MANAGER, **service_await(board.service_type)},
             },
             spec=service_spec,
             # The API refuses some type changes in place (a leftover nodePort on ClusterIP).

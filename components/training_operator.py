@@ -10,7 +10,7 @@ import pulumi_kubernetes as k8s
 
 from components.crd_schema import tfjob_schema
 from components.cluster import ANY_API_SERVER
-from components.k8s import app_labels, default_deny, pod_security_labels
+from components.k8s import app_labels, default_deny, pod_security_labels, service_await
 from stacks.images import ImagesSettings
 from vocab.tfjob_api import (
     CERT_DIR,
@@ -141,9 +141,17 @@ class TrainingOperator(pulumi.ComponentResource):
             type="Opaque",
             opts=in_namespace,
         )
+        # With the webhook, the provider's own wait (endpoints settled) stays: the TFJob's
+        # admission needs the API server to find the webhook behind this Service. Without it,
+        # nothing needs more than the Deployment's wait (components/k8s.py, service_await).
         service = k8s.core.v1.Service(
             f"{name}-svc",
-            metadata={"name": NAME, "namespace": NAMESPACE, "labels": labels},
+            metadata={
+                "name": NAME,
+                "namespace": NAMESPACE,
+                "labels": labels,
+                **({} if args.webhook else {"annotations": service_await("ClusterIP")}),
+            },
             spec={
                 "type": "ClusterIP",
                 "selector": labels,
