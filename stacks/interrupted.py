@@ -15,7 +15,8 @@ file (DIY) backend:
   process is stale: this runs `pulumi cancel --yes`, which deletes the stack's locks. A lock of a
   live pulumi process is left alone (that update is still running, and the CLI says so); a lock
   from another host is not judged from here: the CLI's error names it and `pulumi cancel`.
-- pending operations in the checkpoint (`pulumi stack export`: `deployment.pending_operations`):
+- pending operations in the checkpoint (`checkpoint.latest.pending_operations` of the backend's
+  `.pulumi/stacks/<project>/<stack>.json`, or `pulumi stack export`'s `deployment.pending_operations`):
   the resources the engine had started to create, update or delete when it died, in an unknown
   state. `up` only warns about them, and keeps pending *creates* for ever: the object may exist in
   the cluster while the state does not know it. For `up` this runs `pulumi refresh
@@ -100,6 +101,16 @@ def locks(backend: Path, project: str, stack: str) -> list[Lock]:
     return found
 
 
+def checkpoint_file(backend: Path, project: str, stack: str) -> Path | None:
+    """The stack's checkpoint on a file backend (project layout), when it is plain JSON and the
+    only one: with PULUMI_DIY_BACKEND_GZIP or _ZSTD the CLI writes a compressed one beside it."""
+    plain = backend / ".pulumi" / "stacks" / project / f"{stack}.json"
+    compressed = [plain.with_name(plain.name + ext) for ext in (".gz", ".zst")]
+    if plain.is_file() and not any(path.exists() for path in compressed):
+        return plain
+    return None
+
+
 def say(message: str) -> None:
     print(f"bin/pulumi: {message}", file=sys.stderr, flush=True)
 
@@ -135,8 +146,18 @@ class Recovery:
         )
         self.run(command, stdout=sys.stderr)
 
-    def pending_operations(self) -> list[dict]:
-        """The checkpoint's pending operations; none where there is no stack yet (the CLI says so)."""
+    def pending_operations(self, checkpoint: Path | None = None) -> list[dict]:
+        """The checkpoint's pending operations; none where there is no stack yet (the CLI says so).
+
+        Read from the backend's checkpoint file where it is plain JSON: `stack export` starts the
+        CLI and rewrites the whole state for what is one key of that file, about a second before
+        every `up` on a loaded 2-core machine (docs/benchmarks.md)."""
+        if checkpoint is not None:
+            try:
+                latest = json.loads(checkpoint.read_text()).get("checkpoint", {}).get("latest") or {}
+                return list(latest.get("pending_operations") or [])
+            except (OSError, ValueError, AttributeError):
+                pass  # being replaced right now, or not the layout this reads: ask the CLI
         exported = subprocess.run(
             [self.cli, "stack", "export", "--stack", self.stack, "--non-interactive",
              *[f for f in self.flags if not f.startswith("--config-file")]],
@@ -147,8 +168,8 @@ class Recovery:
         deployment = json.loads(exported.stdout or "{}").get("deployment") or {}
         return list(deployment.get("pending_operations") or [])
 
-    def settle_pending_operations(self) -> None:
-        pending = self.pending_operations()
+    def settle_pending_operations(self, checkpoint: Path | None = None) -> None:
+        pending = self.pending_operations(checkpoint)
         if not pending:
             return
         command = self.command("refresh", "--clear-pending-creates", "--yes", "--skip-preview")
@@ -185,7 +206,7 @@ def main(args: list[str]) -> int:
     host = socket.gethostname()
     recovery.clear_stale_locks(found, host)
     if command.words[0] in REPAIRING_COMMANDS and all(lock.stale(host) for lock in found):
-        recovery.settle_pending_operations()
+        recovery.settle_pending_operations(checkpoint_file(backend, name, stack))
     return 0
 
 

@@ -169,3 +169,37 @@ def test_other_backends_are_left_alone(world: dict[str, Path]) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert calls(world) == []
+
+
+def checkpoint(world: dict[str, Path], pending: list[dict]) -> Path:
+    """The file backend's checkpoint of the stack, as the CLI writes it (project layout)."""
+    path = world["backend"] / ".pulumi" / "stacks" / "mlplatform" / f"{STACK}.json"
+    latest = {"manifest": {}, "resources": [], **({"pending_operations": pending} if pending else {})}
+    path.write_text(json.dumps({"version": 3, "checkpoint": {"stack": f"organization/mlplatform/{STACK}", "latest": latest}}))
+    return path
+
+
+def test_a_plain_checkpoint_file_is_read_without_starting_the_cli(world: dict[str, Path]) -> None:
+    checkpoint(world, [])
+    result = run(world, "up", "--stack", STACK, "--yes")
+    assert result.returncode == 0, result.stderr
+    assert calls(world) == [] and result.stderr == ""
+
+
+def test_pending_operations_in_the_checkpoint_file_are_refreshed(world: dict[str, Path]) -> None:
+    checkpoint(world, [{"type": "creating", "resource": {"urn": "urn:pulumi:dev::mlplatform::kubernetes:apps/v1:Deployment::hub"}}])
+    result = run(world, "up", "--stack", STACK, "--yes")
+    assert result.returncode == 0, result.stderr
+    assert calls(world) == [f"refresh --clear-pending-creates --yes --skip-preview --stack {STACK} --non-interactive"]
+    assert "creating urn:pulumi:dev::mlplatform::kubernetes:apps/v1:Deployment::hub" in result.stderr
+
+
+@pytest.mark.parametrize("ext", [".gz", ".zst"])
+def test_a_compressed_checkpoint_is_left_to_the_cli(world: dict[str, Path], ext: str) -> None:
+    plain = checkpoint(world, [])
+    plain.with_name(plain.name + ext).write_bytes(b"\x1f\x8b")
+    pending_creates(world)
+    result = run(world, "up", "--stack", STACK, "--yes")
+    assert result.returncode == 0, result.stderr
+    assert calls(world)[0] == f"stack export --stack {STACK} --non-interactive"
+    assert calls(world)[1].startswith("refresh --clear-pending-creates")
