@@ -4,6 +4,8 @@ service_await; docs/benchmarks.md has what the waits cost)."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 
 from program import aks_stack, example_stack, run_program
@@ -18,15 +20,16 @@ def annotations(resource) -> dict[str, str]:
     return resource.inputs["metadata"].get("annotations") or {}
 
 
-def stacks():
-    config, secrets = aks_stack()
-    return {"dev": (example_stack("dev"), ()), "kwok": (example_stack("kwok"), ()), "aks": (config, secrets)}
-
-
-@pytest.fixture(scope="module", params=["dev", "kwok", "aks"])
-def deployment(request):
-    config, secrets = stacks()[request.param]
+@functools.cache
+def built(stack: str):
+    """The example stack's program under mocks, built once for the whole module."""
+    config, secrets = aks_stack() if stack == "aks" else (example_stack(stack), ())
     return run_program(config, secrets)
+
+
+@pytest.fixture(params=["dev", "kwok", "aks"])
+def deployment(request):
+    return built(request.param)
 
 
 def selects(service, deployment) -> bool:
@@ -59,7 +62,7 @@ def test_a_load_balancer_still_waits_for_its_address():
 
 
 def test_cluster_ip_services_in_front_of_deployments_skip_the_providers_wait():
-    deployment = run_program(example_stack("dev"))
+    deployment = built("dev")
     for name in ("jupyterhub-hub-service", "jupyterhub-proxy-api", "jupyterhub-proxy-public", "mnist-tensorboard-svc"):
         assert annotations(deployment.named(name)).get(SKIP_AWAIT) == "true", f"{name} waits for its endpoints to settle"
 
@@ -67,9 +70,7 @@ def test_cluster_ip_services_in_front_of_deployments_skip_the_providers_wait():
 def test_the_webhooks_service_keeps_its_wait_where_the_tfjob_needs_the_webhook():
     """The API server calls the operator's webhook to admit the TFJob: on a cluster with the
     webhook (not kwok's), its Service waits for its endpoints before the TFJob is created."""
-    config, secrets = aks_stack()
-    for deployment in (run_program(example_stack("dev")), run_program(config, secrets)):
-        service = deployment.named("training-operator-svc")
-        assert SKIP_AWAIT not in annotations(service) and WAIT_FOR not in annotations(service)
-    kwok = run_program(example_stack("kwok"))
-    assert annotations(kwok.named("training-operator-svc")).get(SKIP_AWAIT) == "true"
+    for stack in ("dev", "aks"):
+        service = built(stack).named("training-operator-svc")
+        assert SKIP_AWAIT not in annotations(service) and WAIT_FOR not in annotations(service), stack
+    assert annotations(built("kwok").named("training-operator-svc")).get(SKIP_AWAIT) == "true"
