@@ -76,6 +76,9 @@ class LocalStack:
     extra_config: dict[str, Any] = field(default_factory=dict)
     source: str = "Pulumi.kwok.yaml"  # the stack file whose config it starts from
     up_run: Run | None = None  # the `make up` that deployed it
+    # The checkout whose program, bin/pulumi and Makefile the commands run: this repository, or a
+    # worktree of an earlier commit (tests/realnode/test_upgrade_rehearsal.py).
+    root: Path = ROOT
 
     def __post_init__(self) -> None:
         self.base = self.base.resolve()
@@ -108,15 +111,15 @@ class LocalStack:
         later command runs in the repository with `--config-file` naming that file.
         """
         self.project_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copy(ROOT / "Pulumi.yaml", self.project_dir / "Pulumi.yaml")
-        config = yaml.safe_load((ROOT / self.source).read_text())
+        shutil.copy(self.root / "Pulumi.yaml", self.project_dir / "Pulumi.yaml")
+        config = yaml.safe_load((self.root / self.source).read_text())
         # The example stacks' salt is for the local-dev passphrase; this stack has its own.
         config.pop("encryptionsalt", None)
         config["config"][f"{NAMESPACE}:cluster"]["kubeconfig"] = str(self.kubeconfig)
         for key, value in self.extra_config.items():
             config["config"][f"{NAMESPACE}:{key}"] = value
         self.config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-        self.run([str(ROOT / "bin" / "pulumi"), "stack", "init", self.stack, "--non-interactive"], cwd=self.project_dir)
+        self.run([str(self.root / "bin" / "pulumi"), "stack", "init", self.stack, "--non-interactive"], cwd=self.project_dir)
 
     # --- commands ------------------------------------------------------------------------------
 
@@ -125,7 +128,7 @@ class LocalStack:
         args: list[str],
         *,
         check: bool = True,
-        cwd: Path = ROOT,
+        cwd: Path | None = None,
         timeout: float = 900,
         env: dict[str, str] | None = None,
         input_json: Any = None,
@@ -134,7 +137,7 @@ class LocalStack:
         start = time.monotonic()
         proc = subprocess.run(
             args,
-            cwd=cwd,
+            cwd=cwd or self.root,
             env={**self.env, **(env or {})},
             input=input_text if input_json is None else json.dumps(input_json),
             capture_output=True,
@@ -159,7 +162,7 @@ class LocalStack:
         stack_args = ["--stack", self.stack, "--non-interactive"]
         if args[0] in COMMANDS_WITH_CONFIG:
             stack_args += ["--config-file", str(config_file or self.config_file)]
-        return self.run([str(ROOT / "bin" / "pulumi"), *args, *stack_args], **kwargs)
+        return self.run([str(self.root / "bin" / "pulumi"), *args, *stack_args], **kwargs)
 
     def kubectl(self, *args: str, **kwargs: Any) -> Run:
         return self.run([str(self.kubectl_bin), "--kubeconfig", str(self.kubeconfig), *args], **kwargs)

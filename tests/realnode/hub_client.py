@@ -1,7 +1,7 @@
 """A REST and browser client for the session's hub through a port-forward to proxy-public:443.
 
-Shared by the real-node tests that talk to the deployed hub (test_survives_restarts.py,
-test_hub_storm.py) and by `make bench-hub` (bench/bench_hub.py).
+Shared by the real-node tests that talk to a deployed hub (test_survives_restarts.py,
+test_hub_storm.py, test_upgrade_rehearsal.py) and by `make bench-hub` (bench/bench_hub.py).
 """
 
 from __future__ import annotations
@@ -11,13 +11,14 @@ import json
 import re
 import ssl
 import subprocess
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
-from real_cluster import RealCluster
+from real_cluster import RealCluster, wait_for
 
 NAMESPACE = "jupyterhub"
 
@@ -105,3 +106,46 @@ class Client:
         found = re.search(r'name="_xsrf"\s+value="([^"]+)"', page)
         assert status == 200 and found, f"no _xsrf in {path}: HTTP {status}"
         return found.group(1)
+
+
+def component_pod(real: RealCluster, component: str) -> dict[str, Any] | None:
+    pods = real.get("pods", "-n", NAMESPACE, "-l", f"app.kubernetes.io/component={component}")["items"]
+    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+    return live[0] if len(live) == 1 else None
+
+
+def server_answers(client: Client, user: str, token: str) -> bool:
+    """The user's server answers its REST API through the proxy (not the hub, which answers a
+    missing route)."""
+    try:
+        status, _, text = client.open("GET", f"/user/{user}/api/status", token, follow=False, timeout=10, browser=False)
+    except OSError:
+        return False
+    return status == 200 and "started" in json.loads(text)
+
+
+def wait_for_new_hub(client: Client, old: dict[str, Any], timeout: float) -> float:
+    """Seconds until the hub is back: the old pod gone, a new one ready, and /hub/health answering
+    through the proxy. Not /hub/health alone: until the old pod is gone it can still answer
+    (seen: health answered, then the proxy's 503s, `read ECONNRESET` and `connect ECONNREFUSED`
+    to the hub's Service, for seconds, until the new pod was ready)."""
+    start = time.monotonic()
+    name, uid = old["metadata"]["name"], old["metadata"]["uid"]
+
+    def old_hub_gone() -> bool:
+        found = client.real.kubectl("get", "pod", "-n", NAMESPACE, name, "-o", "jsonpath={.metadata.uid}", check=False)
+        if found.returncode != 0:
+            assert "NotFound" in found.stderr, f"kubectl get pod {name}: {found.stderr}"
+            return True
+        return found.stdout.strip() != uid
+
+    wait_for(old_hub_gone, timeout, f"the old hub pod {name} gone")
+
+    def new_hub_ready() -> bool:
+        new = component_pod(client.real, "hub")
+        statuses = (new or {}).get("status", {}).get("containerStatuses") or []
+        return bool(new) and new["metadata"]["uid"] != uid and bool(statuses) and all(c.get("ready") for c in statuses)
+
+    wait_for(new_hub_ready, timeout, "a new hub pod ready")
+    wait_for(client.healthy, timeout, "/hub/health after the hub's restart", interval=0.5)
+    return time.monotonic() - start

@@ -22,7 +22,7 @@ import pytest
 from components.hub_config.document import ROUTE_CHECK_SECONDS
 from e2e.local_stack import LocalStack
 from real_cluster import RealCluster, hub_context, wait_for
-from hub_client import NAMESPACE, Client
+from hub_client import NAMESPACE, Client, component_pod, server_answers, wait_for_new_hub
 from realnode_stack import CULL_IDLE_SECONDS
 from stacks.jupyterhub import JupyterHubSettings
 
@@ -47,12 +47,6 @@ class Seeded:
 
 def pod(real: RealCluster, name: str) -> dict[str, Any]:
     return real.get("pod", "-n", NAMESPACE, name)
-
-
-def component_pod(real: RealCluster, component: str) -> dict[str, Any] | None:
-    pods = real.get("pods", "-n", NAMESPACE, "-l", f"app.kubernetes.io/component={component}")["items"]
-    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
-    return live[0] if len(live) == 1 else None
 
 
 @pytest.fixture(scope="module")
@@ -93,16 +87,6 @@ def seeded(client: Client, stack: LocalStack) -> Iterator[Seeded]:
         client.api("DELETE", f"/users/{USER}/server", admin_token, ok=(202, 204, 404))
 
 
-def server_answers(client: Client, token: str) -> bool:
-    """The user's server answers its REST API through the proxy (not the hub, which answers a
-    missing route)."""
-    try:
-        status, _, text = client.open("GET", f"/user/{USER}/api/status", token, follow=False, timeout=10, browser=False)
-    except OSError:
-        return False
-    return status == 200 and "started" in json.loads(text)
-
-
 def assert_nobody_noticed(client: Client, seeded: Seeded, what: str) -> None:
     status, where, page = client.open("GET", "/hub/home")
     assert (status, where) == (200, "/hub/home") and ADMIN in page, \
@@ -112,37 +96,10 @@ def assert_nobody_noticed(client: Client, seeded: Seeded, what: str) -> None:
     server = client.api("GET", f"/users/{USER}", seeded.admin_token)["servers"].get("")
     assert server and server["ready"], f"after {what}, the hub no longer knows {USER}'s server: {server}"
     assert pod(client.real, f"jupyter-{USER}")["metadata"]["uid"] == seeded.user_pod_uid, f"{USER}'s server is a new pod after {what}"
-    wait_for(lambda: server_answers(client, seeded.user_token), 30, f"{USER}'s server through the proxy after {what}", interval=1)
+    wait_for(lambda: server_answers(client, USER, seeded.user_token), 30, f"{USER}'s server through the proxy after {what}", interval=1)
     hub = component_pod(client.real, "hub")
     restarts = [c["restartCount"] for c in (hub or {}).get("status", {}).get("containerStatuses", [])]
     assert restarts == [0], f"after {what}, the hub's container restarted: {restarts}"
-
-
-def wait_for_new_hub(client: Client, old: dict[str, Any], timeout: float) -> float:
-    """Seconds until the hub is back: the old pod gone, a new one ready, and /hub/health answering
-    through the proxy. Not /hub/health alone: until the old pod is gone it can still answer
-    (seen: health answered, then the proxy's 503s, `read ECONNRESET` and `connect ECONNREFUSED`
-    to the hub's Service, for seconds, until the new pod was ready)."""
-    start = time.monotonic()
-    name, uid = old["metadata"]["name"], old["metadata"]["uid"]
-
-    def old_hub_gone() -> bool:
-        found = client.real.kubectl("get", "pod", "-n", NAMESPACE, name, "-o", "jsonpath={.metadata.uid}", check=False)
-        if found.returncode != 0:
-            assert "NotFound" in found.stderr, f"kubectl get pod {name}: {found.stderr}"
-            return True
-        return found.stdout.strip() != uid
-
-    wait_for(old_hub_gone, timeout, f"the old hub pod {name} gone")
-
-    def new_hub_ready() -> bool:
-        new = component_pod(client.real, "hub")
-        statuses = (new or {}).get("status", {}).get("containerStatuses") or []
-        return bool(new) and new["metadata"]["uid"] != uid and bool(statuses) and all(c.get("ready") for c in statuses)
-
-    wait_for(new_hub_ready, timeout, "a new hub pod ready")
-    wait_for(client.healthy, timeout, "/hub/health after the hub's restart", interval=0.5)
-    return time.monotonic() - start
 
 
 def test_hub_pod_deleted(client: Client, seeded: Seeded) -> None:
@@ -204,7 +161,7 @@ def test_proxy_pod_deleted_routes_back_within_a_minute(client: Client, seeded: S
     client.connect()
     wait_for(client.healthy, ROUTE_CHECK_SECONDS + 15, "/hub/health through the new proxy", interval=0.5)
     # The user's route is missing until the hub's next check.
-    wait_for(lambda: server_answers(client, seeded.user_token), ROUTE_CHECK_SECONDS + 15,
+    wait_for(lambda: server_answers(client, USER, seeded.user_token), ROUTE_CHECK_SECONDS + 15,
              f"{USER}'s route back in the new proxy", interval=1)
     MEASURED["route back after the new proxy was ready (s)"] = round(time.monotonic() - ready_at, 1)
     assert_nobody_noticed(client, seeded, "the proxy pod's deletion")
