@@ -11,7 +11,7 @@ LINT_HASH := $(shell sha256sum tools/lint-requirements.txt | cut -c1-12)
 LINT_VENV := $(CACHE)/lint-venv-$(LINT_HASH)
 
 .PHONY: system help venv lint lint-venv test-system test test-unit test-hub test-trainer test-engine test-images test-scan \
-	test-controlplane test-e2e test-realnode test-deps up down render bench-trainer bench-hub notebook tools tools-node \
+	test-controlplane test-e2e test-realnode test-deps up down render bench-trainer bench-hub rehearse-upgrade notebook tools tools-node \
 	docs images images-lock images-list
 
 # Every target documented with a `## ` line right above it; `make help` lists them.
@@ -178,6 +178,15 @@ bench-hub: system venv images
 	tools/build.sh pulumi kube operator node
 	PYTHONPATH=tests:tests/realnode $(PY) -m bench.bench_hub --out .local/bench-hub \
 	  $(if $(USERS),--users $(USERS)) $(if $(CONCURRENT),--concurrent $(CONCURRENT)) $(if $(ACTIVE),--active $(ACTIVE))
+
+# An upgrade rehearsed with a team's data on a private cluster with real nodes: the dev stack from
+# the commit UPGRADE_FROM_REF of versions.env (FROM=<ref> for another), seeded with users, tokens,
+# a running server, files and a finished TFJob, then `pulumi up` from this working tree
+# (tests/realnode/test_upgrade_rehearsal.py; docs/data.md#rehearsing-an-upgrade).
+.PHONY: rehearse-upgrade
+## deploy the stack from an earlier commit, seed it, upgrade it to this tree, check nothing was lost
+rehearse-upgrade: system venv tools tools-node images
+	$(if $(FROM),MLPLATFORM_UPGRADE_FROM=$(FROM)) $(PY) -m pytest tests/realnode/test_upgrade_rehearsal.py -rA
 
 # --- images (images/) ---
 # The platform's images, built without Docker or a registry into $(CACHE)/images as OCI archives
