@@ -32,7 +32,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The tests of the deployed stack run after the others (test_platform_images.py applies the
     stack's own objects by hand, the operator's namespace and CRD among them, and deletes them
-    again), and the test that takes the cluster down runs last, whichever file each is in. Of the
+    again; test_upgrade_rehearsal.py deploys a stack of its own into the dev stack's namespaces and
+    deletes it), and the test that takes the cluster down runs last, whichever file each is in. Of the
     stack's tests, a module that sets WATCHES_THE_STACKS_JOB runs first: it follows the TFJob
     that `make up` starts from its first pod, which a longer test before it would let finish."""
     # The hook sees the whole session's items: only this directory's are moved.

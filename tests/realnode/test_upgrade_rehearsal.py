@@ -229,6 +229,9 @@ def seeded(upgrade_commit: str, real: RealCluster, tmp_path_factory: pytest.Temp
     theirs = show(upgrade_commit, "requirements.txt")
     assert theirs == (ROOT / "requirements.txt").read_text(), \
         f"{upgrade_commit}'s requirements.txt differs from this checkout's: the rehearsal runs both with one virtualenv"
+    before = cluster_wide(real)
+    taken = sorted({f"namespace/{n}" for n in (NAMESPACE, MNIST_NAMESPACE)} & before)
+    assert not taken, f"{taken} exist: the rehearsal deploys into the dev stack's namespaces, before the session's stack (conftest.py)"
     base = Path(tmp_path_factory.mktemp("upgrade"))
     worktree = add_worktree(upgrade_commit, base / "old")
     stack = LocalStack(base / "stack", stack="upgrade", extra_config=old_config(upgrade_commit), root=worktree,
@@ -236,7 +239,6 @@ def seeded(upgrade_commit: str, real: RealCluster, tmp_path_factory: pytest.Temp
     stack.cluster_dir, stack.kubeconfig = real.cluster_dir, real.kubeconfig
     stack.env.update({k: v for k, v in real.env.items() if k.startswith("MLPLATFORM_CLUSTER_") or k == "MLPLATFORM_KUBECONFIG"})
     clients: list[Client] = []
-    before = cluster_wide(real)
     try:
         started = time.monotonic()
         stack.create_stack()
