@@ -108,9 +108,9 @@ test-realnode: system venv tools tools-node test-deps images
 docs: venv
 	$(PY) -m stacks.reference --write
 
-# The Pulumi CLI, its plugins, the local control plane, the training operator and kube-score (the
-# manifest scan of tests/scan), from Go modules.
-## build the Go tools: Pulumi and its plugins, the control plane, the operator, kube-score
+# The Pulumi CLI, its plugins, the local control plane, the training operator, Kueue and kube-score
+# (the manifest scan of tests/scan), from Go modules.
+## build the Go tools: Pulumi and its plugins, the control plane, the operator, Kueue, kube-score
 tools: system
 	tools/build.sh
 

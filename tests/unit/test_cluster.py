@@ -53,7 +53,7 @@ def test_local_cluster_has_real_nodes_volumes_and_webhooks():
     kinds = {r.type.rsplit(":", 1)[-1] for r in deployment.kubernetes_objects()}
     assert not kinds & {"Node", "PersistentVolume"}, "real nodes register themselves; local-path provisions volumes"
     assert not deployment.of_type(DEVICE_PLUGIN), "the GPU nodes run their own (simulated) device plugin"
-    (webhook,) = deployment.of_type("kubernetes:admissionregistration.k8s.io/v1:ValidatingWebhookConfiguration")
+    webhook = deployment.named("training-operator-webhook")
     assert webhook.inputs["webhooks"], "the operator runs in the cluster, its webhook reached over the pod network"
     claim = deployment.named("mnist-data").inputs["spec"]
     assert claim["storageClassName"] == "local-path" and claim["accessModes"] == ["ReadWriteMany"], claim
@@ -130,7 +130,7 @@ def test_render_as_local_writes_exactly_what_make_up_deploys_to_real_local_nodes
             egress[egress.index(read)] = port_range
             swapped.append(key[1])
         assert rendered[key] == manifest, f"{key[1]} rendered differs from what the local provider deploys"
-    assert sorted(swapped) == ["jupyterhub-netpol-hub", "training-operator-netpol-operator"], swapped
+    assert sorted(swapped) == ["jupyterhub-netpol-hub", "kueue-netpol-manager", "training-operator-netpol-operator"], swapped
     assert not any(kind == DEVICE_PLUGIN for kind, _ in rendered), "the local nodes run their own device plugin"
 
 
