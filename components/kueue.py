@@ -444,7 +444,8 @@ class Kueue(pulumi.ComponentResource):
                     "args": [f"--config=/{CONFIG_FILE}", "--zap-log-level=2", "--feature-gates=VisibilityOnDemand=false"],
                     "ports": [{"name": "webhook-server", "containerPort": WEBHOOK_PORT, "protocol": "TCP"}],
                     "securityContext": {**restricted(), "readOnlyRootFilesystem": True},
-                    "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+                    # Upstream's limits are 2 CPUs and 512Mi; one CPU is enough for one team's queues.
+                    "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
                     "volumeMounts": [
                         {"name": "cert", "mountPath": CERT_DIR, "readOnly": True},
                         {"name": "config", "mountPath": f"/{CONFIG_FILE}", "subPath": CONFIG_FILE, "readOnly": True},
