@@ -26,6 +26,8 @@ from components.cluster import ANY_API_SERVER, Cluster
 from components.k8s import app_labels, default_deny, pod_security_labels, restricted
 from stacks.images import ImagesSettings
 from stacks.kueue import ClusterQueueSettings, KueueSettings
+from vocab.tfjob_api import GROUP as TFJOB_GROUP
+from vocab.tfjob_api import PLURAL as TFJOB_PLURAL
 from vocab.kueue_api import (
     API_VERSION,
     CONFIG_API_VERSION,
@@ -112,9 +114,21 @@ class KueueManifests:
         return role["rules"]
 
 
+# The pod webhook walks a pod's owners up to a job kind Kueue knows (jobframework
+# FindAncestorJobManagedByKueue), reading each owner's metadata through a cached informer: for the
+# training job's pods that is their TFJob. Without list and watch on TFJobs the informer never
+# syncs and every replica's creation times out in the webhook (seen on the real nodes: "failed
+# calling webhook mpod.kb.io: context deadline exceeded", the manager logging "tfjobs.kubeflow.org
+# is forbidden"). Read only: the TFJob integration, which would write TFJobs, stays off.
+QUEUED_POD_OWNERS: list[dict[str, Any]] = [
+    {"apiGroups": [TFJOB_GROUP], "resources": [TFJOB_PLURAL], "verbs": ["get", "list", "watch"]},
+]
+
+
 def manager_rules(generated: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The generated ClusterRole's rules that the manager needs here (MANAGER_API_GROUPS), with
-    the webhook configurations' names as this stack gives them."""
+    the webhook configurations' names as this stack gives them, and read access to the owners of
+    the pods it queues (QUEUED_POD_OWNERS)."""
     rules = []
     for rule in generated:
         if not set(rule["apiGroups"]) <= MANAGER_API_GROUPS:
@@ -123,7 +137,7 @@ def manager_rules(generated: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if "resourceNames" in rule:
             rule["resourceNames"] = [_UNPREFIXED_WEBHOOK_CONFIGURATIONS.get(n, n) for n in rule["resourceNames"]]
         rules.append(rule)
-    return rules
+    return rules + copy.deepcopy(QUEUED_POD_OWNERS)
 
 
 def _webhook_for(webhook: dict[str, Any], managed_namespaces: tuple[str, ...]) -> dict[str, Any] | None:

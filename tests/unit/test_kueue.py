@@ -191,8 +191,12 @@ def test_rbac_is_the_generated_role_less_the_integrations_that_are_off(deploymen
     (role,) = [r for r in deployment.of_type(CLUSTER_ROLE) if r.inputs["metadata"]["name"] == "kueue-controller-manager"]
     rules = role.inputs["rules"]
     groups = {g for rule in rules for g in rule["apiGroups"]}
-    assert groups <= MANAGER_API_GROUPS
-    assert not groups & {"batch", "kubeflow.org", "ray.io", "jobset.x-k8s.io", "trainer.kubeflow.org"}
+    assert groups <= MANAGER_API_GROUPS | {"kubeflow.org"}
+    assert not groups & {"batch", "ray.io", "jobset.x-k8s.io", "trainer.kubeflow.org"}
+    # Of Kubeflow's API only reading TFJobs: the pod webhook reads the owner of each queued pod.
+    assert [r for r in rules if "kubeflow.org" in r["apiGroups"]] == [
+        {"apiGroups": ["kubeflow.org"], "resources": ["tfjobs"], "verbs": ["get", "list", "watch"]}
+    ]
     for rule in rules:
         for field in ("apiGroups", "resources", "verbs", "resourceNames"):
             assert "*" not in rule.get(field, []), rule
