@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from kubernetes.utils import parse_quantity
 from pydantic import Field
 
 from stacks.cluster import ClusterSettings, NodePool
 from stacks.values import NAMESPACE, Count, DnsLabel, Quantity, Settings
+from vocab.quantity import quantity
 
 
 class PoolQuota(Settings):
@@ -67,9 +67,9 @@ def _backed(key: str, quota: PoolQuota, pool: NodePool, cluster: ClusterSettings
     if capacity is None:
         return
     for resource in ("cpu", "memory"):
-        asked = parse_quantity(getattr(quota, resource))
+        asked = quantity(getattr(quota, resource))
         per_node = getattr(capacity.allocatable, resource)
-        if asked > nodes * parse_quantity(per_node):
+        if asked > nodes * quantity(per_node):
             yield (
                 f"{key}.{resource}: {getattr(quota, resource)} is more than node pool {pool.name} can back: "
                 f"{nodes} node(s) x {per_node}{capacity.origin}"
