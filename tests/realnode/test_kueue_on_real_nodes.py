@@ -1,18 +1,24 @@
 """Training admitted whole by Kueue, on the real nodes.
 
-The session's stack (the dev stack) runs Kueue with the ClusterQueue `training`: two of the GPU
-node's four (simulated, time-sliced) GPU shares. Its own TFJob went through that queue as one pod
-group; once it has Succeeded, its quota must be back. Then a pod of the queue holds one GPU, and a
-TFJob of two GPU workers, queued as one pod group, must wait whole: both its pods exist but are
-gated (no node, no container, no GPU), its Workload holds no quota and says which resource is
-short. When the holder is deleted the job is admitted, both workers run on the GPU node, and the
-job Succeeds.
+The session's stack (the dev stack) is updated with its `kueue` section turned on (`enabled:
+true`; the dev stack ships it off) and put back as it was afterwards, as test_hub_storm.py does
+with its limits: Kueue's manager, CRDs and webhooks, the ClusterQueue `training` (two of the GPU
+node's four simulated, time-sliced GPU shares) and the LocalQueue `training` in the job's
+namespace, the stack's TFJob templates labelled as one pod group. Then a pod of the queue holds one
+GPU, and a TFJob of two GPU workers, queued as one pod group, must wait whole: both its pods exist
+but are gated (no node, no container, no GPU), its Workload holds no quota and says which resource
+is short. When the holder is deleted the job is admitted, both workers run on the GPU node, and
+the job Succeeds.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
+
+import pytest
+import yaml
 
 from e2e.local_stack import LocalStack, condition
 from real_cluster import POOL_LABEL, RealCluster, busybox_image_name, wait_for
@@ -88,23 +94,40 @@ def job_pods(real: RealCluster, job: str) -> list[dict[str, Any]]:
     return real.get("pods", "-n", NAMESPACE, "-l", f"training.kubeflow.org/job-name={job}")["items"]
 
 
-def test_a_tfjob_waits_whole_for_gpu_quota_and_runs_when_it_frees(real: RealCluster, stack: LocalStack) -> None:
-    manager = real.get("deployment", "-n", "kueue-system", "kueue-controller-manager")
-    assert manager["status"].get("readyReplicas") == 1, f"the Kueue manager is not ready: {manager['status']}"
-
-    # The stack's own job went through the queue, as one Workload for its pod group, and gives its
-    # quota back when done.
+@pytest.fixture(scope="module")
+def kueue_on(stack: LocalStack, real: RealCluster) -> Iterator[None]:
+    """The session's stack with `kueue.enabled: true` (once its own job has finished, so that the
+    job is not changed under it), then as it was, once this module's pods are gone (Kueue removes
+    its finalizers from them)."""
     wait_for(lambda: condition(real.get("tfjob", "-n", NAMESPACE, STACK_JOB), "Succeeded"), STACK_JOB_TIMEOUT_S,
              f"the stack's TFJob {STACK_JOB} to succeed")
+    original = stack.config_file.read_text()
+    document = yaml.safe_load(original)
+    document["config"]["mlplatform:kueue"]["enabled"] = True
+    stack.config_file.write_text(yaml.safe_dump(document, sort_keys=False))
+    try:
+        print(f"  Kueue deployed in {stack.pulumi('up', '--yes', '--skip-preview', timeout=900).seconds:.0f}s", flush=True)
+        yield
+    finally:
+        for kind, name in (("tfjob", JOB), ("pod", HOLDER)):
+            real.kubectl("delete", kind, "-n", NAMESPACE, name, "--ignore-not-found", "--timeout=120s", check=False,
+                         timeout=180)
+        wait_for(lambda: not job_pods(real, JOB), 120, f"{JOB}'s pods gone")
+        stack.config_file.write_text(original)
+        print(f"  the stack's own config back in {stack.pulumi('up', '--yes', '--skip-preview', timeout=900).seconds:.0f}s",
+              flush=True)
+
+
+def test_a_tfjob_waits_whole_for_gpu_quota_and_runs_when_it_frees(real: RealCluster, kueue_on: None) -> None:
+    manager = real.get("deployment", "-n", "kueue-system", "kueue-controller-manager")
+    assert manager["status"].get("readyReplicas") == 1, f"the Kueue manager is not ready: {manager['status']}"
+    # The stack's job is declared as one pod group in the queue (its pods ran before Kueue was on).
     for kind, spec in real.get("tfjob", "-n", NAMESPACE, STACK_JOB)["spec"]["tfReplicaSpecs"].items():
         labels = spec["template"]["metadata"]["labels"]
         assert (labels.get(QUEUE_LABEL), labels.get(POD_GROUP_LABEL)) == (TRAINING_LOCAL_QUEUE, STACK_JOB), kind
-    # The group's Workload is its pods' dependent: it is gone once they are (the module before this
-    # one removes some); while it is there it says the group was admitted and finished.
-    for workload in workloads_of(real, STACK_JOB):
-        finished = workload_condition(workload, "Finished")
-        assert finished and finished["status"] == "True", workload.get("status")
-    wait_for(lambda: gpu_usage(real) == 0, 120, f"the finished job's GPU quota back in ClusterQueue {CLUSTER_QUEUE}")
+    wait_for(lambda: real.kubectl("get", "clusterqueue", CLUSTER_QUEUE, check=False).returncode == 0, 60,
+             f"ClusterQueue {CLUSTER_QUEUE}")
+    assert gpu_usage(real) == 0, f"ClusterQueue {CLUSTER_QUEUE} holds GPUs before anything was queued"
 
     holder = {
         "apiVersion": "v1",
@@ -158,5 +181,6 @@ def test_a_tfjob_waits_whole_for_gpu_quota_and_runs_when_it_frees(real: RealClus
         nodes = {p["spec"].get("nodeName") for p in job_pods(real, JOB)}
         assert nodes == {real.node("gpu").spec.name}, f"{JOB}'s workers ran on {nodes}"
     finally:
+        # (kueue_on deletes them and waits for their pods before Kueue goes.)
         real.kubectl("delete", "tfjob", "-n", NAMESPACE, JOB, "--ignore-not-found", "--wait=false", check=False)
         real.kubectl("delete", "pod", "-n", NAMESPACE, HOLDER, "--ignore-not-found", "--wait=false", check=False)

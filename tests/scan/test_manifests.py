@@ -172,6 +172,9 @@ def standards(binary: Path) -> dict[str, set[str]]:
 
 def stacks():
     yield pytest.param(example_stack("dev"), (), id="dev")
+    with_kueue = example_stack("dev")
+    with_kueue["kueue"] = {**with_kueue["kueue"], "enabled": True}
+    yield pytest.param(with_kueue, (), id="dev-kueue")
     config, secrets = aks_stack()
     yield pytest.param(config, secrets, id="aks")
 

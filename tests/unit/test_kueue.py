@@ -39,6 +39,12 @@ def queue(name: str = "training", **quota: Any) -> dict[str, Any]:
     return {"name": name, "quotas": [{"pool": "gpu", "gpus": 2, **quota}]}
 
 
+def with_kueue(config: dict[str, Any]) -> dict[str, Any]:
+    """`config` (the dev stack's) with its Kueue section turned on, as the real-node test turns it on."""
+    config["kueue"] = {**config["kueue"], "enabled": True}
+    return config
+
+
 def problems(config: dict[str, Any]) -> str:
     with pytest.raises(ConfigError) as caught:
         parse(config, local_node=lambda: DEV_MACHINE)
@@ -48,8 +54,9 @@ def problems(config: dict[str, Any]) -> str:
 # --- config ------------------------------------------------------------------------------------
 
 
-def test_dev_stack_queues_training_under_a_gpu_quota_of_two():
-    settings = parse(dev_stack_with_upstream_images(), local_node=lambda: DEV_MACHINE).kueue
+def test_dev_stack_queues_training_under_a_gpu_quota_of_two_once_enabled():
+    assert parse(dev_stack_with_upstream_images(), local_node=lambda: DEV_MACHINE).kueue.enabled is False
+    settings = parse(with_kueue(dev_stack_with_upstream_images()), local_node=lambda: DEV_MACHINE).kueue
     assert settings.enabled and settings.training_queue == "training"
     gpu = next(q for q in settings.queue("training").quotas if q.pool == "gpu")
     assert gpu.gpus == 2
@@ -138,7 +145,7 @@ def test_kueue_on_simulated_nodes_is_refused_naming_the_key():
 
 @pytest.fixture(scope="module")
 def deployment():
-    return run_program(dev_stack_with_upstream_images())
+    return run_program(with_kueue(dev_stack_with_upstream_images()))
 
 
 def test_manifests_come_from_the_pinned_module():
@@ -170,7 +177,7 @@ def test_manager_runs_the_pinned_upstream_image_restricted(deployment):
 def test_dev_stack_runs_the_local_kueue_image_never_pulled():
     from images.recipe import load
 
-    deployment = run_program(example_stack("dev"))
+    deployment = run_program(with_kueue(example_stack("dev")))
     (container,) = deployment.named("kueue-deployment").inputs["spec"]["template"]["spec"]["containers"]
     assert container["image"] == load("kueue").reference()
     assert container["imagePullPolicy"] == "Never"
@@ -238,7 +245,7 @@ def test_flavors_are_the_pools_and_the_gpu_quota_is_the_pools_resource(deploymen
 
 
 def test_cohort_is_set_where_configured():
-    config = dev_stack_with_upstream_images()
+    config = with_kueue(dev_stack_with_upstream_images())
     config["kueue"] = copy.deepcopy(config["kueue"])
     config["kueue"]["clusterQueues"][0]["cohort"] = "team-a"
     spec = run_program(config).named("kueue-cq-training").inputs["spec"]
@@ -258,9 +265,11 @@ def test_tfjob_replicas_are_one_pod_group_in_the_training_queue(deployment):
     assert local_queue["spec"] == {"clusterQueue": "training"}
 
 
-def test_without_kueue_the_stack_is_as_before():
+@pytest.mark.parametrize("off", ["disabled", "absent"])
+def test_without_kueue_the_stack_is_as_before(off):
     config = dev_stack_with_upstream_images()
-    del config["kueue"]
+    if off == "absent":
+        del config["kueue"]
     deployment = run_program(config)
     assert not [r for r in deployment.resources if r.name.startswith("kueue")]
     for spec in _tfjob(deployment)["spec"]["tfReplicaSpecs"].values():
