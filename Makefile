@@ -69,6 +69,7 @@ test: system venv tools tools-node test-deps images lint
 # that tier needs; docs/testing.md says what each proves.
 ## unit tier: config, components under mocks, schemas, pure logic (no engine, cluster or processes)
 test-unit: venv
+	tools/build.sh kueue-manifests
 	$(PY) -m pytest tests/unit
 ## system tier: tools/system/setup.sh in a fresh Debian bookworm root, and on this machine (root)
 test-system: system venv
@@ -96,7 +97,7 @@ test-controlplane: system venv
 	$(PY) -m pytest tests/controlplane
 ## e2e tier: make up and make down of the simulated stack on a private cluster
 test-e2e: system venv
-	tools/build.sh pulumi kube operator
+	tools/build.sh pulumi kube operator kueue
 	$(PY) -m pytest tests/e2e
 ## realnode tier: real nodes and the dev stack on them (root; the longest)
 test-realnode: system venv tools tools-node test-deps images
@@ -107,9 +108,9 @@ test-realnode: system venv tools tools-node test-deps images
 docs: venv
 	$(PY) -m stacks.reference --write
 
-# The Pulumi CLI, its plugins, the local control plane, the training operator and kube-score (the
-# manifest scan of tests/scan), from Go modules.
-## build the Go tools: Pulumi and its plugins, the control plane, the operator, kube-score
+# The Pulumi CLI, its plugins, the local control plane, the training operator, Kueue and kube-score
+# (the manifest scan of tests/scan), from Go modules.
+## build the Go tools: Pulumi and its plugins, the control plane, the operator, Kueue, kube-score
 tools: system
 	tools/build.sh
 
@@ -143,7 +144,7 @@ STACK_CONFIG = $(or $(CONFIG_FILE),Pulumi.$(STACK).yaml)
 # per pool); MLPLATFORM_NODES=real adds them beside kwok's to any other stack (STACK=kwok).
 ## start the local cluster and deploy the stack (STACK=dev; STACK=kwok on simulated nodes)
 up: system venv images
-	tools/build.sh pulumi kube operator $$(if [ "$(MLPLATFORM_NODES)" = real ] || \
+	tools/build.sh pulumi kube operator kueue $$(if [ "$(MLPLATFORM_NODES)" = real ] || \
 	  [ "$$($(PY) -m stacks.local_nodes --provider $(STACK_CONFIG))" = local ]; then echo node; fi)
 	MLPLATFORM_STACK_CONFIG=$(STACK_CONFIG) bin/cluster up
 	MLPLATFORM_STACK_CONFIG=$(STACK_CONFIG) bin/pulumi stack select --create $(STACK) --non-interactive
@@ -167,7 +168,7 @@ down:
 .PHONY: bench-deploy
 ## time the dev stack's deploy, Pulumi beside kubectl (docs/benchmarks.md)
 bench-deploy: system venv images
-	tools/build.sh pulumi kube operator $(if $(filter kwok,$(STACK)),,node)
+	tools/build.sh pulumi kube operator kueue $(if $(filter kwok,$(STACK)),,node)
 	PYTHONPATH=tests $(PY) -m bench.bench_deploy --stack $(STACK) --out .local/bench-deploy
 
 # A class of 20 pressing Start at once on a fresh private cluster with real nodes and the real-node
@@ -175,7 +176,7 @@ bench-deploy: system venv images
 .PHONY: bench-hub
 ## 20 users press Start at once: spawn times, /hub/health, refusals (docs/benchmarks.md)
 bench-hub: system venv images
-	tools/build.sh pulumi kube operator node
+	tools/build.sh pulumi kube operator kueue node
 	PYTHONPATH=tests:tests/realnode $(PY) -m bench.bench_hub --out .local/bench-hub \
 	  $(if $(USERS),--users $(USERS)) $(if $(CONCURRENT),--concurrent $(CONCURRENT)) $(if $(ACTIVE),--active $(ACTIVE))
 
@@ -192,14 +193,17 @@ rehearse-upgrade: system venv tools tools-node images
 # The platform's images, built without Docker or a registry into $(CACHE)/images as OCI archives
 # named mlplatform/<name>:<content hash>; a warm run only looks the hashes up. IMAGES picks some
 # (default: all). The builder is the standard library plus mmdebstrap (the venv only makes the MNIST sample). The
-# operator image packs the manager that `tools/build.sh operator` builds, the trainer image the
-# MNIST sample of `tools/build.sh data` (lookups when built).
+# operator image packs the manager that `tools/build.sh operator` builds, the kueue image the one
+# of `tools/build.sh kueue`, the trainer image the MNIST sample of `tools/build.sh data` (lookups
+# when built).
 IMAGES ?=
 OPERATOR_IMAGE_WANTED = $(if $(IMAGES),$(filter operator,$(IMAGES)),operator)
+KUEUE_IMAGE_WANTED = $(if $(IMAGES),$(filter kueue,$(IMAGES)),kueue)
 TRAINER_IMAGE_WANTED = $(if $(IMAGES),$(filter trainer,$(IMAGES)),trainer)
 ## build the platform's images that the cache lacks (IMAGES="hub proxy" for some)
 images: system venv
 	$(if $(OPERATOR_IMAGE_WANTED),tools/build.sh operator)
+	$(if $(KUEUE_IMAGE_WANTED),tools/build.sh kueue)
 	$(if $(TRAINER_IMAGE_WANTED),tools/build.sh data)
 	MLPLATFORM_CACHE=$(CACHE) python3 -m images.build build $(IMAGES)
 

@@ -13,6 +13,7 @@ from components.cluster import Cluster, ClusterArgs
 from components.jupyterhub import JupyterHub, JupyterHubArgs
 from components.k8s import declared_state_wins
 from components.kept_data import checked
+from components.kueue import Kueue, KueueArgs, KueueManifests, kueue_manifests_dir
 from components.mnist import DistributedMnist, DistributedMnistArgs
 from components.trainer_image import TrainerImage, TrainerImageArgs
 from components.training_operator import TrainingOperator, TrainingOperatorArgs
@@ -35,6 +36,25 @@ def main() -> None:
     # The namespaces that hold user data wait for this: a config that would lose what the last
     # deployment kept fails here, naming the key (stacks/retention.py).
     data_checked = checked(settings)
+
+    kueue = None
+    if settings.kueue.enabled:
+        # The namespaces whose pods Kueue queues: only those of the workloads given a queue.
+        managed = []
+        if settings.mnist.enabled and settings.kueue.training_queue:
+            managed.append(settings.mnist.namespace)
+        kueue = Kueue(
+            "kueue",
+            KueueArgs(
+                settings.kueue,
+                cluster,
+                KueueManifests(kueue_manifests_dir()),
+                settings.images,
+                managed_namespaces=tuple(managed),
+                api_server_egress=cluster.api_server_egress(),
+            ),
+            opts=on_cluster,
+        )
 
     if settings.jupyterhub.enabled:
         https = settings.jupyterhub.https
@@ -75,7 +95,10 @@ def main() -> None:
         )
         mnist = DistributedMnist(
             "mnist",
-            DistributedMnistArgs(settings.mnist, cluster, image, operator.ready, settings.images, data_checked),
+            DistributedMnistArgs(
+                settings.mnist, cluster, image, operator.ready, settings.images, data_checked,
+                kueue=kueue, cluster_queue=settings.kueue.training_queue if kueue else None,
+            ),
             opts=on_cluster,
         )
         pulumi.export("tfConfig", mnist.tf_config)

@@ -23,7 +23,9 @@ from components.k8s import (
     service_await,
     service_url,
 )
+from components.kueue import Kueue
 from components.tfjob import ReplicaSpec, RunPolicy, TFJob, TFJobArgs, TFJobSpec
+from vocab.kueue_api import POD_GROUP_LABEL, POD_GROUP_TOTAL_COUNT, QUEUE_LABEL, TRAINING_LOCAL_QUEUE
 from vocab.tfjob_api import CONTAINER_NAME, DEFAULT_PORT, JOB_NAME_LABEL, PORT_NAME
 from components.trainer_image import TrainerImage, trainer_sources
 from stacks import retention
@@ -96,6 +98,10 @@ class DistributedMnistArgs:
     # What the namespace waits for: the check that this config keeps the data the last deployment
     # kept (components/kept_data.py).
     data_checked: pulumi.Output[Any] | None = None
+    # Kueue and the ClusterQueue the job queues in (`kueue.trainingQueue`): its replicas are then
+    # one pod group, admitted whole or not at all.
+    kueue: Kueue | None = None
+    cluster_queue: str | None = None
 
 
 class DistributedMnist(pulumi.ComponentResource):
@@ -106,7 +112,10 @@ class DistributedMnist(pulumi.ComponentResource):
     def __init__(self, name: str, args: DistributedMnistArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         settings = args.settings
         code = args.image.code_from_config_map
-        job_spec = self._job_spec(settings, args.cluster, args.image.cpu_image, args.image.gpu_image, code, args.images)
+        queued = args.kueue is not None and args.cluster_queue is not None
+        job_spec = self._job_spec(
+            settings, args.cluster, args.image.cpu_image, args.image.gpu_image, code, args.images, queued
+        )
         job_spec.validate()  # refuse a bad job before anything is registered
         super().__init__("mlplatform:mnist:DistributedMnist", name, None, opts)
         namespace = settings.namespace
@@ -152,6 +161,8 @@ class DistributedMnist(pulumi.ComponentResource):
                 )
             )
         self._network_policies(name, settings, job_spec, in_ns)
+        if queued:
+            depends.append(args.kueue.local_queue(f"{name}-queue", TRAINING_LOCAL_QUEUE, namespace, args.cluster_queue, in_ns))
         job = TFJob(f"{name}-tfjob", TFJobArgs(job_spec), pulumi.ResourceOptions(parent=self, depends_on=depends))
         self.tf_config = job.tf_config
 
@@ -217,8 +228,17 @@ class DistributedMnist(pulumi.ComponentResource):
         gpu_image: pulumi.Input[str],
         mount_code: bool,
         images: ImagesSettings,
+        queued: bool = False,
     ) -> TFJobSpec:
         replica_specs = {}
+        # Queued, every replica's pod carries the LocalQueue's name and the job's pod group (the
+        # job's name, and how many pods make it whole): Kueue's plain-pod integration gates each
+        # pod at creation and admits the group once all of them exist and fit the quota together.
+        group_labels: dict[str, str] = {}
+        group_annotations: dict[str, str] = {}
+        if queued:
+            group_labels = {QUEUE_LABEL: TRAINING_LOCAL_QUEUE, POD_GROUP_LABEL: settings.job_name}
+            group_annotations = {POD_GROUP_TOTAL_COUNT: str(sum(settings.replica_counts.values()))}
         gpus_by_kind = settings.gpu_counts
         for kind, count in settings.replica_counts.items():
             gpus = gpus_by_kind.get(kind, 0)
@@ -257,7 +277,13 @@ class DistributedMnist(pulumi.ComponentResource):
             replica_specs[kind] = ReplicaSpec(
                 replicas=count,
                 restart_policy=settings.restart_policy,
-                template={"metadata": {"labels": app_labels("mnist", kind.lower())}, "spec": pod_spec},
+                template={
+                    "metadata": {
+                        "labels": {**app_labels("mnist", kind.lower()), **group_labels},
+                        **({"annotations": group_annotations} if group_annotations else {}),
+                    },
+                    "spec": pod_spec,
+                },
             )
         policy = settings.run_policy
         return TFJobSpec(

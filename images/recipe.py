@@ -311,6 +311,7 @@ STANDS_FOR = {
     "quay.io/jupyter/tensorflow-notebook": "notebook",
     "tensorflow/tensorflow": "trainer",
     "ghcr.io/kubeflow/training-v1/training-operator": "operator",
+    "registry.k8s.io/kueue/kueue": "kueue",
 }
 
 

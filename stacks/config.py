@@ -1,8 +1,8 @@
 """The stack configuration of mlplatform, read once into typed, frozen settings.
 
-Keys live in the project namespace `mlplatform` as four structured values, `cluster`,
-`jupyterhub`, `mnist` and `images`, set with `pulumi config set --path`; each has its settings
-module beside the others (stacks/cluster.py, jupyterhub.py, mnist.py, images.py, with the shared
+Keys live in the project namespace `mlplatform` as five structured values, `cluster`,
+`jupyterhub`, `mnist`, `images` and `kueue`, set with `pulumi config set --path`; each has its settings
+module beside the others (stacks/cluster.py, jupyterhub.py, mnist.py, images.py, kueue.py, with the shared
 value types in stacks/values.py). The shape (types, allowed values, unknown keys) is checked by
 pydantic; the rules that tie several keys together are checked afterwards by each settings
 class's `problems`, beside the settings it checks. Either way the result is one ConfigError whose
@@ -25,6 +25,7 @@ from cluster.localcluster.capacity import Allocatable
 from stacks.cluster import KUBECONFIG_ENV, LOCAL_KUBECONFIG, LOCAL_PROVIDERS, ClusterSettings, NodePool, this_machine
 from stacks.images import ImagesSettings
 from stacks.jupyterhub import JupyterHubSettings
+from stacks.kueue import KueueSettings
 from stacks.mnist import MnistSettings
 from stacks.values import NAMESPACE, Settings
 
@@ -38,6 +39,7 @@ class StackSettings(Settings):
     jupyterhub: JupyterHubSettings = Field(JupyterHubSettings(), description="Multi-user notebooks: JupyterHub with KubeSpawner")
     mnist: MnistSettings = Field(MnistSettings(), description="Distributed MNIST as a Kubeflow TFJob, with TensorBoard")
     images: ImagesSettings = Field(ImagesSettings(), description="Every image the stack runs, and the registry they come from")
+    kueue: KueueSettings = Field(KueueSettings(), description="Quotas and queueing for notebooks and training with Kueue")
 
     def problems(self, secret_keys: frozenset[str]) -> list[str]:
         """Rules across keys, each problem naming the key it is about.
@@ -51,6 +53,8 @@ class StackSettings(Settings):
         if self.mnist.enabled:
             found += self.mnist.problems(f"{NAMESPACE}:mnist", self.cluster)
         found += self.images.problems(f"{NAMESPACE}:images")
+        if self.kueue.enabled:
+            found += self.kueue.problems(f"{NAMESPACE}:kueue", self.cluster)
         # The cluster's config alone (all that stacks.local_nodes reads) says nothing of the workloads.
         if self.model_fields_set & {"jupyterhub", "mnist"}:
             found += self.unrequested_shares()

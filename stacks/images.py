@@ -15,6 +15,7 @@ from stacks.values import DnsLabel, PinnedImage, Registry, Settings
 from vocab.versions import (
     CONFIGURABLE_HTTP_PROXY_IMAGE,
     JUPYTERHUB_HUB_IMAGE,
+    KUEUE_IMAGE,
     NVIDIA_DEVICE_PLUGIN_IMAGE,
     TENSORFLOW_GPU_IMAGE,
     TENSORFLOW_IMAGE,
@@ -66,10 +67,12 @@ class ImagesSettings(Settings):
         "the notebooks' Jupyter Docker Stacks TensorFlow image, which runs as a non-root user",
     )
     training_operator: PinnedImage = Field(TRAINING_OPERATOR_IMAGE, description="the Kubeflow training operator")
+    kueue: PinnedImage = Field(KUEUE_IMAGE, description="the Kueue manager (`kueue.enabled`)")
     nvidia_device_plugin: PinnedImage = Field(NVIDIA_DEVICE_PLUGIN_IMAGE, description="the NVIDIA device plugin on GPU pools (aks, existing)")
 
     IMAGE_FIELDS: ClassVar[tuple[str, ...]] = (
-        "hub", "proxy", "tensorflow", "tensorflow_gpu", "tensorboard", "training_operator", "nvidia_device_plugin"
+        "hub", "proxy", "tensorflow", "tensorflow_gpu", "tensorboard", "training_operator", "kueue",
+        "nvidia_device_plugin",
     )
 
     def pull(self, image: str) -> str:

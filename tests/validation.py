@@ -2,7 +2,8 @@
 OpenAPI schema of the targeted version, TFJobs against the CRD this project declares (its
 structural schema, unknown fields refused, and its CEL rules evaluated), and cert-manager's
 Issuers and Certificates against the CRDs of the pinned cert-manager release (from its Go
-module, which carries them: `go mod download` fetches it from the module proxy once)."""
+module, which carries them: `go mod download` fetches it from the module proxy once), and Kueue's
+objects against the CRDs of the pinned Kueue release (`tools/build.sh kueue-manifests`)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ import kubernetes_validate
 from components.crd_schema import tfjob_schema
 from vocab.tfjob_api import API_VERSION, KIND
 from components import cert_manager
+from components.kueue import KueueManifests, kueue_manifests_dir
+from vocab import kueue_api
 from vocab.versions import CERT_MANAGER_VERSION, KUBERNETES_API_VERSION
 
 
@@ -88,6 +91,16 @@ def cert_manager_schema(kind: str) -> dict[str, Any]:
     raise RuntimeError(f"{module} has no CRD for {kind} in {crds}")
 
 
+@functools.cache
+def kueue_schema(kind: str) -> dict[str, Any]:
+    """The schema of Kueue's CRD for `kind` at the version the stack writes, as the pinned release ships it."""
+    for crd in KueueManifests(kueue_manifests_dir()).crds():
+        if crd["spec"]["names"]["kind"] == kind:
+            (version,) = [v for v in crd["spec"]["versions"] if v["name"] == kueue_api.VERSION]
+            return version["schema"]["openAPIV3Schema"]
+    raise RuntimeError(f"the Kueue CRDs have no {kind}")
+
+
 def validate_custom(manifest: dict[str, Any], schema: dict[str, Any]) -> None:
     try:
         jsonschema.validate(manifest, json_schema(schema))
@@ -104,6 +117,9 @@ def validate(manifest: dict[str, Any]) -> None:
         return
     if manifest.get("apiVersion") == cert_manager.API_VERSION:
         validate_custom(manifest, cert_manager_schema(manifest["kind"]))
+        return
+    if manifest.get("apiVersion") == kueue_api.API_VERSION:
+        validate_custom(manifest, kueue_schema(manifest["kind"]))
         return
     try:
         kubernetes_validate.validate(manifest, KUBERNETES_API_VERSION, strict=True)

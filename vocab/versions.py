@@ -26,6 +26,8 @@ CONFIGURABLE_HTTP_PROXY_IMAGE = f"quay.io/jupyterhub/configurable-http-proxy:{CO
 CERT_MANAGER_VERSION = PINS["CERT_MANAGER_VERSION"]
 CERT_MANAGER_MANIFEST = f"https://github.com/cert-manager/cert-manager/releases/download/{CERT_MANAGER_VERSION}/cert-manager.yaml"
 TRAINING_OPERATOR_VERSION = PINS["TRAINING_OPERATOR_VERSION"]
+KUEUE_VERSION = PINS["KUEUE_VERSION"]
+KUEUE_IMAGE = f"registry.k8s.io/kueue/kueue:{KUEUE_VERSION}"
 TRAINING_OPERATOR_IMAGE = f"ghcr.io/kubeflow/training-v1/training-operator:{PINS['TRAINING_OPERATOR_IMAGE_TAG']}"
 
 # The stock TensorFlow images at the trainer's TensorFlow version: they run the trainer code from

@@ -29,6 +29,7 @@ import pytest
 
 from e2e.local_stack import ROOT, LocalStack, condition, tf_config
 from real_cluster import RealCluster, refuses_privileged_pods, restricted_dry_run, wait_for
+from vocab.kueue_api import POD_GROUP_LABEL, POD_GROUP_TOTAL_COUNT
 from vocab.tfjob_api import OPERATOR_NAMESPACE
 
 NAMESPACE = "mnist"
@@ -207,6 +208,12 @@ def test_clean_pod_policy_running_removes_a_ps_that_still_runs(run: Run, real: R
         spec = json.loads(json.dumps(run.job["spec"]["tfReplicaSpecs"][kind]))
         container = spec["template"]["spec"]["containers"][0]
         container.update(command=["python", "-c", command], args=[])
+        metadata = spec["template"]["metadata"]
+        if POD_GROUP_LABEL in metadata.get("labels", {}):
+            # Queued by Kueue as the stack's job is (kueue.trainingQueue), as a pod group of its own:
+            # the stack's group is the stack's job, and it counts that job's pods.
+            metadata["labels"][POD_GROUP_LABEL] = "clean-pods"
+            metadata["annotations"][POD_GROUP_TOTAL_COUNT] = str(len(commands))
         job["spec"]["tfReplicaSpecs"][kind] = {**spec, "replicas": 1, "restartPolicy": "Never"}
     real.apply(job)
     try:

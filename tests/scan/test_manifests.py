@@ -5,7 +5,9 @@ Budget: no finding that the anchor of its part does not share. The hub's anchor 
 JupyterHub at the version versions.env pins, whose chart defaults (values.yaml, templates/hub and
 proxy) give the findings listed in Z2JH_SHARED; rendering the chart needs helm, so they are
 written down here. The operator's anchor is the upstream manifests of the pinned operator release,
-scanned here from its Go module. The mnist objects are held to what both anchors share.
+scanned here from its Go module, and Kueue's the manager Deployment and webhook Service of the
+pinned Kueue release, from its module likewise. The mnist objects are held to what the hub's and
+the operator's anchors share.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ ACCEPTED = {
     # (tests/unit/test_training_operator.py checks both).
     ("mnist", "container-image-pull-policy"): "images.local (the dev stack): Never, nothing is pulled",
     ("operator", "container-image-pull-policy"): "images.local (the dev stack): Never, nothing is pulled",
+    ("kueue", "container-image-pull-policy"): "images.local (the dev stack): Never, nothing is pulled",
 }
 
 
@@ -131,7 +134,7 @@ def stack_documents(config: dict[str, Any], secrets: tuple[str, ...]) -> list[di
 
 def part(namespace_name: str) -> str | None:
     namespace = namespace_name.split("/", 1)[0]
-    return {"jupyterhub": "hub", "kubeflow": "operator", "mnist": "mnist"}.get(namespace)
+    return {"jupyterhub": "hub", "kubeflow": "operator", "mnist": "mnist", "kueue-system": "kueue"}.get(namespace)
 
 
 def upstream_operator_findings(binary: Path) -> set[str]:
@@ -146,16 +149,32 @@ def upstream_operator_findings(binary: Path) -> set[str]:
     return {check for _, _, check in findings(binary, documents)}
 
 
+def upstream_kueue_findings(binary: Path) -> set[str]:
+    from vocab.versions import KUEUE_VERSION
+
+    listing = subprocess.run(["go", "mod", "download", "-json", f"sigs.k8s.io/kueue@{KUEUE_VERSION}"],
+                             capture_output=True, text=True, check=True, cwd="/")
+    components = Path(json.loads(listing.stdout)["Dir"]) / "config" / "components"
+    documents = [d for name in ("manager/manager.yaml", "webhook/service.yaml")
+                 for d in yaml.safe_load_all((components / name).read_text()) if d and d.get("kind") != "Namespace"]
+    return {check for _, _, check in findings(binary, documents)}
+
+
 @pytest.fixture(scope="module")
 def standards(binary: Path) -> dict[str, set[str]]:
     operator = upstream_operator_findings(binary)
     assert operator, "the upstream operator manifests scanned clean: the anchor did not load"
+    kueue = upstream_kueue_findings(binary)
+    assert kueue, "the upstream Kueue manifests scanned clean: the anchor did not load"
     hub = set(Z2JH_SHARED)
-    return {"hub": hub, "operator": operator, "mnist": hub & operator}
+    return {"hub": hub, "operator": operator, "mnist": hub & operator, "kueue": kueue}
 
 
 def stacks():
     yield pytest.param(example_stack("dev"), (), id="dev")
+    with_kueue = example_stack("dev")
+    with_kueue["kueue"] = {**with_kueue["kueue"], "enabled": True}
+    yield pytest.param(with_kueue, (), id="dev-kueue")
     config, secrets = aks_stack()
     yield pytest.param(config, secrets, id="aks")
 

@@ -53,7 +53,7 @@ def test_local_cluster_has_real_nodes_volumes_and_webhooks():
     kinds = {r.type.rsplit(":", 1)[-1] for r in deployment.kubernetes_objects()}
     assert not kinds & {"Node", "PersistentVolume"}, "real nodes register themselves; local-path provisions volumes"
     assert not deployment.of_type(DEVICE_PLUGIN), "the GPU nodes run their own (simulated) device plugin"
-    (webhook,) = deployment.of_type("kubernetes:admissionregistration.k8s.io/v1:ValidatingWebhookConfiguration")
+    webhook = deployment.named("training-operator-webhook")
     assert webhook.inputs["webhooks"], "the operator runs in the cluster, its webhook reached over the pod network"
     claim = deployment.named("mnist-data").inputs["spec"]
     assert claim["storageClassName"] == "local-path" and claim["accessModes"] == ["ReadWriteMany"], claim

@@ -145,7 +145,8 @@ def test_the_dev_stack_names_the_unbuilt_tool_of_a_local_image(tmp_path, monkeyp
     from stacks import ConfigError, parse
 
     monkeypatch.setenv("MLPLATFORM_CACHE", str(tmp_path / "cache"))
-    with pytest.raises(ConfigError, match=r"^mlplatform:images.local: image operator: files: .* is not built"):
+    # The first local image whose tool is missing, by name: kueue's manager (then the operator's).
+    with pytest.raises(ConfigError, match=r"^mlplatform:images.local: image kueue: files: .*/kueue \(KUEUE_DIR\) is not built"):
         parse(example_stack("dev"))
 
 

@@ -30,7 +30,7 @@ def tag_of(image: str) -> str:
 
 
 def test_every_image_has_a_recipe():
-    assert IMAGES == ["hub", "notebook", "operator", "proxy", "trainer"]
+    assert IMAGES == ["hub", "kueue", "notebook", "operator", "proxy", "trainer"]
 
 
 @pytest.mark.parametrize("name", [n for n in IMAGES if recipe.load(n).python or recipe.load(n).npm])
@@ -63,6 +63,15 @@ def test_operator_image_is_the_pinned_manager_build():
     assert recipe.tool_dir(manager.tool).name == f"training-operator-{versions.TRAINING_OPERATOR_VERSION}"
     assert recipe.STANDS_FOR[versions.TRAINING_OPERATOR_IMAGE.rsplit(":", 1)[0]] == "operator"
     assert operator.base is None and operator.config.user == "65532:65532"
+
+
+def test_kueue_image_is_the_pinned_manager_build():
+    kueue = recipe.load("kueue")
+    (manager,) = kueue.files
+    assert manager.tool == "KUEUE_DIR" and manager.dst == "/manager"
+    assert recipe.tool_dir(manager.tool).name == f"kueue-{versions.KUEUE_VERSION}"
+    assert recipe.STANDS_FOR[versions.KUEUE_IMAGE.rsplit(":", 1)[0]] == "kueue"
+    assert kueue.base is None and kueue.config.user == "65532:65532"
 
 
 def test_hub_image_installs_what_the_upstream_hub_image_ships():
@@ -105,7 +114,9 @@ def test_stock_trainer_images_are_the_pinned_tensorflow():
     assert tensorflow == recipe.load("trainer").pins["tensorflow-cpu"]
 
 
-@pytest.mark.parametrize("field", ["hub", "proxy", "tensorflow", "tensorflow_gpu", "tensorboard", "training_operator"])
+@pytest.mark.parametrize(
+    "field", ["hub", "proxy", "tensorflow", "tensorflow_gpu", "tensorboard", "training_operator", "kueue"]
+)
 def test_the_image_config_defaults_have_local_builds_of_the_same_pins(field):
     # The dev stack (images.local) runs the local build wherever the stack names the upstream image.
     from stacks import parse
@@ -125,7 +136,7 @@ def test_the_dev_stack_runs_only_local_images_and_the_aks_stack_only_upstream_on
     aks = parse(config, frozenset(secrets))
     for settings, local in ((dev, True), (aks, False)):
         named = [getattr(settings.images, f) for f in ("hub", "proxy", "tensorflow", "tensorflow_gpu", "tensorboard",
-                                                       "training_operator")]
+                                                       "training_operator", "kueue")]
         named += [p.image for p in settings.jupyterhub.profiles]
         assert all(i.startswith("mlplatform/") == local for i in named), named
 

@@ -133,6 +133,7 @@ def existing(**hub: Any) -> dict[str, Any]:
     config["jupyterhub"]["userPool"] = "users"
     config["jupyterhub"].update(hub)
     config["mnist"]["storage"] = {"storageClass": "nfs-client"}  # ReadWriteMany needs a class there
+    del config["kueue"]  # the dev stack's quotas are of its own pools (checked once enabled)
     return config
 
 

@@ -12,6 +12,9 @@ from validation import Invalid, validate
 
 def stacks():
     yield "dev", example_stack("dev"), ()
+    with_kueue = example_stack("dev")
+    with_kueue["kueue"] = {**with_kueue["kueue"], "enabled": True}
+    yield "dev-kueue", with_kueue, ()
     config, secrets = aks_stack()
     yield "aks", config, secrets
 

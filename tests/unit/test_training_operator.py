@@ -115,7 +115,7 @@ def test_simulated_cluster_has_no_webhook_the_api_server_could_not_reach():
 
 
 def test_crd_is_tfjobs_v1_with_status_and_a_generated_pod_template():
-    (crd,) = run_program(example_stack("dev")).of_type(CRD)
+    (crd,) = [c for c in run_program(example_stack("dev")).of_type(CRD) if c.name == "training-operator-tfjob-crd"]
     spec = crd.inputs["spec"]
     assert crd.inputs["metadata"]["name"] == "tfjobs.kubeflow.org"
     (version,) = spec["versions"]

@@ -1,0 +1,479 @@
+"""Kueue: its manager, CRDs and webhooks, the resource flavors of the node pools, and the
+ClusterQueues of `kueue.clusterQueues`.
+
+What the manager needs that upstream generates (the CRDs, the webhook list, the ClusterRole) is
+read from the Kueue module at the pinned version (`tools/build.sh kueue-manifests` copies it out
+of the module), and only the parts for what this stack runs are kept: the plain-pod integration
+(the only one enabled, in the namespaces whose pods are queued), Kueue's own API, no leader
+election, no visibility API server. The manager's Deployment, Service, config, namespace and
+NetworkPolicies are written here.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+import yaml
+
+from components.cluster import ANY_API_SERVER, Cluster
+from components.k8s import app_labels, default_deny, pod_security_labels, restricted
+from stacks.images import ImagesSettings
+from stacks.kueue import ClusterQueueSettings, KueueSettings
+from vocab.tfjob_api import GROUP as TFJOB_GROUP
+from vocab.tfjob_api import PLURAL as TFJOB_PLURAL
+from vocab.kueue_api import (
+    API_VERSION,
+    CONFIG_API_VERSION,
+    CONVERTED_CRDS,
+    GROUP,
+    MANAGER,
+    MUTATING_WEBHOOK_CONFIGURATION,
+    NAME,
+    NAMESPACE,
+    POD_INTEGRATION,
+    VALIDATING_WEBHOOK_CONFIGURATION,
+    WEBHOOK_SECRET,
+    WEBHOOK_SERVICE,
+)
+
+WEBHOOK_PORT = 9443
+HEALTH_PORT = 8081
+CONFIG_FILE = "controller_manager_config.yaml"
+CONFIG_MAP = f"{NAME}-manager-config"
+# The manager's default (config.kueue.x-k8s.io DefaultWebhookCertDir), where the cert rotator
+# writes the serving certificate it keeps in WEBHOOK_SECRET.
+CERT_DIR = "/tmp/k8s-webhook-server/serving-certs"
+
+# API groups of the generated ClusterRole that the manager uses with only the pod integration
+# on: the core API (pods, their finalizers and status, namespaces, nodes, limit ranges, pod
+# templates), its own API, the webhook configurations and CRDs its cert rotator writes the CA
+# into, events, priority classes, runtime classes (pod overhead), DRA objects (devices a pod
+# claims count against quota), flow control (the visibility API's), and read access to
+# Deployments, ReplicaSets and StatefulSets (a pod's owners). The rules for the other
+# integrations (batch Jobs, JobSets, Kubeflow jobs, Ray, LeaderWorkerSets, AppWrappers, Spark,
+# TrainJobs, ProvisioningRequests) are dropped: those controllers never start here.
+MANAGER_API_GROUPS = frozenset({
+    "", GROUP, "admissionregistration.k8s.io", "apiextensions.k8s.io", "events.k8s.io", "scheduling.k8s.io",
+    "node.k8s.io", "resource.k8s.io", "flowcontrol.apiserver.k8s.io", "apps",
+})
+# The generated rules name the webhook configurations without the installer's prefix (kustomize
+# and Helm add it); this stack's are named from WEBHOOK_SERVICE as the rotator derives them.
+_UNPREFIXED_WEBHOOK_CONFIGURATIONS = {
+    "mutating-webhook-configuration": MUTATING_WEBHOOK_CONFIGURATION,
+    "validating-webhook-configuration": VALIDATING_WEBHOOK_CONFIGURATION,
+}
+
+
+def kueue_manifests_dir() -> Path:
+    """Where `tools/build.sh kueue-manifests` puts what it reads from the module (tools/versions.sh)."""
+    from tools.layout import tools_layout
+
+    return Path(tools_layout()["KUEUE_MANIFESTS_DIR"])
+
+
+class KueueManifestsError(RuntimeError):
+    """The manifests read from the Kueue module are missing (tools/build.sh kueue-manifests)."""
+
+
+@dataclass(frozen=True)
+class KueueManifests:
+    """What upstream generates into the Kueue module (config/components), as tools/build.sh
+    kueue-manifests copies it: crd/*.yaml, webhooks.yaml, role.yaml."""
+
+    directory: Path
+
+    def _load_all(self, name: str) -> list[dict[str, Any]]:
+        path = self.directory / name
+        if not path.is_file():
+            raise KueueManifestsError(
+                f"{path} is missing: run `tools/build.sh kueue-manifests` (the Kueue CRDs, webhooks and RBAC "
+                "come from its module at the version versions.env pins)"
+            )
+        return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+    def crds(self) -> list[dict[str, Any]]:
+        names = sorted(p.name for p in (self.directory / "crd").glob("*.yaml")) if (self.directory / "crd").is_dir() else []
+        if not names:
+            self._load_all("crd/kueue.x-k8s.io_clusterqueues.yaml")  # raises, naming the build step
+        return [doc for name in names for doc in self._load_all(f"crd/{name}")]
+
+    def webhooks(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The mutating and the validating webhook configuration, as generated."""
+        docs = {doc["kind"]: doc for doc in self._load_all("webhooks.yaml")}
+        return docs["MutatingWebhookConfiguration"], docs["ValidatingWebhookConfiguration"]
+
+    def cluster_rules(self) -> list[dict[str, Any]]:
+        (role,) = self._load_all("role.yaml")
+        return role["rules"]
+
+
+# The pod webhook walks a pod's owners up to a job kind Kueue knows (jobframework
+# FindAncestorJobManagedByKueue), reading each owner's metadata through a cached informer: for the
+# training job's pods that is their TFJob. Without list and watch on TFJobs the informer never
+# syncs and every replica's creation times out in the webhook (seen on the real nodes: "failed
+# calling webhook mpod.kb.io: context deadline exceeded", the manager logging "tfjobs.kubeflow.org
+# is forbidden"). Read only: the TFJob integration, which would write TFJobs, stays off.
+QUEUED_POD_OWNERS: list[dict[str, Any]] = [
+    {"apiGroups": [TFJOB_GROUP], "resources": [TFJOB_PLURAL], "verbs": ["get", "list", "watch"]},
+]
+
+
+def manager_rules(generated: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The generated ClusterRole's rules that the manager needs here (MANAGER_API_GROUPS), with
+    the webhook configurations' names as this stack gives them, and read access to the owners of
+    the pods it queues (QUEUED_POD_OWNERS)."""
+    rules = []
+    for rule in generated:
+        if not set(rule["apiGroups"]) <= MANAGER_API_GROUPS:
+            continue
+        rule = copy.deepcopy(rule)
+        if "resourceNames" in rule:
+            rule["resourceNames"] = [_UNPREFIXED_WEBHOOK_CONFIGURATIONS.get(n, n) for n in rule["resourceNames"]]
+        rules.append(rule)
+    return rules + copy.deepcopy(QUEUED_POD_OWNERS)
+
+
+def _webhook_for(webhook: dict[str, Any], managed_namespaces: tuple[str, ...]) -> dict[str, Any] | None:
+    """A generated webhook, pointed at the stack's Service, if it serves Kueue's own API or pods;
+    pod webhooks only in the namespaces whose pods are queued, so that nothing else (kube-system
+    above all) waits on Kueue to create a pod."""
+    groups = {g for rule in webhook["rules"] for g in rule["apiGroups"]}
+    resources = {r for rule in webhook["rules"] for r in rule["resources"]}
+    hook = copy.deepcopy(webhook)
+    hook["clientConfig"]["service"].update({"name": WEBHOOK_SERVICE, "namespace": NAMESPACE})
+    if groups == {GROUP}:
+        return hook
+    if groups == {""} and resources == {"pods"}:
+        if not managed_namespaces:
+            return None
+        hook["namespaceSelector"] = {
+            "matchExpressions": [
+                {"key": "kubernetes.io/metadata.name", "operator": "In", "values": sorted(managed_namespaces)}
+            ]
+        }
+        return hook
+    return None
+
+
+def manager_config(managed_namespaces: tuple[str, ...]) -> dict[str, Any]:
+    """The manager's Configuration (config.kueue.x-k8s.io/v1beta2)."""
+    return {
+        "apiVersion": CONFIG_API_VERSION,
+        "kind": "Configuration",
+        "namespace": NAMESPACE,
+        "health": {"healthProbeBindAddress": f":{HEALTH_PORT}"},
+        # No metrics endpoint: nothing here scrapes it, and upstream serves it only behind
+        # authentication that needs more RBAC (tokenreviews, subjectaccessreviews).
+        "metrics": {"bindAddress": "0"},
+        "webhook": {"port": WEBHOOK_PORT},
+        # One replica: no leader to elect, so no Lease or ConfigMap rights.
+        "leaderElection": {"leaderElect": False},
+        "internalCertManagement": {
+            "enable": True,
+            "webhookServiceName": WEBHOOK_SERVICE,
+            "webhookSecretName": WEBHOOK_SECRET,
+        },
+        # Only pods that carry a queue name are queued, and only in these namespaces.
+        "manageJobsWithoutQueueName": False,
+        "managedJobsNamespaceSelector": {
+            "matchExpressions": [
+                {"key": "kubernetes.io/metadata.name", "operator": "In", "values": sorted(managed_namespaces) or ["-"]}
+            ]
+        },
+        "integrations": {"frameworks": [POD_INTEGRATION]},
+    }
+
+
+def flavor_name(pool: str) -> str:
+    """The ResourceFlavor of a node pool."""
+    return f"pool-{pool}"
+
+
+def cluster_queue_spec(queue: ClusterQueueSettings, cluster: Cluster) -> dict[str, Any]:
+    """One resource group over cpu, memory and the GPU resource of each pool the queue has a quota
+    of, one flavor per pool (a pod lands on its pool's flavor by its node selector)."""
+    pools = {p.name: p for p in cluster.settings.node_pools}
+    gpu_resources = sorted({pools[q.pool].gpu_resource for q in queue.quotas if pools[q.pool].gpus_per_node})
+    covered = ["cpu", "memory", *gpu_resources]
+    flavors = []
+    for quota in queue.quotas:
+        pool = pools[quota.pool]
+        nominal = {"cpu": quota.cpu, "memory": quota.memory}
+        nominal.update({r: str(quota.gpus if r == pool.gpu_resource and pool.gpus_per_node else 0) for r in gpu_resources})
+        flavors.append({
+            "name": flavor_name(quota.pool),
+            "resources": [{"name": r, "nominalQuota": nominal[r]} for r in covered],
+        })
+    spec: dict[str, Any] = {
+        "namespaceSelector": {},
+        "resourceGroups": [{"coveredResources": covered, "flavors": flavors}],
+        # Within a cohort a queue may lend its idle quota and take it back when it needs it.
+        "preemption": {"reclaimWithinCohort": "Any", "withinClusterQueue": "Never"},
+    }
+    if queue.cohort:
+        spec["cohortName"] = queue.cohort
+    return spec
+
+
+@dataclass(frozen=True)
+class KueueArgs:
+    settings: KueueSettings
+    cluster: Cluster
+    manifests: KueueManifests
+    images: ImagesSettings = field(default_factory=ImagesSettings)
+    # The namespaces whose pods Kueue queues (the training job's, the hub's), by their names.
+    managed_namespaces: tuple[str, ...] = ()
+    api_server_egress: pulumi.Input[list[dict[str, Any]]] = field(default_factory=lambda: list(ANY_API_SERVER))
+
+
+class Kueue(pulumi.ComponentResource):
+    deployment: k8s.apps.v1.Deployment
+    ready: list[pulumi.Resource]  # what a LocalQueue must wait for (the webhooks serve it)
+    cluster_queues: dict[str, k8s.apiextensions.CustomResource]
+
+    def __init__(self, name: str, args: KueueArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        crds = args.manifests.crds()
+        mutating, validating = args.manifests.webhooks()
+        rules = manager_rules(args.manifests.cluster_rules())
+        super().__init__("mlplatform:kueue:Kueue", name, None, opts)
+        labels = app_labels(NAME, "controller")
+        child = pulumi.ResourceOptions(parent=self)
+
+        crd_resources = [self._crd(name, crd, labels) for crd in crds]
+        namespace = k8s.core.v1.Namespace(
+            f"{name}-ns", metadata={"name": NAMESPACE, "labels": {**labels, **pod_security_labels()}}, opts=child
+        )
+        in_namespace = pulumi.ResourceOptions(parent=self, depends_on=[namespace])
+        self._network_policies(name, labels, args.api_server_egress, in_namespace)
+        account = k8s.core.v1.ServiceAccount(
+            f"{name}-sa", metadata={"name": MANAGER, "namespace": NAMESPACE, "labels": labels}, opts=in_namespace
+        )
+        self._grant(name, "ClusterRole", None, rules, labels, account)
+        # The cert rotator keeps the webhook certificate in one Secret of its namespace.
+        secret_rules = [
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [WEBHOOK_SECRET], "verbs": ["update"]},
+        ]
+        self._grant(name, "Role", NAMESPACE, secret_rules, labels, account, depends_on=[namespace])
+        # Created empty; the manager writes its CA and serving certificate into it.
+        secret = k8s.core.v1.Secret(
+            f"{name}-webhook-cert",
+            metadata={"name": WEBHOOK_SECRET, "namespace": NAMESPACE, "labels": labels},
+            type="Opaque",
+            opts=in_namespace,
+        )
+        config = k8s.core.v1.ConfigMap(
+            f"{name}-config",
+            metadata={"name": CONFIG_MAP, "namespace": NAMESPACE, "labels": labels},
+            data={CONFIG_FILE: yaml.safe_dump(manager_config(args.managed_namespaces), sort_keys=False)},
+            opts=in_namespace,
+        )
+        service = k8s.core.v1.Service(
+            f"{name}-webhook-svc",
+            metadata={"name": WEBHOOK_SERVICE, "namespace": NAMESPACE, "labels": labels},
+            spec={
+                "type": "ClusterIP",
+                "selector": labels,
+                "ports": [{"name": "webhook", "port": 443, "targetPort": WEBHOOK_PORT, "protocol": "TCP"}],
+            },
+            opts=in_namespace,
+        )
+        self.deployment = k8s.apps.v1.Deployment(
+            f"{name}-deployment",
+            metadata={"name": MANAGER, "namespace": NAMESPACE, "labels": labels},
+            spec={
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {
+                        "labels": labels,
+                        # A changed config restarts the manager, which reads it only at start.
+                        "annotations": {"mlplatform.dev/config-checksum": _checksum(manager_config(args.managed_namespaces))},
+                    },
+                    "spec": self._pod_spec(args.images),
+                },
+            },
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[namespace, account, secret, config, *crd_resources]),
+        )
+        hooks = []
+        for kind, generated, configuration in (
+            ("mutating", mutating, MUTATING_WEBHOOK_CONFIGURATION),
+            ("validating", validating, VALIDATING_WEBHOOK_CONFIGURATION),
+        ):
+            webhooks = [w for w in (_webhook_for(h, args.managed_namespaces) for h in generated["webhooks"]) if w]
+            resource = (
+                k8s.admissionregistration.v1.MutatingWebhookConfiguration
+                if kind == "mutating" else k8s.admissionregistration.v1.ValidatingWebhookConfiguration
+            )
+            hooks.append(resource(
+                f"{name}-{kind}-webhook",
+                metadata={"name": configuration, "labels": labels},
+                webhooks=webhooks,
+                # The manager's cert rotator injects its CA into caBundle; that field is its own.
+                # Created beside the Deployment, not after it: the manager's cert rotator injects
+                # the CA into these before the manager reports ready.
+                opts=pulumi.ResourceOptions(parent=self, ignore_changes=["webhooks[*].clientConfig.caBundle"]),
+            ))
+        # Kueue's objects are admitted by its webhooks: they wait for the manager to serve them.
+        self.ready = [*crd_resources, self.deployment, service, *hooks]
+        on_kueue = pulumi.ResourceOptions(parent=self, depends_on=self.ready)
+        pools = {p.name: p for p in args.cluster.settings.node_pools}
+        flavors = sorted({q.pool for queue in args.settings.cluster_queues for q in queue.quotas})
+        flavor_resources = []
+        for pool_name in flavors:
+            pool = pools[pool_name]
+            spec: dict[str, Any] = {"nodeLabels": args.cluster.pool_selector(pool)}
+            taints = [{"key": t.key, **({"value": t.value} if t.value is not None else {}), "effect": t.effect}
+                      for t in pool.taints]
+            if taints:
+                spec["nodeTaints"] = taints
+            flavor_resources.append(k8s.apiextensions.CustomResource(
+                f"{name}-flavor-{pool_name}",
+                api_version=API_VERSION,
+                kind="ResourceFlavor",
+                metadata={"name": flavor_name(pool_name), "labels": app_labels(NAME, "flavor")},
+                spec=spec,
+                opts=on_kueue,
+            ))
+        self.cluster_queues = {}
+        for queue in args.settings.cluster_queues:
+            self.cluster_queues[queue.name] = k8s.apiextensions.CustomResource(
+                f"{name}-cq-{queue.name}",
+                api_version=API_VERSION,
+                kind="ClusterQueue",
+                metadata={"name": queue.name, "labels": app_labels(NAME, "cluster-queue")},
+                spec=cluster_queue_spec(queue, args.cluster),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[*self.ready, *flavor_resources]),
+            )
+        self.register_outputs({})
+
+    def local_queue(
+        self, name: str, queue: str, namespace: str, cluster_queue: str, opts: pulumi.ResourceOptions
+    ) -> k8s.apiextensions.CustomResource:
+        """A LocalQueue `queue` in `namespace` (which `opts` must wait for) into `cluster_queue`."""
+        return k8s.apiextensions.CustomResource(
+            name,
+            api_version=API_VERSION,
+            kind="LocalQueue",
+            metadata={"name": queue, "namespace": namespace, "labels": app_labels(NAME, "local-queue")},
+            spec={"clusterQueue": cluster_queue},
+            opts=pulumi.ResourceOptions.merge(
+                opts, pulumi.ResourceOptions(depends_on=[*self.ready, self.cluster_queues[cluster_queue]])
+            ),
+        )
+
+    def _crd(self, name: str, crd: dict[str, Any], labels: dict[str, str]) -> k8s.apiextensions.v1.CustomResourceDefinition:
+        crd = copy.deepcopy(crd)
+        plural = crd["spec"]["names"]["plural"]
+        if plural in CONVERTED_CRDS:
+            # Served at v1beta1 and v1beta2: the manager converts between them, as upstream's
+            # install configures it; its cert rotator injects the CA into caBundle.
+            crd["spec"]["conversion"] = {
+                "strategy": "Webhook",
+                "webhook": {
+                    "clientConfig": {"service": {"name": WEBHOOK_SERVICE, "namespace": NAMESPACE, "path": "/convert", "port": 443}},
+                    "conversionReviewVersions": ["v1"],
+                },
+            }
+        metadata = {**crd["metadata"], "labels": {**crd["metadata"].get("labels", {}), **app_labels(NAME, "crd")}}
+        metadata.pop("annotations", None)
+        return k8s.apiextensions.v1.CustomResourceDefinition(
+            f"{name}-crd-{plural}",
+            metadata=metadata,
+            spec=crd["spec"],
+            opts=pulumi.ResourceOptions(
+                parent=self, ignore_changes=["spec.conversion.webhook.clientConfig.caBundle"] if plural in CONVERTED_CRDS else []
+            ),
+        )
+
+    @staticmethod
+    def _network_policies(
+        name: str, labels: dict[str, str], api_server: pulumi.Input[list[dict[str, Any]]], opts: pulumi.ResourceOptions
+    ) -> None:
+        """The manager reaches the Kubernetes API only, and is reached on its webhook port only (by
+        the API server, whose source address no rule can name across clusters; see the training
+        operator's policies for the same reasoning)."""
+        policy_labels = app_labels(NAME, "network-policy")
+        default_deny(NAMESPACE, policy_labels, opts, f"{name}-netpol-default-deny")
+        k8s.networking.v1.NetworkPolicy(
+            f"{name}-netpol-manager",
+            metadata={"name": NAME, "namespace": NAMESPACE, "labels": policy_labels},
+            spec={
+                "podSelector": {"matchLabels": labels},
+                "policyTypes": ["Ingress", "Egress"],
+                "ingress": [{"ports": [{"protocol": "TCP", "port": WEBHOOK_PORT}]}],
+                "egress": api_server,
+            },
+            opts=opts,
+        )
+
+    def _grant(
+        self,
+        name: str,
+        kind: str,
+        namespace: str | None,
+        rules: list[dict[str, Any]],
+        labels: dict[str, str],
+        account: k8s.core.v1.ServiceAccount,
+        depends_on: list[pulumi.Resource] | None = None,
+    ) -> None:
+        metadata = {"name": MANAGER, "labels": labels, **({"namespace": namespace} if namespace else {})}
+        slug = kind.lower()
+        role_type = k8s.rbac.v1.ClusterRole if kind == "ClusterRole" else k8s.rbac.v1.Role
+        binding_type = k8s.rbac.v1.ClusterRoleBinding if kind == "ClusterRole" else k8s.rbac.v1.RoleBinding
+        role = role_type(
+            f"{name}-{slug}", metadata=metadata, rules=rules,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on or []),
+        )
+        binding_type(
+            f"{name}-{slug}binding",
+            metadata=metadata,
+            role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": MANAGER},
+            subjects=[{"kind": "ServiceAccount", "name": MANAGER, "namespace": NAMESPACE}],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[role, account]),
+        )
+
+    @staticmethod
+    def _pod_spec(images: ImagesSettings) -> dict[str, Any]:
+        return {
+            "serviceAccountName": MANAGER,
+            **({"imagePullSecrets": images.image_pull_secrets()} if images.pull_secrets else {}),
+            "terminationGracePeriodSeconds": 10,
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [
+                {
+                    "name": "manager",
+                    "image": images.kueue,
+                    "imagePullPolicy": images.pull_policy(),
+                    "command": ["/manager"],
+                    # The visibility API (pending workloads' positions) is an aggregated API server
+                    # that needs an APIService and the API server's client CA: not deployed here.
+                    "args": [f"--config=/{CONFIG_FILE}", "--zap-log-level=2", "--feature-gates=VisibilityOnDemand=false"],
+                    "ports": [{"name": "webhook-server", "containerPort": WEBHOOK_PORT, "protocol": "TCP"}],
+                    "securityContext": {**restricted(), "readOnlyRootFilesystem": True},
+                    # Upstream's limits are 2 CPUs and 512Mi; one CPU is enough for one team's queues.
+                    "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
+                    "volumeMounts": [
+                        {"name": "cert", "mountPath": CERT_DIR, "readOnly": True},
+                        {"name": "config", "mountPath": f"/{CONFIG_FILE}", "subPath": CONFIG_FILE, "readOnly": True},
+                    ],
+                    "livenessProbe": {"httpGet": {"path": "/healthz", "port": HEALTH_PORT}, "initialDelaySeconds": 15, "periodSeconds": 20},
+                    "readinessProbe": {"httpGet": {"path": "/readyz", "port": HEALTH_PORT}, "initialDelaySeconds": 5, "periodSeconds": 10},
+                }
+            ],
+            "volumes": [
+                {"name": "cert", "secret": {"secretName": WEBHOOK_SECRET, "defaultMode": 420}},
+                {"name": "config", "configMap": {"name": CONFIG_MAP}},
+            ],
+        }
+
+
+def _checksum(data: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

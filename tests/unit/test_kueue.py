@@ -1,0 +1,282 @@
+"""Kueue: the quotas' config and its checks, and the component (manager, CRDs and webhooks from the
+module, least-privilege RBAC, flavors, ClusterQueues, the training job as one pod group)."""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any
+
+import pytest
+
+from components.kueue import MANAGER_API_GROUPS, KueueManifests, KueueManifestsError, kueue_manifests_dir
+from program import DEV_MACHINE, dev_stack_with_upstream_images, example_stack, run_program
+from stacks import ConfigError, parse
+from vocab.kueue_api import (
+    MUTATING_WEBHOOK_CONFIGURATION,
+    NAMESPACE,
+    POD_GROUP_LABEL,
+    POD_GROUP_TOTAL_COUNT,
+    QUEUE_LABEL,
+    VALIDATING_WEBHOOK_CONFIGURATION,
+    WEBHOOK_SERVICE,
+)
+from vocab.versions import KUEUE_VERSION
+
+CLUSTER_ROLE = "kubernetes:rbac.authorization.k8s.io/v1:ClusterRole"
+CRD = "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition"
+
+
+def stack(**kueue: Any) -> dict[str, Any]:
+    """The dev stack's config (its upstream images: the local ones need `make images`) with `kueue`
+    replacing its kueue section."""
+    config = dev_stack_with_upstream_images()
+    config["kueue"] = kueue
+    return config
+
+
+def queue(name: str = "training", **quota: Any) -> dict[str, Any]:
+    return {"name": name, "quotas": [{"pool": "gpu", "gpus": 2, **quota}]}
+
+
+def with_kueue(config: dict[str, Any]) -> dict[str, Any]:
+    """`config` (the dev stack's) with its Kueue section turned on, as the real-node test turns it on."""
+    config["kueue"] = {**config["kueue"], "enabled": True}
+    return config
+
+
+def problems(config: dict[str, Any]) -> str:
+    with pytest.raises(ConfigError) as caught:
+        parse(config, local_node=lambda: DEV_MACHINE)
+    return str(caught.value)
+
+
+# --- config ------------------------------------------------------------------------------------
+
+
+def test_dev_stack_queues_training_under_a_gpu_quota_of_two_once_enabled():
+    assert parse(dev_stack_with_upstream_images(), local_node=lambda: DEV_MACHINE).kueue.enabled is False
+    settings = parse(with_kueue(dev_stack_with_upstream_images()), local_node=lambda: DEV_MACHINE).kueue
+    assert settings.enabled and settings.training_queue == "training"
+    gpu = next(q for q in settings.queue("training").quotas if q.pool == "gpu")
+    assert gpu.gpus == 2
+
+
+def test_kueue_is_off_unless_enabled_and_checks_nothing_then():
+    config = dev_stack_with_upstream_images()
+    del config["kueue"]
+    assert parse(config, local_node=lambda: DEV_MACHINE).kueue.enabled is False
+    # Disabled, its queues are not checked (and not deployed).
+    parse(stack(enabled=False, clusterQueues=[queue(gpus=99)]), local_node=lambda: DEV_MACHINE)
+
+
+@pytest.mark.parametrize(
+    ("kueue", "message"),
+    [
+        (
+            {"enabled": True, "clusterQueues": [queue(gpus=5)]},
+            r"mlplatform:kueue.clusterQueues\[0\].quotas\[0\].gpus: 5 is more than node pool gpu can back: "
+            r"1 node\(s\) x 4 nvidia.com/gpu \(mlplatform:cluster.nodePools\[1\]\)",
+        ),
+        (
+            {"enabled": True, "clusterQueues": [{"name": "q", "quotas": [{"pool": "cpu", "gpus": 1}]}]},
+            r"mlplatform:kueue.clusterQueues\[0\].quotas\[0\].gpus: 1, but node pool cpu has no GPUs",
+        ),
+        (
+            {"enabled": True, "clusterQueues": [queue(cpu="64")]},
+            r"mlplatform:kueue.clusterQueues\[0\].quotas\[0\].cpu: 64 is more than node pool gpu can back: 1 node\(s\) x 2",
+        ),
+        (
+            {"enabled": True, "clusterQueues": [queue(memory="1Ti")]},
+            r"mlplatform:kueue.clusterQueues\[0\].quotas\[0\].memory: 1Ti is more than node pool gpu can back",
+        ),
+        (
+            {"enabled": True, "clusterQueues": [{"name": "q", "quotas": [{"pool": "tpu"}]}]},
+            r"mlplatform:kueue.clusterQueues\[0\].quotas\[0\].pool: tpu is not a node pool; pools: cpu, gpu",
+        ),
+        (
+            {"enabled": True, "clusterQueues": [{"name": "q", "quotas": [{"pool": "gpu"}, {"pool": "gpu"}]}]},
+            r"mlplatform:kueue.clusterQueues\[0\].quotas\[1\].pool: gpu has a quota above already",
+        ),
+        (
+            {"enabled": True, "clusterQueues": [queue(), queue()]},
+            r"mlplatform:kueue.clusterQueues\[1\].name: training is the name of a queue above already",
+        ),
+        (
+            {"enabled": True, "clusterQueues": [queue()], "trainingQueue": "trainng"},
+            r"mlplatform:kueue.trainingQueue: trainng is not a ClusterQueue of kueue.clusterQueues; queues: training",
+        ),
+        (
+            {"enabled": True},
+            r"mlplatform:kueue.clusterQueues: Kueue is enabled without a ClusterQueue",
+        ),
+        (
+            {"enabled": True, "clusterQueues": [{"name": "q", "quotas": []}]},
+            r"mlplatform:kueue.clusterQueues\[0\].quotas: give at least one pool's quota",
+        ),
+        (
+            {"enabled": True, "clusterQueues": [{"name": "q", "quotas": [], "quota": []}]},
+            r"mlplatform:kueue.clusterQueues\[0\].quota: unknown key; allowed: name, cohort, quotas$",
+        ),
+    ],
+)
+def test_a_quota_no_pool_can_back_fails_naming_its_key(kueue, message):
+    found = problems(stack(**kueue))
+    assert len(found.splitlines()) == 1, found
+    assert re.search(message, found), found
+
+
+def test_gpu_quota_counts_the_shares_a_pool_advertises():
+    """The dev stack's GPU node time-slices its two GPUs into four: a quota of four is backed."""
+    parse(stack(enabled=True, clusterQueues=[queue(gpus=4)]), local_node=lambda: DEV_MACHINE)
+    config = stack(enabled=True, clusterQueues=[queue(gpus=4)])
+    del config["cluster"]["nodePools"][1]["gpuSharing"]
+    assert "gpus: 4 is more than node pool gpu can back: 1 node(s) x 2 nvidia.com/gpu" in problems(config)
+
+
+def test_kueue_on_simulated_nodes_is_refused_naming_the_key():
+    config = example_stack("kwok")
+    config["kueue"] = {"enabled": True, "clusterQueues": [{"name": "q", "quotas": [{"pool": config["cluster"]["nodePools"][0]["name"]}]}]}
+    assert "mlplatform:kueue.enabled: Kueue's manager runs as a pod, and a simulated cluster" in problems(config)
+
+
+# --- the component -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def deployment():
+    return run_program(with_kueue(dev_stack_with_upstream_images()))
+
+
+def test_manifests_come_from_the_pinned_module():
+    directory = kueue_manifests_dir()
+    assert directory.name == f"kueue-manifests-{KUEUE_VERSION}"
+    crds = {c["metadata"]["name"] for c in KueueManifests(directory).crds()}
+    assert {"clusterqueues.kueue.x-k8s.io", "localqueues.kueue.x-k8s.io", "workloads.kueue.x-k8s.io",
+            "resourceflavors.kueue.x-k8s.io"} <= crds
+
+
+def test_missing_manifests_name_the_build_step(tmp_path):
+    with pytest.raises(KueueManifestsError, match=r"run `tools/build.sh kueue-manifests`"):
+        KueueManifests(tmp_path).crds()
+
+
+def test_manager_runs_the_pinned_upstream_image_restricted(deployment):
+    pod = deployment.named("kueue-deployment").inputs["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == f"registry.k8s.io/kueue/kueue:{KUEUE_VERSION}"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "readOnlyRootFilesystem": True,
+    }
+    labels = deployment.named("kueue-ns").inputs["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def test_dev_stack_runs_the_local_kueue_image_never_pulled():
+    from images.recipe import load
+
+    deployment = run_program(with_kueue(example_stack("dev")))
+    (container,) = deployment.named("kueue-deployment").inputs["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == load("kueue").reference()
+    assert container["imagePullPolicy"] == "Never"
+
+
+def test_manager_config_queues_pods_only_in_the_training_namespace(deployment):
+    import yaml
+
+    config = yaml.safe_load(deployment.named("kueue-config").inputs["data"]["controller_manager_config.yaml"])
+    assert config["integrations"] == {"frameworks": ["pod"]}
+    assert config["manageJobsWithoutQueueName"] is False
+    assert config["managedJobsNamespaceSelector"]["matchExpressions"][0]["values"] == ["mnist"]
+    assert config["internalCertManagement"]["webhookServiceName"] == WEBHOOK_SERVICE
+    assert config["leaderElection"] == {"leaderElect": False}
+
+
+def test_rbac_is_the_generated_role_less_the_integrations_that_are_off(deployment):
+    (role,) = [r for r in deployment.of_type(CLUSTER_ROLE) if r.inputs["metadata"]["name"] == "kueue-controller-manager"]
+    rules = role.inputs["rules"]
+    groups = {g for rule in rules for g in rule["apiGroups"]}
+    assert groups <= MANAGER_API_GROUPS | {"kubeflow.org"}
+    assert not groups & {"batch", "ray.io", "jobset.x-k8s.io", "trainer.kubeflow.org"}
+    # Of Kubeflow's API only reading TFJobs: the pod webhook reads the owner of each queued pod.
+    assert [r for r in rules if "kubeflow.org" in r["apiGroups"]] == [
+        {"apiGroups": ["kubeflow.org"], "resources": ["tfjobs"], "verbs": ["get", "list", "watch"]}
+    ]
+    for rule in rules:
+        for field in ("apiGroups", "resources", "verbs", "resourceNames"):
+            assert "*" not in rule.get(field, []), rule
+    assert "secrets" not in {r for rule in rules for r in rule["resources"]}, "the webhook Secret is read in kueue-system only"
+    named = {n for rule in rules for n in rule.get("resourceNames", [])}
+    assert {MUTATING_WEBHOOK_CONFIGURATION, VALIDATING_WEBHOOK_CONFIGURATION} <= named
+
+
+def test_pod_webhooks_apply_only_in_the_queued_namespaces(deployment):
+    hooks = deployment.named("kueue-mutating-webhook").inputs["webhooks"]
+    pod_hooks = [h for h in hooks if "pods" in {r for rule in h["rules"] for r in rule["resources"]}]
+    assert [h["name"] for h in pod_hooks] == ["mpod.kb.io"]
+    assert pod_hooks[0]["namespaceSelector"]["matchExpressions"][0]["values"] == ["mnist"]
+    for hook in hooks + deployment.named("kueue-validating-webhook").inputs["webhooks"]:
+        assert hook["clientConfig"]["service"] == {**hook["clientConfig"]["service"], "name": WEBHOOK_SERVICE, "namespace": NAMESPACE}
+        groups = {g for rule in hook["rules"] for g in rule["apiGroups"]}
+        assert groups in ({"kueue.x-k8s.io"}, {""}), hook["name"]
+
+
+def test_converted_crds_point_at_the_managers_conversion_webhook(deployment):
+    crds = {r.inputs["metadata"]["name"]: r.inputs["spec"] for r in deployment.of_type(CRD)}
+    conversion = crds["clusterqueues.kueue.x-k8s.io"]["conversion"]
+    assert conversion["strategy"] == "Webhook"
+    assert conversion["webhook"]["clientConfig"]["service"]["name"] == WEBHOOK_SERVICE
+    assert "conversion" not in crds["resourceflavors.kueue.x-k8s.io"]
+
+
+def test_flavors_are_the_pools_and_the_gpu_quota_is_the_pools_resource(deployment):
+    gpu = deployment.named("kueue-flavor-gpu").inputs["spec"]
+    assert gpu == {"nodeLabels": {"mlplatform.dev/pool": "gpu"}, "nodeTaints": [{"key": "sku", "value": "gpu", "effect": "NoSchedule"}]}
+    spec = deployment.named("kueue-cq-training").inputs["spec"]
+    (group,) = spec["resourceGroups"]
+    assert group["coveredResources"] == ["cpu", "memory", "nvidia.com/gpu"]
+    quotas = {f["name"]: {r["name"]: r["nominalQuota"] for r in f["resources"]} for f in group["flavors"]}
+    assert quotas == {
+        "pool-cpu": {"cpu": "1", "memory": "4Gi", "nvidia.com/gpu": "0"},
+        "pool-gpu": {"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": "2"},
+    }
+
+
+def test_cohort_is_set_where_configured():
+    config = with_kueue(dev_stack_with_upstream_images())
+    config["kueue"] = copy.deepcopy(config["kueue"])
+    config["kueue"]["clusterQueues"][0]["cohort"] = "team-a"
+    spec = run_program(config).named("kueue-cq-training").inputs["spec"]
+    assert spec["cohortName"] == "team-a"
+
+
+def test_tfjob_replicas_are_one_pod_group_in_the_training_queue(deployment):
+    specs = _tfjob(deployment)["spec"]["tfReplicaSpecs"]
+    total = sum(int(s["replicas"]) for s in specs.values())
+    for kind, spec in specs.items():
+        metadata = spec["template"]["metadata"]
+        assert metadata["labels"][QUEUE_LABEL] == "training", kind
+        assert metadata["labels"][POD_GROUP_LABEL] == "distributed-mnist", kind
+        assert metadata["annotations"][POD_GROUP_TOTAL_COUNT] == str(total), kind
+    local_queue = deployment.named("mnist-queue").inputs
+    assert local_queue["metadata"] == {**local_queue["metadata"], "name": "training", "namespace": "mnist"}
+    assert local_queue["spec"] == {"clusterQueue": "training"}
+
+
+@pytest.mark.parametrize("off", ["disabled", "absent"])
+def test_without_kueue_the_stack_is_as_before(off):
+    config = dev_stack_with_upstream_images()
+    if off == "absent":
+        del config["kueue"]
+    deployment = run_program(config)
+    assert not [r for r in deployment.resources if r.name.startswith("kueue")]
+    for spec in _tfjob(deployment)["spec"]["tfReplicaSpecs"].values():
+        assert QUEUE_LABEL not in spec["template"]["metadata"]["labels"]
+        assert "annotations" not in spec["template"]["metadata"]
+
+
+def _tfjob(deployment) -> dict[str, Any]:
+    (job,) = [r for r in deployment.resources if r.type == "kubernetes:kubeflow.org/v1:TFJob"]
+    return job.inputs

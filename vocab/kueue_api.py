@@ -1,0 +1,40 @@
+"""The Kueue API the platform speaks: group, versions, kinds, the labels that queue a pod, and the
+names of what components/kueue.py deploys.
+
+Imported by stacks/kueue.py (config), components/kueue.py (the manager and the queues),
+components/tfjob.py (a TFJob's replicas as one pod group) and the tests.
+"""
+
+from __future__ import annotations
+
+GROUP = "kueue.x-k8s.io"
+# The storage version of every Kueue CRD in v0.19 (v1beta1 is still served, converted by the
+# manager's conversion webhook).
+VERSION = "v1beta2"
+API_VERSION = f"{GROUP}/{VERSION}"
+CONFIG_API_VERSION = "config.kueue.x-k8s.io/v1beta2"
+
+# The plain-pod integration (on by default since v0.16): a pod with the queue label is gated at
+# creation (SCHEDULING_GATE) until its Workload is admitted. Pods that share a group name are one
+# Workload, admitted as a unit once as many pods as the total count annotation says exist.
+QUEUE_LABEL = f"{GROUP}/queue-name"
+POD_GROUP_LABEL = f"{GROUP}/pod-group-name"
+POD_GROUP_TOTAL_COUNT = f"{GROUP}/pod-group-total-count"
+SCHEDULING_GATE = f"{GROUP}/admission"
+POD_INTEGRATION = "pod"
+
+# What the stack deploys: the manager's namespace and names. The cert rotator derives the webhook
+# configurations' names from the Service's (`<base>-webhook-service` -> `<base>-mutating-webhook-
+# configuration`), so they are spelled out from one base.
+NAMESPACE = "kueue-system"
+NAME = "kueue"
+MANAGER = f"{NAME}-controller-manager"
+WEBHOOK_SERVICE = f"{NAME}-webhook-service"
+WEBHOOK_SECRET = f"{NAME}-webhook-server-cert"
+MUTATING_WEBHOOK_CONFIGURATION = f"{NAME}-mutating-webhook-configuration"
+VALIDATING_WEBHOOK_CONFIGURATION = f"{NAME}-validating-webhook-configuration"
+# The CRDs whose versions the manager converts, and whose caBundle its cert rotator writes.
+CONVERTED_CRDS = ("localqueues", "clusterqueues", "workloads", "cohorts", "multikueueclusters")
+
+# The LocalQueue the stack makes in the job's namespace, into the ClusterQueue `kueue.trainingQueue`.
+TRAINING_LOCAL_QUEUE = "training"
