@@ -148,6 +148,36 @@ def service_await(service_type: str) -> dict[str, str]:
     return {SKIP_AWAIT_ANNOTATION: "true"}
 
 
+def grant(
+    parent: pulumi.Resource,
+    name: str,
+    kind: str,
+    namespace: str | None,
+    rules: list[dict[str, Any]],
+    labels: dict[str, str],
+    account: k8s.core.v1.ServiceAccount,
+    account_name: str,
+    account_namespace: str,
+    depends_on: list[pulumi.Resource] | None = None,
+) -> None:
+    """A ClusterRole (`namespace` None) or Role with `rules`, bound to `account` (named
+    `account_name` in `account_namespace`): both named as the account, as a controller's own grants
+    are. Pulumi names them `<name>-<kind>` and `<name>-<kind>binding` under `parent`."""
+    metadata = {"name": account_name, "labels": labels, **({"namespace": namespace} if namespace else {})}
+    slug = kind.lower()
+    role_type = k8s.rbac.v1.ClusterRole if kind == "ClusterRole" else k8s.rbac.v1.Role
+    binding_type = k8s.rbac.v1.ClusterRoleBinding if kind == "ClusterRole" else k8s.rbac.v1.RoleBinding
+    role = role_type(f"{name}-{slug}", metadata=metadata, rules=rules,
+                     opts=pulumi.ResourceOptions(parent=parent, depends_on=depends_on or []))
+    binding_type(
+        f"{name}-{slug}binding",
+        metadata=metadata,
+        role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": account_name},
+        subjects=[{"kind": "ServiceAccount", "name": account_name, "namespace": account_namespace}],
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=[role, account]),
+    )
+
+
 def app_labels(name: str, component: str) -> dict[str, str]:
     """The recommended app.kubernetes.io labels, used for both selectors and templates."""
     return {

@@ -23,7 +23,7 @@ import pulumi_kubernetes as k8s
 import yaml
 
 from components.cluster import ANY_API_SERVER, Cluster
-from components.k8s import app_labels, default_deny, pod_security_labels, restricted
+from components.k8s import app_labels, default_deny, grant, pod_security_labels, restricted
 from stacks.images import ImagesSettings
 from stacks.kueue import ClusterQueueSettings, KueueSettings
 from vocab.tfjob_api import GROUP as TFJOB_GROUP
@@ -255,13 +255,13 @@ class Kueue(pulumi.ComponentResource):
         account = k8s.core.v1.ServiceAccount(
             f"{name}-sa", metadata={"name": MANAGER, "namespace": NAMESPACE, "labels": labels}, opts=in_namespace
         )
-        self._grant(name, "ClusterRole", None, rules, labels, account)
+        grant(self, name, "ClusterRole", None, rules, labels, account, MANAGER, NAMESPACE)
         # The cert rotator keeps the webhook certificate in one Secret of its namespace.
         secret_rules = [
             {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]},
             {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [WEBHOOK_SECRET], "verbs": ["update"]},
         ]
-        self._grant(name, "Role", NAMESPACE, secret_rules, labels, account, depends_on=[namespace])
+        grant(self, name, "Role", NAMESPACE, secret_rules, labels, account, MANAGER, NAMESPACE, depends_on=[namespace])
         # Created empty; the manager writes its CA and serving certificate into it.
         secret = k8s.core.v1.Secret(
             f"{name}-webhook-cert",
@@ -412,32 +412,6 @@ class Kueue(pulumi.ComponentResource):
                 "egress": api_server,
             },
             opts=opts,
-        )
-
-    def _grant(
-        self,
-        name: str,
-        kind: str,
-        namespace: str | None,
-        rules: list[dict[str, Any]],
-        labels: dict[str, str],
-        account: k8s.core.v1.ServiceAccount,
-        depends_on: list[pulumi.Resource] | None = None,
-    ) -> None:
-        metadata = {"name": MANAGER, "labels": labels, **({"namespace": namespace} if namespace else {})}
-        slug = kind.lower()
-        role_type = k8s.rbac.v1.ClusterRole if kind == "ClusterRole" else k8s.rbac.v1.Role
-        binding_type = k8s.rbac.v1.ClusterRoleBinding if kind == "ClusterRole" else k8s.rbac.v1.RoleBinding
-        role = role_type(
-            f"{name}-{slug}", metadata=metadata, rules=rules,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on or []),
-        )
-        binding_type(
-            f"{name}-{slug}binding",
-            metadata=metadata,
-            role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": MANAGER},
-            subjects=[{"kind": "ServiceAccount", "name": MANAGER, "namespace": NAMESPACE}],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[role, account]),
         )
 
     @staticmethod

@@ -10,7 +10,7 @@ import pulumi_kubernetes as k8s
 
 from components.crd_schema import tfjob_schema
 from components.cluster import ANY_API_SERVER
-from components.k8s import app_labels, default_deny, pod_security_labels, service_await
+from components.k8s import app_labels, default_deny, grant, pod_security_labels, service_await
 from stacks.images import ImagesSettings
 from vocab.tfjob_api import (
     CERT_DIR,
@@ -132,8 +132,8 @@ class TrainingOperator(pulumi.ComponentResource):
         account = k8s.core.v1.ServiceAccount(
             f"{name}-sa", metadata={"name": NAME, "namespace": NAMESPACE, "labels": labels}, opts=in_namespace
         )
-        self._grant("ClusterRole", None, cluster_rules(args.gang_scheduler), name, labels, account)
-        self._grant("Role", NAMESPACE, NAMESPACE_RULES, name, labels, account, depends_on=[namespace])
+        grant(self, name, "ClusterRole", None, cluster_rules(args.gang_scheduler), labels, account, NAME, NAMESPACE)
+        grant(self, name, "Role", NAMESPACE, NAMESPACE_RULES, labels, account, NAME, NAMESPACE, depends_on=[namespace])
         # Created empty; the operator writes its CA and serving certificate into it.
         secret = k8s.core.v1.Secret(
             f"{name}-webhook-cert",
@@ -225,33 +225,6 @@ class TrainingOperator(pulumi.ComponentResource):
                 "egress": api_server,
             },
             opts=opts,
-        )
-
-    def _grant(
-        self,
-        kind: str,
-        namespace: str | None,
-        rules: list[dict[str, Any]],
-        name: str,
-        labels: dict[str, str],
-        account: k8s.core.v1.ServiceAccount,
-        depends_on: list[pulumi.Resource] | None = None,
-    ) -> None:
-        """A (Cluster)Role with `rules`, bound to the operator's ServiceAccount."""
-        metadata = {"name": NAME, "labels": labels, **({"namespace": namespace} if namespace else {})}
-        slug = kind.lower()
-        group = k8s.rbac.v1.ClusterRole if kind == "ClusterRole" else k8s.rbac.v1.Role
-        binding = k8s.rbac.v1.ClusterRoleBinding if kind == "ClusterRole" else k8s.rbac.v1.RoleBinding
-        role = group(
-            f"{name}-{slug}", metadata=metadata, rules=rules,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on or []),
-        )
-        binding(
-            f"{name}-{slug}binding",
-            metadata=metadata,
-            role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": NAME},
-            subjects=[{"kind": "ServiceAccount", "name": NAME, "namespace": NAMESPACE}],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[role, account]),
         )
 
     @staticmethod
