@@ -53,6 +53,8 @@ from vocab.tfjob_api import OPERATOR_NAME, OPERATOR_NAMESPACE
 
 # Checkpoints every 50 steps: a fault lands after the first and leaves most of the training to do.
 EVAL_EVERY = 50
+# The deleted-PS case's steps (see ps_deleted): far more than its first job can train after the fault.
+PS_CASE_TRAIN_STEPS = 1500
 REPLICAS = ("chief-0", "worker-0", "worker-1", "ps-0")
 FAULT_JOBS = ("faults-ps", "faults-operator", "faults-node")
 # Where this session's jobs write on the shared volume (the stack's /data): fresh for every session.
@@ -103,11 +105,13 @@ def stack_job(stack: LocalStack, real: RealCluster) -> dict[str, Any]:
     return wait_for(lambda: finished(real, JOB), TRAINING_TIMEOUT_S, "the stack's TFJob finished", interval=5)
 
 
-def training_job(stack_job: dict[str, Any], name: str) -> dict[str, Any]:
+def training_job(stack_job: dict[str, Any], name: str, train_steps: int | None = None) -> dict[str, Any]:
     """The stack's TFJob as `name`, training into a model and log directory of its own and
-    checkpointing every EVAL_EVERY steps."""
+    checkpointing every EVAL_EVERY steps (for `train_steps` steps where given)."""
     spec = copy.deepcopy(stack_job["spec"])
     flags = {"--model-dir": f"{RUN_DIR}/{name}/model", "--log-dir": f"{RUN_DIR}/{name}/logs", "--eval-every": str(EVAL_EVERY)}
+    if train_steps:
+        flags["--train-steps"] = str(train_steps)
     for replica in spec["tfReplicaSpecs"].values():
         container = replica["template"]["spec"]["containers"][0]
         args = [a for a in container["args"] if a.split("=", 1)[0] not in flags]
@@ -213,8 +217,14 @@ def ps_deleted(stack_job: dict[str, Any], fault_network_policy: None, real: Real
     replica unless the operator itself is restarting it (pkg/core/status.go, UpdateJobStatus;
     kubeflow/trainer#2124, #1560), whatever the restart policy. What is not lost: the checkpoints.
     The job submitted again (as `kubectl delete tfjob` and `pulumi up --refresh` do for the stack's)
-    restores the last one and trains on from there."""
-    run = start(real, training_job(stack_job, "faults-ps"))
+    restores the last one and trains on from there.
+
+    In one fresh-clone run (2026-12-06) the first job's chief reached the test stack's 400 steps
+    before it ended (its pods, deleted with the failed job by cleanPodPolicy Running, may train on
+    through their grace period; not verified), so the job submitted again had nothing left to
+    train. Hence a longer run here than the stack's, which leaves most of it to the job submitted
+    again."""
+    run = start(real, training_job(stack_job, "faults-ps", train_steps=PS_CASE_TRAIN_STEPS))
     run.notes["checkpoint_before_fault"] = first_checkpoint(real, run)
     deleted = run.first_pods["ps-0"]["metadata"]["uid"]
     # Read before the fault: once the job fails, cleanPodPolicy Running removes the chief's pod.
@@ -225,7 +235,7 @@ def ps_deleted(stack_job: dict[str, Any], fault_network_policy: None, real: Real
                                        interval=2)
     # Submitted again: a new job of the same name, its pods new, its model directory the same.
     delete_jobs(real, run.name)
-    again = start(real, training_job(stack_job, run.name))
+    again = start(real, training_job(stack_job, run.name, train_steps=PS_CASE_TRAIN_STEPS))
     again.notes, again.previous_chief_log = run.notes, run.previous_chief_log
     return finish(real, again)
 
