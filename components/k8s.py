@@ -91,6 +91,37 @@ def default_deny(namespace: pulumi.Input[str], labels: dict[str, str], opts: pul
         opts=opts,
     )
 
+def webhook_controller_policies(
+    name: str,
+    component: str,
+    app: str,
+    namespace: str,
+    pod_labels: dict[str, str],
+    webhook_port: int,
+    api_server: pulumi.Input[list[dict[str, Any]]],
+    opts: pulumi.ResourceOptions,
+) -> None:
+    """The policies of a namespace that holds one controller with an admission webhook: default
+    deny, then the controller (`pod_labels`) reaching the Kubernetes API only (`api_server`, the
+    egress rules to its address) and reached on its webhook port only. The webhook's caller is the
+    API server, whose source address no rule can name across clusters (a control-plane node, a
+    konnectivity agent, a managed control plane's tunnel): so from anywhere, as cert-manager's
+    chart does for its webhook; a webhook answers TLS admission reviews and nothing else. Pulumi
+    names them `<name>-netpol-default-deny` and `<name>-netpol-<component>`."""
+    policy_labels = app_labels(app, "network-policy")
+    default_deny(namespace, policy_labels, opts, f"{name}-netpol-default-deny")
+    k8s.networking.v1.NetworkPolicy(
+        f"{name}-netpol-{component}",
+        metadata={"name": app, "namespace": namespace, "labels": policy_labels},
+        spec={
+            "podSelector": {"matchLabels": pod_labels},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [{"ports": [{"protocol": "TCP", "port": webhook_port}]}],
+            "egress": api_server,
+        },
+        opts=opts,
+    )
+
 # A public Service is replaced when its type changes but keeps its name (users port-forward to
 # it), so the replacement's preview is a server-side dry-run apply over the live Service. Under
 # the fresh field manager a new resource gets, that apply keeps the old type's fields, and the API

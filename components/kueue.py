@@ -23,7 +23,7 @@ import pulumi_kubernetes as k8s
 import yaml
 
 from components.cluster import ANY_API_SERVER, Cluster
-from components.k8s import app_labels, default_deny, grant, pod_security_labels, restricted
+from components.k8s import app_labels, grant, pod_security_labels, restricted, webhook_controller_policies
 from stacks.images import ImagesSettings
 from stacks.kueue import ClusterQueueSettings, KueueSettings
 from vocab.tfjob_api import GROUP as TFJOB_GROUP
@@ -251,7 +251,8 @@ class Kueue(pulumi.ComponentResource):
             f"{name}-ns", metadata={"name": NAMESPACE, "labels": {**labels, **pod_security_labels()}}, opts=child
         )
         in_namespace = pulumi.ResourceOptions(parent=self, depends_on=[namespace])
-        self._network_policies(name, labels, args.api_server_egress, in_namespace)
+        # The manager reaches the Kubernetes API only, and is reached on its webhook port only.
+        webhook_controller_policies(name, "manager", NAME, NAMESPACE, labels, WEBHOOK_PORT, args.api_server_egress, in_namespace)
         account = k8s.core.v1.ServiceAccount(
             f"{name}-sa", metadata={"name": MANAGER, "namespace": NAMESPACE, "labels": labels}, opts=in_namespace
         )
@@ -391,27 +392,6 @@ class Kueue(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(
                 parent=self, ignore_changes=["spec.conversion.webhook.clientConfig.caBundle"] if plural in CONVERTED_CRDS else []
             ),
-        )
-
-    @staticmethod
-    def _network_policies(
-        name: str, labels: dict[str, str], api_server: pulumi.Input[list[dict[str, Any]]], opts: pulumi.ResourceOptions
-    ) -> None:
-        """The manager reaches the Kubernetes API only, and is reached on its webhook port only (by
-        the API server, whose source address no rule can name across clusters; see the training
-        operator's policies for the same reasoning)."""
-        policy_labels = app_labels(NAME, "network-policy")
-        default_deny(NAMESPACE, policy_labels, opts, f"{name}-netpol-default-deny")
-        k8s.networking.v1.NetworkPolicy(
-            f"{name}-netpol-manager",
-            metadata={"name": NAME, "namespace": NAMESPACE, "labels": policy_labels},
-            spec={
-                "podSelector": {"matchLabels": labels},
-                "policyTypes": ["Ingress", "Egress"],
-                "ingress": [{"ports": [{"protocol": "TCP", "port": WEBHOOK_PORT}]}],
-                "egress": api_server,
-            },
-            opts=opts,
         )
 
     @staticmethod

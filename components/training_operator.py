@@ -10,7 +10,7 @@ import pulumi_kubernetes as k8s
 
 from components.crd_schema import tfjob_schema
 from components.cluster import ANY_API_SERVER
-from components.k8s import app_labels, default_deny, grant, pod_security_labels, service_await
+from components.k8s import app_labels, grant, pod_security_labels, service_await, webhook_controller_policies
 from stacks.images import ImagesSettings
 from vocab.tfjob_api import (
     CERT_DIR,
@@ -128,7 +128,10 @@ class TrainingOperator(pulumi.ComponentResource):
             f"{name}-ns", metadata={"name": NAMESPACE, "labels": {**labels, **pod_security_labels()}}, opts=child
         )
         in_namespace = pulumi.ResourceOptions(parent=self, depends_on=[namespace])
-        self._network_policies(name, labels, args.api_server_egress, in_namespace)
+        # Nothing in or out of the operator's namespace but what the operator needs: the API (by the
+        # address in its in-cluster config, no DNS) and its webhook port; its metrics port admits
+        # no one, and the kubelet's probes are the node's own traffic, which policy engines let through.
+        webhook_controller_policies(name, "operator", NAME, NAMESPACE, labels, WEBHOOK_PORT, args.api_server_egress, in_namespace)
         account = k8s.core.v1.ServiceAccount(
             f"{name}-sa", metadata={"name": NAME, "namespace": NAMESPACE, "labels": labels}, opts=in_namespace
         )
@@ -199,33 +202,6 @@ class TrainingOperator(pulumi.ComponentResource):
         # pod ready, and the Service the API server calls it by (awaited until it has endpoints).
         self.ready = [self.crd, webhook, self.deployment, service] if args.webhook else [self.crd]
         self.register_outputs({})
-
-    @staticmethod
-    def _network_policies(
-        name: str, labels: dict[str, str], api_server: pulumi.Input[list[dict[str, Any]]], opts: pulumi.ResourceOptions
-    ) -> None:
-        """Nothing in or out of the operator's namespace but what the operator needs.
-
-        It reaches the Kubernetes API only (by the address in its in-cluster config, no DNS). It is
-        reached on its webhook port only, by the API server, whose source address no rule can
-        name across clusters (a control-plane node, a konnectivity agent, a managed control
-        plane's tunnel): so from anywhere, as cert-manager's chart does for its webhook; the
-        webhook answers TLS admission reviews and nothing else. Its metrics port admits no one.
-        The kubelet's probes are the node's own traffic, which policy engines let through.
-        """
-        policy_labels = app_labels(NAME, "network-policy")
-        default_deny(NAMESPACE, policy_labels, opts, f"{name}-netpol-default-deny")
-        k8s.networking.v1.NetworkPolicy(
-            f"{name}-netpol-operator",
-            metadata={"name": NAME, "namespace": NAMESPACE, "labels": policy_labels},
-            spec={
-                "podSelector": {"matchLabels": labels},
-                "policyTypes": ["Ingress", "Egress"],
-                "ingress": [{"ports": [{"protocol": "TCP", "port": WEBHOOK_PORT}]}],
-                "egress": api_server,
-            },
-            opts=opts,
-        )
 
     @staticmethod
     def _pod_spec(images: ImagesSettings, gang_scheduler: str | None) -> dict[str, Any]:
