@@ -54,24 +54,20 @@ def test_lock_pins_every_line_exactly(name):
     assert not loose, f"{name}: lines that are not name==version: {loose}"
 
 
-def test_operator_image_is_the_pinned_manager_build():
+@pytest.mark.parametrize(("name", "tool", "tool_dir", "upstream_image"), [
+    ("operator", "TRAINING_OPERATOR_DIR", f"training-operator-{versions.TRAINING_OPERATOR_VERSION}",
+     versions.TRAINING_OPERATOR_IMAGE),
+    ("kueue", "KUEUE_DIR", f"kueue-{versions.KUEUE_VERSION}", versions.KUEUE_IMAGE),
+])
+def test_controller_image_is_the_pinned_manager_build(name: str, tool: str, tool_dir: str, upstream_image: str) -> None:
     # The manager comes from the tools cache, where tools/build.sh builds the pinned version into
     # a directory named after it; the stack's upstream default is that version's image.
-    operator = recipe.load("operator")
-    (manager,) = operator.files
-    assert manager.tool == "TRAINING_OPERATOR_DIR" and manager.dst == "/manager"
-    assert recipe.tool_dir(manager.tool).name == f"training-operator-{versions.TRAINING_OPERATOR_VERSION}"
-    assert recipe.STANDS_FOR[versions.TRAINING_OPERATOR_IMAGE.rsplit(":", 1)[0]] == "operator"
-    assert operator.base is None and operator.config.user == "65532:65532"
-
-
-def test_kueue_image_is_the_pinned_manager_build():
-    kueue = recipe.load("kueue")
-    (manager,) = kueue.files
-    assert manager.tool == "KUEUE_DIR" and manager.dst == "/manager"
-    assert recipe.tool_dir(manager.tool).name == f"kueue-{versions.KUEUE_VERSION}"
-    assert recipe.STANDS_FOR[versions.KUEUE_IMAGE.rsplit(":", 1)[0]] == "kueue"
-    assert kueue.base is None and kueue.config.user == "65532:65532"
+    image = recipe.load(name)
+    (manager,) = image.files
+    assert manager.tool == tool and manager.dst == "/manager"
+    assert recipe.tool_dir(manager.tool).name == tool_dir
+    assert recipe.STANDS_FOR[upstream_image.rsplit(":", 1)[0]] == name
+    assert image.base is None and image.config.user == "65532:65532"
 
 
 def test_hub_image_installs_what_the_upstream_hub_image_ships():
