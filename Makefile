@@ -60,10 +60,11 @@ lint: system lint-venv
 
 # Every test. It first builds whatever the tests need and is missing (the Go-built tools, the
 # browser and npm packages of the hub tests, the real nodes' runtime, the images), with warm
-# caches in seconds, then lints.
+# caches in seconds, then lints. tests/run_tiers.sh runs the real-node tier beside the others
+# (MLPLATFORM_TEST_SERIAL=1: one after the other, as `pytest tests`).
 ## lint, then every test (builds what the tests need first)
 test: system venv tools tools-node test-deps images lint
-	$(PY) -m pytest tests
+	PY=$(PY) tests/run_tiers.sh
 
 # One target per test tier (a directory of tests/ and its marker in pytest.ini), each with what
 # that tier needs; docs/testing.md says what each proves.

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# `make test`'s runner: the real-node tier beside every other tier, as two pytest sessions.
+#
+# Why two at once: the real-node tier (tests/realnode) is most of the run and most of its time is
+# spent waiting (the nodes' containerd unpacking images, pods starting, a TFJob training), while the
+# other tiers are short and busy. Run one after the other they added up; side by side the whole run
+# takes about as long as the real-node tier alone. The tiers were already made to run beside each
+# other: each starts its own private clusters, hubs and ports, and real nodes take the machine lock
+# (tests/realnode/real_cluster.py), so nothing else on the machine meets them.
+#
+# Output: the other tiers print to the terminal as they run; the real-node tier writes to
+# $MLPLATFORM_TEST_LOG_DIR/realnode.log (.local/test by default) and is followed on the terminal
+# once the others have finished, so the two never interleave. The exit status fails if either did.
+#
+# MLPLATFORM_TEST_SERIAL=1 runs the tiers one after the other instead, as `pytest tests` does (a
+# machine with one core, or to time one tier's tests without the other beside them).
+# Extra arguments go to both pytest sessions (for example --maxfail=1).
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit
+
+PY=${PY:-.venv/bin/python}
+# Each session's slowest tests in its summary: where the time goes, in every CI log.
+DURATIONS=--durations=25
+
+if [ "${MLPLATFORM_TEST_SERIAL:-}" = 1 ]; then
+  exec "$PY" -m pytest tests "$DURATIONS" "$@"
+fi
+
+log_dir=${MLPLATFORM_TEST_LOG_DIR:-.local/test}
+mkdir -p "$log_dir"
+realnode_log=$log_dir/realnode.log
+
+# A command started with `&` by a shell without job control ignores SIGINT, and Python then never
+# raises KeyboardInterrupt: each session gets a handler back, so that Ctrl-C, or the trap below on
+# CI's SIGTERM, stops it through its fixtures' finalizers (the real-node session's take its cluster
+# down). The first SIGINT is the only one: a second one (Ctrl-C reaches both sessions from the
+# terminal and again from the trap) must not cut those finalizers short.
+interruptible_pytest() {
+  exec "$PY" -c 'import signal, sys, pytest
+def stop(signum, frame):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+signal.signal(signal.SIGINT, stop)
+sys.exit(pytest.main(sys.argv[1:]))' "$@"
+}
+
+interruptible_pytest tests/realnode "$DURATIONS" "$@" >"$realnode_log" 2>&1 &
+realnode=$!
+echo "make test: tests/realnode runs beside the other tiers; its output: $realnode_log (shown after them)"
+interruptible_pytest tests --ignore=tests/realnode "$DURATIONS" "$@" &
+others=$!
+trap 'kill -INT "$realnode" "$others" 2>/dev/null; wait "$others"; wait "$realnode"; exit 130' INT TERM
+wait "$others"
+others_status=$?
+
+echo
+echo "make test: the other tiers ended (exit $others_status); tests/realnode so far, then as it runs:"
+# In the background, like the sessions: a trap runs only between commands, and `wait` is one.
+tail -n +1 -f --pid="$realnode" "$realnode_log" &
+follow=$!
+wait "$realnode"
+realnode_status=$?
+wait "$follow"
+
+echo
+echo "make test: the other tiers exited $others_status, tests/realnode exited $realnode_status"
+[ "$others_status" -eq 0 ] && [ "$realnode_status" -eq 0 ]
