@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 from .process import KILL_GRACE, Daemon, wait_exited, wait_for
@@ -23,12 +24,25 @@ def toml_str(value: str) -> str:
     return "'" + value.replace("'", "") + "'"
 
 
+@dataclass(frozen=True)
+class Client:
+    """`ctr` against one containerd's socket, in the kubelet's namespace (a node's, or the image store's)."""
+
+    bin: Path  # the directory of containerd's binaries
+    socket: Path
+
+    def ctr(self, *args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+        return subprocess.run([str(self.bin / "ctr"), "--address", str(self.socket), "-n", K8S_NAMESPACE, *args],
+                              check=check, capture_output=True, text=True, **kwargs)
+
+
 class Containerd:
     def __init__(self, node: NodeSettings, tools: dict[str, str]):
         self.node = node
         self.tools = tools
         self.dir = node.state_dir / "containerd"
         self.socket = self.dir / "containerd.sock"
+        self.root = self.dir / "root"
         self.bin = Path(tools["CONTAINERD_DIR"]) / "bin"
         self.daemon = Daemon(
             "containerd",
@@ -45,7 +59,7 @@ class Containerd:
         cni_bin = Path(self.tools["CNI_PLUGINS_DIR"]) / "bin"
         return f"""\
 version = 3
-root = {toml_str(str(d / 'root'))}
+root = {toml_str(str(self.root))}
 state = {toml_str(str(d / 'state'))}
 # NRI would listen on /var/run/nri; nothing here uses it.
 disabled_plugins = ['io.containerd.nri.v1.nri']
@@ -93,9 +107,11 @@ disabled_plugins = ['io.containerd.nri.v1.nri']
         (self.dir / "config.toml").write_text(self.config())
         self.daemon.start()
 
+    def client(self) -> Client:
+        return Client(self.bin, self.socket)
+
     def ctr(self, *args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
-        return subprocess.run([str(self.bin / "ctr"), "--address", str(self.socket), "-n", K8S_NAMESPACE, *args],
-                              check=check, capture_output=True, text=True, **kwargs)
+        return self.client().ctr(*args, check=check, **kwargs)
 
     def ready(self) -> bool:
         return self.socket.exists() and self.ctr("version", check=False).returncode == 0

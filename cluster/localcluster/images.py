@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .containerd import Containerd
+from .containerd import Client, Containerd
 from .settings import REPO
 
 BUSYBOX = Path("/bin/busybox")
@@ -110,6 +110,12 @@ def _builder():
     return build, containerd, recipe
 
 
+def image_cache_dir() -> Path:
+    """Where `make images` keeps the built images (images/build.py)."""
+    build, _, _ = _builder()
+    return build.cache_dir()
+
+
 def platform_images() -> list[PlatformImage]:
     """Every image of images/ at the tag its recipe has now (the tag the stack's pods name)."""
     build, containerd, recipe = _builder()
@@ -133,13 +139,13 @@ def platform_images() -> list[PlatformImage]:
     return found
 
 
-def digests(containerd: Containerd) -> dict[str, str]:
+def digests(containerd: Containerd | Client) -> dict[str, str]:
     """Image name -> manifest digest, for every image the node's containerd holds."""
     rows = containerd.ctr("images", "ls").stdout.splitlines()[1:]  # REF TYPE DIGEST SIZE PLATFORMS LABELS
     return {fields[0]: fields[2] for fields in (row.split() for row in rows) if len(fields) >= 3}
 
 
-def import_platform_images(containerd: Containerd, log: Callable[[str], None]) -> dict[str, float]:
+def import_platform_images(containerd: Containerd | Client, log: Callable[[str], None]) -> dict[str, float]:
     """Imports what of platform_images() the node lacks (or holds with another digest).
 
     Returns the seconds each import took, by image name; images already there are not listed.

@@ -24,7 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import images
+from . import images, imagestore
 from .cgroups import Cgroups
 from .containerd import Containerd, unmount_under
 from .kubelet import Kubelet, Sysctls, remove_machine_leftovers
@@ -61,8 +61,11 @@ class Node:
                 "containerd": self.containerd, "kubelet": self.kubelet, "kube-proxy": self.kubeproxy,
                 "netpol": self.netpol, "gpu-plugin": self.gpuplugin}
 
-    def up(self, wait: bool = True) -> list[str]:
-        """Starts every part that does not run; returns the names of those it (re)started."""
+    def up(self, wait: bool = True, image_store: Path | None = None) -> list[str]:
+        """Starts every part that does not run; returns the names of those it (re)started.
+
+        IMAGE_STORE: the platform's images unpacked once (imagestore.py), which a new node's
+        containerd starts on instead of importing them."""
         started = []
         # Held before any part starts: it records the kernel settings before the kubelet changes
         # them, and until the node is down no other cluster's last node removes the machine's
@@ -70,6 +73,8 @@ class Node:
         Sysctls().hold(self.settings.state_dir)
         for name, part in self.parts().items():
             if not part.alive():
+                if part is self.containerd and image_store is not None:
+                    imagestore.link(image_store, self.containerd.root, self._log)
                 part.start()
                 started.append(name)
             if part is self.containerd:

@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import dns, egress, images, preflight
+from . import dns, egress, images, imagestore, preflight
 from .gpuplugin import SIMULATED_LABEL
 from .network import ClusterNetwork
 from .node import Node
@@ -114,6 +114,8 @@ class RealNodes:
         port = api_port(kubeconfig)
         address = api_address(self.kubectl, kubeconfig)
         self.network.start()
+        # Made once per set of images on this machine (a minute or so), then seconds per node.
+        image_store = imagestore.ensure(Path(self.tools["CONTAINERD_DIR"]) / "bin", log)
         nodes = []
         for spec in specs(wanted):
             settings = known.get(spec.name)
@@ -123,7 +125,7 @@ class RealNodes:
                 settings.save()
                 known[spec.name] = settings
             node = Node(settings, self.tools)
-            started = node.up()
+            started = node.up(image_store=image_store)
             nodes.append(node)
             log(f"node {spec.name} Ready" + (f" (started: {', '.join(started)})" if started else " (reused)"))
         for node in nodes:

@@ -15,6 +15,7 @@ import re
 import secrets
 import time
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,6 +30,7 @@ from program import example_stack, run_program
 from real_cluster import RealCluster, pod, wait_for
 from stacks import parse
 from cluster.localcluster.containerd import Containerd
+from cluster.localcluster import imagestore
 from cluster.localcluster.images import digests, import_platform_images
 from cluster.localcluster.settings import tools
 
@@ -173,9 +175,22 @@ def test_the_dev_stacks_images_are_imported_under_the_names_its_pods_use(real: R
             # The kubelet reads mlplatform/<name>:<tag> as docker.io/mlplatform/<name>:<tag>.
             assert held.get(f"docker.io/{image}") == record.metadata["manifest"], (settings.spec.name, image)
         assert not [n for n in held if n.endswith(":latest")], sorted(held)
-    imported = re.findall(r"imported (\S+) \((\d+) MB\) in ([\d.]+) s", real.up_run.stderr)
-    # Every image of images/ went into the new node, the time each took in `up`'s output.
-    assert {f"docker.io/{load(n).reference()}" for n in names()} <= {name for name, _, _ in imported}, real.up_run.stderr
+
+
+def test_every_new_node_starts_on_the_machines_image_store(real: RealCluster) -> None:
+    """The images were unpacked once for the machine (cluster/localcluster/imagestore.py), and each
+    new node's containerd root shares the store's files: the same inodes, not copies."""
+    store = imagestore.ensure(Path(tools()["CONTAINERD_DIR"]) / "bin", print)  # the one `up` used
+    blobs = sorted((store / "io.containerd.content.v1.content" / "blobs" / "sha256").iterdir())
+    assert len(blobs) > len(names()), blobs  # a manifest, a config and layers per image
+    nodes = real.nodes()
+    assert real.up_run.stderr.count("containerd's root linked to the image store") == len(nodes), real.up_run.stderr
+    for settings in nodes:
+        root = Containerd(settings, tools()).root
+        for blob in blobs:
+            assert (root / blob.relative_to(store)).stat().st_ino == blob.stat().st_ino, (settings.spec.name, blob)
+        for db in imagestore.WRITTEN_IN_PLACE:  # the node's own, written by its containerd alone
+            assert (root / db).stat().st_ino != (store / db).stat().st_ino, (settings.spec.name, db)
 
 
 def test_a_warm_up_imports_only_what_the_node_lacks(real: RealCluster) -> None:
