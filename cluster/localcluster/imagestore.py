@@ -39,6 +39,7 @@ WRITTEN_IN_PLACE = ("io.containerd.metadata.v1.bolt/meta.db", "io.containerd.sna
 # The containerd instance's id, made at its first start: each node's containerd makes its own.
 INSTANCE_ID = "io.containerd.grpc.v1.introspection/uuid"
 COMPLETE = "complete"  # written last: a store without it was interrupted and is built again
+KEPT = 3  # stores a machine keeps (about 5.4 GB each for today's images)
 
 
 def stores_dir() -> Path:
@@ -63,23 +64,24 @@ def _locked(exclusive: bool) -> Iterator[None]:
 def ensure(containerd_bin: Path, log: Callable[[str], None]) -> Path:
     """The store for the platform's images as they are built now, made if missing; its containerd root.
 
-    Raises images.ImagesNotBuilt where an image is not built. Other stores (older image sets) are
-    removed when a new one is made: a node linked to one keeps its files (hard links).
+    Raises images.ImagesNotBuilt where an image is not built. A machine keeps the KEPT stores used
+    last (two checkouts with different images, say, each keep theirs); making another removes the
+    rest, and a node linked to a removed one keeps its files (hard links).
     """
     platform = images.platform_images()
     store = stores_dir() / store_key(containerd_bin, platform)
-    if (store / COMPLETE).exists():
-        return store / "root"
-    with _locked(exclusive=True):
-        if not (store / COMPLETE).exists():
-            for old in stores_dir().iterdir():
-                if old.is_dir() and old != store:
-                    shutil.rmtree(old, ignore_errors=True)
-            shutil.rmtree(store, ignore_errors=True)
-            started = time.monotonic()
-            _build(store, containerd_bin, log)
-            log(f"unpacked the platform's images once for every node ({store}) in "
-                f"{time.monotonic() - started:.1f} s")
+    with _locked(exclusive=not (store / COMPLETE).exists()):
+        if (store / COMPLETE).exists():
+            (store / COMPLETE).touch()  # used now: the stores used last are the ones kept
+            return store / "root"
+        others = sorted((d for d in stores_dir().iterdir() if d.is_dir() and d != store),
+                        key=lambda d: (d / COMPLETE).stat().st_mtime if (d / COMPLETE).exists() else 0)
+        for old in others[:max(0, len(others) - (KEPT - 1))]:
+            shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(store, ignore_errors=True)
+        started = time.monotonic()
+        _build(store, containerd_bin, log)
+        log(f"unpacked the platform's images once for every node ({store}) in {time.monotonic() - started:.1f} s")
     return store / "root"
 
 

@@ -5,6 +5,7 @@ tier's (tests/realnode/test_real_node.py)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -77,12 +78,16 @@ def test_a_complete_store_is_used_as_it_is_and_an_incomplete_one_is_built_again(
 
     monkeypatch.setattr(imagestore, "_build", build)
     bin_dir = tmp_path / "containerd" / "bin"
-    older = tmp_path / "stores" / "0ld"
-    older.mkdir(parents=True)
+    others = [tmp_path / "stores" / name for name in ("used-first", "used-second", "used-last")]
+    for used_at, other in enumerate(others, start=1):
+        (other / "root").mkdir(parents=True)
+        (other / imagestore.COMPLETE).write_text("then")
+        os.utime(other / imagestore.COMPLETE, (used_at, used_at))
     interrupted = tmp_path / "stores" / imagestore.store_key(bin_dir, images)
     (interrupted / "root").mkdir(parents=True)
 
     root = imagestore.ensure(bin_dir, print)
     assert built == [interrupted] and root == interrupted / "root"
-    assert not older.exists(), "a store of other images is removed when a new one is made"
+    # The machine keeps KEPT stores: the new one and those used last.
+    assert [other.exists() for other in others] == [False, True, True]
     assert imagestore.ensure(bin_dir, print) == root and len(built) == 1
