@@ -114,8 +114,6 @@ class RealNodes:
         port = api_port(kubeconfig)
         address = api_address(self.kubectl, kubeconfig)
         self.network.start()
-        # Made once per set of images on this machine (a minute or so), then seconds per node.
-        image_store = imagestore.ensure(Path(self.tools["CONTAINERD_DIR"]) / "bin", log)
         nodes = []
         for spec in specs(wanted):
             settings = known.get(spec.name)
@@ -124,10 +122,15 @@ class RealNodes:
                 settings = NodeSettings.create(spec, index, self.dir, kubeconfig, port, address)
                 settings.save()
                 known[spec.name] = settings
-            node = Node(settings, self.tools)
+            nodes.append(Node(settings, self.tools))
+        # For new nodes only (a node that ran keeps its containerd root): made once per set of
+        # images on this machine (about a minute), then seconds per node.
+        image_store = None
+        if any(not node.containerd.root.exists() for node in nodes):
+            image_store = imagestore.ensure(Path(self.tools["CONTAINERD_DIR"]) / "bin", log)
+        for node in nodes:
             started = node.up(image_store=image_store)
-            nodes.append(node)
-            log(f"node {spec.name} Ready" + (f" (started: {', '.join(started)})" if started else " (reused)"))
+            log(f"node {node.settings.spec.name} Ready" + (f" (started: {', '.join(started)})" if started else " (reused)"))
         for node in nodes:
             node.network.route_to(list(known.values()))
         if not self.egress.alive():
