@@ -181,6 +181,14 @@ bench-hub: system venv images
 	PYTHONPATH=tests:tests/realnode $(PY) -m bench.bench_hub --out .local/bench-hub \
 	  $(if $(USERS),--users $(USERS)) $(if $(CONCURRENT),--concurrent $(CONCURRENT)) $(if $(ACTIVE),--active $(ACTIVE))
 
+# A new two-node cluster's `bin/cluster up --real`, with every node importing every image and on the
+# machine's image store, alternating (bench/bench_cluster.py); RUNS=n changes how many of each.
+.PHONY: bench-cluster
+## time a new cluster's start, with the machine's image store and without (docs/benchmarks.md)
+bench-cluster: system venv images
+	tools/build.sh kube node
+	PYTHONPATH=tests:tests/realnode $(PY) -m bench.bench_cluster --out .local/bench-cluster $(if $(RUNS),--runs $(RUNS))
+
 # An upgrade rehearsed with a team's data on a private cluster with real nodes: the dev stack from
 # the commit UPGRADE_FROM_REF of versions.env (FROM=<ref> for another), seeded with users, tokens,
 # a running server, files and a finished TFJob, then `pulumi up` from this working tree

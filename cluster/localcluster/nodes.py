@@ -12,6 +12,7 @@ State lives in NODES_DIR (<cluster dir>/nodes/): a cluster has real nodes while 
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -125,8 +126,10 @@ class RealNodes:
             nodes.append(Node(settings, self.tools))
         # For new nodes only (a node that ran keeps its containerd root): made once per set of
         # images on this machine (about a minute), then seconds per node.
+        # MLPLATFORM_IMAGE_STORE=off: every new node imports every image itself (make bench-cluster
+        # times both ways).
         image_store = None
-        if any(not node.containerd.root.exists() for node in nodes):
+        if os.environ.get("MLPLATFORM_IMAGE_STORE") != "off" and any(not n.containerd.root.exists() for n in nodes):
             image_store = imagestore.ensure(Path(self.tools["CONTAINERD_DIR"]) / "bin", log)
         for node in nodes:
             started = node.up(image_store=image_store)
