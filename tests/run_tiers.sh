@@ -49,7 +49,20 @@ realnode=$!
 echo "make test: tests/realnode runs beside the other tiers; its output: $realnode_log (shown after them)"
 interruptible_pytest tests --ignore=tests/realnode "$DURATIONS" "$@" &
 others=$!
-trap 'kill -INT "$realnode" "$others" 2>/dev/null; wait "$others"; wait "$realnode"; exit 130' INT TERM
+# Stopped early: both sessions end through their finalizers, and the real-node log is shown (CI's
+# log is all that is kept of a run it stops).
+follow=""
+stopped() {
+  kill -INT "$realnode" "$others" 2>/dev/null
+  wait "$others"
+  wait "$realnode"
+  if [ -z "$follow" ]; then
+    echo "make test: stopped; tests/realnode's output:"
+    cat "$realnode_log"
+  fi
+  exit 130
+}
+trap stopped INT TERM
 wait "$others"
 others_status=$?
 
