@@ -134,110 +134,47 @@ def _field(value: Any, name: str) -> Any:
     return value.get(name) if isinstance(value, dict) else getattr(value, name, None)
 
 
-@dataclass(frozen=True)
-class ClusterArgs:
-    settings: ClusterSettings
-    images: ImagesSettings = field(default_factory=ImagesSettings)  # the device plugin's
+def simulated_nodes(pool: NodePool) -> list[dict[str, Any]]:
+    """The kwok Nodes (metadata and spec) of a simulated pool: the pool's labels and taints, and its
+    capacity (GPUs as the pool advertises them) in the annotation kwok's node-initialize stage reads."""
+    capacity = {"cpu": pool.cpu, "memory": pool.memory, "pods": str(pool.max_pods)}
+    if pool.gpus_per_node:
+        capacity[pool.gpu_resource] = str(pool.gpus_advertised)
+    nodes = []
+    for index in range(pool.node_count):
+        node_name = f"{pool.name}-{index}"
+        nodes.append({
+            "metadata": {
+                "name": node_name,
+                "labels": {
+                    **pool.labels,
+                    POOL_LABEL: pool.name,
+                    "type": "kwok",
+                    "kubernetes.io/hostname": node_name,
+                    "kubernetes.io/os": "linux",
+                    "kubernetes.io/arch": "amd64",
+                },
+                "annotations": {
+                    KWOK_NODE_ANNOTATION: "fake",
+                    CAPACITY_ANNOTATION: json.dumps(capacity, sort_keys=True),
+                },
+            },
+            "spec": {"taints": [{"key": t.key, "value": t.value, "effect": t.effect} for t in pool.taints]},
+        })
+    return nodes
 
 
-class Cluster(pulumi.ComponentResource):
-    provider: k8s.Provider
-    kubeconfig: pulumi.Output[str] | None
-    managed_cluster: Any  # the AKS ManagedCluster on aks, else None
+class Placement:
+    """Where each node pool's pods land, from the cluster's settings alone (no resource is
+    registered): the node selectors, tolerations and affinity of `Cluster.scheduling_for`, also
+    used outside a Pulumi program (bench/bench_kueue.py places its pods and flavors with it)."""
 
-    def __init__(self, name: str, args: ClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("mlplatform:cluster:Cluster", name, None, opts)
-        self._settings = args.settings
-        self._images = args.images
-        self._name = name
-        settings = args.settings
-        self.kubeconfig = None
-        self.managed_cluster = None
-        self.resource_group_name: pulumi.Input[str] | None = None
-        self._api_server_egress: pulumi.Output[list[dict[str, Any]]] | None = None
-
-        if settings.provider == "aks":
-            self.provider = self._aks()
-        elif settings.provider == "render":
-            self.provider = k8s.Provider(
-                f"{name}-render",
-                render_yaml_to_directory=settings.render_dir,
-                opts=pulumi.ResourceOptions(parent=self),
-            )
-        else:
-            self.provider = k8s.Provider(
-                f"{name}-k8s",
-                kubeconfig=settings.kubeconfig,
-                context=settings.context,
-                opts=pulumi.ResourceOptions(parent=self),
-            )
-
-        child = pulumi.ResourceOptions(parent=self, provider=self.provider)
-        if settings.simulated:
-            for pool in settings.node_pools:
-                self._simulated_nodes(pool, child)
-        # The local cluster's GPU nodes advertise their simulated GPUs themselves (the cluster
-        # manager runs a device plugin beside each kubelet); NVIDIA's would find no GPU there.
-        elif settings.nvidia_device_plugin and self.gpu_pools and settings.target != "local":
-            self._device_plugin(child)
-
-        self.register_outputs({"kubeconfig": self.kubeconfig})
+    def __init__(self, settings: ClusterSettings) -> None:
+        self._settings = settings
 
     @property
     def settings(self) -> ClusterSettings:
         return self._settings
-
-    @property
-    def simulated(self) -> bool:
-        """A kwok cluster (or its rendering): nodes and pods are simulated, nothing provisions volumes."""
-        return self._settings.simulated
-
-    def volume_for(
-        self, claim: str, namespace: str, size: str, access_modes: list[str], opts: pulumi.ResourceOptions
-    ) -> None:
-        """On a simulated cluster, a PersistentVolume pre-bound to `claim`; real clusters provision their own."""
-        if not self.simulated:
-            return
-        k8s.core.v1.PersistentVolume(
-            f"{self._name}-pv-{namespace}-{claim}",
-            metadata={"name": f"{namespace}-{claim}", "labels": {POOL_LABEL: "simulated"}},
-            spec={
-                "capacity": {"storage": size},
-                "accessModes": access_modes,
-                "persistentVolumeReclaimPolicy": "Delete",
-                "storageClassName": "",
-                "claimRef": {"namespace": namespace, "name": claim},
-                "hostPath": {"path": f"/var/lib/mlplatform/{namespace}/{claim}", "type": "DirectoryOrCreate"},
-            },
-            opts=opts,
-        )
-
-    def api_server_egress(self) -> pulumi.Output[list[dict[str, Any]]]:
-        """NetworkPolicy egress rules that let a pod reach the Kubernetes API, and nothing else.
-
-        A cluster the program talks to (local, kwok, existing) is asked: its `kubernetes`
-        EndpointSlice names the API server's addresses and port (read at each `pulumi up`; a moved
-        API server needs one more `up`). A rendered stack or an AKS cluster that `up` is about to
-        create cannot be asked, and gets ANY_API_SERVER (AKS's API server has a public address on
-        443 unless it is a private cluster); a rendering for the local cluster, its port range.
-        """
-        if self._api_server_egress is None:
-            if self._settings.provider == "render" and self._settings.target == "local":
-                first, last = LOCAL_API_PORTS
-                self._api_server_egress = pulumi.Output.from_input(
-                    [{"ports": [{"protocol": "TCP", "port": first, "endPort": last}]}]
-                )
-            elif self._settings.provider in ("render", "aks"):
-                self._api_server_egress = pulumi.Output.from_input(ANY_API_SERVER)
-            else:
-                endpoints = k8s.discovery.v1.EndpointSlice.get(
-                    f"{self._name}-api-server-endpoints", API_SERVER_ENDPOINTS,
-                    opts=pulumi.ResourceOptions(parent=self, provider=self.provider),
-                )
-                self._api_server_egress = pulumi.Output.all(endpoints.endpoints, endpoints.ports).apply(
-                    lambda found: api_server_rules(*found)
-                )
-        return self._api_server_egress
 
     # --- scheduling ----------------------------------------------------------------------------
 
@@ -313,32 +250,116 @@ class Cluster(pulumi.ComponentResource):
             }
         )
 
+
+@dataclass(frozen=True)
+class ClusterArgs:
+    settings: ClusterSettings
+    images: ImagesSettings = field(default_factory=ImagesSettings)  # the device plugin's
+
+
+class Cluster(pulumi.ComponentResource, Placement):
+    provider: k8s.Provider
+    kubeconfig: pulumi.Output[str] | None
+    managed_cluster: Any  # the AKS ManagedCluster on aks, else None
+
+    def __init__(self, name: str, args: ClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mlplatform:cluster:Cluster", name, None, opts)
+        Placement.__init__(self, args.settings)
+        self._images = args.images
+        self._name = name
+        settings = args.settings
+        self.kubeconfig = None
+        self.managed_cluster = None
+        self.resource_group_name: pulumi.Input[str] | None = None
+        self._api_server_egress: pulumi.Output[list[dict[str, Any]]] | None = None
+
+        if settings.provider == "aks":
+            self.provider = self._aks()
+        elif settings.provider == "render":
+            self.provider = k8s.Provider(
+                f"{name}-render",
+                render_yaml_to_directory=settings.render_dir,
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+        else:
+            self.provider = k8s.Provider(
+                f"{name}-k8s",
+                kubeconfig=settings.kubeconfig,
+                context=settings.context,
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+
+        child = pulumi.ResourceOptions(parent=self, provider=self.provider)
+        if settings.simulated:
+            for pool in settings.node_pools:
+                self._simulated_nodes(pool, child)
+        # The local cluster's GPU nodes advertise their simulated GPUs themselves (the cluster
+        # manager runs a device plugin beside each kubelet); NVIDIA's would find no GPU there.
+        elif settings.nvidia_device_plugin and self.gpu_pools and settings.target != "local":
+            self._device_plugin(child)
+
+        self.register_outputs({"kubeconfig": self.kubeconfig})
+
+    @property
+    def simulated(self) -> bool:
+        """A kwok cluster (or its rendering): nodes and pods are simulated, nothing provisions volumes."""
+        return self._settings.simulated
+
+    def volume_for(
+        self, claim: str, namespace: str, size: str, access_modes: list[str], opts: pulumi.ResourceOptions
+    ) -> None:
+        """On a simulated cluster, a PersistentVolume pre-bound to `claim`; real clusters provision their own."""
+        if not self.simulated:
+            return
+        k8s.core.v1.PersistentVolume(
+            f"{self._name}-pv-{namespace}-{claim}",
+            metadata={"name": f"{namespace}-{claim}", "labels": {POOL_LABEL: "simulated"}},
+            spec={
+                "capacity": {"storage": size},
+                "accessModes": access_modes,
+                "persistentVolumeReclaimPolicy": "Delete",
+                "storageClassName": "",
+                "claimRef": {"namespace": namespace, "name": claim},
+                "hostPath": {"path": f"/var/lib/mlplatform/{namespace}/{claim}", "type": "DirectoryOrCreate"},
+            },
+            opts=opts,
+        )
+
+    def api_server_egress(self) -> pulumi.Output[list[dict[str, Any]]]:
+        """NetworkPolicy egress rules that let a pod reach the Kubernetes API, and nothing else.
+
+        A cluster the program talks to (local, kwok, existing) is asked: its `kubernetes`
+        EndpointSlice names the API server's addresses and port (read at each `pulumi up`; a moved
+        API server needs one more `up`). A rendered stack or an AKS cluster that `up` is about to
+        create cannot be asked, and gets ANY_API_SERVER (AKS's API server has a public address on
+        443 unless it is a private cluster); a rendering for the local cluster, its port range.
+        """
+        if self._api_server_egress is None:
+            if self._settings.provider == "render" and self._settings.target == "local":
+                first, last = LOCAL_API_PORTS
+                self._api_server_egress = pulumi.Output.from_input(
+                    [{"ports": [{"protocol": "TCP", "port": first, "endPort": last}]}]
+                )
+            elif self._settings.provider in ("render", "aks"):
+                self._api_server_egress = pulumi.Output.from_input(ANY_API_SERVER)
+            else:
+                endpoints = k8s.discovery.v1.EndpointSlice.get(
+                    f"{self._name}-api-server-endpoints", API_SERVER_ENDPOINTS,
+                    opts=pulumi.ResourceOptions(parent=self, provider=self.provider),
+                )
+                self._api_server_egress = pulumi.Output.all(endpoints.endpoints, endpoints.ports).apply(
+                    lambda found: api_server_rules(*found)
+                )
+        return self._api_server_egress
+
     # --- backends ------------------------------------------------------------------------------
 
     def _simulated_nodes(self, pool: NodePool, opts: pulumi.ResourceOptions) -> None:
-        capacity = {"cpu": pool.cpu, "memory": pool.memory, "pods": str(pool.max_pods)}
-        if pool.gpus_per_node:
-            capacity[pool.gpu_resource] = str(pool.gpus_advertised)
-        for index in range(pool.node_count):
-            node_name = f"{pool.name}-{index}"
+        for node in simulated_nodes(pool):
             k8s.core.v1.Node(
-                f"{self._name}-node-{node_name}",
-                metadata={
-                    "name": node_name,
-                    "labels": {
-                        **pool.labels,
-                        POOL_LABEL: pool.name,
-                        "type": "kwok",
-                        "kubernetes.io/hostname": node_name,
-                        "kubernetes.io/os": "linux",
-                        "kubernetes.io/arch": "amd64",
-                    },
-                    "annotations": {
-                        KWOK_NODE_ANNOTATION: "fake",
-                        CAPACITY_ANNOTATION: json.dumps(capacity, sort_keys=True),
-                    },
-                },
-                spec={"taints": [{"key": t.key, "value": t.value, "effect": t.effect} for t in pool.taints]},
+                f"{self._name}-node-{node['metadata']['name']}",
+                metadata=node["metadata"],
+                spec=node["spec"],
                 # Capacity is read once when kwok initialises the node; a change needs a new node.
                 opts=pulumi.ResourceOptions.merge(
                     opts, pulumi.ResourceOptions(replace_on_changes=["metadata.annotations"])

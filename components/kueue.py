@@ -22,9 +22,10 @@ import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
-from components.cluster import ANY_API_SERVER, Cluster
+from components.cluster import ANY_API_SERVER, Cluster, Placement
 from components.k8s import app_labels, grant, pod_security_labels, restricted, webhook_controller_policies
 from stacks.images import ImagesSettings
+from stacks.cluster import NodePool
 from stacks.kueue import ClusterQueueSettings, KueueSettings
 from vocab.tfjob_api import GROUP as TFJOB_GROUP
 from vocab.tfjob_api import PLURAL as TFJOB_PLURAL
@@ -162,6 +163,11 @@ def _webhook_for(webhook: dict[str, Any], managed_namespaces: tuple[str, ...]) -
     return None
 
 
+def stack_webhooks(generated: dict[str, Any], managed_namespaces: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The webhooks of a generated webhook configuration that this stack keeps (_webhook_for)."""
+    return [w for w in (_webhook_for(h, managed_namespaces) for h in generated["webhooks"]) if w]
+
+
 def manager_config(managed_namespaces: tuple[str, ...]) -> dict[str, Any]:
     """The manager's Configuration (config.kueue.x-k8s.io/v1beta2)."""
     return {
@@ -196,7 +202,18 @@ def flavor_name(pool: str) -> str:
     return f"pool-{pool}"
 
 
-def cluster_queue_spec(queue: ClusterQueueSettings, cluster: Cluster) -> dict[str, Any]:
+def resource_flavor_spec(pool: NodePool, cluster: Placement) -> dict[str, Any]:
+    """A pool's ResourceFlavor: the pool's node labels, and its taints (which Kueue checks the
+    workload's tolerations against)."""
+    spec: dict[str, Any] = {"nodeLabels": cluster.pool_selector(pool)}
+    taints = [{"key": t.key, **({"value": t.value} if t.value is not None else {}), "effect": t.effect}
+              for t in pool.taints]
+    if taints:
+        spec["nodeTaints"] = taints
+    return spec
+
+
+def cluster_queue_spec(queue: ClusterQueueSettings, cluster: Placement) -> dict[str, Any]:
     """One resource group over cpu, memory and the GPU resource of each pool the queue has a quota
     of, one flavor per pool (a pod lands on its pool's flavor by its node selector)."""
     pools = {p.name: p for p in cluster.settings.node_pools}
@@ -220,6 +237,26 @@ def cluster_queue_spec(queue: ClusterQueueSettings, cluster: Cluster) -> dict[st
     if queue.cohort:
         spec["cohortName"] = queue.cohort
     return spec
+
+
+def stack_crd(generated: dict[str, Any]) -> dict[str, Any]:
+    """A generated CRD as this stack deploys it: the converted ones with the manager's conversion
+    webhook, labelled as the stack's, without upstream's annotations."""
+    crd = copy.deepcopy(generated)
+    plural = crd["spec"]["names"]["plural"]
+    if plural in CONVERTED_CRDS:
+        # Served at v1beta1 and v1beta2: the manager converts between them, as upstream's
+        # install configures it; its cert rotator injects the CA into caBundle.
+        crd["spec"]["conversion"] = {
+            "strategy": "Webhook",
+            "webhook": {
+                "clientConfig": {"service": {"name": WEBHOOK_SERVICE, "namespace": NAMESPACE, "path": "/convert", "port": 443}},
+                "conversionReviewVersions": ["v1"],
+            },
+        }
+    crd["metadata"] = {**crd["metadata"], "labels": {**crd["metadata"].get("labels", {}), **app_labels(NAME, "crd")}}
+    crd["metadata"].pop("annotations", None)
+    return crd
 
 
 @dataclass(frozen=True)
@@ -308,7 +345,7 @@ class Kueue(pulumi.ComponentResource):
             ("mutating", mutating, MUTATING_WEBHOOK_CONFIGURATION),
             ("validating", validating, VALIDATING_WEBHOOK_CONFIGURATION),
         ):
-            webhooks = [w for w in (_webhook_for(h, args.managed_namespaces) for h in generated["webhooks"]) if w]
+            webhooks = stack_webhooks(generated, args.managed_namespaces)
             resource = (
                 k8s.admissionregistration.v1.MutatingWebhookConfiguration
                 if kind == "mutating" else k8s.admissionregistration.v1.ValidatingWebhookConfiguration
@@ -329,18 +366,12 @@ class Kueue(pulumi.ComponentResource):
         flavors = sorted({q.pool for queue in args.settings.cluster_queues for q in queue.quotas})
         flavor_resources = []
         for pool_name in flavors:
-            pool = pools[pool_name]
-            spec: dict[str, Any] = {"nodeLabels": args.cluster.pool_selector(pool)}
-            taints = [{"key": t.key, **({"value": t.value} if t.value is not None else {}), "effect": t.effect}
-                      for t in pool.taints]
-            if taints:
-                spec["nodeTaints"] = taints
             flavor_resources.append(k8s.apiextensions.CustomResource(
                 f"{name}-flavor-{pool_name}",
                 api_version=API_VERSION,
                 kind="ResourceFlavor",
                 metadata={"name": flavor_name(pool_name), "labels": app_labels(NAME, "flavor")},
-                spec=spec,
+                spec=resource_flavor_spec(pools[pool_name], args.cluster),
                 opts=on_kueue,
             ))
         self.cluster_queues = {}
@@ -371,23 +402,11 @@ class Kueue(pulumi.ComponentResource):
         )
 
     def _crd(self, name: str, crd: dict[str, Any], labels: dict[str, str]) -> k8s.apiextensions.v1.CustomResourceDefinition:
-        crd = copy.deepcopy(crd)
+        crd = stack_crd(crd)
         plural = crd["spec"]["names"]["plural"]
-        if plural in CONVERTED_CRDS:
-            # Served at v1beta1 and v1beta2: the manager converts between them, as upstream's
-            # install configures it; its cert rotator injects the CA into caBundle.
-            crd["spec"]["conversion"] = {
-                "strategy": "Webhook",
-                "webhook": {
-                    "clientConfig": {"service": {"name": WEBHOOK_SERVICE, "namespace": NAMESPACE, "path": "/convert", "port": 443}},
-                    "conversionReviewVersions": ["v1"],
-                },
-            }
-        metadata = {**crd["metadata"], "labels": {**crd["metadata"].get("labels", {}), **app_labels(NAME, "crd")}}
-        metadata.pop("annotations", None)
         return k8s.apiextensions.v1.CustomResourceDefinition(
             f"{name}-crd-{plural}",
-            metadata=metadata,
+            metadata=crd["metadata"],
             spec=crd["spec"],
             opts=pulumi.ResourceOptions(
                 parent=self, ignore_changes=["spec.conversion.webhook.clientConfig.caBundle"] if plural in CONVERTED_CRDS else []

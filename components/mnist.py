@@ -25,7 +25,7 @@ from components.k8s import (
 )
 from components.kueue import Kueue
 from components.tfjob import ReplicaSpec, RunPolicy, TFJob, TFJobArgs, TFJobSpec
-from vocab.kueue_api import POD_GROUP_LABEL, POD_GROUP_TOTAL_COUNT, QUEUE_LABEL, TRAINING_LOCAL_QUEUE
+from vocab.kueue_api import TRAINING_LOCAL_QUEUE, pod_group
 from vocab.tfjob_api import CONTAINER_NAME, DEFAULT_PORT, JOB_NAME_LABEL, PORT_NAME
 from components.trainer_image import TrainerImage, trainer_sources
 from stacks import retention
@@ -237,8 +237,9 @@ class DistributedMnist(pulumi.ComponentResource):
         group_labels: dict[str, str] = {}
         group_annotations: dict[str, str] = {}
         if queued:
-            group_labels = {QUEUE_LABEL: TRAINING_LOCAL_QUEUE, POD_GROUP_LABEL: settings.job_name}
-            group_annotations = {POD_GROUP_TOTAL_COUNT: str(sum(settings.replica_counts.values()))}
+            group_labels, group_annotations = pod_group(
+                TRAINING_LOCAL_QUEUE, settings.job_name, sum(settings.replica_counts.values())
+            )
         gpus_by_kind = settings.gpu_counts
         for kind, count in settings.replica_counts.items():
             gpus = gpus_by_kind.get(kind, 0)

@@ -21,6 +21,14 @@ QUEUE_LABEL = f"{GROUP}/queue-name"
 POD_GROUP_LABEL = f"{GROUP}/pod-group-name"
 POD_GROUP_TOTAL_COUNT = f"{GROUP}/pod-group-total-count"
 SCHEDULING_GATE = f"{GROUP}/admission"
+
+
+def pod_group(local_queue: str, group: str, total: int) -> tuple[dict[str, str], dict[str, str]]:
+    """The labels and annotations that make a pod one of the `total` pods of `group`, queued in the
+    LocalQueue `local_queue` and admitted with the others as one Workload (components/mnist.py puts
+    them on every replica of the training job; bench/bench_kueue.py on its simulated jobs' pods)."""
+    return {QUEUE_LABEL: local_queue, POD_GROUP_LABEL: group}, {POD_GROUP_TOTAL_COUNT: str(total)}
+
 POD_INTEGRATION = "pod"
 
 # What the stack deploys: the manager's namespace and names. The cert rotator derives the webhook
