@@ -113,7 +113,7 @@ class DistributedMnist(pulumi.ComponentResource):
         settings = args.settings
         code = args.image.code_from_config_map
         queued = args.kueue is not None and args.cluster_queue is not None
-        job_spec = self._job_spec(
+        job_spec = self.job_spec(
             settings, args.cluster, args.image.cpu_image, args.image.gpu_image, code, args.images, queued
         )
         job_spec.validate()  # refuse a bad job before anything is registered
@@ -221,7 +221,7 @@ class DistributedMnist(pulumi.ComponentResource):
             )
 
     @staticmethod
-    def _job_spec(
+    def job_spec(
         settings: MnistSettings,
         cluster: Cluster,
         cpu_image: pulumi.Input[str],
