@@ -661,6 +661,10 @@ def table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def fraction(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0%}"
+
+
 def parse_range(text: str) -> tuple[float, float]:
     try:
         low, high = (float(x) for x in text.split("-"))
@@ -764,7 +768,8 @@ def bench(args: argparse.Namespace, plan: Plan, scenario: Scenario) -> int:
     print()
     print(table(summary))
     print(f"\nGPU utilization: mean {summary['utilization_mean']:.0%} from the first arrival to the last release, "
-          f"peak {summary['utilization_peak']:.0%}; makespan {summary['makespan']} s; "
+          f"peak {summary['utilization_peak']:.0%}, while any workload waited ({summary['waiting_seconds']} s) "
+          f"{fraction(summary['utilization_while_waiting'])}; makespan {summary['makespan']} s; "
           f"later-created admitted first: {summary['overtaken_pairs']} pairs")
     print(f"admission order: {', '.join(summary['admission_order'])}")
     print(f"groups seen partly started: {summary['partly_started'] or 'none'}")

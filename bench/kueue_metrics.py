@@ -39,9 +39,12 @@ class Plan:
 
     users: int = 30
     jobs: int = 10
-    arrival_window: float = 60.0
-    notebook_seconds: tuple[float, float] = (30.0, 90.0)
-    job_seconds: tuple[float, float] = (20.0, 60.0)
+    # Time-scaled: a second stands for a minute of a working day. Everyone arrives within half an
+    # hour (a morning), a notebook session lasts one to two hours and a job half an hour to an
+    # hour and a half: 5,100 GPU-minutes asked of 50 GPUs within 30 minutes, so most must wait.
+    arrival_window: float = 30.0
+    notebook_seconds: tuple[float, float] = (60.0, 120.0)
+    job_seconds: tuple[float, float] = (30.0, 90.0)
     seed: int = 1
 
     def problems(self) -> list[str]:
@@ -161,6 +164,29 @@ def mean_level(steps: list[tuple[float, int]], start: float, end: float) -> floa
     return total / (end - start)
 
 
+def waiting_intervals(records: list[Record], end: float) -> list[tuple[float, float]]:
+    """The stretches of time during which at least one workload waited (created, not yet admitted)."""
+    spans = sorted((r.created, r.admitted if r.admitted is not None else end)
+                   for r in records if r.created is not None)
+    merged: list[tuple[float, float]] = []
+    for low, high in spans:
+        if high <= low:
+            continue
+        if merged and low <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], high))
+        else:
+            merged.append((low, high))
+    return merged
+
+
+def mean_over(steps: list[tuple[float, int]], intervals: list[tuple[float, float]]) -> float | None:
+    """The time-weighted mean of a step series over a union of intervals; None when they are empty."""
+    total = sum(high - low for low, high in intervals)
+    if not total:
+        return None
+    return sum(mean_level(steps, low, high) * (high - low) for low, high in intervals) / total
+
+
 def summarize(records: list[Record], capacity: int) -> dict[str, Any]:
     """The figures of a run: per kind how many were admitted, finished, preempted, their waits
     (p50, p90, max); the admission order; GPU utilization (admitted GPUs / capacity) over time,
@@ -168,6 +194,7 @@ def summarize(records: list[Record], capacity: int) -> dict[str, Any]:
     ends = [r.released for r in records if r.released is not None]
     end = max(ends + [r.admitted for r in records if r.admitted is not None] + [0.0])
     steps = utilization(records, capacity, end)
+    waiting = waiting_intervals(records, end)
     created = [r.created for r in records if r.created is not None]
     busy_from = min(created) if created else 0.0
     kinds: dict[str, Any] = {}
@@ -191,6 +218,11 @@ def summarize(records: list[Record], capacity: int) -> dict[str, Any]:
         "utilization": [[round(at, 1), level] for at, level in steps],
         "utilization_mean": round(mean_level(steps, busy_from, end) / capacity, 3) if capacity else 0.0,
         "utilization_peak": round(max(level for _, level in steps) / capacity, 3) if capacity else 0.0,
+        # While something waited, GPUs left idle are ones no waiting workload fits in (a job's four
+        # GPUs at once) or that the queue's order holds back: 100 % means nothing was left idle.
+        "waiting_seconds": round(sum(high - low for low, high in waiting), 1),
+        "utilization_while_waiting": (None if (busy := mean_over(steps, waiting)) is None or not capacity
+                                      else round(busy / capacity, 3)),
         "makespan": round(end - busy_from, 1),
         "partly_started": sorted(r.name for r in records if r.partial),
     }
@@ -211,7 +243,7 @@ def svg(records: list[Record], summary: dict[str, Any], title: str) -> str:
     preempted. Plain SVG, no dependency."""
     width, left, right = 900, 110, 20
     plot_w = width - left - right
-    util_top, util_h = 40, 140
+    util_top, util_h = 50, 140
     row_h, bars_top = 7, util_top + util_h + 50
     ordered = sorted((r for r in records if r.created is not None), key=lambda r: (r.created, r.name))
     height = bars_top + row_h * len(ordered) + 50
@@ -232,14 +264,14 @@ def svg(records: list[Record], summary: dict[str, Any], title: str) -> str:
         y = round(util_top + util_h * (1 - share), 1)
         out.append(f'<line x1="{left}" y1="{y}" x2="{left + plot_w}" y2="{y}" stroke="#e5e5e5"/>')
         out.append(f'<text x="{left - 6}" y="{y + 4}" text-anchor="end">{int(share * 100)} %</text>')
-    out.append(f'<text x="10" y="{util_top + util_h / 2}">GPUs admitted</text>')
+    out.append(f'<text x="{left}" y="{util_top - 8}">GPUs admitted, of {capacity}</text>')
     points = []
     for (at, level), (after, _) in zip(summary["utilization"], summary["utilization"][1:] + [summary["utilization"][-1]]):
         y = round(util_top + util_h * (1 - level / capacity), 1)
         points += [f"{x(at)},{y}", f"{x(after)},{y}"]
     out.append(f'<polyline fill="none" stroke="#2c3e50" stroke-width="1.5" points="{" ".join(points)}"/>')
     # One bar per workload.
-    out.append(f'<text x="10" y="{bars_top - 8}">workloads, by creation</text>')
+    out.append(f'<text x="{left}" y="{bars_top - 8}">one bar per workload, by creation time</text>')
     for index, r in enumerate(ordered):
         y = bars_top + index * row_h
         admitted = r.admitted if r.admitted is not None else end

@@ -27,11 +27,13 @@ from bench.kueue_metrics import (
     admission_order,
     generate,
     mean_level,
+    mean_over,
     overtaken,
     percentile,
     summarize,
     svg,
     utilization,
+    waiting_intervals,
 )
 from vocab.kueue_api import POD_GROUP_LABEL, POD_GROUP_TOTAL_COUNT, QUEUE_LABEL
 
@@ -120,6 +122,20 @@ def test_utilization_above_capacity_is_an_error():
     records = [Record("a", "job", 4, admitted=0, released=2), Record("b", "job", 4, admitted=1, released=3)]
     with pytest.raises(ValueError, match="exceed the cluster's 6"):
         utilization(records, capacity=6, end=3)
+
+
+def test_utilization_while_waiting_counts_only_the_times_someone_waited():
+    records = [
+        Record("a", "job", 4, created=0, admitted=0, released=10),
+        Record("b", "job", 4, created=2, admitted=10, released=20),  # waits 2..10 while a holds 4 of 6
+        Record("c", "notebook", 1, created=4, admitted=6, released=8),  # waits 4..6, then fits beside a
+    ]
+    assert waiting_intervals(records, end=20) == [(2, 10)]
+    summary = summarize(records, capacity=6)
+    # 2..6: 4 GPUs, 6..8: 5, 8..10: 4 -> (4*4 + 5*2 + 4*2) / 8 = 4.25 of 6
+    assert summary["utilization_while_waiting"] == round(4.25 / 6, 3)
+    assert summary["waiting_seconds"] == 8
+    assert mean_over([(0.0, 1)], []) is None
 
 
 def test_summarize_per_kind_and_partly_started():
