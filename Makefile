@@ -174,14 +174,16 @@ bench-deploy: system venv images
 
 # 30 users' GPU notebooks and 10 training jobs competing for 50 GPUs through Kueue, on a private
 # kwok cluster with Kueue's manager as a local process (bench/bench_kueue.py, bench/kueue-scale.yaml;
-# needs root for the manager's mount namespace); SEED, USERS, JOBS change it. The figure and its
+# needs root for the manager's mount namespace); SEED, USERS, JOBS change it, QUEUES=FILE replaces
+# the queues (bench/kueue-queues-split.yaml, with NOTEBOOK_QUEUE=notebooks). The figure and its
 # JSON are written to docs/benchmarks/kueue/.
 .PHONY: bench-kueue
 ## 30 notebooks and 10 jobs on 50 simulated GPUs through Kueue: admission order, waits, utilization (docs/benchmarks.md)
 bench-kueue: system venv
 	tools/build.sh kube kueue
 	$(PY) -m bench.bench_kueue --out .local/bench-kueue --publish docs/benchmarks/kueue \
-	  $(if $(SEED),--seed $(SEED)) $(if $(USERS),--users $(USERS)) $(if $(JOBS),--jobs $(JOBS))
+	  $(if $(SEED),--seed $(SEED)) $(if $(USERS),--users $(USERS)) $(if $(JOBS),--jobs $(JOBS)) \
+	  $(if $(QUEUES),--queues $(QUEUES)) $(if $(NOTEBOOK_QUEUE),--notebook-queue $(NOTEBOOK_QUEUE))
 
 # A class of 20 pressing Start at once on a fresh private cluster with real nodes and the real-node
 # tests' stack (bench/bench_hub.py, tests/realnode/hub_storm.py); USERS, CONCURRENT, ACTIVE change it.

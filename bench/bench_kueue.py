@@ -24,7 +24,8 @@ Recorded per workload: created (its first pod), admitted (the Workload's Admitte
 running (its last pod Running), released (Finished, or Evicted when preempted); and whether any
 pod of a group held a node while its Workload was not admitted. Written to --out: results.json
 (the records, the figures of kueue_metrics.summarize, the command, load and machine) and
-kueue-scale.svg; `--publish DIR` writes both there too (`make bench-kueue`: docs/benchmarks/kueue/).
+kueue-scale.svg; `--publish DIR` writes both there too (`make bench-kueue`: docs/benchmarks/kueue/;
+a variant's `--queues` file, bench/kueue-queues-split.yaml, as kueue-scale-split.*).
 
 Run it as `make bench-kueue` or, with the tools built, `PYTHONPATH=tests python -m bench.bench_kueue`.
 """
@@ -109,11 +110,18 @@ class Scenario:
         return sum(p.node_count * p.gpus_advertised for p in self.settings.cluster.node_pools if p.gpus_per_node)
 
 
-def load_scenario(path: Path, notebook_queue: str | None = None) -> Scenario:
+def load_scenario(path: Path, notebook_queue: str | None = None, queues_file: Path | None = None) -> Scenario:
     """The file's cluster, Kueue, hub profiles and job, read by the stack's settings classes and
     checked as the preview checks them (KueueSettings.problems less its rule that a simulated
-    cluster cannot run the manager as a pod: here it runs as a process)."""
+    cluster cannot run the manager as a pod: here it runs as a process). `queues_file`, when
+    given, replaces the file's `mlplatform:kueue` section with its own."""
     raw = yaml.safe_load(path.read_text())["config"]
+    if queues_file is not None:
+        queues_raw = yaml.safe_load(queues_file.read_text())["config"]
+        other = sorted(set(queues_raw) - {f"{CONFIG_NAMESPACE}:kueue"})
+        if other:
+            raise BenchError(f"{queues_file}: holds {', '.join(other)}; only {CONFIG_NAMESPACE}:kueue replaces the scenario's")
+        raw = {**raw, **queues_raw}
     sections = {key.removeprefix(f"{CONFIG_NAMESPACE}:"): value for key, value in raw.items()}
     try:
         settings = StackSettings.model_validate(sections)
@@ -661,6 +669,23 @@ def table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def published_stem(queues: Path | None) -> str:
+    """kueue-scale, or kueue-scale-split for bench/kueue-queues-split.yaml: a variant's figure
+    never replaces the default one."""
+    return "kueue-scale" if queues is None else f"kueue-scale-{queues.stem.removeprefix('kueue-queues-')}"
+
+
+def make_command(args: argparse.Namespace) -> str:
+    """The `make bench-kueue` line that runs the same."""
+    words = ["make bench-kueue"]
+    for var, value, default in (("QUEUES", args.queues, None), ("NOTEBOOK_QUEUE", args.notebook_queue, None),
+                                ("SEED", args.seed, Plan.seed), ("USERS", args.users, Plan.users),
+                                ("JOBS", args.jobs, Plan.jobs)):
+        if value != default:
+            words.append(f"{var}={value}")
+    return " ".join(words)
+
+
 def fraction(value: float | None) -> str:
     return "—" if value is None else f"{value:.0%}"
 
@@ -679,6 +704,8 @@ def main() -> int:
     parser.add_argument("--config", type=Path, default=CONFIG_FILE, help="the cluster, queues and workloads (stack-file shape)")
     parser.add_argument("--notebook-queue", default=None,
                         help="the ClusterQueue users' servers queue in (default: kueue.trainingQueue, the jobs' queue)")
+    parser.add_argument("--queues", type=Path, default=None,
+                        help="a file whose mlplatform:kueue section replaces --config's (e.g. bench/kueue-queues-split.yaml)")
     parser.add_argument("--users", type=int, default=Plan.users)
     parser.add_argument("--jobs", type=int, default=Plan.jobs)
     parser.add_argument("--seed", type=int, default=Plan.seed)
@@ -699,7 +726,7 @@ def main() -> int:
         missing = missing_tools()
         if missing:
             raise BenchError(f"tools not built ({', '.join(missing)}): run `tools/build.sh kube kueue`")
-        scenario = load_scenario(args.config, args.notebook_queue)
+        scenario = load_scenario(args.config, args.notebook_queue, args.queues)
         return bench(args, plan, scenario)
     except BenchError as error:
         print(f"bench-kueue: {error}", file=sys.stderr)
@@ -744,9 +771,10 @@ def bench(args: argparse.Namespace, plan: Plan, scenario: Scenario) -> int:
     summary = summarize(records, scenario.gpu_capacity)
     results = {
         "when": when,
-        "command": "make bench-kueue",
+        "command": make_command(args),
         "plan": {**vars(plan)},
         "config": str(args.config.relative_to(ROOT) if args.config.is_relative_to(ROOT) else args.config),
+        "queues": str(args.queues) if args.queues else None,
         "notebook_queue": scenario.notebook_queue,
         "seconds": timings,
         "load_average": {"start": load_start, "end": load_end},
@@ -763,8 +791,9 @@ def bench(args: argparse.Namespace, plan: Plan, scenario: Scenario) -> int:
     (args.out / "kueue-scale.svg").write_text(figure)
     if args.publish:
         args.publish.mkdir(parents=True, exist_ok=True)
-        (args.publish / "kueue-scale.json").write_text(json.dumps(results, indent=2) + "\n")
-        (args.publish / "kueue-scale.svg").write_text(figure)
+        stem = published_stem(args.queues)
+        (args.publish / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
+        (args.publish / f"{stem}.svg").write_text(figure)
     print()
     print(table(summary))
     print(f"\nGPU utilization: mean {summary['utilization_mean']:.0%} from the first arrival to the last release, "

@@ -4,6 +4,7 @@ bench/bench_kueue.py). The run itself needs a cluster and is not part of `make t
 
 from __future__ import annotations
 
+import argparse
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -12,12 +13,15 @@ import yaml
 
 from bench.bench_kueue import (
     CONFIG_FILE,
+    ROOT,
     BenchError,
     bench_manager_config,
     job_pods,
     load_scenario,
+    make_command,
     notebook_pod,
     pod_gpus,
+    published_stem,
     url_client_config,
 )
 from bench.kueue_metrics import (
@@ -230,3 +234,23 @@ def test_the_manager_serves_on_loopback_with_the_bench_certificate(tmp_path):
 def test_a_webhook_is_pointed_at_loopback_keeping_its_path():
     client = url_client_config({"service": {"name": "kueue-webhook-service", "path": "/mutate--v1-pod"}}, 4443, b"CA")
     assert client == {"url": "https://127.0.0.1:4443/mutate--v1-pod", "caBundle": "Q0E="}
+
+
+def test_a_queues_file_replaces_the_queues_only(tmp_path):
+    scenario = load_scenario(CONFIG_FILE, "notebooks", ROOT / "bench" / "kueue-queues-split.yaml")
+    quotas = {q.name: sum(p.gpus for p in q.quotas) for q in scenario.settings.kueue.cluster_queues}
+    assert quotas == {"notebooks": 20, "training": 30}
+    assert scenario.gpu_capacity == 50  # the cluster is the scenario's
+    other = tmp_path / "queues.yaml"
+    other.write_text(yaml.safe_dump({"config": {"mlplatform:kueue": {"enabled": True}, "mlplatform:cluster": {}}}))
+    with pytest.raises(BenchError, match="holds mlplatform:cluster; only mlplatform:kueue replaces"):
+        load_scenario(CONFIG_FILE, None, other)
+
+
+def test_a_variant_is_published_beside_the_default_and_its_make_line_says_how():
+    assert published_stem(None) == "kueue-scale"
+    assert published_stem(Path("bench/kueue-queues-split.yaml")) == "kueue-scale-split"
+    args = argparse.Namespace(queues=Path("bench/kueue-queues-split.yaml"), notebook_queue="notebooks", seed=2,
+                              users=Plan.users, jobs=Plan.jobs)
+    assert make_command(args) == ("make bench-kueue QUEUES=bench/kueue-queues-split.yaml NOTEBOOK_QUEUE=notebooks "
+                                  "SEED=2")
