@@ -2,6 +2,8 @@
 
 Each task gets its own free 127.0.0.1 port, the TF_CONFIG the Kubeflow operator would inject (``master``
 included), a log file and a private TMPDIR, so a test can see what each process printed and left behind.
+A ``launcher`` runs each task through another command, e.g. ``unshare --pid --fork --mount-proc`` to make
+the trainer PID 1 of a PID namespace of its own, as it is in its container.
 """
 
 import json
@@ -30,12 +32,14 @@ def free_ports(count: int) -> list[int]:
 class LoopbackJob:
     """Start, kill, restart and wait for the tasks of one job; ``jobs`` maps job name to replica count."""
 
-    def __init__(self, jobs: dict[str, int], trainer_args: list[str], workdir: Path, env: dict | None = None):
+    def __init__(self, jobs: dict[str, int], trainer_args: list[str], workdir: Path, env: dict | None = None,
+                 launcher: list[str] | None = None):
         ports = iter(free_ports(sum(jobs.values())))
         self.spec = {job: [f"127.0.0.1:{next(ports)}" for _ in range(count)] for job, count in jobs.items()}
         self.trainer_args = list(trainer_args)
         self.workdir = Path(workdir)
         self._env = dict(os.environ if env is None else env)
+        self._launcher = list(launcher or [])  # a command that forks the trainer and waits for it
         self._procs: dict[tuple[str, int], subprocess.Popen] = {}
         self.starts: dict[tuple[str, int], int] = {}
         self.exit_codes: dict[tuple[str, int], list[int]] = {key: [] for key in self.tasks}
@@ -72,7 +76,7 @@ class LoopbackJob:
         with open(self.log_path(job, index), "a") as log:
             log.write(f"=== start {self.starts[key]} of {job}:{index} ===\n")
             log.flush()
-            proc = subprocess.Popen([sys.executable, "-m", "trainer", *self.trainer_args], env=env,
+            proc = subprocess.Popen([*self._launcher, sys.executable, "-m", "trainer", *self.trainer_args], env=env,
                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self._procs[key] = proc
         return proc
@@ -83,6 +87,20 @@ class LoopbackJob:
 
     def process(self, job: str, index: int) -> subprocess.Popen:
         return self._procs[(job, index)]
+
+    def trainer_pid(self, job: str, index: int) -> int:
+        """The trainer's PID on this machine: the process started, or the one its launcher forked."""
+        proc = self._procs[(job, index)]
+        if not self._launcher:
+            return proc.pid
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        if len(children) != 1:
+            raise RuntimeError(f"{job}:{index}: the launcher {self._launcher[0]} has children {children}, not one")
+        return int(children[0])
+
+    def signal(self, job: str, index: int, signum: int) -> None:
+        """Send ``signum`` to the trainer itself (under a launcher, not to the launcher)."""
+        os.kill(self.trainer_pid(job, index), signum)
 
     def kill(self, job: str, index: int) -> int:
         """SIGKILL the task, as a node failure or the OOM killer would."""

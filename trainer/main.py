@@ -3,10 +3,10 @@
 import argparse
 import dataclasses
 import os
-import sys
 
 from trainer import flags, tf_config
 from trainer.data import DataError, ensure_mnist, load_mnist
+from trainer.termination import Termination, exit_now
 
 # Kubeflow's ExitCode restart policy retries exit code 138 (128 + SIGUSR1), which it reserves for
 # "user-defined retryable error"; 1 and 2 are permanent failures there.
@@ -18,6 +18,9 @@ def log(message: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # First of all: as PID 1 of a container, a SIGTERM that comes before this is dropped by the kernel.
+    termination = Termination(log)
+    termination.install()
     parser = flags.build_parser()
     args = flags.parse_args(parser, argv)
     try:
@@ -68,26 +71,21 @@ def main(argv: list[str] | None = None) -> int:
         steps_per_invocation=args.steps_per_invocation,
     )
     try:
-        result = train.train(strategy, role, config, mnist, log)
+        result = train.train(strategy, role, config, mnist, log, termination)
     except train.CheckpointMismatchError as e:
         _fail(parser, str(e))
     except train.PeerLostError as e:
         log(f"{role.name}: {e}. Exiting with {EXIT_RESTART_JOB} so the job restarts and resumes "
             "from the last checkpoint.")
-        _exit_now(EXIT_RESTART_JOB)
+        exit_now(EXIT_RESTART_JOB)
     if result is not None:
         # Written once train() has returned and released its remote functions, and last of all:
         # parameter-server tasks exit as soon as they see it.
-        distribute.write_completion_marker(args.model_dir, dataclasses.asdict(result))
+        with termination.writing("the completion marker"):
+            distribute.write_completion_marker(args.model_dir, dataclasses.asdict(result))
     return 0
 
 
 def _fail(parser: argparse.ArgumentParser, message: str, status: int = 2) -> None:
     parser.exit(status, f"{parser.prog}: error: {message}\n")
 
-
-def _exit_now(status: int) -> None:
-    """Exit without interpreter teardown, which can block on the aborted collectives of a lost peer."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status)

@@ -29,6 +29,7 @@ import tensorflow as tf
 from trainer import model as model_lib
 from trainer.tf_config import Role, StrategyKind
 from trainer.data import Mnist, train_dataset_fn
+from trainer.termination import Termination
 
 CHECKPOINT_SUBDIR = "checkpoints"
 EXPORTED_MODEL = "mnist.keras"
@@ -73,8 +74,12 @@ class Result:
     steps_per_invocation: int
 
 
-def train(strategy: tf.distribute.Strategy, role: Role, config: TrainConfig, mnist: Mnist, log) -> Result | None:
-    """Train to ``config.train_steps``; returns the chief's result (None on other workers)."""
+def train(strategy: tf.distribute.Strategy, role: Role, config: TrainConfig, mnist: Mnist, log,
+          termination: Termination) -> Result | None:
+    """Train to ``config.train_steps``; returns the chief's result (None on other workers).
+
+    What a later run reads (checkpoints, summaries, the exported model) is written inside
+    ``termination.writing``, so that SIGTERM does not cut it short."""
     with strategy.scope():
         model = model_lib.build_model(config.model)
         optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate)
@@ -88,14 +93,14 @@ def train(strategy: tf.distribute.Strategy, role: Role, config: TrainConfig, mni
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=global_step, model_kind=model_kind)
     checkpoint_dir = os.path.join(config.model_dir, CHECKPOINT_SUBDIR)
     start_step = _restore(checkpoint, global_step, checkpoint_dir, config.model, log)
-    chief = _ChiefOutputs(config, mnist, model, checkpoint, log) if role.is_chief else None
+    chief = _ChiefOutputs(config, mnist, model, checkpoint, log, termination) if role.is_chief else None
 
     if role.kind is StrategyKind.PARAMETER_SERVER:
         loop = _ParameterServerLoop(strategy, model, optimizer, config, mnist)
     else:
         if role.kind is StrategyKind.MULTI_WORKER_MIRRORED:
             _check_replicas_agree_on(strategy, start_step, checkpoint_dir)
-        loop = _MirroredLoop(strategy, model, optimizer, config, mnist, role, checkpoint)
+        loop = _MirroredLoop(strategy, model, optimizer, config, mnist, role, checkpoint, termination)
 
     step, train_seconds, accuracy = start_step, 0.0, None
     while step < config.train_steps:
@@ -212,10 +217,12 @@ def _invocations(steps: int, steps_per_invocation: int) -> list[tf.Tensor]:
 class _MirroredLoop:
     """Default strategy and MultiWorkerMirroredStrategy: all workers step in lock-step."""
 
-    def __init__(self, strategy, model, optimizer, config: TrainConfig, mnist: Mnist, role: Role, checkpoint):
+    def __init__(self, strategy, model, optimizer, config: TrainConfig, mnist: Mnist, role: Role, checkpoint,
+                 termination: Termination):
         self._strategy = strategy
         self._role = role
         self._checkpoint = checkpoint
+        self._termination = termination
         dataset = strategy.distribute_datasets_from_function(
             train_dataset_fn(mnist.x_train, mnist.y_train, config.batch_size))
         self._iterator = iter(dataset)
@@ -228,10 +235,12 @@ class _MirroredLoop:
         return float(tf.add_n(losses)) / steps
 
     def save_discarded_copy(self, step: int) -> None:
-        """Non-chief workers take part in every save (it may involve collectives) but keep nothing."""
+        """Non-chief workers take part in every save (it may involve collectives) but keep nothing.
+        Guarded all the same: a worker leaving mid-save would fail the chief's save of the same step."""
         scratch = tempfile.mkdtemp(prefix=f"ckpt-{self._role.task_type}-{self._role.task_id}-")
         try:
-            tf.train.CheckpointManager(self._checkpoint, scratch, max_to_keep=1).save(checkpoint_number=step)
+            with self._termination.writing(f"its part of the checkpoint at step {step}"):
+                tf.train.CheckpointManager(self._checkpoint, scratch, max_to_keep=1).save(checkpoint_number=step)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 
@@ -263,7 +272,8 @@ class _ParameterServerLoop:
 class _ChiefOutputs:
     """Everything only the chief writes: summaries, progress lines, checkpoints, the model, the marker."""
 
-    def __init__(self, config: TrainConfig, mnist: Mnist, model, checkpoint, log):
+    def __init__(self, config: TrainConfig, mnist: Mnist, model, checkpoint, log, termination: Termination):
+        self._termination = termination
         self._config = config
         self._mnist = mnist
         self._model = model
@@ -275,21 +285,23 @@ class _ChiefOutputs:
     def evaluate_and_save(self, step: int, mean_loss: float | None) -> float:
         accuracy = model_lib.accuracy(self._model, self._mnist.x_test, self._mnist.y_test)
         self._log(f"Accuracy at step {step}: {accuracy:.4f}")
-        with self._writer.as_default(step=step):
-            tf.summary.scalar("accuracy", accuracy)
-            if mean_loss is not None:
-                tf.summary.scalar("loss", mean_loss)
-        self._writer.flush()
-        if self._manager.latest_checkpoint is None or not self._manager.latest_checkpoint.endswith(f"-{step}"):
-            self._manager.save(checkpoint_number=step)
-            self._log(f"Saved checkpoint at step {step}")
+        with self._termination.writing(f"the summaries and checkpoint at step {step}"):
+            with self._writer.as_default(step=step):
+                tf.summary.scalar("accuracy", accuracy)
+                if mean_loss is not None:
+                    tf.summary.scalar("loss", mean_loss)
+            self._writer.flush()
+            if self._manager.latest_checkpoint is None or not self._manager.latest_checkpoint.endswith(f"-{step}"):
+                self._manager.save(checkpoint_number=step)
+                self._log(f"Saved checkpoint at step {step}")
         return accuracy
 
     def finish(self, result: Result) -> None:
         path = os.path.join(self._config.model_dir, EXPORTED_MODEL)
-        export_model(self._model, path, self._config.model)
+        with self._termination.writing("the exported model"):
+            export_model(self._model, path, self._config.model)
+            self._writer.close()
         self._log(f"Exported model to {path}")
-        self._writer.close()
         self._log(f"Training finished at step {result.step}: accuracy {result.accuracy:.4f}, "
                   f"{result.examples_per_second} examples/s")
 
