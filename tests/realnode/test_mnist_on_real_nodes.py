@@ -203,7 +203,10 @@ def test_clean_pod_policy_running_removes_a_ps_that_still_runs(run: Run, real: R
     job = {"apiVersion": "kubeflow.org/v1", "kind": "TFJob",
            "metadata": {"name": "clean-pods", "namespace": NAMESPACE},
            "spec": {"runPolicy": {"cleanPodPolicy": "Running"}, "tfReplicaSpecs": {}}}
-    commands = {"Chief": "import time; time.sleep(10)", "PS": "import time; time.sleep(3600)"}
+    # The PS sleeps until its SIGTERM, and then ends as the trainer does (as PID 1 without a handler it
+    # would hold its removal for the whole grace period, 30 s).
+    commands = {"Chief": "import time; time.sleep(10)",
+                "PS": "import signal, sys, time; signal.signal(signal.SIGTERM, lambda *_: sys.exit(143)); time.sleep(3600)"}
     for kind, command in commands.items():
         spec = json.loads(json.dumps(run.job["spec"]["tfReplicaSpecs"][kind]))
         container = spec["template"]["spec"]["containers"][0]
