@@ -43,6 +43,8 @@ def main() -> None:
         managed = []
         if settings.mnist.enabled and settings.kueue.training_queue:
             managed.append(settings.mnist.namespace)
+        if settings.jupyterhub.enabled and settings.kueue.queued_profiles(settings.jupyterhub):
+            managed.append(settings.jupyterhub.namespace)
         kueue = Kueue(
             "kueue",
             KueueArgs(
@@ -64,7 +66,9 @@ def main() -> None:
             cert_manager = tuple(CertManager("cert-manager", opts=on_cluster).ready)
         hub = JupyterHub(
             "jupyterhub",
-            JupyterHubArgs.from_cluster(settings.jupyterhub, cluster, settings.images, cert_manager, data_checked),
+            JupyterHubArgs.from_cluster(
+                settings.jupyterhub, cluster, settings.images, cert_manager, data_checked, kueue, settings.kueue
+            ),
             opts=on_cluster,
         )
         # The hub's URL once its load balancer has an address, else the port-forward command.

@@ -40,6 +40,7 @@ from components import cert_manager
 from components.hub_config import document as hub
 from components import tls
 from components.cluster import ANY_API_SERVER, Cluster, Scheduling
+from components.kueue import Kueue
 from components.k8s import (
     CLUSTER_DNS_PEER,
     DNS_PORTS,
@@ -58,6 +59,9 @@ from components.k8s import (
 from stacks import retention
 from stacks.images import ImagesSettings
 from stacks.jupyterhub import Https, JupyterHubSettings
+from stacks.kueue import KueueSettings
+from vocab.kueue_api import GROUP as KUEUE_GROUP
+from vocab.kueue_api import NOTEBOOK_LOCAL_QUEUE, WORKLOADS
 
 HUB_DB_SIZE = "1Gi"  # a sqlite file of users, servers and tokens
 SECRET_NAME = "hub"
@@ -99,6 +103,9 @@ SPAWNER_RULES = (
     # The hub's own account, the owner of user pods (hub_config.USER_POD_OWNER).
     {"apiGroups": [""], "resources": ["serviceaccounts"], "resourceNames": [hub.HUB_SERVICE], "verbs": ["get"]},
 )
+# With queued notebooks: the Workloads Kueue makes for user pods, read to tell a waiting user why
+# (queued_spawner.py lists them by a pod's uid); in the hub's namespace only, never written.
+QUEUED_SPAWNER_RULES = ({"apiGroups": [KUEUE_GROUP], "resources": [WORKLOADS], "verbs": ["get", "list"]},)
 
 
 @dataclass(frozen=True)
@@ -127,6 +134,10 @@ class JupyterHubArgs:
     cert_manager: tuple[pulumi.Resource, ...] = ()
     data_checked: pulumi.Output[Any] | None = None
     api_server_egress: pulumi.Input[list[dict[str, Any]]] = field(default_factory=lambda: list(ANY_API_SERVER))
+    # Kueue and which servers queue in it (kueue.notebookQueue): a LocalQueue in the namespace, and
+    # the queued profiles' pods labelled with it.
+    kueue: Kueue | None = None
+    queue: hub.NotebookQueue | None = None
 
     @classmethod
     def from_cluster(
@@ -136,8 +147,16 @@ class JupyterHubArgs:
         images: ImagesSettings | None = None,
         cert_manager: tuple[pulumi.Resource, ...] = (),
         data_checked: pulumi.Output[Any] | None = None,
+        kueue: Kueue | None = None,
+        kueue_settings: KueueSettings | None = None,
     ) -> JupyterHubArgs:
-        """GPU profiles go to a GPU pool, CPU profiles to `userPool`, the hub and proxy off GPU nodes."""
+        """GPU profiles go to a GPU pool, CPU profiles to `userPool`, the hub and proxy off GPU nodes;
+        with `kueue` and a `notebookQueue` in `kueue_settings`, the queued profiles' servers wait
+        in it."""
+        queue = None
+        queued = frozenset(p.name for p in kueue_settings.queued_profiles(settings)) if kueue_settings else frozenset()
+        if kueue is not None and kueue_settings is not None and kueue_settings.notebook_queue and queued:
+            queue = hub.NotebookQueue(kueue_settings.notebook_queue, queued)
         return cls(
             settings=settings,
             profile_scheduling={
@@ -154,6 +173,8 @@ class JupyterHubArgs:
             cert_manager=cert_manager,
             data_checked=data_checked,
             api_server_egress=cluster.api_server_egress(),
+            kueue=kueue if queue is not None else None,
+            queue=queue,
         )
 
 
@@ -173,6 +194,12 @@ def _check(args: JupyterHubArgs) -> None:
         raise ValueError(f"JupyterHubArgs.gpu_type_scheduling: missing {types}; needs one entry per GPU type a profile offers")
     for scheduling in (*args.profile_scheduling.values(), *args.gpu_type_scheduling.values(), args.core_scheduling):
         hub.placement(scheduling)  # raises for placements KubeSpawner cannot express
+    if (args.kueue is None) != (args.queue is None):
+        raise ValueError("JupyterHubArgs.kueue and .queue: give both (queued notebooks) or neither")
+    if args.queue is not None:
+        unknown = sorted(args.queue.profiles - set(names))
+        if unknown:
+            raise ValueError(f"JupyterHubArgs.queue.profiles: {unknown} are not profiles; profiles: {names}")
 
 
 def _encode(value: str) -> str:
@@ -235,7 +262,12 @@ class JupyterHub(pulumi.ComponentResource):
         # Every object names the namespace through the Namespace resource, so it is created first.
         self._ns = namespace.metadata.name
 
-        self._rbac(child)
+        self._rbac(child, queued=args.queue is not None)
+        if args.kueue is not None and args.queue is not None:
+            args.kueue.local_queue(
+                f"{name}-queue", NOTEBOOK_LOCAL_QUEUE, self._ns, args.queue.cluster_queue,
+                pulumi.ResourceOptions(parent=self, depends_on=[namespace]),
+            )
         generated = self._generated_secret(child)
         certificate = self._certificate(https, args.core_scheduling, args.cert_manager, child) if https else None
         oauth = self._oauth_secret(child)
@@ -248,9 +280,10 @@ class JupyterHub(pulumi.ComponentResource):
         document = hub.render(
             settings, args.profile_scheduling, persistent_homes=not args.simulated, pull_secrets=args.images.pull_secrets,
             pull_policy=args.images.never_pulled().get("imagePullPolicy"), gpu_type_scheduling=args.gpu_type_scheduling,
+            queue=args.queue,
         )
         config_data = {
-            **{shipped.name: shipped.read_text() for shipped in hub.SHIPPED_FILES},
+            **{shipped.name: shipped.read_text() for shipped in hub.shipped_files(args.queue)},
             hub.DOCUMENT_NAME: json.dumps(document, indent=2) + "\n",
         }
         config_map = k8s.core.v1.ConfigMap(
@@ -297,13 +330,13 @@ class JupyterHub(pulumi.ComponentResource):
 
     # --- access to the Kubernetes API ----------------------------------------------------------
 
-    def _rbac(self, opts: pulumi.ResourceOptions) -> None:
+    def _rbac(self, opts: pulumi.ResourceOptions, queued: bool) -> None:
         name = self._name
         k8s.core.v1.ServiceAccount(f"{name}-hub-account", metadata=self._metadata(hub.HUB_SERVICE, hub.HUB_COMPONENT), opts=opts)
         k8s.rbac.v1.Role(
             f"{name}-hub-role",
             metadata=self._metadata(hub.HUB_SERVICE, hub.HUB_COMPONENT),
-            rules=[dict(rule) for rule in SPAWNER_RULES],
+            rules=[dict(rule) for rule in (*SPAWNER_RULES, *(QUEUED_SPAWNER_RULES if queued else ()))],
             opts=opts,
         )
         k8s.rbac.v1.RoleBinding(

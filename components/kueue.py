@@ -39,6 +39,7 @@ from vocab.kueue_api import (
     NAME,
     NAMESPACE,
     POD_INTEGRATION,
+    QUEUE_LABEL,
     VALIDATING_WEBHOOK_CONFIGURATION,
     WEBHOOK_SECRET,
     WEBHOOK_SERVICE,
@@ -143,8 +144,10 @@ def manager_rules(generated: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _webhook_for(webhook: dict[str, Any], managed_namespaces: tuple[str, ...]) -> dict[str, Any] | None:
     """A generated webhook, pointed at the stack's Service, if it serves Kueue's own API or pods;
-    pod webhooks only in the namespaces whose pods are queued, so that nothing else (kube-system
-    above all) waits on Kueue to create a pod."""
+    pod webhooks only in the namespaces whose pods are queued and only for pods with a queue name
+    (the manager leaves others alone: manageJobsWithoutQueueName is false, and no LocalQueue is
+    named `default`), so that nothing else (kube-system above all, the hub and its proxy in the
+    hub's namespace) waits on Kueue to create a pod."""
     groups = {g for rule in webhook["rules"] for g in rule["apiGroups"]}
     resources = {r for rule in webhook["rules"] for r in rule["resources"]}
     hook = copy.deepcopy(webhook)
@@ -159,6 +162,7 @@ def _webhook_for(webhook: dict[str, Any], managed_namespaces: tuple[str, ...]) -
                 {"key": "kubernetes.io/metadata.name", "operator": "In", "values": sorted(managed_namespaces)}
             ]
         }
+        hook["objectSelector"] = {"matchExpressions": [{"key": QUEUE_LABEL, "operator": "Exists"}]}
         return hook
     return None
 
@@ -387,7 +391,7 @@ class Kueue(pulumi.ComponentResource):
         self.register_outputs({})
 
     def local_queue(
-        self, name: str, queue: str, namespace: str, cluster_queue: str, opts: pulumi.ResourceOptions
+        self, name: str, queue: str, namespace: pulumi.Input[str], cluster_queue: str, opts: pulumi.ResourceOptions
     ) -> k8s.apiextensions.CustomResource:
         """A LocalQueue `queue` in `namespace` (which `opts` must wait for) into `cluster_queue`."""
         return k8s.apiextensions.CustomResource(

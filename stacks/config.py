@@ -54,7 +54,9 @@ class StackSettings(Settings):
             found += self.mnist.problems(f"{NAMESPACE}:mnist", self.cluster)
         found += self.images.problems(f"{NAMESPACE}:images")
         if self.kueue.enabled:
-            found += self.kueue.problems(f"{NAMESPACE}:kueue", self.cluster)
+            found += self.kueue.problems(
+                f"{NAMESPACE}:kueue", self.cluster, self.jupyterhub if self.jupyterhub.enabled else None
+            )
         # The cluster's config alone (all that stacks.local_nodes reads) says nothing of the workloads.
         if self.model_fields_set & {"jupyterhub", "mnist"}:
             found += self.unrequested_shares()

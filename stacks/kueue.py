@@ -1,5 +1,6 @@
 """Quotas and queueing with Kueue (`mlplatform:kueue`): resource flavors from the node pools,
-ClusterQueues with nominal quotas per pool, and the queue the training job waits in.
+ClusterQueues with nominal quotas per pool, and the queues the training job and the hub's user
+servers wait in.
 
 Configures components/kueue.py; the API's names are vocab/kueue_api.py's. A quota is of one node
 pool's resources (its flavor), GPUs counted as the pool advertises them (`gpusPerNode` times the
@@ -9,12 +10,17 @@ time-slicing replicas, under the resource the pool advertises).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Literal
 
 from pydantic import Field
 
 from stacks.cluster import ClusterSettings, NodePool
+from stacks.jupyterhub import JupyterHubSettings, Profile
 from stacks.values import NAMESPACE, Count, DnsLabel, Quantity, Settings
 from vocab.quantity import quantity
+
+# Which of the hub's profiles queue their servers: those that ask for GPUs, or every one.
+NotebookProfiles = Literal["gpu", "all"]
 
 
 class PoolQuota(Settings):
@@ -91,7 +97,19 @@ class KueueSettings(Settings):
         "replicas are admitted whole, as one pod group, or wait",
     )
 
-    def problems(self, key: str, cluster: ClusterSettings) -> Iterator[str]:
+    notebook_queue: DnsLabel | None = Field(
+        None,
+        description="the ClusterQueue the hub's user servers queue in (a LocalQueue `notebooks` in the hub's "
+        "namespace): a server that does not fit its quota waits, its spawn page saying why, until quota frees or "
+        "its profile's start timeout ends the wait",
+    )
+    notebook_profiles: NotebookProfiles = Field(
+        "gpu",
+        description="with notebookQueue, which profiles' servers queue: `gpu` (those that ask for GPUs; CPU servers "
+        "start as before, limited by the hub's own limits) or `all` (the queue then needs a quota of the CPU pool too)",
+    )
+
+    def problems(self, key: str, cluster: ClusterSettings, hub: JupyterHubSettings | None = None) -> Iterator[str]:
         if cluster.simulated:
             yield (
                 f"{key}.enabled: Kueue's manager runs as a pod, and a simulated cluster (cluster.provider "
@@ -108,6 +126,56 @@ class KueueSettings(Settings):
         if self.training_queue is not None and self.training_queue not in names:
             allowed = ", ".join(q.name for q in self.cluster_queues) or "none given"
             yield f"{key}.trainingQueue: {self.training_queue} is not a ClusterQueue of kueue.clusterQueues; queues: {allowed}"
+        if self.notebook_queue is not None:
+            if self.notebook_queue not in names:
+                allowed = ", ".join(q.name for q in self.cluster_queues) or "none given"
+                yield (f"{key}.notebookQueue: {self.notebook_queue} is not a ClusterQueue of kueue.clusterQueues; "
+                       f"queues: {allowed}")
+            elif hub is not None:
+                yield from self._notebooks_fit(key, cluster, hub)
+
+    def queued_profiles(self, hub: JupyterHubSettings) -> tuple[Profile, ...]:
+        """The profiles whose servers queue in `notebookQueue` (none without it)."""
+        if self.notebook_queue is None:
+            return ()
+        return tuple(p for p in hub.profiles if self.notebook_profiles == "all" or p.gpus)
+
+    def _notebooks_fit(self, key: str, cluster: ClusterSettings, hub: JupyterHubSettings) -> Iterator[str]:
+        """Every queued profile's server fits the notebook queue's quota of each pool it may land
+        on: one that asks for more than the quota (or lands on a pool the queue has none of) would
+        wait until its start timeout, every time."""
+        index = next(i for i, q in enumerate(self.cluster_queues) if q.name == self.notebook_queue)
+        queue = self.cluster_queues[index]
+        quotas = {q.pool: (j, q) for j, q in enumerate(queue.quotas)}
+        for profile in self.queued_profiles(hub):
+            where = f"profile {profile.name!r} ({NAMESPACE}:jupyterhub.profiles[{hub.profiles.index(profile)}])"
+            for pool in _profile_pools(profile, cluster, hub.user_pool):
+                if pool.name not in quotas:
+                    yield (f"{key}.notebookQueue: ClusterQueue {queue.name} has no quota of node pool {pool.name}, "
+                           f"where the servers of {where} run; give {key}.clusterQueues[{index}].quotas one, "
+                           "or queue fewer profiles (notebookProfiles)")
+                    continue
+                j, quota = quotas[pool.name]
+                asked = {
+                    "cpu": profile.cpu_guarantee or profile.cpu_limit,
+                    "memory": profile.memory_guarantee or profile.memory_limit,
+                    "gpus": max(profile.offered_gpus) if pool.gpus_per_node else 0,
+                }
+                for resource, request in asked.items():
+                    have = getattr(quota, resource)
+                    if request and quantity(str(request)) > quantity(str(have)):
+                        yield (f"{key}.clusterQueues[{index}].quotas[{j}].{resource}: {have} is less than one server "
+                               f"of {where} asks for ({request}); it would wait until its start timeout, every time")
 
     def queue(self, name: str) -> ClusterQueueSettings:
         return next(q for q in self.cluster_queues if q.name == name)
+
+
+def _profile_pools(profile: Profile, cluster: ClusterSettings, user_pool: str | None) -> list[NodePool]:
+    """The pools a profile's servers may land on: those of its GPU types, or the one its counts
+    pick (none known: a CPU server that may run on any node without GPUs)."""
+    if profile.gpu_types:
+        types = cluster.gpu_types()
+        return [p for t in profile.gpu_types for p in types.get(t, ())]
+    pool = cluster.pool_for(max(profile.offered_gpus), None if profile.gpus else user_pool)
+    return [pool] if pool is not None else []

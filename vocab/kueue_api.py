@@ -2,7 +2,8 @@
 names of what components/kueue.py deploys.
 
 Imported by stacks/kueue.py (config), components/kueue.py (the manager and the queues),
-components/tfjob.py (a TFJob's replicas as one pod group) and the tests.
+components/mnist.py (a TFJob's replicas as one pod group), components/hub_config/document.py (a
+user server's queue) and the tests.
 """
 
 from __future__ import annotations
@@ -46,3 +47,14 @@ CONVERTED_CRDS = ("localqueues", "clusterqueues", "workloads", "cohorts", "multi
 
 # The LocalQueue the stack makes in the job's namespace, into the ClusterQueue `kueue.trainingQueue`.
 TRAINING_LOCAL_QUEUE = "training"
+# The LocalQueue the stack makes in the hub's namespace, into the ClusterQueue
+# `kueue.notebookQueue`: the queue label of every queued user server.
+NOTEBOOK_LOCAL_QUEUE = "notebooks"
+
+# What the hub reads of a queued user server (components/hub_config/queued_spawner.py, which the hub
+# loads without mlplatform and so spells these out itself; a unit test holds them equal): the
+# Workload Kueue makes for the pod, found by the pod's uid in this label, and its condition that
+# says whether quota is reserved and, while it is not, why.
+WORKLOADS = "workloads"
+JOB_UID_LABEL = f"{GROUP}/job-uid"
+QUOTA_RESERVED = "QuotaReserved"

@@ -12,9 +12,11 @@ Secrets (`secretEnv`), and the interpreter that runs hub-managed services (`mana
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vocab.kueue_api import NOTEBOOK_LOCAL_QUEUE, QUEUE_LABEL
 from vocab.quantity import quantity
 
 from components.cluster import Scheduling
@@ -30,6 +32,10 @@ PROFILES_FILE = Path(__file__).with_name("hub_profiles.py")
 CULL_BY_PROFILE_FILE = Path(__file__).with_name("cull_by_profile.py")
 AUTHENTICATOR_MODULE = Path(__file__).with_name("guarded_native.py")
 SHIPPED_FILES = (CONFIG_FILE, PROFILES_FILE, CULL_BY_PROFILE_FILE, AUTHENTICATOR_MODULE)
+# With queued notebooks (kueue.notebookQueue) also the spawner that says so on the spawn page,
+# imported by name as the authenticator is.
+QUEUED_SPAWNER_MODULE = Path(__file__).with_name("queued_spawner.py")
+QUEUED_SPAWNER_CLASS = f"{QUEUED_SPAWNER_MODULE.stem}.QueuedKubeSpawner"
 # The k8s-hub image's configuration directory; the ConfigMap is mounted here.
 CONFIG_DIR = "/usr/local/etc/jupyterhub"
 DOCUMENT_NAME = "mlplatform-hub.json"
@@ -370,6 +376,20 @@ def profile_list(
     return entries
 
 
+def queued_servers(traits: dict[str, Any], settings: JupyterHubSettings, queue: NotebookQueue) -> None:
+    """The queued profiles' servers carry the LocalQueue's label, which has Kueue's pod webhook gate
+    each pod until its Workload fits the quota; the spawner reports the wait (queued_spawner.py).
+
+    How long a server may wait is its start timeout (the profile's startTimeoutSeconds, else
+    jupyterhub.limits.startTimeoutSeconds): the spawner ends a spawn still queued just before it,
+    with Kueue's reason."""
+    slugs = {p.slug for p in settings.profiles if p.name in queue.profiles}
+    for entry in traits["KubeSpawner"]["profile_list"]:
+        if entry["slug"] in slugs:
+            entry["kubespawner_override"]["extra_labels"] = {QUEUE_LABEL: NOTEBOOK_LOCAL_QUEUE}
+    traits["QueuedKubeSpawner"] = {"cluster_queue": queue.cluster_queue}
+
+
 def profile_groups(settings: JupyterHubSettings) -> dict[str, list[str]]:
     """The group-limited profiles: slug -> the groups whose members see and may start it."""
     return {p.slug: list(p.groups) for p in settings.profiles if p.groups}
@@ -510,6 +530,20 @@ def home_storage(settings: JupyterHubSettings, persistent: bool) -> dict[str, An
     return storage
 
 
+@dataclass(frozen=True)
+class NotebookQueue:
+    """User servers queued by Kueue: the ClusterQueue their LocalQueue points at, and the names of
+    the profiles whose servers queue (kueue.notebookProfiles)."""
+
+    cluster_queue: str
+    profiles: frozenset[str]
+
+
+def shipped_files(queue: NotebookQueue | None) -> tuple[Path, ...]:
+    """The files of the hub's ConfigMap besides the document."""
+    return SHIPPED_FILES + ((QUEUED_SPAWNER_MODULE,) if queue is not None else ())
+
+
 def render(
     settings: JupyterHubSettings,
     profile_scheduling: Mapping[str, Scheduling],
@@ -517,18 +551,19 @@ def render(
     pull_secrets: tuple[str, ...] = (),
     pull_policy: str | None = None,
     gpu_type_scheduling: Mapping[str, Scheduling] | None = None,
+    queue: NotebookQueue | None = None,
 ) -> dict[str, Any]:
     """The hub's configuration document for `settings`; `profile_scheduling` maps profile name to pool,
     `gpu_type_scheduling` GPU type to its pools,
     `pull_secrets` are the Secrets user pods pull their images with, `pull_policy` their
-    imagePullPolicy (None: KubeSpawner's default)."""
+    imagePullPolicy (None: KubeSpawner's default), `queue` the servers Kueue queues."""
     auth_traits, auth_secret_env = authentication(settings.auth)
     for section, values in groups(settings).items():
         auth_traits.setdefault(section, {}).update(values)
     default = next((p for p in settings.profiles if p.default), settings.profiles[0])
     traits: dict[str, Any] = {
         "JupyterHub": {
-            "spawner_class": "kubespawner.KubeSpawner",
+            "spawner_class": QUEUED_SPAWNER_CLASS if queue is not None else "kubespawner.KubeSpawner",
             # Every address of the pod. Not hub_ip 0.0.0.0: with hub_connect_url set, JupyterHub 5
             # then binds the connect URL's host (the `hub` Service's address, not the pod's).
             "hub_bind_url": f"http://:{HUB_PORT}",
@@ -578,6 +613,8 @@ def render(
         },
         **auth_traits,
     }
+    if queue is not None:
+        queued_servers(traits, settings, queue)
     services: list[dict[str, Any]] = []
     policies = culling_policies(settings)
     if policies:

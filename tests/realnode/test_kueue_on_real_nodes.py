@@ -1,18 +1,29 @@
-"""Training admitted whole by Kueue, on the real nodes.
+"""Notebooks and training under one GPU quota with Kueue, on the real nodes.
 
 The session's stack (the dev stack) is updated with its `kueue` section turned on (`enabled:
 true`; the dev stack ships it off) and put back as it was afterwards, as test_hub_storm.py does
 with its limits: Kueue's manager, CRDs and webhooks, the ClusterQueue `training` (two of the GPU
-node's four simulated, time-sliced GPU shares) and the LocalQueue `training` in the job's
-namespace, the stack's TFJob templates labelled as one pod group. Then a pod of the queue holds one
-GPU, and a TFJob of two GPU workers, queued as one pod group, must wait whole: both its pods exist
-but are gated (no node, no container, no GPU), its Workload holds no quota and says which resource
-is short. When the holder is deleted the job is admitted, both workers run on the GPU node, and
-the job Succeeds.
+node's four simulated, time-sliced GPU shares), the LocalQueue `training` in the job's namespace
+and the LocalQueue `notebooks` in the hub's (`notebookQueue: training`: the GPU profile's servers
+queue there), the stack's TFJob templates labelled as one pod group, the hub running the queued
+spawner.
+
+Then, through the hub's REST API and in headless Chromium: a GPU notebook is admitted and holds
+one GPU of the queue's two; a TFJob of two GPU workers, queued as one pod group, waits whole (both
+its pods gated: no node, no container, no GPU; its Workload holding no quota and saying which
+resource is short); a second GPU notebook asking for two GPUs is queued, its spawn page saying so,
+in which ClusterQueue and Kueue's reason (a screenshot for the docs), and, still queued at its
+profile's start timeout (the test stack's 90 s), its spawn fails with that reason and nothing of it
+is left (pod, Workload). Stopping the first notebook returns its GPU: the job is admitted, both
+workers run on the GPU node, and the job Succeeds.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -20,9 +31,21 @@ from typing import Any
 import pytest
 import yaml
 
-from e2e.local_stack import LocalStack, condition
+from e2e.local_stack import ROOT, LocalStack, condition
 from real_cluster import POOL_LABEL, RealCluster, busybox_image_name, wait_for
-from vocab.kueue_api import POD_GROUP_LABEL, POD_GROUP_TOTAL_COUNT, QUEUE_LABEL, SCHEDULING_GATE, TRAINING_LOCAL_QUEUE
+from realnode_stack import GPU_START_TIMEOUT_SECONDS
+import test_notebooks_on_real_nodes
+from test_notebooks_on_real_nodes import ADMIN, GPU_PROFILE, HUB_DIR, Hub, pod_gone, pod_name, spki_hash
+from test_shared_gpu_notebooks import progress_events
+from vocab.kueue_api import (
+    JOB_UID_LABEL,
+    NOTEBOOK_LOCAL_QUEUE,
+    POD_GROUP_LABEL,
+    POD_GROUP_TOTAL_COUNT,
+    QUEUE_LABEL,
+    SCHEDULING_GATE,
+    TRAINING_LOCAL_QUEUE,
+)
 from vocab.names import GPU_RESOURCE
 from vocab.tfjob_api import API_VERSION as TFJOB_API_VERSION
 from vocab.tfjob_api import CONTAINER_NAME
@@ -32,7 +55,15 @@ STACK_JOB = "distributed-mnist"
 CLUSTER_QUEUE = "training"
 GPU_FLAVOR = "pool-gpu"
 JOB = "queued-gpu-job"
-HOLDER = "gpu-holder"
+HUB_NAMESPACE = "jupyterhub"
+# The GPU notebook that holds one GPU, and the one that asks for two and waits.
+HOLDER, WAITER = "kqholder", "kqwaiter"
+# The hub through a port-forward to proxy-public, as the notebook tests reach it (a fixture of this
+# module too, by this name).
+hub = test_notebooks_on_real_nodes.hub
+SPAWN_PENDING_DRIVER = HUB_DIR / "spawn_pending.mjs"
+QUEUED_SCREENSHOT = ROOT / "docs" / "screenshots" / "kueue-queued.png"
+QUEUED = f"Queued in ClusterQueue {CLUSTER_QUEUE} (LocalQueue {NOTEBOOK_LOCAL_QUEUE})"
 # The stack's own job, on 2 shared cores: as test_mnist_on_real_nodes.py allows it.
 STACK_JOB_TIMEOUT_S = 1500
 # How long the queued job is watched waiting: long enough for a scheduler that ignored the gate to
@@ -80,14 +111,20 @@ def gpu_usage(real: RealCluster) -> int:
     return 0
 
 
-def workloads_of(real: RealCluster, group: str) -> list[dict[str, Any]]:
-    items = real.get("workloads", "-n", NAMESPACE)["items"]
+def workloads_of(real: RealCluster, group: str, namespace: str = NAMESPACE) -> list[dict[str, Any]]:
+    items = real.get("workloads", "-n", namespace)["items"]
     return [w for w in items if w["metadata"]["name"] == group or w["metadata"].get("labels", {}).get(POD_GROUP_LABEL) == group
             or any(r.get("name") == group for r in w["metadata"].get("ownerReferences", []))]
 
 
 def workload_condition(workload: dict[str, Any], kind: str) -> dict[str, Any] | None:
     return next((c for c in workload.get("status", {}).get("conditions", []) if c["type"] == kind), None)
+
+
+def pod_workloads(real: RealCluster, pod: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Workloads Kueue made for a plain pod (labelled with its uid)."""
+    uid = pod["metadata"]["uid"]
+    return real.get("workloads", "-n", pod["metadata"]["namespace"], "-l", f"{JOB_UID_LABEL}={uid}")["items"]
 
 
 def job_pods(real: RealCluster, job: str) -> list[dict[str, Any]]:
@@ -109,16 +146,30 @@ def kueue_on(stack: LocalStack, real: RealCluster) -> Iterator[None]:
         print(f"  Kueue deployed in {stack.pulumi('up', '--yes', '--skip-preview', timeout=900).seconds:.0f}s", flush=True)
         yield
     finally:
-        for kind, name in (("tfjob", JOB), ("pod", HOLDER)):
-            real.kubectl("delete", kind, "-n", NAMESPACE, name, "--ignore-not-found", "--timeout=120s", check=False,
-                         timeout=180)
+        real.kubectl("delete", "tfjob", "-n", NAMESPACE, JOB, "--ignore-not-found", "--timeout=120s", check=False,
+                     timeout=180)
         wait_for(lambda: not job_pods(real, JOB), 120, f"{JOB}'s pods gone")
         stack.config_file.write_text(original)
         print(f"  the stack's own config back in {stack.pulumi('up', '--yes', '--skip-preview', timeout=900).seconds:.0f}s",
               flush=True)
 
 
-def test_a_tfjob_waits_whole_for_gpu_quota_and_runs_when_it_frees(real: RealCluster, kueue_on: None) -> None:
+def start_server(hub: Hub, user: str, gpus: int) -> None:
+    hub.api("POST", f"/users/{user}", ok=(201, 409))
+    hub.api("POST", f"/users/{user}/server", body={"profile": GPU_PROFILE, "gpus": str(gpus)}, ok=(201, 202))
+
+
+def forget(hub: Hub, user: str) -> None:
+    """USER's server stopped, its pod and home claim gone, the hub user deleted."""
+    hub.api("DELETE", f"/users/{user}/server", ok=(202, 204, 400, 404))
+    wait_for(lambda: pod_gone(hub.real, user), 180, f"{user}'s pod gone", interval=2)
+    hub.real.kubectl("delete", "pvc", "-n", HUB_NAMESPACE, f"claim-{user}", "--ignore-not-found", "--wait=false",
+                     check=False)
+    wait_for(lambda: hub.server(user) is None, 120, f"{user}'s server stopped", interval=2)
+    hub.api("DELETE", f"/users/{user}", ok=(204, 404))
+
+
+def test_notebooks_and_a_tfjob_share_one_gpu_quota(real: RealCluster, kueue_on: None, hub: Hub) -> None:
     manager = real.get("deployment", "-n", "kueue-system", "kueue-controller-manager")
     assert manager["status"].get("readyReplicas") == 1, f"the Kueue manager is not ready: {manager['status']}"
     # The stack's job is declared as one pod group in the queue (its pods ran before Kueue was on).
@@ -127,14 +178,11 @@ def test_a_tfjob_waits_whole_for_gpu_quota_and_runs_when_it_frees(real: RealClus
         assert (labels.get(QUEUE_LABEL), labels.get(POD_GROUP_LABEL)) == (TRAINING_LOCAL_QUEUE, STACK_JOB), kind
     wait_for(lambda: real.kubectl("get", "clusterqueue", CLUSTER_QUEUE, check=False).returncode == 0, 60,
              f"ClusterQueue {CLUSTER_QUEUE}")
+    assert real.get("localqueue", "-n", HUB_NAMESPACE, NOTEBOOK_LOCAL_QUEUE)["spec"] == {"clusterQueue": CLUSTER_QUEUE}
     assert gpu_usage(real) == 0, f"ClusterQueue {CLUSTER_QUEUE} holds GPUs before anything was queued"
+    if not (HUB_DIR / "node_modules" / "playwright-core").is_dir() or shutil.which("node") is None:
+        pytest.fail("the browser harness is not installed: run tests/hub/setup.sh first (make test does)")
 
-    holder = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": HOLDER, "namespace": NAMESPACE, "labels": {QUEUE_LABEL: TRAINING_LOCAL_QUEUE}},
-        "spec": gpu_pod_spec("sleep 3600", "main"),
-    }
     workers = {
         "replicas": 2,
         "restartPolicy": "Never",
@@ -152,22 +200,33 @@ def test_a_tfjob_waits_whole_for_gpu_quota_and_runs_when_it_frees(real: RealClus
         "metadata": {"name": JOB, "namespace": NAMESPACE},
         "spec": {"runPolicy": {"cleanPodPolicy": "None"}, "tfReplicaSpecs": {"Worker": workers}},
     }
+    page = None
     try:
-        real.apply(holder)
-        wait_for(lambda: real.get("pod", "-n", NAMESPACE, HOLDER)["status"].get("phase") == "Running", 120,
-                 f"the holder pod admitted by Kueue and running with one of the {CLUSTER_QUEUE} queue's 2 GPUs")
+        # 1. A GPU notebook, admitted at once, holds one of the queue's two GPUs.
+        start_server(hub, HOLDER, 1)
+        wait_for(lambda: (hub.server(HOLDER) or {}).get("ready"), 300, f"{HOLDER}'s GPU server ready", interval=2)
+        holder = real.get("pod", "-n", HUB_NAMESPACE, pod_name(HOLDER))
+        assert holder["metadata"]["labels"].get(QUEUE_LABEL) == NOTEBOOK_LOCAL_QUEUE, holder["metadata"]["labels"]
+        assert holder["spec"]["nodeName"] == real.node("gpu").spec.name
+        (admitted,) = pod_workloads(real, holder)
+        assert (workload_condition(admitted, "Admitted") or {}).get("status") == "True", admitted.get("status")
         assert gpu_usage(real) == 1
 
+        # 2. A TFJob of two GPU workers waits whole: neither replica runs or holds a GPU.
         real.apply(job)
         wait_for(lambda: len(job_pods(real, JOB)) == 2, 120, f"the operator to create {JOB}'s two worker pods")
-        deadline = time.monotonic() + WAITING_S
-        while time.monotonic() < deadline:
+
+        def job_waits_whole() -> None:
             for pod in job_pods(real, JOB):
                 name = pod["metadata"]["name"]
                 gates = [g["name"] for g in pod["spec"].get("schedulingGates", [])]
                 assert SCHEDULING_GATE in gates, f"{name} is not gated while its group waits: {gates}"
                 assert not pod["spec"].get("nodeName"), f"{name} was placed on {pod['spec']['nodeName']} while waiting"
                 assert not pod["status"].get("containerStatuses"), f"{name} started a container while waiting"
+
+        deadline = time.monotonic() + WAITING_S
+        while time.monotonic() < deadline:
+            job_waits_whole()
             assert gpu_usage(real) == 1, "the waiting job holds GPU quota"
             time.sleep(2)
         (workload,) = workloads_of(real, JOB)
@@ -175,12 +234,67 @@ def test_a_tfjob_waits_whole_for_gpu_quota_and_runs_when_it_frees(real: RealClus
         assert reserved is not None and reserved["status"] == "False", workload.get("status")
         assert GPU_RESOURCE in reserved["message"], f"the Workload does not say what is short: {reserved['message']}"
 
-        real.kubectl("delete", "pod", "-n", NAMESPACE, HOLDER, "--wait=false")
+        # 3. A second GPU notebook asking for two GPUs is queued: its spawn page says so and why,
+        # and at its start timeout the spawn fails with that reason.
+        QUEUED_SCREENSHOT.unlink(missing_ok=True)
+        events: list[dict[str, Any]] = []
+        started = time.monotonic()
+        start_server(hub, WAITER, 2)
+        reader = threading.Thread(target=progress_events, args=(hub, WAITER, events), daemon=True)
+        reader.start()
+        page = subprocess.Popen(
+            ["node", str(SPAWN_PENDING_DRIVER), hub.url, str(QUEUED_SCREENSHOT), ADMIN, hub.admin_password, WAITER,
+             f"{QUEUED}: couldn't assign flavors"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=HUB_DIR,
+            env={**real.env, "TRUSTED_SPKI": spki_hash(hub.certificate), "WAIT_MS": str(GPU_START_TIMEOUT_SECONDS * 1000)})
+        waiter_pod = None
+        while reader.is_alive() and time.monotonic() - started < GPU_START_TIMEOUT_SECONDS + 120:
+            got = real.kubectl("get", "pod", "-n", HUB_NAMESPACE, pod_name(WAITER), "-o", "json", check=False)
+            if got.returncode == 0:
+                waiter_pod = json.loads(got.stdout)
+                assert SCHEDULING_GATE in [g["name"] for g in waiter_pod["spec"].get("schedulingGates", [])], (
+                    f"{WAITER}'s pod is not gated while it waits: {waiter_pod['spec'].get('schedulingGates')}")
+                assert not waiter_pod["spec"].get("nodeName"), f"{WAITER}'s pod was placed while queued"
+            job_waits_whole()
+            assert gpu_usage(real) == 1, "a queued workload holds GPU quota"
+            reader.join(3)
+        failed_after = time.monotonic() - started
+        shown, said = page.communicate(timeout=120)
+        assert not reader.is_alive(), f"no end to {WAITER}'s spawn progress after {failed_after:.0f}s: {events}"
+        assert waiter_pod is not None, f"{WAITER}'s pod was never seen"
+        messages = [e.get("message", "") for e in events]
+        queued = [m for m in messages if m.startswith(QUEUED)]
+        assert queued, f"the spawn progress never said queued: {messages}"
+        assert GPU_RESOURCE in queued[-1] and "pool-gpu" in queued[-1], f"Kueue's reason not shown: {queued[-1]}"
+        final = events[-1]
+        assert final.get("failed"), f"{WAITER}'s spawn did not fail: {final}"
+        assert final["message"].startswith(f"Spawn failed: {QUEUED}: "), final
+        assert GPU_RESOURCE in final["message"] and f"its start timeout, {GPU_START_TIMEOUT_SECONDS}s" in final["message"], final
+        assert GPU_START_TIMEOUT_SECONDS - 15 <= failed_after < GPU_START_TIMEOUT_SECONDS + 60, f"failed after {failed_after:.0f}s"
+        # What the admin saw on the spawn page meanwhile.
+        assert page.returncode == 0, f"the spawn page's driver failed ({page.returncode}):\n{said[-3000:]}"
+        shown = json.loads(shown.strip().splitlines()[-1])
+        assert "error" not in shown, shown
+        assert any(line.find(QUEUED) >= 0 and GPU_RESOURCE in line for line in shown["log"]), shown["log"]
+        assert QUEUED_SCREENSHOT.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        # The failed spawn leaves nothing: no pod, no Workload, no quota.
+        wait_for(lambda: hub.server(WAITER) is None and pod_gone(real, WAITER), 120, f"{WAITER}'s pod removed")
+        wait_for(lambda: not pod_workloads(real, waiter_pod), 60, f"{WAITER}'s Workload removed")
+        assert gpu_usage(real) == 1
+
+        # 4. Stopping the first notebook returns its GPU: the job is admitted whole and succeeds.
+        hub.api("DELETE", f"/users/{HOLDER}/server", ok=(202, 204))
+        wait_for(lambda: hub.server(HOLDER) is None and pod_gone(real, HOLDER), 180, f"{HOLDER}'s server stopped")
+        wait_for(lambda: not pod_workloads(real, holder), 60, f"{HOLDER}'s Workload removed with its pod")
         wait_for(lambda: condition(real.get("tfjob", "-n", NAMESPACE, JOB), "Succeeded"), 300,
-                 f"{JOB} admitted once the holder's GPU is back, and succeeded")
+                 f"{JOB} admitted once the notebook's GPU is back, and succeeded")
         nodes = {p["spec"].get("nodeName") for p in job_pods(real, JOB)}
         assert nodes == {real.node("gpu").spec.name}, f"{JOB}'s workers ran on {nodes}"
     finally:
-        # (kueue_on deletes them and waits for their pods before Kueue goes.)
+        if page is not None and page.poll() is None:
+            page.kill()
+            page.communicate()
+        # (kueue_on deletes the job and waits for its pods before Kueue goes.)
         real.kubectl("delete", "tfjob", "-n", NAMESPACE, JOB, "--ignore-not-found", "--wait=false", check=False)
-        real.kubectl("delete", "pod", "-n", NAMESPACE, HOLDER, "--ignore-not-found", "--wait=false", check=False)
+        for user in (HOLDER, WAITER):
+            forget(hub, user)

@@ -9,9 +9,15 @@ from typing import Any
 
 import pytest
 
+import json
+
+import ast
+
+from components.hub_config.document import QUEUED_SPAWNER_CLASS, QUEUED_SPAWNER_MODULE
 from components.kueue import MANAGER_API_GROUPS, KueueManifests, KueueManifestsError, kueue_manifests_dir
 from program import DEV_MACHINE, dev_stack_with_upstream_images, example_stack, run_program
 from stacks import ConfigError, parse
+from vocab import kueue_api
 from vocab.kueue_api import (
     MUTATING_WEBHOOK_CONFIGURATION,
     NAMESPACE,
@@ -107,6 +113,35 @@ def test_kueue_is_off_unless_enabled_and_checks_nothing_then():
             r"mlplatform:kueue.trainingQueue: trainng is not a ClusterQueue of kueue.clusterQueues; queues: training",
         ),
         (
+            {"enabled": True, "clusterQueues": [queue(cpu="2", memory="8Gi")], "notebookQueue": "notebook"},
+            r"mlplatform:kueue.notebookQueue: notebook is not a ClusterQueue of kueue.clusterQueues; queues: training",
+        ),
+        (
+            # The dev stack's GPU profile offers two GPUs (gpuChoices): a quota of one never admits that.
+            {"enabled": True, "clusterQueues": [queue(gpus=1, cpu="2", memory="8Gi")], "notebookQueue": "training"},
+            r"mlplatform:kueue.clusterQueues\[0\].quotas\[0\].gpus: 1 is less than one server of profile "
+            r"'TensorFlow \(GPU\)' \(mlplatform:jupyterhub.profiles\[1\]\) asks for \(2\); it would wait until "
+            r"its start timeout, every time",
+        ),
+        (
+            # cpu and memory default to 0: the GPU server's guarantees (1 core, 8Gi) never fit.
+            {"enabled": True, "clusterQueues": [queue(memory="8Gi")], "notebookQueue": "training"},
+            r"mlplatform:kueue.clusterQueues\[0\].quotas\[0\].cpu: 0 is less than one server of profile "
+            r"'TensorFlow \(GPU\)'",
+        ),
+        (
+            {"enabled": True, "clusterQueues": [queue(cpu="2", memory="8Gi")], "notebookQueue": "training",
+             "notebookProfiles": "all"},
+            r"mlplatform:kueue.notebookQueue: ClusterQueue training has no quota of node pool cpu, where the servers "
+            r"of profile 'TensorFlow \(CPU\)' \(mlplatform:jupyterhub.profiles\[0\]\) run; give "
+            r"mlplatform:kueue.clusterQueues\[0\].quotas one",
+        ),
+        (
+            {"enabled": True, "clusterQueues": [queue(cpu="2", memory="8Gi")], "notebookQueue": "training",
+             "notebookProfiles": "gpus"},
+            r"mlplatform:kueue.notebookProfiles: .*'gpu' or 'all'",
+        ),
+        (
             {"enabled": True},
             r"mlplatform:kueue.clusterQueues: Kueue is enabled without a ClusterQueue",
         ),
@@ -122,7 +157,8 @@ def test_kueue_is_off_unless_enabled_and_checks_nothing_then():
 )
 def test_a_quota_no_pool_can_back_fails_naming_its_key(kueue, message):
     found = problems(stack(**kueue))
-    assert len(found.splitlines()) == 1, found
+    # One message per bad value: the "all" case names the CPU pool once for each CPU profile.
+    assert len(found.splitlines()) == 1 or kueue.get("notebookProfiles") == "all", found
     assert re.search(message, found), found
 
 
@@ -183,13 +219,13 @@ def test_dev_stack_runs_the_local_kueue_image_never_pulled():
     assert container["imagePullPolicy"] == "Never"
 
 
-def test_manager_config_queues_pods_only_in_the_training_namespace(deployment):
+def test_manager_config_queues_pods_only_in_the_training_and_the_hubs_namespaces(deployment):
     import yaml
 
     config = yaml.safe_load(deployment.named("kueue-config").inputs["data"]["controller_manager_config.yaml"])
     assert config["integrations"] == {"frameworks": ["pod"]}
     assert config["manageJobsWithoutQueueName"] is False
-    assert config["managedJobsNamespaceSelector"]["matchExpressions"][0]["values"] == ["mnist"]
+    assert config["managedJobsNamespaceSelector"]["matchExpressions"][0]["values"] == ["jupyterhub", "mnist"]
     assert config["internalCertManagement"]["webhookServiceName"] == WEBHOOK_SERVICE
     assert config["leaderElection"] == {"leaderElect": False}
 
@@ -216,7 +252,9 @@ def test_pod_webhooks_apply_only_in_the_queued_namespaces(deployment):
     hooks = deployment.named("kueue-mutating-webhook").inputs["webhooks"]
     pod_hooks = [h for h in hooks if "pods" in {r for rule in h["rules"] for r in rule["resources"]}]
     assert [h["name"] for h in pod_hooks] == ["mpod.kb.io"]
-    assert pod_hooks[0]["namespaceSelector"]["matchExpressions"][0]["values"] == ["mnist"]
+    assert pod_hooks[0]["namespaceSelector"]["matchExpressions"][0]["values"] == ["jupyterhub", "mnist"]
+    # Only pods with a queue name wait on Kueue's webhook: the hub's and the proxy's never do.
+    assert pod_hooks[0]["objectSelector"] == {"matchExpressions": [{"key": QUEUE_LABEL, "operator": "Exists"}]}
     for hook in hooks + deployment.named("kueue-validating-webhook").inputs["webhooks"]:
         assert hook["clientConfig"]["service"] == {**hook["clientConfig"]["service"], "name": WEBHOOK_SERVICE, "namespace": NAMESPACE}
         groups = {g for rule in hook["rules"] for g in rule["apiGroups"]}
@@ -271,10 +309,77 @@ def test_without_kueue_the_stack_is_as_before(off):
     if off == "absent":
         del config["kueue"]
     deployment = run_program(config)
-    assert not [r for r in deployment.resources if r.name.startswith("kueue")]
+    assert not [r for r in deployment.resources if r.name.startswith("kueue") or r.name.endswith("-queue")]
     for spec in _tfjob(deployment)["spec"]["tfReplicaSpecs"].values():
         assert QUEUE_LABEL not in spec["template"]["metadata"]["labels"]
         assert "annotations" not in spec["template"]["metadata"]
+    document = _hub_document(deployment)
+    assert document["traits"]["JupyterHub"]["spawner_class"] == "kubespawner.KubeSpawner"
+    assert "QueuedKubeSpawner" not in document["traits"]
+    for entry in document["traits"]["KubeSpawner"]["profile_list"]:
+        assert "extra_labels" not in entry["kubespawner_override"], entry["slug"]
+    assert QUEUED_SPAWNER_MODULE.name not in deployment.named("jupyterhub-config").inputs["data"]
+    assert kueue_api.GROUP not in {g for rule in _hub_role(deployment) for g in rule["apiGroups"]}
+
+
+# --- notebooks in the queue --------------------------------------------------------------------
+
+
+def test_gpu_notebooks_queue_in_a_local_queue_of_the_hubs_namespace(deployment):
+    local_queue = deployment.named("jupyterhub-queue").inputs
+    assert local_queue["metadata"] == {**local_queue["metadata"], "name": "notebooks", "namespace": "jupyterhub"}
+    assert local_queue["spec"] == {"clusterQueue": "training"}
+    profiles = {e["slug"]: e["kubespawner_override"] for e in _hub_document(deployment)["traits"]["KubeSpawner"]["profile_list"]}
+    # GPU servers queue; CPU servers start as before (the hub's limits bound them).
+    assert profiles["tensorflow-gpu"]["extra_labels"] == {QUEUE_LABEL: "notebooks"}
+    assert "extra_labels" not in profiles["tensorflow-cpu"]
+    assert "extra_labels" not in profiles["tensorflow-cpu-research"]
+
+
+def test_every_profile_queues_with_notebook_profiles_all():
+    config = with_kueue(dev_stack_with_upstream_images())
+    config["kueue"] = copy.deepcopy(config["kueue"])
+    config["kueue"]["clusterQueues"][0]["quotas"][0].update(cpu="2", memory="8Gi")
+    config["kueue"]["notebookProfiles"] = "all"
+    document = _hub_document(run_program(config))
+    for entry in document["traits"]["KubeSpawner"]["profile_list"]:
+        assert entry["kubespawner_override"]["extra_labels"] == {QUEUE_LABEL: "notebooks"}, entry["slug"]
+
+
+def test_the_hub_runs_the_queued_spawner_and_may_only_read_workloads_in_its_namespace(deployment):
+    document = _hub_document(deployment)
+    assert document["traits"]["JupyterHub"]["spawner_class"] == QUEUED_SPAWNER_CLASS
+    assert document["traits"]["QueuedKubeSpawner"] == {"cluster_queue": "training"}
+    data = deployment.named("jupyterhub-config").inputs["data"]
+    assert data[QUEUED_SPAWNER_MODULE.name] == QUEUED_SPAWNER_MODULE.read_text()
+    role = deployment.named("jupyterhub-hub-role").inputs
+    assert role["metadata"]["namespace"] == "jupyterhub"
+    kueue_rules = [r for r in role["rules"] if kueue_api.GROUP in r["apiGroups"]]
+    assert kueue_rules == [{"apiGroups": [kueue_api.GROUP], "resources": ["workloads"], "verbs": ["get", "list"]}]
+    # Nothing cluster-wide for the hub.
+    for binding in deployment.of_type("kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding"):
+        assert "hub" not in {s["name"] for s in binding.inputs["subjects"]}, binding.name
+
+
+def test_the_queued_spawner_speaks_kueues_names_as_the_vocabulary_does():
+    """queued_spawner.py runs in the hub without mlplatform: its copies of Kueue's names are these.
+    Read, not imported: importing KubeSpawner's client here would fix its kubeconfig for the hub tests."""
+    module = ast.parse(QUEUED_SPAWNER_MODULE.read_text())
+    constants = {
+        node.targets[0].id: ast.literal_eval(node.value)
+        for node in module.body
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name) and isinstance(node.value, ast.Constant)
+    }
+    for name in ("QUEUE_LABEL", "SCHEDULING_GATE", "GROUP", "VERSION", "WORKLOADS", "JOB_UID_LABEL", "QUOTA_RESERVED"):
+        assert constants.get(name) == getattr(kueue_api, name), name
+
+
+def _hub_document(deployment) -> dict[str, Any]:
+    return json.loads(deployment.named("jupyterhub-config").inputs["data"]["mlplatform-hub.json"])
+
+
+def _hub_role(deployment) -> list[dict[str, Any]]:
+    return deployment.named("jupyterhub-hub-role").inputs["rules"]
 
 
 def _tfjob(deployment) -> dict[str, Any]:

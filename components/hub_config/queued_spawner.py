@@ -1,0 +1,178 @@
+"""KubeSpawner for user servers that Kueue queues: the spawn page says "queued", where and why.
+
+Shipped in the hub's ConfigMap beside jupyterhub_config.py when `kueue.notebookQueue` is set (the
+document names this class as the spawner). The hub image has no mlplatform in it: this imports
+only the standard library, KubeSpawner and what KubeSpawner brings (traitlets, kubernetes_asyncio).
+
+A queued server's pod carries the queue label (its profile's `extra_labels`); Kueue's pod webhook
+gates it (`kueue.x-k8s.io/admission`) and makes a Workload for it, which holds no quota while it
+does not fit. KubeSpawner itself knows nothing of that (kubespawner #922): it reports the pod's
+events, and Kueue writes why it waits on the Workload, not on the pod. So this spawner:
+- adds to the spawn progress (what /hub/api/users/NAME/server/progress streams and the
+  spawn-pending page shows) a line whenever what Kueue says of the pod changes: queued, in which
+  ClusterQueue, and the Workload's QuotaReserved message (which resource is short, in which flavor),
+  then that quota was reserved;
+- ends a spawn whose pod is still gated when its start timeout is nearly over with that reason,
+  instead of the hub's bare timeout (the hub's stop then deletes the pod, and Kueue finishes its
+  Workload, returning nothing it never held). A pod that was admitted times out as before.
+Kueue's position in the queue needs its visibility API, which the stack does not deploy: not shown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from kubespawner import KubeSpawner
+from kubespawner.clients import shared_client
+from traitlets import Unicode
+
+# Kueue's names (vocab/kueue_api.py, which the hub cannot import; tests/unit/test_kueue.py holds
+# them equal).
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+SCHEDULING_GATE = "kueue.x-k8s.io/admission"
+GROUP = "kueue.x-k8s.io"
+VERSION = "v1beta2"
+WORKLOADS = "workloads"
+JOB_UID_LABEL = "kueue.x-k8s.io/job-uid"
+QUOTA_RESERVED = "QuotaReserved"
+
+# How often a queued spawn's Workload is read (one list call in the hub's namespace).
+POLL_SECONDS = 5.0
+# A gated pod's spawn ends this long before its start timeout, so that its own reason ends it, not
+# the hub's wait (which starts a moment earlier and says nothing).
+GIVE_UP_BEFORE_SECONDS = 5.0
+
+
+class QueuedTooLong(TimeoutError):
+    """A spawn that waited in Kueue's queue for as long as its start timeout allows. A TimeoutError,
+    so that the hub counts and logs it as a timeout; its text is what the spawn page shows."""
+
+
+def gated(pod: Mapping[str, Any] | None) -> bool:
+    """Whether `pod` (as KubeSpawner's reflector holds it) still waits for Kueue's admission."""
+    gates = ((pod or {}).get("spec") or {}).get("schedulingGates") or []
+    return any(g.get("name") == SCHEDULING_GATE for g in gates)
+
+
+def quota_reserved(workload: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """The Workload's QuotaReserved condition, if Kueue has set it."""
+    conditions = ((workload or {}).get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c.get("type") == QUOTA_RESERVED), None)
+
+
+def queued_message(cluster_queue: str, local_queue: str, workload: Mapping[str, Any] | None) -> str:
+    """What the spawn page says of a gated pod and its Workload (None: not made yet)."""
+    where = f"Queued in ClusterQueue {cluster_queue} (LocalQueue {local_queue})"
+    condition = quota_reserved(workload)
+    if workload is None:
+        return f"{where}: waiting for Kueue to take the server's Workload in"
+    if condition is None:
+        return f"{where}: waiting for Kueue to look at Workload {workload['metadata']['name']}"
+    if condition.get("status") == "True":
+        return f"Quota reserved in ClusterQueue {cluster_queue}: {condition.get('message', '')}".rstrip(": ")
+    return f"{where}: {condition.get('message') or condition.get('reason') or 'no quota reserved yet'}"
+
+
+class QueuedKubeSpawner(KubeSpawner):
+    cluster_queue = Unicode(
+        "", config=True, help="The ClusterQueue the LocalQueue of queued servers points at (shown on the spawn page)."
+    )
+
+    @property
+    def _pod_key(self) -> str:
+        return f"{self.namespace}/{self.pod_name}"
+
+    def _queued(self) -> bool:
+        return QUEUE_LABEL in (self.extra_labels or {})
+
+    async def _workload(self, pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """The Workload Kueue made for `pod` (found by the pod's uid), or None."""
+        api = shared_client("CustomObjectsApi")
+        found = await api.list_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, WORKLOADS,
+            label_selector=f"{JOB_UID_LABEL}={pod['metadata']['uid']}", _request_timeout=10,
+        )
+        items = found.get("items") or []
+        return items[0] if items else None
+
+    async def queue_state(self) -> str | None:
+        """What Kueue says of this server's pod now: a message while it is gated, None once it is
+        not (admitted, or not made yet)."""
+        pod = self.pod_reflector.pods.get(self._pod_key)
+        if not gated(pod):
+            return None
+        try:
+            workload = await self._workload(pod)
+        except Exception as error:  # noqa: BLE001 - the spawn goes on; the page says what is unknown
+            self.log.warning("Kueue's Workload of %s not read: %s", self._pod_key, error)
+            return f"Queued in ClusterQueue {self.cluster_queue}: the reason could not be read ({type(error).__name__})"
+        return queued_message(self.cluster_queue, self.extra_labels[QUEUE_LABEL], workload)
+
+    async def progress(self) -> AsyncIterator[dict[str, Any]]:
+        """KubeSpawner's events of the pod, with what Kueue says of it in between while it waits."""
+        events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+
+        async def pod_events() -> None:
+            try:
+                async for event in super(QueuedKubeSpawner, self).progress():
+                    await events.put(event)
+            finally:
+                await events.put(None)
+
+        pump = asyncio.ensure_future(pod_events())
+        said: str | None = None
+        was_gated = False
+        next_look = 0.0
+        try:
+            while True:
+                if (self._queued() or was_gated) and time.monotonic() >= next_look:
+                    state = await self.queue_state()
+                    if state is not None and state != said:
+                        # No progress figure: the bar does not move while the server waits.
+                        yield {"message": state}
+                        said, was_gated = state, True
+                    elif state is None and was_gated:
+                        yield {"message": f"Admitted by Kueue (ClusterQueue {self.cluster_queue}): starting"}
+                        was_gated = False
+                        said = None
+                    next_look = time.monotonic() + POLL_SECONDS
+                try:
+                    event = await asyncio.wait_for(events.get(), timeout=1.0)
+                except asyncio.TimeoutError:
+                    continue
+                if event is None:
+                    break
+                yield event
+        finally:
+            pump.cancel()
+
+    def start(self) -> asyncio.Future:
+        """KubeSpawner's start, ended with Kueue's reason if its pod is still gated near its timeout."""
+        self._start_future = asyncio.ensure_future(self._start_or_say_why())
+        return self._start_future
+
+    async def _start_or_say_why(self) -> Any:
+        started = time.monotonic()
+        task = asyncio.ensure_future(self._start())
+        try:
+            while True:
+                done, _ = await asyncio.wait([task], timeout=1.0)
+                if done:
+                    return task.result()
+                # start_timeout is the profile's once KubeSpawner has loaded it (in _start).
+                if time.monotonic() - started < self.start_timeout - GIVE_UP_BEFORE_SECONDS:
+                    continue
+                if not gated(self.pod_reflector.pods.get(self._pod_key)):
+                    return await task  # not Kueue's: the timeouts end it as they would have
+                reason = await asyncio.wait_for(self.queue_state(), GIVE_UP_BEFORE_SECONDS / 2)
+                task.cancel()
+                raise QueuedTooLong(
+                    f"{reason or 'queued'}; gave up after {time.monotonic() - started:.0f}s in the queue, the most "
+                    f"this profile waits (its start timeout, {self.start_timeout}s)"
+                )
+        except BaseException:
+            task.cancel()
+            raise

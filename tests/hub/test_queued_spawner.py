@@ -1,0 +1,223 @@
+"""The queued spawner (components/hub_config/queued_spawner.py) as the hub loads it: the dev stack
+with Kueue on and its GPU notebooks queued, rendered, loaded by the real JupyterHub, and one user's
+spawner driven through a spawn whose pod Kueue gates.
+
+No cluster here: the pod KubeSpawner's reflector would hold and the Workload Kueue would make are
+given to the spawner (its pod reflector and its one API read, `_workload`); the calls to the API
+itself run on the real nodes (tests/realnode/test_kueue_on_real_nodes.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import sys
+import time
+from typing import Any
+
+import pytest
+
+from program import example_stack
+from rendered import render_hub
+from test_hub_config import start_hub, with_spawner
+
+# kubernetes_asyncio fixes its default kubeconfig path (KUBECONFIG) when first imported, and the
+# hub fixtures set it: KubeSpawner and the spawner module are imported in the tests, not here.
+SCHEDULING_GATE = "kueue.x-k8s.io/admission"
+GIVE_UP_BEFORE_SECONDS = 5.0
+SHORT = "couldn't assign flavors to pod set main: insufficient unused quota for nvidia.com/gpu in flavor pool-gpu, 1 more needed"
+POD_UID = "0c1d4a8e-5b1f-4c55-9a6d-1f2e3d4c5b6a"
+
+
+def workload(status: str | None, message: str = SHORT) -> dict[str, Any]:
+    conditions = [] if status is None else [
+        {"type": "QuotaReserved", "status": status, "reason": "Pending" if status == "False" else "QuotaReserved",
+         "message": message}
+    ]
+    return {"metadata": {"name": "pod-jupyter-ann-6f1c2", "labels": {"kueue.x-k8s.io/job-uid": POD_UID}},
+            "status": {"conditions": conditions}}
+
+
+def pod(gated: bool) -> dict[str, Any]:
+    return {"metadata": {"name": "jupyter-ann", "namespace": "jupyterhub", "uid": POD_UID},
+            "spec": {"schedulingGates": [{"name": SCHEDULING_GATE}] if gated else []}, "status": {"phase": "Pending"}}
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("queued-hub")
+    config = example_stack("dev")
+    config["kueue"] = {**copy.deepcopy(config["kueue"]), "enabled": True}
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        yield start_hub(render_hub(config, (), directory), directory, monkeypatch)
+
+
+class Cluster:
+    """What the spawner reads of the cluster: its reflector's pods and the Workload of its pod."""
+
+    def __init__(self) -> None:
+        self.pods: dict[str, dict[str, Any]] = {}
+        self.workload: dict[str, Any] | None = None
+        self.reads = 0
+
+
+@pytest.fixture
+def cluster(monkeypatch):
+    seen = Cluster()
+    spawner_class = None
+
+    def attach(spawner):
+        nonlocal spawner_class
+        spawner_class = type(spawner)
+        monkeypatch.setattr(spawner_class, "pod_reflector", property(lambda self: seen))
+
+        async def read_workload(self, pod):
+            seen.reads += 1
+            assert pod["metadata"]["uid"] == POD_UID
+            return seen.workload
+
+        monkeypatch.setattr(spawner_class, "_workload", read_workload)
+        # Kueue's Workload looked at every 0.2 s instead of 5 s.
+        monkeypatch.setattr(sys.modules[spawner_class.__module__], "POLL_SECONDS", 0.2)
+
+    seen.attach = attach
+    return seen
+
+
+def gpu_server(spawner, cluster: Cluster, gated_for: float | None, start_timeout: int):
+    """Stands in for KubeSpawner's own _start: loads the GPU profile (its queue label, its start
+    timeout), makes the pod (gated), and, if `gated_for` is given, has Kueue admit it after so
+    long and the server run."""
+
+    async def _start():
+        spawner.user_options = {"profile": "tensorflow-gpu"}
+        await spawner.load_user_options()
+        spawner.start_timeout = start_timeout
+        key = f"{spawner.namespace}/{spawner.pod_name}"
+        cluster.pods[key] = pod(gated=True)
+        if gated_for is None:
+            await asyncio.sleep(3600)
+        await asyncio.sleep(gated_for)
+        cluster.pods[key] = pod(gated=False)
+        await asyncio.sleep(0.5)
+        return "http://10.0.0.9:8888"
+
+    spawner._start = _start
+
+
+def test_the_dev_stack_with_kueue_loads_the_queued_spawner_and_queues_the_gpu_profile(hub):
+    from kubespawner import KubeSpawner
+
+    from components.hub_config import queued_spawner
+
+    assert (queued_spawner.SCHEDULING_GATE, queued_spawner.GIVE_UP_BEFORE_SECONDS) == (SCHEDULING_GATE, GIVE_UP_BEFORE_SECONDS)
+
+    async def look(spawner):
+        spawner.user_options = {"profile": "tensorflow-gpu"}
+        await spawner.load_user_options()
+        gpu_labels = dict(spawner.extra_labels)
+        return type(spawner).__name__, isinstance(spawner, KubeSpawner), spawner.cluster_queue, gpu_labels
+
+    name, is_kubespawner, cluster_queue, labels = with_spawner(hub, "ann", look)
+    assert (name, is_kubespawner, cluster_queue) == ("QueuedKubeSpawner", True, "training")
+    assert labels == {"kueue.x-k8s.io/queue-name": "notebooks"}
+
+    async def cpu(spawner):
+        spawner.user_options = {"profile": "tensorflow-cpu"}
+        await spawner.load_user_options()
+        return dict(spawner.extra_labels)
+
+    assert with_spawner(hub, "bob", cpu) == {}
+
+
+@pytest.mark.parametrize(
+    ("found", "said"),
+    [
+        (None, "Queued in ClusterQueue training (LocalQueue notebooks): waiting for Kueue to take the server's Workload in"),
+        (workload(None), "Queued in ClusterQueue training (LocalQueue notebooks): waiting for Kueue to look at Workload pod-jupyter-ann-6f1c2"),
+        (workload("False"), f"Queued in ClusterQueue training (LocalQueue notebooks): {SHORT}"),
+        (workload("True", "Quota reserved in ClusterQueue training"), "Quota reserved in ClusterQueue training: Quota reserved in ClusterQueue training"),
+    ],
+)
+def test_what_the_spawn_page_says_of_a_workload(hub, found, said):
+    from components.hub_config.queued_spawner import queued_message
+
+    assert queued_message("training", "notebooks", found) == said
+
+
+def test_progress_says_queued_and_why_then_admitted_between_the_pods_events(hub, cluster, monkeypatch):
+    from kubespawner import KubeSpawner
+
+    cluster.workload = workload("False")
+
+    async def pod_events(self):
+        # KubeSpawner's own progress: the pod's events until the start ends.
+        yield {"progress": 30, "message": "Created Workload: jupyterhub/pod-jupyter-ann-6f1c2"}
+        while not self._start_future.done():
+            await asyncio.sleep(0.1)
+
+    monkeypatch.setattr(KubeSpawner, "progress", pod_events)
+
+    async def spawn(spawner):
+        cluster.attach(spawner)
+        gpu_server(spawner, cluster, gated_for=2.0, start_timeout=60)
+        started = spawner.start()
+        events = [event async for event in spawner.progress()]
+        return events, await started
+
+    events, url = with_spawner(hub, "ann", spawn)
+    messages = [e["message"] for e in events]
+    queued = f"Queued in ClusterQueue training (LocalQueue notebooks): {SHORT}"
+    assert messages.count(queued) == 1, messages  # said once, not at every look
+    assert "Created Workload: jupyterhub/pod-jupyter-ann-6f1c2" in messages
+    assert messages[-1] == "Admitted by Kueue (ClusterQueue training): starting", messages
+    # Kueue's lines move no progress bar: the server is not getting closer while it waits.
+    assert all("progress" not in e for e in events if e["message"].startswith(("Queued", "Admitted"))), events
+    assert url == "http://10.0.0.9:8888"
+
+
+def test_a_server_still_queued_near_its_start_timeout_fails_with_kueues_reason(hub, cluster):
+    cluster.workload = workload("False")
+    start_timeout = int(GIVE_UP_BEFORE_SECONDS) + 2
+
+    async def spawn(spawner):
+        cluster.attach(spawner)
+        gpu_server(spawner, cluster, gated_for=None, start_timeout=start_timeout)
+        began = time.monotonic()
+        with pytest.raises(TimeoutError) as caught:
+            # The hub's own wait, as JupyterHub's User.spawn waits: it must not be the one that ends it.
+            await asyncio.wait_for(spawner.start(), timeout=start_timeout)
+        return caught.value, time.monotonic() - began
+
+    error, took = with_spawner(hub, "ann", spawn)
+    assert type(error).__name__ == "QueuedTooLong", repr(error)
+    assert str(error).startswith(f"Queued in ClusterQueue training (LocalQueue notebooks): {SHORT}; gave up after"), str(error)
+    assert f"its start timeout, {start_timeout}s" in str(error)
+    assert start_timeout - GIVE_UP_BEFORE_SECONDS <= took < start_timeout, took
+
+
+def test_a_server_kueue_admitted_is_not_ended_early(hub, cluster):
+    """Admitted (no gate) but not yet running at the same moment: the spawner leaves it to the
+    timeouts that ended it before (here the hub's wait, which cancels it)."""
+    start_timeout = int(GIVE_UP_BEFORE_SECONDS) + 2
+
+    async def spawn(spawner):
+        cluster.attach(spawner)
+
+        async def _start():
+            spawner.user_options = {"profile": "tensorflow-gpu"}
+            await spawner.load_user_options()
+            spawner.start_timeout = start_timeout
+            cluster.pods[f"{spawner.namespace}/{spawner.pod_name}"] = pod(gated=False)
+            await asyncio.sleep(3600)
+
+        spawner._start = _start
+        began = time.monotonic()
+        with pytest.raises(asyncio.TimeoutError) as caught:
+            await asyncio.wait_for(spawner.start(), timeout=start_timeout)
+        return caught.value, time.monotonic() - began
+
+    error, took = with_spawner(hub, "ann", spawn)
+    assert type(error).__name__ == "TimeoutError" and not str(error), repr(error)
+    assert took >= start_timeout - 0.5, took
+    assert cluster.reads == 0, "an admitted pod's Workload was read"
