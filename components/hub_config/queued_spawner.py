@@ -167,7 +167,10 @@ class QueuedKubeSpawner(KubeSpawner):
                     continue
                 if not gated(self.pod_reflector.pods.get(self._pod_key)):
                     return await task  # not Kueue's: the timeouts end it as they would have
-                reason = await asyncio.wait_for(self.queue_state(), GIVE_UP_BEFORE_SECONDS / 2)
+                try:
+                    reason = await asyncio.wait_for(self.queue_state(), GIVE_UP_BEFORE_SECONDS / 2)
+                except asyncio.TimeoutError:
+                    reason = f"Queued in ClusterQueue {self.cluster_queue}: the reason could not be read in time"
                 task.cancel()
                 raise QueuedTooLong(
                     f"{reason or 'queued'}; gave up after {time.monotonic() - started:.0f}s in the queue, the most "
