@@ -178,7 +178,7 @@ def test_notebooks_and_a_tfjob_share_one_gpu_quota(real: RealCluster, kueue_on: 
         assert (labels.get(QUEUE_LABEL), labels.get(POD_GROUP_LABEL)) == (TRAINING_LOCAL_QUEUE, STACK_JOB), kind
     wait_for(lambda: real.kubectl("get", "clusterqueue", CLUSTER_QUEUE, check=False).returncode == 0, 60,
              f"ClusterQueue {CLUSTER_QUEUE}")
-    assert real.get("localqueue", "-n", HUB_NAMESPACE, NOTEBOOK_LOCAL_QUEUE)["spec"] == {"clusterQueue": CLUSTER_QUEUE}
+    assert real.get("localqueue", "-n", HUB_NAMESPACE, NOTEBOOK_LOCAL_QUEUE)["spec"]["clusterQueue"] == CLUSTER_QUEUE
     assert gpu_usage(real) == 0, f"ClusterQueue {CLUSTER_QUEUE} holds GPUs before anything was queued"
     if not (HUB_DIR / "node_modules" / "playwright-core").is_dir() or shutil.which("node") is None:
         pytest.fail("the browser harness is not installed: run tests/hub/setup.sh first (make test does)")
