@@ -146,6 +146,10 @@ class QueuedKubeSpawner(KubeSpawner):
                 if event is None:
                     break
                 yield event
+                if said is not None:
+                    # The page's headline is the latest line: a pod event ("Created Workload")
+                    # must not hide that the server is still queued.
+                    yield {"message": said}
         finally:
             pump.cancel()
 
