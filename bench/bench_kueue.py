@@ -77,13 +77,11 @@ from stacks.config import StackSettings
 from stacks.images import ImagesSettings
 from stacks.values import NAMESPACE as CONFIG_NAMESPACE
 from tools.layout import tools_layout
-from vocab.kueue_api import API_VERSION, GROUP, NAMESPACE as KUEUE_NAMESPACE, QUEUE_LABEL, TRAINING_LOCAL_QUEUE, VERSION
+from vocab.kueue_api import API_VERSION, GROUP, NAMESPACE as KUEUE_NAMESPACE, NOTEBOOK_LOCAL_QUEUE, QUEUE_LABEL, TRAINING_LOCAL_QUEUE, VERSION
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_FILE = ROOT / "bench" / "kueue-scale.yaml"
 PUBLISHED = ROOT / "docs" / "benchmarks" / "kueue"
-# The LocalQueue of the hub's namespace that user servers are queued in.
-NOTEBOOK_LOCAL_QUEUE = "notebooks"
 GPU_RESOURCE_KEYS = ("nvidia.com/gpu", "nvidia.com/gpu.shared")
 POLL_SECONDS = 0.5
 RUN_TIMEOUT_SECONDS = 900
