@@ -75,9 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     lock = machine_lock()
     try:
         load_before = load_average()
-        started = time.monotonic()
         before = set(imagestore.stores_dir().iterdir()) if imagestore.stores_dir().exists() else set()
+        started = time.monotonic()
         imagestore.ensure(Path(tools()["CONTAINERD_DIR"]) / "bin", lambda line: print(f"  {line}", flush=True))
+        store_seconds = round(time.monotonic() - started, 1)
         made = set(imagestore.stores_dir().iterdir()) - before
         runs: dict[str, list[float]] = {mode: [] for mode in MODES}
         for run in range(args.runs):
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         results = {
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
             "load_before": load_before, "load_after": load_average(),
-            "store_made_s": round(time.monotonic() - started, 1) if made else None,
+            "store_made_s": store_seconds if made else None,
             "runs": runs, "median": {mode: round(statistics.median(s), 1) for mode, s in runs.items()},
         }
     finally:
