@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -35,8 +33,8 @@ from e2e.local_stack import ROOT, LocalStack, condition
 from real_cluster import POOL_LABEL, RealCluster, busybox_image_name, wait_for
 from realnode_stack import GPU_START_TIMEOUT_SECONDS
 import test_notebooks_on_real_nodes
-from test_notebooks_on_real_nodes import ADMIN, GPU_PROFILE, HUB_DIR, Hub, pod_gone, pod_name, spki_hash
-from test_shared_gpu_notebooks import progress_events
+from test_notebooks_on_real_nodes import GPU_PROFILE, HUB_DIR, Hub, pod_gone, pod_name
+from test_shared_gpu_notebooks import watch_spawn
 from vocab.kueue_api import (
     JOB_UID_LABEL,
     NOTEBOOK_LOCAL_QUEUE,
@@ -61,7 +59,6 @@ HOLDER, WAITER = "kqholder", "kqwaiter"
 # The hub through a port-forward to proxy-public, as the notebook tests reach it (a fixture of this
 # module too, by this name).
 hub = test_notebooks_on_real_nodes.hub
-SPAWN_PENDING_DRIVER = HUB_DIR / "spawn_pending.mjs"
 QUEUED_SCREENSHOT = ROOT / "docs" / "screenshots" / "kueue-queued.png"
 QUEUED = f"Queued in ClusterQueue {CLUSTER_QUEUE} (LocalQueue {NOTEBOOK_LOCAL_QUEUE})"
 # The stack's own job, on 2 shared cores: as test_mnist_on_real_nodes.py allows it.
@@ -240,16 +237,9 @@ def test_notebooks_and_a_tfjob_share_one_gpu_quota(real: RealCluster, kueue_on: 
         # 3. A second GPU notebook asking for two GPUs is queued: its spawn page says so and why,
         # and at its start timeout the spawn fails with that reason.
         QUEUED_SCREENSHOT.unlink(missing_ok=True)
-        events: list[dict[str, Any]] = []
         started = time.monotonic()
         start_server(hub, WAITER, 2)
-        reader = threading.Thread(target=progress_events, args=(hub, WAITER, events), daemon=True)
-        reader.start()
-        page = subprocess.Popen(
-            ["node", str(SPAWN_PENDING_DRIVER), hub.url, str(QUEUED_SCREENSHOT), ADMIN, hub.admin_password, WAITER,
-             f"{QUEUED}: couldn't assign flavors"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=HUB_DIR,
-            env={**real.env, "TRUSTED_SPKI": spki_hash(hub.certificate), "WAIT_MS": str(GPU_START_TIMEOUT_SECONDS * 1000)})
+        reader, events, page = watch_spawn(real, hub, WAITER, QUEUED_SCREENSHOT, f"{QUEUED}: couldn't assign flavors")
         waiter_pod = None
         while reader.is_alive() and time.monotonic() - started < GPU_START_TIMEOUT_SECONDS + 120:
             got = real.kubectl("get", "pod", "-n", HUB_NAMESPACE, pod_name(WAITER), "-o", "json", check=False)

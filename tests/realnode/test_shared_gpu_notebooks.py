@@ -26,6 +26,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -198,24 +199,31 @@ def progress_events(hub: Hub, user: str, events: list[dict[str, Any]]) -> None:
         events.append({"reader_error": repr(error)})
 
 
+def watch_spawn(real: RealCluster, hub: Hub, user: str, screenshot: Path,
+                expected: str) -> tuple[threading.Thread, list[dict[str, Any]], subprocess.Popen]:
+    """USER's spawn, once started, watched two ways until it ends: its progress events read in a
+    thread into the list returned, and the admin's headless browser on its spawn page waiting for
+    EXPECTED there (tests/hub/spawn_pending.mjs, which saves SCREENSHOT)."""
+    events: list[dict[str, Any]] = []
+    reader = threading.Thread(target=progress_events, args=(hub, user, events), daemon=True)
+    reader.start()
+    page = subprocess.Popen(
+        ["node", str(SPAWN_PENDING_DRIVER), hub.url, str(screenshot), ADMIN, hub.admin_password, user, expected],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=HUB_DIR,
+        env={**real.env, "TRUSTED_SPKI": spki_hash(hub.certificate), "WAIT_MS": str(GPU_START_TIMEOUT_SECONDS * 1000)})
+    return reader, events, page
+
+
 def test_a_fifth_gpu_server_shows_the_schedulers_reason_and_fails_within_its_start_timeout(
         servers: dict[str, dict[str, Any]], hub: Hub) -> None:
     real = hub.real
     _, resource, _ = gpu_node(real)
-    events: list[dict[str, Any]] = []
     started = time.monotonic()
     if not (HUB_DIR / "node_modules" / "playwright-core").is_dir() or shutil.which("node") is None:
         pytest.fail("the browser harness is not installed: run tests/hub/setup.sh first (make test does)")
     SPAWN_PENDING_SCREENSHOT.unlink(missing_ok=True)
     start(hub, FIFTH, GPU_PROFILE)
-    reader = threading.Thread(target=progress_events, args=(hub, FIFTH, events), daemon=True)
-    reader.start()
-    # The admin watches the fifth server's spawn page meanwhile.
-    page = subprocess.Popen(
-        ["node", str(SPAWN_PENDING_DRIVER), hub.url, str(SPAWN_PENDING_SCREENSHOT), ADMIN, hub.admin_password, FIFTH,
-         f"Insufficient {resource}"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=HUB_DIR,
-        env={**real.env, "TRUSTED_SPKI": spki_hash(hub.certificate), "WAIT_MS": str(GPU_START_TIMEOUT_SECONDS * 1000)})
+    reader, events, page = watch_spawn(real, hub, FIFTH, SPAWN_PENDING_SCREENSHOT, f"Insufficient {resource}")
     try:
         unschedulable = None
         while reader.is_alive() and time.monotonic() - started < GPU_START_TIMEOUT_SECONDS + 120:
