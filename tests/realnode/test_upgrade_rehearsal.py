@@ -20,8 +20,10 @@ kept), its volumes gone.
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,6 +33,9 @@ from typing import Any
 import pytest
 import yaml
 
+from cluster.localcluster.containerd import Containerd
+from cluster.localcluster.images import digests
+from cluster.localcluster.settings import tools
 from components.hub_config.document import ROUTE_CHECK_SECONDS, TLS_SECRET_NAME
 from components.mnist import DATA_MOUNT, TENSORBOARD
 from e2e.local_stack import NAMESPACE as CONFIG_NAMESPACE
@@ -224,6 +229,31 @@ def cleanup(real: RealCluster, stack: LocalStack, before: set[str]) -> None:
         raise AssertionError(f"the rehearsal left {sorted(cluster_wide(real) - before)}") from None
 
 
+def earlier_images_on_the_nodes(real: RealCluster, worktree: Path) -> list[str]:
+    """The earlier commit's images on every node, as a cluster running that release has them. The
+    nodes hold this checkout's images; an image whose recipe changed since has another content tag,
+    which the worktree's own `images.containerd` builds (a cache hit where it was built before) and
+    imports. Returns the references imported."""
+    python = [str(worktree / ".venv" / "bin" / "python")]
+    env = {**os.environ, "PYTHONPATH": str(worktree)}
+    listed = subprocess.run(
+        [*python, "-c", "from images.recipe import load, names\nfor n in names(): print(n, load(n).reference())"],
+        cwd=worktree, env=env, capture_output=True, text=True, check=True).stdout.split("\n")
+    wanted = dict(line.split() for line in listed if line.strip())  # name -> mlplatform/<name>:<tag>
+    imported = []
+    for settings in real.nodes():
+        containerd = Containerd(settings, tools())
+        for name, reference in wanted.items():
+            if f"docker.io/{reference}" in digests(containerd):
+                continue
+            out = subprocess.run([*python, "-m", "images.containerd", name, "--address", str(containerd.socket),
+                                  "--ctr", str(containerd.bin / "ctr")],
+                                 cwd=worktree, env=env, capture_output=True, text=True, timeout=1200)
+            assert out.returncode == 0, f"the earlier {reference} into {settings.spec.name}: {out.stdout}{out.stderr}"
+            imported.append(f"{settings.spec.name}: {reference}")
+    return imported
+
+
 @pytest.fixture(scope="module")
 def seeded(upgrade_commit: str, real: RealCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
     theirs = show(upgrade_commit, "requirements.txt")
@@ -234,6 +264,9 @@ def seeded(upgrade_commit: str, real: RealCluster, tmp_path_factory: pytest.Temp
     assert not taken, f"{taken} exist: the rehearsal deploys into the dev stack's namespaces, before the session's stack (conftest.py)"
     base = Path(tmp_path_factory.mktemp("upgrade"))
     worktree = add_worktree(upgrade_commit, base / "old")
+    started = time.monotonic()
+    print(f"the earlier commit's images the nodes lacked, imported: {earlier_images_on_the_nodes(real, worktree)}")
+    MEASURED["the earlier commit's images imported (s)"] = round(time.monotonic() - started, 1)
     stack = LocalStack(base / "stack", stack="upgrade", extra_config=old_config(upgrade_commit), root=worktree,
                        source="Pulumi.dev.yaml")
     stack.cluster_dir, stack.kubeconfig = real.cluster_dir, real.kubeconfig
