@@ -1,20 +1,20 @@
 #!/usr/bin/env bash
-# `make test`'s runner: the real-node tier beside every other tier, as two pytest sessions.
+# `make test`'s runner: every tier, one after the other (`pytest tests`), or with
+# MLPLATFORM_TEST_PARALLEL=1 the real-node tier beside every other tier, as two pytest sessions.
 #
-# Why two at once: the real-node tier (tests/realnode) is most of the run and most of its time is
-# spent waiting (the nodes' containerd unpacking images, pods starting, a TFJob training), while the
-# other tiers are short and busy. Run one after the other they added up; side by side the whole run
-# takes about as long as the real-node tier alone. The tiers were already made to run beside each
-# other: each starts its own private clusters, hubs and ports, and real nodes take the machine lock
-# (tests/realnode/real_cluster.py), so nothing else on the machine meets them.
+# Why the parallel mode exists: the real-node tier (tests/realnode) is most of the run and most of
+# its time is spent waiting (pods starting, a TFJob training), while the other tiers are short and
+# busy. The tiers were made to run beside each other: each starts its own private clusters, hubs
+# and ports, and real nodes take the machine lock (tests/realnode/real_cluster.py).
+# Why it is not the default: on this project's 2-core machine the whole run took 28 min side by
+# side (the last serial CI run: 47 min), but the load it adds (5-6) made three timing-bound
+# real-node checks fail in that run (docs/benchmarks.md#tests), which have passed one tier after the
+# other. Until they hold under that load, `make test` and CI run the tiers serially.
 #
-# Output: the other tiers print to the terminal as they run; the real-node tier writes to
+# Parallel output: the other tiers print to the terminal as they run; the real-node tier writes to
 # $MLPLATFORM_TEST_LOG_DIR/realnode.log (.local/test by default) and is followed on the terminal
 # once the others have finished, so the two never interleave. The exit status fails if either did.
-#
-# MLPLATFORM_TEST_SERIAL=1 runs the tiers one after the other instead, as `pytest tests` does (a
-# machine with one core, or to time one tier's tests without the other beside them).
-# Extra arguments go to both pytest sessions (for example --maxfail=1).
+# Extra arguments go to the pytest session(s) (for example --maxfail=1).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit
 
@@ -22,7 +22,7 @@ PY=${PY:-.venv/bin/python}
 # Each session's slowest tests in its summary: where the time goes, in every CI log.
 DURATIONS=--durations=25
 
-if [ "${MLPLATFORM_TEST_SERIAL:-}" = 1 ]; then
+if [ "${MLPLATFORM_TEST_PARALLEL:-}" != 1 ]; then
   exec "$PY" -m pytest tests "$DURATIONS" "$@"
 fi
 

@@ -229,6 +229,14 @@ def cleanup(real: RealCluster, stack: LocalStack, before: set[str]) -> None:
         raise AssertionError(f"the rehearsal left {sorted(cluster_wide(real) - before)}") from None
 
 
+def page_answers(hub: Client, path: str) -> bool:
+    """Whether PATH answers 200 through the hub's port-forward now (a refused or reset connection: no)."""
+    try:
+        return hub.open("GET", path, browser=False)[0] == 200
+    except OSError:
+        return False
+
+
 def earlier_images_on_the_nodes(real: RealCluster, worktree: Path) -> list[str]:
     """The earlier commit's images on every node, as a cluster running that release has them. The
     nodes hold this checkout's images; an image whose recipe changed since has another content tag,
@@ -283,6 +291,10 @@ def seeded(upgrade_commit: str, real: RealCluster, tmp_path_factory: pytest.Temp
         clients.append(hub)
         hub.connect()
         wait_for(hub.healthy, 300, "the earlier hub's /hub/health through proxy-public", interval=1)
+        # /hub/health can answer while the proxy still gives 503 for the hub's pages (seen once, in a
+        # run with the other tiers beside it): the sign-up page itself must answer first.
+        wait_for(lambda: page_answers(hub, "/hub/signup"), 120, "the earlier hub's sign-up page through proxy-public",
+                 interval=1)
         people = {}
         for name in (ADMIN, APPROVED, PENDING):
             browser = Client(real, context, port=hub.port)
