@@ -70,9 +70,14 @@ def ensure(containerd_bin: Path, log: Callable[[str], None]) -> Path:
     """
     platform = images.platform_images()
     store = stores_dir() / store_key(containerd_bin, platform)
-    with _locked(exclusive=not (store / COMPLETE).exists()):
+    with _locked(exclusive=False):
         if (store / COMPLETE).exists():
             (store / COMPLETE).touch()  # used now: the stores used last are the ones kept
+            return store / "root"
+    # Made (or removed as an old store) only under the lock held alone: checked again in it.
+    with _locked(exclusive=True):
+        if (store / COMPLETE).exists():
+            (store / COMPLETE).touch()
             return store / "root"
         others = sorted((d for d in stores_dir().iterdir() if d.is_dir() and d != store),
                         key=lambda d: (d / COMPLETE).stat().st_mtime if (d / COMPLETE).exists() else 0)
