@@ -21,28 +21,41 @@ cd "$(dirname "$0")/.." || exit
 PY=${PY:-.venv/bin/python}
 # Each session's slowest tests in its summary: where the time goes, in every CI log.
 DURATIONS=--durations=25
+# How long a session may run before it is stopped as if by Ctrl-C: its fixtures' finalizers run
+# (clusters down) and pytest prints what failed so far. CI stops a run at 90 min and keeps only its
+# log; a run stopped there (one failure slowing every test behind it) said nothing of why. 75 min
+# leaves CI's setup before the tests and the finalizers after them time to finish.
+BUDGET_S=${MLPLATFORM_TEST_BUDGET_S:-4500}
+
+# A pytest session that Ctrl-C, SIGINT and its budget stop through its finalizers.
+# A command started with `&` by a shell without job control ignores SIGINT, and Python then never
+# raises KeyboardInterrupt: each session gets a handler back, so that Ctrl-C, or the trap below on
+# CI's SIGTERM, stops it (the real-node session's finalizers take its cluster down). The first
+# SIGINT is the only one: a second one (Ctrl-C reaches both sessions from the terminal and again
+# from the trap) must not cut those finalizers short. SIGALRM is the budget.
+interruptible_pytest() {
+  exec "$PY" -c 'import signal, sys, pytest
+budget = int(sys.argv[1])
+def stop(signum, frame):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGALRM, signal.SIG_IGN)
+    if signum == signal.SIGALRM:
+        print(f"\nmake test: {budget} s have passed (MLPLATFORM_TEST_BUDGET_S): stopping this session, "
+              "its finalizers run and what failed so far is listed", file=sys.stderr, flush=True)
+    raise KeyboardInterrupt
+signal.signal(signal.SIGINT, stop)
+signal.signal(signal.SIGALRM, stop)
+signal.alarm(budget)
+sys.exit(pytest.main(sys.argv[2:]))' "$BUDGET_S" "$@"
+}
 
 if [ "${MLPLATFORM_TEST_PARALLEL:-}" != 1 ]; then
-  exec "$PY" -m pytest tests "$DURATIONS" "$@"
+  interruptible_pytest tests "$DURATIONS" "$@"
 fi
 
 log_dir=${MLPLATFORM_TEST_LOG_DIR:-.local/test}
 mkdir -p "$log_dir"
 realnode_log=$log_dir/realnode.log
-
-# A command started with `&` by a shell without job control ignores SIGINT, and Python then never
-# raises KeyboardInterrupt: each session gets a handler back, so that Ctrl-C, or the trap below on
-# CI's SIGTERM, stops it through its fixtures' finalizers (the real-node session's take its cluster
-# down). The first SIGINT is the only one: a second one (Ctrl-C reaches both sessions from the
-# terminal and again from the trap) must not cut those finalizers short.
-interruptible_pytest() {
-  exec "$PY" -c 'import signal, sys, pytest
-def stop(signum, frame):
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    raise KeyboardInterrupt
-signal.signal(signal.SIGINT, stop)
-sys.exit(pytest.main(sys.argv[1:]))' "$@"
-}
 
 interruptible_pytest tests/realnode "$DURATIONS" "$@" >"$realnode_log" 2>&1 &
 realnode=$!
