@@ -98,6 +98,10 @@ class QueuedKubeSpawner(KubeSpawner):
         items = found.get("items") or []
         return items[0] if items else None
 
+    # Kueue's last reason read for this spawn (None: none yet): what the spawn ends with if the
+    # last look, at the start timeout, cannot read the Workload in time.
+    _last_reason: str | None = None
+
     async def queue_state(self) -> str | None:
         """What Kueue says of this server's pod now: a message while it is gated, None once it is
         not (admitted, or not made yet)."""
@@ -108,8 +112,10 @@ class QueuedKubeSpawner(KubeSpawner):
             workload = await self._workload(pod)
         except Exception as error:  # noqa: BLE001 - the spawn goes on; the page says what is unknown
             self.log.warning("Kueue's Workload of %s not read: %s", self._pod_key, error)
-            return f"Queued in ClusterQueue {self.cluster_queue}: the reason could not be read ({type(error).__name__})"
-        return queued_message(self.cluster_queue, self.extra_labels[QUEUE_LABEL], workload)
+            return self._last_reason or (
+                f"Queued in ClusterQueue {self.cluster_queue}: the reason could not be read ({type(error).__name__})")
+        self._last_reason = queued_message(self.cluster_queue, self.extra_labels[QUEUE_LABEL], workload)
+        return self._last_reason
 
     async def progress(self) -> AsyncIterator[dict[str, Any]]:
         """KubeSpawner's events of the pod, with what Kueue says of it in between while it waits."""
@@ -160,6 +166,7 @@ class QueuedKubeSpawner(KubeSpawner):
 
     async def _start_or_say_why(self) -> Any:
         started = time.monotonic()
+        self._last_reason = None
         task = asyncio.ensure_future(self._start())
         try:
             while True:
@@ -174,7 +181,9 @@ class QueuedKubeSpawner(KubeSpawner):
                 try:
                     reason = await asyncio.wait_for(self.queue_state(), GIVE_UP_BEFORE_SECONDS / 2)
                 except asyncio.TimeoutError:
-                    reason = f"Queued in ClusterQueue {self.cluster_queue}: the reason could not be read in time"
+                    # A hub or API server slow under load: the reason the spawn page showed last.
+                    reason = self._last_reason or (
+                        f"Queued in ClusterQueue {self.cluster_queue}: the reason could not be read in time")
                 task.cancel()
                 raise QueuedTooLong(
                     f"{reason or 'queued'}; gave up after {time.monotonic() - started:.0f}s in the queue, the most "

@@ -59,6 +59,8 @@ class Cluster:
         self.pods: dict[str, dict[str, Any]] = {}
         self.workload: dict[str, Any] | None = None
         self.reads = 0
+        # Set: every read of the Workload from then on hangs (an API server slow under load).
+        self.hang = False
 
 
 @pytest.fixture
@@ -74,6 +76,8 @@ def cluster(monkeypatch):
         async def read_workload(self, pod):
             seen.reads += 1
             assert pod["metadata"]["uid"] == POD_UID
+            if seen.hang:
+                await asyncio.sleep(3600)
             return seen.workload
 
         monkeypatch.setattr(spawner_class, "_workload", read_workload)
@@ -197,6 +201,46 @@ def test_a_server_still_queued_near_its_start_timeout_fails_with_kueues_reason(h
     assert str(error).startswith(f"Queued in ClusterQueue training (LocalQueue notebooks): {SHORT}; gave up after"), str(error)
     assert f"its start timeout, {start_timeout}s" in str(error)
     assert start_timeout - GIVE_UP_BEFORE_SECONDS <= took < start_timeout, took
+
+
+def test_a_queued_server_whose_workload_cannot_be_read_at_the_end_fails_with_the_last_reason_seen(
+        hub, cluster, monkeypatch):
+    """The last look at its start timeout times out (an API server slow under load); the spawn page
+    had shown Kueue's reason: the spawn ends with that."""
+    from kubespawner import KubeSpawner
+
+    cluster.workload = workload("False")
+
+    async def pod_events(self):
+        while not self._start_future.done():
+            await asyncio.sleep(0.1)
+        yield {"message": "(the pod's events end with the start)"}
+
+    monkeypatch.setattr(KubeSpawner, "progress", pod_events)
+    start_timeout = int(GIVE_UP_BEFORE_SECONDS) + 3
+
+    async def spawn(spawner):
+        cluster.attach(spawner)
+        gpu_server(spawner, cluster, gated_for=None, start_timeout=start_timeout)
+        started = spawner.start()
+        shown = []
+
+        async def page():
+            async for event in spawner.progress():
+                shown.append(event["message"])
+                if event["message"].startswith("Queued in"):
+                    cluster.hang = True
+        watching = asyncio.ensure_future(page())
+        with pytest.raises(TimeoutError) as caught:
+            await asyncio.wait_for(started, timeout=start_timeout)
+        watching.cancel()
+        return caught.value, shown
+
+    error, shown = with_spawner(hub, "ann", spawn)
+    assert f"Queued in ClusterQueue training (LocalQueue notebooks): {SHORT}" in shown, shown
+    assert cluster.hang and cluster.reads >= 2, cluster.reads
+    assert type(error).__name__ == "QueuedTooLong", repr(error)
+    assert str(error).startswith(f"Queued in ClusterQueue training (LocalQueue notebooks): {SHORT}; gave up after"), str(error)
 
 
 def test_a_server_kueue_admitted_is_not_ended_early(hub, cluster):

@@ -48,6 +48,40 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=key)
 
 
+# The session's cluster, once up: what a failed test's report shows of it.
+CLUSTER: list[RealCluster] = []
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed real-node test's report carries the cluster as it was then (CI keeps only its log,
+    and a failure there once said nothing more than its assertion): every pod, the Workloads and
+    TFJobs, the last events, the hub's log."""
+    report = yield
+    if report.failed and call.when in ("setup", "call") and CLUSTER:
+        report.sections.append(("the real cluster when it failed", cluster_state(CLUSTER[0])))
+    return report
+
+
+def cluster_state(cluster: RealCluster) -> str:
+    commands = [
+        ("get", "pods", "-A", "-o", "wide"),
+        ("get", "tfjobs", "-A", "-o", "wide"),
+        ("get", "workloads", "-A", "-o", "wide"),  # when Kueue is on
+        ("get", "events", "-A", "--sort-by=.lastTimestamp"),
+        ("logs", "-n", "jupyterhub", "deploy/hub", "--tail=80"),
+    ]
+    parts = []
+    for args in commands:
+        try:
+            out = cluster.kubectl(*args, check=False, timeout=30)
+            text = (out.stdout + out.stderr).splitlines()
+        except Exception as error:  # noqa: BLE001 - a report must not fail on its diagnostics
+            text = [f"({type(error).__name__}: {error})"]
+        parts.append(f"$ kubectl {' '.join(args)}\n" + "\n".join(text[-80:]))
+    return "\n\n".join(parts)
+
+
 @pytest.fixture(scope="session")
 def real() -> Iterator[RealCluster]:
     missing = not_built()
@@ -65,8 +99,10 @@ def real() -> Iterator[RealCluster]:
         # shared with other test sessions it ran past 300 s (2026-12-06, load average 9 on 2 cores).
         cluster.up_run = cluster.cluster("up", "--real", timeout=900)
         cluster.sysctls_before = sysctls_before_kubelets()
+        CLUSTER.append(cluster)
         yield cluster
     finally:
+        CLUSTER.clear()
         cluster.cluster("down", check=False)
         shutil.rmtree(base, ignore_errors=True)
         lock.close()

@@ -165,6 +165,12 @@ def delete_queued_job(real: RealCluster) -> None:
     wait_for(lambda: not job_pods(real, JOB), 120, f"{JOB}'s pods gone")
 
 
+def busy(hub: Hub) -> bool:
+    """HOLDER's server in use, as far as the culler knows (True, to be used inside a wait)."""
+    hub.report_activity(HOLDER)
+    return True
+
+
 def start_server(hub: Hub, user: str, gpus: int) -> None:
     hub.api("POST", f"/users/{user}", ok=(201, 409))
     hub.api("POST", f"/users/{user}/server", body={"profile": GPU_PROFILE, "gpus": str(gpus)}, ok=(201, 202))
@@ -285,9 +291,11 @@ def test_notebooks_and_a_tfjob_share_one_gpu_quota(real: RealCluster, kueue_on: 
         assert "error" not in shown, shown
         assert any(line.find(QUEUED) >= 0 and GPU_RESOURCE in line for line in shown["log"]), shown["log"]
         assert QUEUED_SCREENSHOT.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        # The failed spawn leaves nothing: no pod, no Workload, no quota.
-        wait_for(lambda: hub.server(WAITER) is None and pod_gone(real, WAITER), 120, f"{WAITER}'s pod removed")
-        wait_for(lambda: not pod_workloads(real, waiter_pod), 60, f"{WAITER}'s Workload removed")
+        # The failed spawn leaves nothing: no pod, no Workload, no quota. (The holder stays in use
+        # meanwhile: culled, its GPU would go back too.)
+        wait_for(lambda: busy(hub) and hub.server(WAITER) is None and pod_gone(real, WAITER), 120,
+                 f"{WAITER}'s pod removed")
+        wait_for(lambda: busy(hub) and not pod_workloads(real, waiter_pod), 60, f"{WAITER}'s Workload removed")
         assert gpu_usage(real) == 1
 
         # 4. Stopping the first notebook returns its GPU: the job is admitted whole and succeeds.
