@@ -50,6 +50,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 # The session's cluster, once up: what a failed test's report shows of it.
 CLUSTER: list[RealCluster] = []
+# Reports that carry it, at most: one failure can fail many tests behind it, and each look at a
+# struggling cluster may take its timeouts.
+STATE_REPORTS = [5]
 
 
 @pytest.hookimpl(wrapper=True)
@@ -58,7 +61,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     and a failure there once said nothing more than its assertion): every pod, the Workloads and
     TFJobs, the last events, the hub's log."""
     report = yield
-    if report.failed and call.when in ("setup", "call") and CLUSTER:
+    if report.failed and call.when in ("setup", "call") and CLUSTER and STATE_REPORTS[0] > 0:
+        STATE_REPORTS[0] -= 1
         report.sections.append(("the real cluster when it failed", cluster_state(CLUSTER[0])))
     return report
 
@@ -74,7 +78,7 @@ def cluster_state(cluster: RealCluster) -> str:
     parts = []
     for args in commands:
         try:
-            out = cluster.kubectl(*args, check=False, timeout=30)
+            out = cluster.kubectl(*args, check=False, timeout=15)
             text = (out.stdout + out.stderr).splitlines()
         except Exception as error:  # noqa: BLE001 - a report must not fail on its diagnostics
             text = [f"({type(error).__name__}: {error})"]
