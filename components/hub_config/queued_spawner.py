@@ -12,9 +12,10 @@ events, and Kueue writes why it waits on the Workload, not on the pod. So this s
   spawn-pending page shows) a line whenever what Kueue says of the pod changes: queued, in which
   ClusterQueue, and the Workload's QuotaReserved message (which resource is short, in which flavor),
   then that quota was reserved;
-- ends a spawn whose pod is still gated when its start timeout is nearly over with that reason,
-  instead of the hub's bare timeout (the hub's stop then deletes the pod, and Kueue finishes its
-  Workload, returning nothing it never held). A pod that was admitted times out as before.
+- ends a spawn whose pod is still gated when its start timeout is nearly over (give_up_after)
+  with that reason, instead of KubeSpawner's bare timeout (the hub's stop then deletes the pod,
+  and Kueue finishes its Workload, returning nothing it never held). A pod that was admitted
+  times out as before.
 Kueue's position in the queue needs its visibility API, which the stack does not deploy: not shown.
 """
 
@@ -41,9 +42,19 @@ QUOTA_RESERVED = "QuotaReserved"
 
 # How often a queued spawn's Workload is read (one list call in the hub's namespace).
 POLL_SECONDS = 5.0
-# A gated pod's spawn ends this long before its start timeout, so that its own reason ends it, not
-# the hub's wait (which starts a moment earlier and says nothing).
+# KubeSpawner waits for its pod to run with JupyterHub's exponential_backoff, whose deadline is
+# drawn at random within 10 % either side of the timeout (its timeout_tolerance): a pod that never
+# runs fails its spawn anywhere from 0.9 to 1.1 times the start timeout after it was made (seen on
+# the real nodes: 84 s into a 90 s timeout).
+BACKOFF_JITTER = 0.1
+# A gated pod's spawn ends this long before the earliest of those, so that Kueue's reason ends it,
+# not KubeSpawner's bare "did not start in N seconds".
 GIVE_UP_BEFORE_SECONDS = 5.0
+
+
+def give_up_after(start_timeout: float) -> float:
+    """Seconds into its spawn when a pod still gated is given up."""
+    return max(0.0, start_timeout * (1 - BACKOFF_JITTER) - GIVE_UP_BEFORE_SECONDS)
 
 
 class QueuedTooLong(TimeoutError):
@@ -174,7 +185,7 @@ class QueuedKubeSpawner(KubeSpawner):
                 if done:
                     return task.result()
                 # start_timeout is the profile's once KubeSpawner has loaded it (in _start).
-                if time.monotonic() - started < self.start_timeout - GIVE_UP_BEFORE_SECONDS:
+                if time.monotonic() - started < give_up_after(self.start_timeout):
                     continue
                 if not gated(self.pod_reflector.pods.get(self._pod_key)):
                     return await task  # not Kueue's: the timeouts end it as they would have

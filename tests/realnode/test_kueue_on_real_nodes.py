@@ -284,7 +284,8 @@ def test_notebooks_and_a_tfjob_share_one_gpu_quota(real: RealCluster, kueue_on: 
         assert final.get("failed"), f"{WAITER}'s spawn did not fail: {final}"
         assert final["message"].startswith(f"Spawn failed: {QUEUED}: "), final
         assert GPU_RESOURCE in final["message"] and f"its start timeout, {GPU_START_TIMEOUT_SECONDS}s" in final["message"], final
-        assert GPU_START_TIMEOUT_SECONDS - 15 <= failed_after < GPU_START_TIMEOUT_SECONDS + 60, f"failed after {failed_after:.0f}s"
+        # Given up before KubeSpawner's own wait could end it (at 0.9 of the timeout at the earliest).
+        assert GPU_START_TIMEOUT_SECONDS * 0.9 - 15 <= failed_after < GPU_START_TIMEOUT_SECONDS + 60, f"failed after {failed_after:.0f}s"
         # What the admin saw on the spawn page meanwhile.
         assert page.returncode == 0, f"the spawn page's driver failed ({page.returncode}):\n{said[-3000:]}"
         shown = json.loads(shown.strip().splitlines()[-1])

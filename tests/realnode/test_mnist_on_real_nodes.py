@@ -18,6 +18,7 @@ import re
 import shutil
 import signal
 import subprocess
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -72,6 +73,18 @@ def job_pods(real: RealCluster) -> dict[str, dict[str, Any]]:
 
 def log(real: RealCluster, pod: str, *args: str) -> str:
     return real.kubectl("logs", "-n", NAMESPACE, pod, "-c", "tensorflow", *args, check=False).stdout
+
+
+def previous_log(real: RealCluster, pod: str) -> str:
+    """The log of POD's container before its restart. Asked again for up to 30 s while the kubelet
+    answers that it cannot retrieve it (seen once, 2026-12-07, right after the chief's restart);
+    then what it last said, for the test to show."""
+    deadline = time.monotonic() + 30
+    while True:
+        text = log(real, pod, "--previous")
+        if not text.startswith("unable to retrieve container logs") or time.monotonic() > deadline:
+            return text
+        time.sleep(2)
 
 
 def trainer_pid(uid: str) -> int:
@@ -133,7 +146,7 @@ def run(stack: LocalStack, real: RealCluster) -> Run:
                                   "a checkpoint after the worker's restart")
     wait_for(lambda: restarted(real, f"{JOB}-chief-0"), 120, "the killed chief's container restarted")
     # Now, while the new container runs: once it ends, the kubelet keeps only one dead container.
-    previous_chief_log = log(real, f"{JOB}-chief-0", "--previous")
+    previous_chief_log = previous_log(real, f"{JOB}-chief-0")
     def finished() -> dict[str, Any] | None:
         job = tfjob(real)
         return job if condition(job, "Succeeded") or condition(job, "Failed") else None

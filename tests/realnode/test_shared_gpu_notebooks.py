@@ -249,8 +249,11 @@ def test_a_fifth_gpu_server_shows_the_schedulers_reason_and_fails_within_its_sta
     final = events[-1]
     assert final.get("failed"), f"the fifth spawn did not fail: {final}"
     assert final["message"].startswith("Spawn failed"), final
-    # At the profile's timeout (and its stop), long before the hub-wide one.
-    assert GPU_START_TIMEOUT_SECONDS - 5 <= failed_after < GPU_START_TIMEOUT_SECONDS + 60, f"failed after {failed_after:.0f}s"
+    # At the profile's timeout (and its stop), long before the hub-wide one. KubeSpawner's wait for the
+    # pod ends at a random point within 10 % either side of it (JupyterHub's exponential_backoff;
+    # seen: 83.7 s and 84.0 s into a 90 s timeout, which a bound of 85 s failed).
+    assert GPU_START_TIMEOUT_SECONDS * 0.9 - 5 <= failed_after < GPU_START_TIMEOUT_SECONDS * 1.1 + 60, (
+        f"failed after {failed_after:.0f}s")
     log = real.kubectl("logs", "-n", NAMESPACE, "deploy/hub").stdout
     gave_up = f"{FIFTH}'s server failed to start in {GPU_START_TIMEOUT_SECONDS} seconds, giving up."
     assert gave_up in log, f"not in the hub's log: {gave_up!r}\n{log[-3000:]}"
