@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import ports
+from . import frontproxy, ports
 from .process import exited, wait_exited
 from .settings import CONTROL_PLANE_TOOLS, CONTROL_PLANE_VERSIONS, REPO, ClusterPaths, missing_tools
 
@@ -121,6 +121,10 @@ class ControlPlane:
             # `options` is the file's last block: the ports join it.
             text += "".join(f"  {option}: {port}\n" for option, port in zip(PORT_OPTIONS, self.pick_ports()))
         config.write_text(text)
+        if created:
+            # The API server proxies aggregated APIs with a front-proxy certificate of the cluster's
+            # own, which extension servers trust for the caller's identity (frontproxy.py).
+            extra_args = (*frontproxy.api_server_args(frontproxy.make(self.dir)), *extra_args)
         try:
             self.kwokctl_create(config, real, extra_args)
         finally:

@@ -4,13 +4,15 @@ took, and removed. The tests share one cluster and run in file order."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 from pathlib import Path
 
-from cluster.localcluster.controlplane import COMPONENTS, ControlPlane, fingerprint
+from cluster.localcluster import frontproxy
+from cluster.localcluster.controlplane import COMPONENTS, ControlPlane, command_line, fingerprint
 from cluster.localcluster.ports import FIRST_PORT, LAST_PORT, listeners
 from polling import wait_for
 
@@ -83,6 +85,30 @@ def test_kubectl_reaches_the_cluster(plane: ControlPlane) -> None:
     out = cluster(plane, "kubectl", "get", "configmap", "survivor", "-o", "jsonpath={.data.kept}")
     assert out.stdout == "yes"
     wait_for(lambda: lease_holder(plane), 60, "kwok to hold node sim-0's lease")
+
+
+def test_the_api_server_proxies_aggregated_apis_with_a_front_proxy_certificate(plane: ControlPlane) -> None:
+    """What an aggregated API server (Kueue's visibility API) reads to trust the caller's identity
+    the API server forwards: the cluster's own front-proxy CA and the one name it signs for, not
+    the admin certificate kwokctl would lend the proxy."""
+    out = cluster(plane, "kubectl", "get", "configmap", "-n", "kube-system", "extension-apiserver-authentication",
+                  "-o", "json")
+    data = json.loads(out.stdout)["data"]
+    directory = plane.dir / frontproxy.DIRECTORY
+    ca = (directory / f"{frontproxy.CA}.crt").read_text()
+    assert data["requestheader-client-ca-file"].strip() == ca.strip(), "the published request-header CA is not ours"
+    assert data["client-ca-file"].strip() != ca.strip(), "the front-proxy CA must not be the cluster CA"
+    assert json.loads(data["requestheader-allowed-names"]) == [frontproxy.CLIENT_NAME]
+    assert json.loads(data["requestheader-username-headers"]) == ["X-Remote-User"]
+    # The proxy's certificate is the one the CA signed, for client auth only; the keys are private.
+    verified = subprocess.run(["openssl", "verify", "-CAfile", str(directory / f"{frontproxy.CA}.crt"),
+                               "-purpose", "sslclient", str(directory / f"{frontproxy.CLIENT}.crt")],
+                              capture_output=True, text=True)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    args = command_line(api_server(plane))
+    assert f"--proxy-client-cert-file={directory / frontproxy.CLIENT}.crt" in args, args
+    for key in (directory / f"{frontproxy.CA}.key", directory / f"{frontproxy.CLIENT}.key"):
+        assert key.stat().st_mode & 0o077 == 0, f"{key} is readable by others"
 
 
 def test_killed_api_server_is_restarted_on_the_same_ports(plane: ControlPlane) -> None:
