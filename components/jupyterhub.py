@@ -40,7 +40,7 @@ from components import cert_manager
 from components.hub_config import document as hub
 from components import tls
 from components.cluster import ANY_API_SERVER, Cluster, Scheduling
-from components.kueue import Kueue
+from components.kueue import Kueue, pending_workloads_rules
 from components.k8s import (
     CLUSTER_DNS_PEER,
     DNS_PORTS,
@@ -104,8 +104,13 @@ SPAWNER_RULES = (
     {"apiGroups": [""], "resources": ["serviceaccounts"], "resourceNames": [hub.HUB_SERVICE], "verbs": ["get"]},
 )
 # With queued notebooks: the Workloads Kueue makes for user pods, read to tell a waiting user why
-# (queued_spawner.py lists them by a pod's uid); in the hub's namespace only, never written.
-QUEUED_SPAWNER_RULES = ({"apiGroups": [KUEUE_GROUP], "resources": [WORKLOADS], "verbs": ["get", "list"]},)
+# (queued_spawner.py lists them by a pod's uid), and the pending workloads of the notebooks'
+# LocalQueue through Kueue's visibility API, read to tell them their position (that queue only);
+# in the hub's namespace only, never written.
+QUEUED_SPAWNER_RULES = (
+    {"apiGroups": [KUEUE_GROUP], "resources": [WORKLOADS], "verbs": ["get", "list"]},
+    *pending_workloads_rules(NOTEBOOK_LOCAL_QUEUE),
+)
 
 
 @dataclass(frozen=True)

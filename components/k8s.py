@@ -100,13 +100,15 @@ def webhook_controller_policies(
     webhook_port: int,
     api_server: pulumi.Input[list[dict[str, Any]]],
     opts: pulumi.ResourceOptions,
+    also_served: tuple[int, ...] = (),
 ) -> None:
     """The policies of a namespace that holds one controller with an admission webhook: default
     deny, then the controller (`pod_labels`) reaching the Kubernetes API only (`api_server`, the
     egress rules to its address) and reached on its webhook port only. The webhook's caller is the
     API server, whose source address no rule can name across clusters (a control-plane node, a
     konnectivity agent, a managed control plane's tunnel): so from anywhere, as cert-manager's
-    chart does for its webhook; a webhook answers TLS admission reviews and nothing else. Pulumi
+    chart does for its webhook; a webhook answers TLS admission reviews and nothing else.
+    `also_served`: other ports the API server calls the controller on (an aggregated API). Pulumi
     names them `<name>-netpol-default-deny` and `<name>-netpol-<component>`."""
     policy_labels = app_labels(app, "network-policy")
     default_deny(namespace, policy_labels, opts, f"{name}-netpol-default-deny")
@@ -116,7 +118,7 @@ def webhook_controller_policies(
         spec={
             "podSelector": {"matchLabels": pod_labels},
             "policyTypes": ["Ingress", "Egress"],
-            "ingress": [{"ports": [{"protocol": "TCP", "port": webhook_port}]}],
+            "ingress": [{"ports": [{"protocol": "TCP", "port": port} for port in (webhook_port, *also_served)]}],
             "egress": api_server,
         },
         opts=opts,

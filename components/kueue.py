@@ -5,8 +5,22 @@ What the manager needs that upstream generates (the CRDs, the webhook list, the 
 read from the Kueue module at the pinned version (`tools/build.sh kueue-manifests` copies it out
 of the module), and only the parts for what this stack runs are kept: the plain-pod integration
 (the only one enabled, in the namespaces whose pods are queued), Kueue's own API, no leader
-election, no visibility API server. The manager's Deployment, Service, config, namespace and
-NetworkPolicies are written here.
+election. The manager's Deployment, Services, config, namespace and NetworkPolicies are written
+here, and what its visibility API needs (`visibility_api` below).
+
+The visibility API (`visibility.kueue.x-k8s.io`, on by default since v0.9: the VisibilityOnDemand
+feature gate) answers which workloads wait in a queue and at which position; the hub shows a
+queued server its position from it. The manager serves it itself, as an aggregated API server
+behind an APIService, so the API server authenticates and authorizes every caller first, and the
+manager checks again by delegating to the API server (TokenReview, SubjectAccessReview: the
+`system:auth-delegator` ClusterRole) and reading the API server's client and front-proxy CAs
+(the `extension-apiserver-authentication-reader` Role in kube-system). Of upstream's install
+(config/components/visibility) this deploys the APIService of v1beta2 only (the hub's version;
+v1beta1 is the deprecated one), its Service, and those two bindings; not the optional
+API-priority-and-fairness objects (visibility-apf). Like upstream's, the APIService skips
+verifying the server's certificate: the manager makes a self-signed one when it starts, so there
+is no CA to pin; the API server still proves itself to the manager with its front-proxy client
+certificate, and the API answers reads only.
 """
 
 from __future__ import annotations
@@ -32,6 +46,7 @@ from vocab.tfjob_api import PLURAL as TFJOB_PLURAL
 from vocab.kueue_api import (
     API_VERSION,
     CONFIG_API_VERSION,
+    LOCAL_QUEUE_PENDING_WORKLOADS,
     CONVERTED_CRDS,
     GROUP,
     MANAGER,
@@ -41,12 +56,20 @@ from vocab.kueue_api import (
     POD_INTEGRATION,
     QUEUE_LABEL,
     VALIDATING_WEBHOOK_CONFIGURATION,
+    VISIBILITY_GROUP,
+    VISIBILITY_SERVICE,
+    VISIBILITY_VERSION,
     WEBHOOK_SECRET,
     WEBHOOK_SERVICE,
 )
 
 WEBHOOK_PORT = 9443
 HEALTH_PORT = 8081
+# Where the manager serves the visibility API (config.kueue.x-k8s.io DefaultVisibilityBindPort).
+VISIBILITY_PORT = 8082
+# Where its server writes the self-signed certificate it makes at start (hard-coded upstream,
+# pkg/visibility): an emptyDir, the root filesystem being read-only.
+VISIBILITY_CERT_DIR = "/visibility"
 CONFIG_FILE = "controller_manager_config.yaml"
 CONFIG_MAP = f"{NAME}-manager-config"
 # The manager's default (config.kueue.x-k8s.io DefaultWebhookCertDir), where the cert rotator
@@ -201,6 +224,61 @@ def manager_config(managed_namespaces: tuple[str, ...]) -> dict[str, Any]:
     }
 
 
+def visibility_api(account_name: str = MANAGER, account_namespace: str = NAMESPACE) -> dict[str, Any]:
+    """What the visibility API needs beside the manager, as plain objects: its Service, the
+    APIService of VISIBILITY_VERSION, and the manager's two grants as an API server that delegates
+    authentication and authorization to the cluster's (upstream's config/components/visibility,
+    with the names this stack gives)."""
+    subject = [{"kind": "ServiceAccount", "name": account_name, "namespace": account_namespace}]
+    labels = app_labels(NAME, "visibility")
+    return {
+        "service": {
+            "metadata": {"name": VISIBILITY_SERVICE, "namespace": NAMESPACE, "labels": labels},
+            "spec": {
+                "type": "ClusterIP",
+                "selector": app_labels(NAME, "controller"),
+                "ports": [{"name": "https", "port": 443, "targetPort": VISIBILITY_PORT, "protocol": "TCP"}],
+            },
+        },
+        "api_service": {
+            "metadata": {"name": f"{VISIBILITY_VERSION}.{VISIBILITY_GROUP}", "labels": labels},
+            "spec": {
+                "group": VISIBILITY_GROUP,
+                "version": VISIBILITY_VERSION,
+                "groupPriorityMinimum": 100,
+                "versionPriority": 100,
+                "service": {"name": VISIBILITY_SERVICE, "namespace": NAMESPACE, "port": 443},
+                # The manager's certificate is self-signed at its start: nothing to pin (as upstream).
+                "insecureSkipTLSVerify": True,
+            },
+        },
+        # TokenReviews and SubjectAccessReviews (create), to check each caller with the API server.
+        "auth_delegator": {
+            "metadata": {"name": f"{MANAGER}-auth-delegator", "labels": labels},
+            "role_ref": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:auth-delegator"},
+            "subjects": subject,
+        },
+        # The ConfigMap extension-apiserver-authentication in kube-system (the client CAs), read only.
+        "auth_reader": {
+            "metadata": {"name": f"{MANAGER}-auth-reader", "namespace": "kube-system", "labels": labels},
+            "role_ref": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                         "name": "extension-apiserver-authentication-reader"},
+            "subjects": subject,
+        },
+    }
+
+
+def pending_workloads_rules(local_queue: str) -> list[dict[str, Any]]:
+    """Read access to one LocalQueue's pending workloads through the visibility API (for a Role
+    in the LocalQueue's namespace): get, on that queue only."""
+    return [{
+        "apiGroups": [VISIBILITY_GROUP],
+        "resources": [LOCAL_QUEUE_PENDING_WORKLOADS],
+        "resourceNames": [local_queue],
+        "verbs": ["get"],
+    }]
+
+
 def flavor_name(pool: str) -> str:
     """The ResourceFlavor of a node pool."""
     return f"pool-{pool}"
@@ -277,6 +355,7 @@ class KueueArgs:
 class Kueue(pulumi.ComponentResource):
     deployment: k8s.apps.v1.Deployment
     ready: list[pulumi.Resource]  # what a LocalQueue must wait for (the webhooks serve it)
+    visibility: k8s.apiregistration.v1.APIService  # the visibility API's registration
     cluster_queues: dict[str, k8s.apiextensions.CustomResource]
 
     def __init__(self, name: str, args: KueueArgs, opts: pulumi.ResourceOptions | None = None) -> None:
@@ -292,8 +371,10 @@ class Kueue(pulumi.ComponentResource):
             f"{name}-ns", metadata={"name": NAMESPACE, "labels": {**labels, **pod_security_labels()}}, opts=child
         )
         in_namespace = pulumi.ResourceOptions(parent=self, depends_on=[namespace])
-        # The manager reaches the Kubernetes API only, and is reached on its webhook port only.
-        webhook_controller_policies(name, "manager", NAME, NAMESPACE, labels, WEBHOOK_PORT, args.api_server_egress, in_namespace)
+        # The manager reaches the Kubernetes API only, and is reached on its webhook port and its
+        # visibility API's only (both called by the API server).
+        webhook_controller_policies(name, "manager", NAME, NAMESPACE, labels, WEBHOOK_PORT, args.api_server_egress,
+                                    in_namespace, also_served=(VISIBILITY_PORT,))
         account = k8s.core.v1.ServiceAccount(
             f"{name}-sa", metadata={"name": MANAGER, "namespace": NAMESPACE, "labels": labels}, opts=in_namespace
         )
@@ -363,8 +444,11 @@ class Kueue(pulumi.ComponentResource):
                 # the CA into these before the manager reports ready.
                 opts=pulumi.ResourceOptions(parent=self, ignore_changes=["webhooks[*].clientConfig.caBundle"]),
             ))
+        visibility = self._visibility_api(name, account, in_namespace)
         # Kueue's objects are admitted by its webhooks: they wait for the manager to serve them.
         self.ready = [*crd_resources, self.deployment, service, *hooks]
+        # The hub's queued spawner reads positions here; it says less while this is unavailable.
+        self.visibility = visibility
         on_kueue = pulumi.ResourceOptions(parent=self, depends_on=self.ready)
         pools = {p.name: p for p in args.cluster.settings.node_pools}
         flavors = sorted({q.pool for queue in args.settings.cluster_queues for q in queue.quotas})
@@ -405,6 +489,27 @@ class Kueue(pulumi.ComponentResource):
             ),
         )
 
+    def _visibility_api(
+        self, name: str, account: k8s.core.v1.ServiceAccount, in_namespace: pulumi.ResourceOptions
+    ) -> k8s.apiregistration.v1.APIService:
+        objects = visibility_api()
+        k8s.rbac.v1.ClusterRoleBinding(
+            f"{name}-visibility-auth-delegator", **objects["auth_delegator"],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[account]),
+        )
+        k8s.rbac.v1.RoleBinding(
+            f"{name}-visibility-auth-reader", **objects["auth_reader"],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[account]),
+        )
+        service = k8s.core.v1.Service(f"{name}-visibility-svc", **objects["service"], opts=in_namespace)
+        # Registered once the manager serves it (and removed before the manager goes): an
+        # APIService whose server is missing fails discovery of its group, which holds up
+        # namespace deletion cluster-wide while it lasts.
+        return k8s.apiregistration.v1.APIService(
+            f"{name}-visibility-apiservice", **objects["api_service"],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.deployment, service]),
+        )
+
     def _crd(self, name: str, crd: dict[str, Any], labels: dict[str, str]) -> k8s.apiextensions.v1.CustomResourceDefinition:
         crd = stack_crd(crd)
         plural = crd["spec"]["names"]["plural"]
@@ -430,16 +535,19 @@ class Kueue(pulumi.ComponentResource):
                     "image": images.kueue,
                     "imagePullPolicy": images.pull_policy(),
                     "command": ["/manager"],
-                    # The visibility API (pending workloads' positions) is an aggregated API server
-                    # that needs an APIService and the API server's client CA: not deployed here.
-                    "args": [f"--config=/{CONFIG_FILE}", "--zap-log-level=2", "--feature-gates=VisibilityOnDemand=false"],
-                    "ports": [{"name": "webhook-server", "containerPort": WEBHOOK_PORT, "protocol": "TCP"}],
+                    # The visibility API is on (VisibilityOnDemand, beta and on by default since v0.9).
+                    "args": [f"--config=/{CONFIG_FILE}", "--zap-log-level=2"],
+                    "ports": [
+                        {"name": "webhook-server", "containerPort": WEBHOOK_PORT, "protocol": "TCP"},
+                        {"name": "visibility", "containerPort": VISIBILITY_PORT, "protocol": "TCP"},
+                    ],
                     "securityContext": {**restricted(), "readOnlyRootFilesystem": True},
                     # Upstream's limits are 2 CPUs and 512Mi; one CPU is enough for one team's queues.
                     "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
                     "volumeMounts": [
                         {"name": "cert", "mountPath": CERT_DIR, "readOnly": True},
                         {"name": "config", "mountPath": f"/{CONFIG_FILE}", "subPath": CONFIG_FILE, "readOnly": True},
+                        {"name": "visibility", "mountPath": VISIBILITY_CERT_DIR},
                     ],
                     "livenessProbe": {"httpGet": {"path": "/healthz", "port": HEALTH_PORT}, "initialDelaySeconds": 15, "periodSeconds": 20},
                     "readinessProbe": {"httpGet": {"path": "/readyz", "port": HEALTH_PORT}, "initialDelaySeconds": 5, "periodSeconds": 10},
@@ -448,6 +556,7 @@ class Kueue(pulumi.ComponentResource):
             "volumes": [
                 {"name": "cert", "secret": {"secretName": WEBHOOK_SECRET, "defaultMode": 420}},
                 {"name": "config", "configMap": {"name": CONFIG_MAP}},
+                {"name": "visibility", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
             ],
         }
 

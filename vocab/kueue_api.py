@@ -58,3 +58,12 @@ NOTEBOOK_LOCAL_QUEUE = "notebooks"
 WORKLOADS = "workloads"
 JOB_UID_LABEL = f"{GROUP}/job-uid"
 QUOTA_RESERVED = "QuotaReserved"
+
+# Kueue's visibility API (the on-demand one): pending workloads and their positions, served by the
+# manager itself as an aggregated API server behind an APIService (components/kueue.py). The hub
+# reads its own LocalQueue's (queued_spawner.py spells these out too; a unit test holds them equal).
+VISIBILITY_GROUP = f"visibility.{GROUP}"
+VISIBILITY_VERSION = "v1beta2"
+VISIBILITY_SERVICE = f"{NAME}-visibility-server"
+PENDING_WORKLOADS = "pendingworkloads"
+LOCAL_QUEUE_PENDING_WORKLOADS = f"localqueues/{PENDING_WORKLOADS}"

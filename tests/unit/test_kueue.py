@@ -261,6 +261,53 @@ def test_pod_webhooks_apply_only_in_the_queued_namespaces(deployment):
         assert groups in ({"kueue.x-k8s.io"}, {""}), hook["name"]
 
 
+def test_the_visibility_api_is_registered_for_the_managers_server(deployment):
+    """Kueue's on-demand visibility API: the manager serves it (the feature gate left at its
+    default, on), behind an APIService of v1beta2 and a Service on its port."""
+    (container,) = deployment.named("kueue-deployment").inputs["spec"]["template"]["spec"]["containers"]
+    assert not [a for a in container["args"] if "VisibilityOnDemand" in a], container["args"]
+    assert {"name": "visibility", "containerPort": 8082, "protocol": "TCP"} in container["ports"]
+    # Its self-signed certificate goes to a writable emptyDir (the root filesystem is read-only).
+    pod = deployment.named("kueue-deployment").inputs["spec"]["template"]["spec"]
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "visibility"]
+    assert mount["mountPath"] == "/visibility"
+    assert {"name": "visibility", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}} in pod["volumes"]
+    service = deployment.named("kueue-visibility-svc").inputs
+    assert service["metadata"] == {**service["metadata"], "name": kueue_api.VISIBILITY_SERVICE, "namespace": NAMESPACE}
+    assert service["spec"]["selector"] == deployment.named("kueue-deployment").inputs["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["ports"] == [{"name": "https", "port": 443, "targetPort": 8082, "protocol": "TCP"}]
+    (api,) = deployment.of_type("kubernetes:apiregistration.k8s.io/v1:APIService")
+    assert api.inputs["metadata"]["name"] == "v1beta2.visibility.kueue.x-k8s.io"
+    assert api.inputs["spec"] == {
+        "group": "visibility.kueue.x-k8s.io", "version": "v1beta2", "groupPriorityMinimum": 100, "versionPriority": 100,
+        "service": {"name": kueue_api.VISIBILITY_SERVICE, "namespace": NAMESPACE, "port": 443},
+        "insecureSkipTLSVerify": True,
+    }
+    # The manager is reached on the webhook's port and the visibility API's, nothing else.
+    policy = deployment.named("kueue-netpol-manager").inputs["spec"]
+    assert policy["ingress"] == [{"ports": [{"protocol": "TCP", "port": 9443}, {"protocol": "TCP", "port": 8082}]}]
+
+
+def test_the_visibility_server_delegates_authentication_and_authorization_only(deployment):
+    """The manager as an API server checks callers with the API server (system:auth-delegator:
+    TokenReviews and SubjectAccessReviews) and reads the client CAs in kube-system, nothing more."""
+    subject = [{"kind": "ServiceAccount", "name": "kueue-controller-manager", "namespace": NAMESPACE}]
+    delegator = deployment.named("kueue-visibility-auth-delegator").inputs
+    assert delegator["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                     "name": "system:auth-delegator"}
+    assert delegator["subjects"] == subject
+    reader = deployment.named("kueue-visibility-auth-reader").inputs
+    assert reader["metadata"]["namespace"] == "kube-system"
+    assert reader["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": "extension-apiserver-authentication-reader"}
+    assert reader["subjects"] == subject
+    # The only bindings to roles the stack does not write itself.
+    borrowed = [b.name for t in ("ClusterRoleBinding", "RoleBinding")
+                for b in deployment.of_type(f"kubernetes:rbac.authorization.k8s.io/v1:{t}")
+                if b.inputs["roleRef"]["name"] in ("system:auth-delegator", "extension-apiserver-authentication-reader")]
+    assert sorted(borrowed) == ["kueue-visibility-auth-delegator", "kueue-visibility-auth-reader"]
+
+
 def test_converted_crds_point_at_the_managers_conversion_webhook(deployment):
     crds = {r.inputs["metadata"]["name"]: r.inputs["spec"] for r in deployment.of_type(CRD)}
     conversion = crds["clusterqueues.kueue.x-k8s.io"]["conversion"]
@@ -319,7 +366,8 @@ def test_without_kueue_the_stack_is_as_before(off):
     for entry in document["traits"]["KubeSpawner"]["profile_list"]:
         assert "extra_labels" not in entry["kubespawner_override"], entry["slug"]
     assert QUEUED_SPAWNER_MODULE.name not in deployment.named("jupyterhub-config").inputs["data"]
-    assert kueue_api.GROUP not in {g for rule in _hub_role(deployment) for g in rule["apiGroups"]}
+    assert not {kueue_api.GROUP, kueue_api.VISIBILITY_GROUP} & {g for rule in _hub_role(deployment) for g in rule["apiGroups"]}
+    assert not deployment.of_type("kubernetes:apiregistration.k8s.io/v1:APIService")
 
 
 # --- notebooks in the queue --------------------------------------------------------------------
@@ -356,6 +404,10 @@ def test_the_hub_runs_the_queued_spawner_and_may_only_read_workloads_in_its_name
     assert role["metadata"]["namespace"] == "jupyterhub"
     kueue_rules = [r for r in role["rules"] if kueue_api.GROUP in r["apiGroups"]]
     assert kueue_rules == [{"apiGroups": [kueue_api.GROUP], "resources": ["workloads"], "verbs": ["get", "list"]}]
+    # Its LocalQueue's pending workloads (their positions) through the visibility API: get, that queue only.
+    visibility_rules = [r for r in role["rules"] if kueue_api.VISIBILITY_GROUP in r["apiGroups"]]
+    assert visibility_rules == [{"apiGroups": ["visibility.kueue.x-k8s.io"], "resources": ["localqueues/pendingworkloads"],
+                                 "resourceNames": ["notebooks"], "verbs": ["get"]}]
     # Nothing cluster-wide for the hub.
     for binding in deployment.of_type("kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding"):
         assert "hub" not in {s["name"] for s in binding.inputs["subjects"]}, binding.name
@@ -370,7 +422,8 @@ def test_the_queued_spawner_speaks_kueues_names_as_the_vocabulary_does():
         for node in module.body
         if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name) and isinstance(node.value, ast.Constant)
     }
-    for name in ("QUEUE_LABEL", "SCHEDULING_GATE", "GROUP", "VERSION", "WORKLOADS", "JOB_UID_LABEL", "QUOTA_RESERVED"):
+    for name in ("QUEUE_LABEL", "SCHEDULING_GATE", "GROUP", "VERSION", "WORKLOADS", "JOB_UID_LABEL", "QUOTA_RESERVED",
+                 "VISIBILITY_GROUP", "VISIBILITY_VERSION", "PENDING_WORKLOADS"):
         assert constants.get(name) == getattr(kueue_api, name), name
 
 
