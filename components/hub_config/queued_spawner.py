@@ -10,13 +10,17 @@ does not fit. KubeSpawner itself knows nothing of that (kubespawner #922): it re
 events, and Kueue writes why it waits on the Workload, not on the pod. So this spawner:
 - adds to the spawn progress (what /hub/api/users/NAME/server/progress streams and the
   spawn-pending page shows) a line whenever what Kueue says of the pod changes: queued, in which
-  ClusterQueue, and the Workload's QuotaReserved message (which resource is short, in which flavor),
-  then that quota was reserved;
+  ClusterQueue, at which position (Kueue's visibility API: the LocalQueue's pending workloads, with
+  each one's place in the LocalQueue and in the ClusterQueue), and the Workload's QuotaReserved
+  message (which resource is short, in which flavor), then that quota was reserved;
 - ends a spawn whose pod is still gated when its start timeout is nearly over (give_up_after)
   with that reason, instead of KubeSpawner's bare timeout (the hub's stop then deletes the pod,
   and Kueue finishes its Workload, returning nothing it never held). A pod that was admitted
   times out as before.
-Kueue's position in the queue needs its visibility API, which the stack does not deploy: not shown.
+The position comes from Kueue's visibility API (`visibility.kueue.x-k8s.io`, which the manager
+serves behind an APIService; the hub may get its own LocalQueue's pending workloads and nothing
+else). Where that API does not answer (not registered, its server down, refused), the page says the
+rest without a position and the hub logs a warning once; the spawn goes on.
 """
 
 from __future__ import annotations
@@ -39,6 +43,9 @@ VERSION = "v1beta2"
 WORKLOADS = "workloads"
 JOB_UID_LABEL = "kueue.x-k8s.io/job-uid"
 QUOTA_RESERVED = "QuotaReserved"
+VISIBILITY_GROUP = "visibility.kueue.x-k8s.io"
+VISIBILITY_VERSION = "v1beta2"
+PENDING_WORKLOADS = "pendingworkloads"
 
 # How often a queued spawn's Workload is read (one list call in the hub's namespace).
 POLL_SECONDS = 5.0
@@ -74,9 +81,27 @@ def quota_reserved(workload: Mapping[str, Any] | None) -> Mapping[str, Any] | No
     return next((c for c in conditions if c.get("type") == QUOTA_RESERVED), None)
 
 
-def queued_message(cluster_queue: str, local_queue: str, workload: Mapping[str, Any] | None) -> str:
-    """What the spawn page says of a gated pod and its Workload (None: not made yet)."""
+def position_of(pending: Mapping[str, Any] | None, workload: Mapping[str, Any] | None) -> tuple[int, int] | None:
+    """The Workload's position in its LocalQueue and in its ClusterQueue, counted from 1, as the
+    visibility API's pending workloads of the LocalQueue (`pending`) give them (from 0), or None
+    if it is not among them."""
+    if not pending or not workload:
+        return None
+    name = workload["metadata"]["name"]
+    for item in pending.get("items") or []:
+        if (item.get("metadata") or {}).get("name") == name:
+            return int(item.get("positionInLocalQueue") or 0) + 1, int(item.get("positionInClusterQueue") or 0) + 1
+    return None
+
+
+def queued_message(
+    cluster_queue: str, local_queue: str, workload: Mapping[str, Any] | None, position: tuple[int, int] | None = None
+) -> str:
+    """What the spawn page says of a gated pod and its Workload (None: not made yet), with its
+    position (in the LocalQueue, in the ClusterQueue; from 1) where Kueue gave it."""
     where = f"Queued in ClusterQueue {cluster_queue} (LocalQueue {local_queue})"
+    if position is not None:
+        where += f", position {position[0]} in the LocalQueue and {position[1]} in the ClusterQueue"
     condition = quota_reserved(workload)
     if workload is None:
         return f"{where}: waiting for Kueue to take the server's Workload in"
@@ -85,6 +110,11 @@ def queued_message(cluster_queue: str, local_queue: str, workload: Mapping[str, 
     if condition.get("status") == "True":
         return f"Quota reserved in ClusterQueue {cluster_queue}: {condition.get('message', '')}".rstrip(": ")
     return f"{where}: {condition.get('message') or condition.get('reason') or 'no quota reserved yet'}"
+
+
+# Whether this hub has logged that the visibility API did not answer (once: it is the cluster's
+# state, not one spawn's, and every queued spawn asks every few seconds).
+_visibility_warned = False
 
 
 class QueuedKubeSpawner(KubeSpawner):
@@ -113,6 +143,37 @@ class QueuedKubeSpawner(KubeSpawner):
     # last look, at the start timeout, cannot read the Workload in time.
     _last_reason: str | None = None
 
+    async def _pending_workloads(self, local_queue: str) -> Mapping[str, Any]:
+        """The pending workloads of `local_queue` in the hub's namespace, with their positions, as
+        Kueue's visibility API lists them (a subresource the generated client has no method for)."""
+        client = shared_client("CustomObjectsApi").api_client
+        return await client.call_api(
+            "/apis/{group}/{version}/namespaces/{namespace}/localqueues/{name}/" + PENDING_WORKLOADS, "GET",
+            path_params={"group": VISIBILITY_GROUP, "version": VISIBILITY_VERSION, "namespace": self.namespace,
+                         "name": local_queue},
+            header_params={"Accept": "application/json"},
+            response_types_map={200: "object"},
+            auth_settings=["BearerToken"],
+            _return_http_data_only=True,
+            _request_timeout=10,
+        )
+
+    async def _position(self, workload: Mapping[str, Any] | None) -> tuple[int, int] | None:
+        """The pending Workload's position, or None where Kueue does not say it (or was not asked:
+        the visibility API unreachable or refusing, logged once)."""
+        global _visibility_warned
+        if workload is None or (quota_reserved(workload) or {}).get("status") == "True":
+            return None
+        try:
+            pending = await self._pending_workloads(self.extra_labels[QUEUE_LABEL])
+        except Exception as error:  # noqa: BLE001 - the page says the rest without a position
+            if not _visibility_warned:
+                _visibility_warned = True
+                self.log.warning("Kueue's visibility API did not answer (queued servers are shown without their "
+                                 "position until it does; not logged again): %s", error)
+            return None
+        return position_of(pending, workload)
+
     async def queue_state(self) -> str | None:
         """What Kueue says of this server's pod now: a message while it is gated, None once it is
         not (admitted, or not made yet)."""
@@ -125,7 +186,9 @@ class QueuedKubeSpawner(KubeSpawner):
             self.log.warning("Kueue's Workload of %s not read: %s", self._pod_key, error)
             return self._last_reason or (
                 f"Queued in ClusterQueue {self.cluster_queue}: the reason could not be read ({type(error).__name__})")
-        self._last_reason = queued_message(self.cluster_queue, self.extra_labels[QUEUE_LABEL], workload)
+        self._last_reason = queued_message(
+            self.cluster_queue, self.extra_labels[QUEUE_LABEL], workload, await self._position(workload)
+        )
         return self._last_reason
 
     async def progress(self) -> AsyncIterator[dict[str, Any]]:

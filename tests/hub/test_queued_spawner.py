@@ -2,9 +2,10 @@
 with Kueue on and its GPU notebooks queued, rendered, loaded by the real JupyterHub, and one user's
 spawner driven through a spawn whose pod Kueue gates.
 
-No cluster here: the pod KubeSpawner's reflector would hold and the Workload Kueue would make are
-given to the spawner (its pod reflector and its one API read, `_workload`); the calls to the API
-itself run on the real nodes (tests/realnode/test_kueue_on_real_nodes.py).
+No cluster here: the pod KubeSpawner's reflector would hold, the Workload Kueue would make and the
+pending workloads its visibility API would list are given to the spawner (its pod reflector and its
+two API reads, `_workload` and `_pending_workloads`); the calls to the API itself run on the real
+nodes (tests/realnode/test_kueue_on_real_nodes.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,18 @@ SCHEDULING_GATE = "kueue.x-k8s.io/admission"
 GIVE_UP_BEFORE_SECONDS = 5.0
 SHORT = "couldn't assign flavors to pod set main: insufficient unused quota for nvidia.com/gpu in flavor pool-gpu, 1 more needed"
 POD_UID = "0c1d4a8e-5b1f-4c55-9a6d-1f2e3d4c5b6a"
+WORKLOAD = "pod-jupyter-ann-6f1c2"
+QUEUED = "Queued in ClusterQueue training (LocalQueue notebooks)"
+
+
+def pending(*positions: tuple[str, int, int]) -> dict[str, Any]:
+    """The visibility API's PendingWorkloadsSummary of LocalQueue notebooks: (workload, position in
+    the LocalQueue, in the ClusterQueue), counted from 0 as Kueue counts them."""
+    return {"kind": "PendingWorkloadsSummary", "apiVersion": "visibility.kueue.x-k8s.io/v1beta2", "items": [
+        {"metadata": {"name": name, "namespace": "jupyterhub"}, "priority": 0, "localQueueName": "notebooks",
+         "positionInLocalQueue": in_local, "positionInClusterQueue": in_cluster}
+        for name, in_local, in_cluster in positions
+    ]}
 
 
 def workload(status: str | None, message: str = SHORT) -> dict[str, Any]:
@@ -34,7 +47,7 @@ def workload(status: str | None, message: str = SHORT) -> dict[str, Any]:
         {"type": "QuotaReserved", "status": status, "reason": "Pending" if status == "False" else "QuotaReserved",
          "message": message}
     ]
-    return {"metadata": {"name": "pod-jupyter-ann-6f1c2", "labels": {"kueue.x-k8s.io/job-uid": POD_UID}},
+    return {"metadata": {"name": WORKLOAD, "labels": {"kueue.x-k8s.io/job-uid": POD_UID}},
             "status": {"conditions": conditions}}
 
 
@@ -61,6 +74,9 @@ class Cluster:
         self.reads = 0
         # Set: every read of the Workload from then on hangs (an API server slow under load).
         self.hang = False
+        # What the visibility API answers: a summary, or an exception it raises.
+        self.pending: dict[str, Any] | Exception = pending()
+        self.pending_reads: list[str] = []
 
 
 @pytest.fixture
@@ -81,6 +97,15 @@ def cluster(monkeypatch):
             return seen.workload
 
         monkeypatch.setattr(spawner_class, "_workload", read_workload)
+
+        async def read_pending(self, local_queue):
+            seen.pending_reads.append(local_queue)
+            if isinstance(seen.pending, Exception):
+                raise seen.pending
+            return seen.pending
+
+        monkeypatch.setattr(spawner_class, "_pending_workloads", read_pending)
+        monkeypatch.setattr(sys.modules[spawner_class.__module__], "_visibility_warned", False)
         # Kueue's Workload looked at every 0.2 s instead of 5 s.
         monkeypatch.setattr(sys.modules[spawner_class.__module__], "POLL_SECONDS", 0.2)
 
@@ -146,7 +171,7 @@ def test_the_dev_stack_with_kueue_loads_the_queued_spawner_and_queues_the_gpu_pr
     ("found", "said"),
     [
         (None, "Queued in ClusterQueue training (LocalQueue notebooks): waiting for Kueue to take the server's Workload in"),
-        (workload(None), "Queued in ClusterQueue training (LocalQueue notebooks): waiting for Kueue to look at Workload pod-jupyter-ann-6f1c2"),
+        (workload(None), f"Queued in ClusterQueue training (LocalQueue notebooks): waiting for Kueue to look at Workload {WORKLOAD}"),
         (workload("False"), f"Queued in ClusterQueue training (LocalQueue notebooks): {SHORT}"),
         (workload("True", "Quota reserved in ClusterQueue training"), "Quota reserved in ClusterQueue training: Quota reserved in ClusterQueue training"),
     ],
@@ -155,6 +180,92 @@ def test_what_the_spawn_page_says_of_a_workload(hub, found, said):
     from components.hub_config.queued_spawner import queued_message
 
     assert queued_message("training", "notebooks", found) == said
+
+
+def test_the_position_is_kueues_counted_from_one(hub):
+    from components.hub_config.queued_spawner import position_of, queued_message
+
+    listed = pending(("pod-jupyter-bob-1a2b3", 0, 1), (WORKLOAD, 1, 3))
+    assert position_of(listed, workload("False")) == (2, 4)
+    # The first in both queues: Kueue leaves nothing out of the JSON for a 0.
+    assert position_of(pending((WORKLOAD, 0, 0)), workload("False")) == (1, 1)
+    assert position_of(pending(("pod-jupyter-bob-1a2b3", 0, 0)), workload("False")) is None
+    assert position_of(listed, None) is None
+    assert queued_message("training", "notebooks", workload("False"), (2, 4)) == (
+        f"{QUEUED}, position 2 in the LocalQueue and 4 in the ClusterQueue: {SHORT}")
+
+
+def test_progress_says_the_position_and_follows_it(hub, cluster, monkeypatch):
+    """The spawn page's line names the position Kueue's visibility API gives, and a new line comes
+    when it changes (the one ahead admitted)."""
+    from kubespawner import KubeSpawner
+
+    cluster.workload = workload("False")
+    cluster.pending = pending(("pod-jupyter-bob-1a2b3", 0, 1), (WORKLOAD, 1, 2))
+
+    async def pod_events(self):
+        while not self._start_future.done():
+            await asyncio.sleep(0.1)
+        yield {"progress": 100, "message": "Started container notebook"}
+
+    monkeypatch.setattr(KubeSpawner, "progress", pod_events)
+
+    async def moves_up():
+        while not cluster.pending_reads:  # once the page has said the first position
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
+        cluster.pending = pending((WORKLOAD, 0, 0))
+
+    async def spawn(spawner):
+        cluster.attach(spawner)
+        gpu_server(spawner, cluster, gated_for=4.0, start_timeout=60)
+        started = spawner.start()
+        mover = asyncio.ensure_future(moves_up())
+        events = [event async for event in spawner.progress()]
+        await mover
+        return events, await started
+
+    events, _ = with_spawner(hub, "ann", spawn)
+    messages = [e["message"] for e in events]
+    assert messages[:2] == [
+        f"{QUEUED}, position 2 in the LocalQueue and 3 in the ClusterQueue: {SHORT}",
+        f"{QUEUED}, position 1 in the LocalQueue and 1 in the ClusterQueue: {SHORT}",
+    ], messages
+    assert messages[2] == "Admitted by Kueue (ClusterQueue training): starting", messages
+    assert set(cluster.pending_reads) == {"notebooks"}
+
+
+def test_without_the_visibility_api_the_page_says_the_rest_and_the_hub_warns_once(hub, cluster, monkeypatch):
+    """The visibility API refusing (or not registered, or its server down): the spawn page says
+    queued and why without a position, the spawn goes on, and the hub's log says so once."""
+    from kubernetes_asyncio.client.exceptions import ApiException
+    from kubespawner import KubeSpawner
+
+    cluster.workload = workload("False")
+    cluster.pending = ApiException(status=503, reason="Service Unavailable")
+
+    async def pod_events(self):
+        while not self._start_future.done():
+            await asyncio.sleep(0.1)
+        yield {"progress": 100, "message": "Started container notebook"}
+
+    monkeypatch.setattr(KubeSpawner, "progress", pod_events)
+    warnings: list[str] = []
+
+    async def spawn(spawner):
+        cluster.attach(spawner)
+        monkeypatch.setattr(spawner.log, "warning", lambda message, *args: warnings.append(message % args))
+        gpu_server(spawner, cluster, gated_for=3.5, start_timeout=60)
+        started = spawner.start()
+        events = [event async for event in spawner.progress()]
+        return events, await started
+
+    events, url = with_spawner(hub, "ann", spawn)
+    messages = [e["message"] for e in events]
+    assert messages[0] == f"{QUEUED}: {SHORT}", messages
+    assert url == "http://10.0.0.9:8888"
+    assert len(cluster.pending_reads) >= 2, "the position was asked once only"
+    assert len(warnings) == 1 and "visibility API did not answer" in warnings[0] and "503" in warnings[0], warnings
 
 
 def test_progress_says_queued_and_why_then_admitted_between_the_pods_events(hub, cluster, monkeypatch):
