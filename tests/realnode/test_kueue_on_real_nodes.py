@@ -12,7 +12,9 @@ Then, through the hub's REST API and in headless Chromium: a GPU notebook is adm
 one GPU of the queue's two; a TFJob of two GPU workers, queued as one pod group, waits whole (both
 its pods gated: no node, no container, no GPU; its Workload holding no quota and saying which
 resource is short); a second GPU notebook asking for two GPUs is queued, its spawn page saying so,
-in which ClusterQueue and Kueue's reason (a screenshot for the docs), and, still queued at its
+in which ClusterQueue, at which position (Kueue's visibility API: first in the LocalQueue
+`notebooks`, second in the ClusterQueue behind the job, which was queued first at the same
+priority) and Kueue's reason (a screenshot for the docs), and, still queued at its
 profile's start timeout (the test stack's 90 s), its spawn fails with that reason and nothing of it
 is left (pod, Workload). Stopping the first notebook returns its GPU: the job is admitted, both
 workers run on the GPU node, and the job Succeeds.
@@ -61,6 +63,11 @@ HOLDER, WAITER = "kqholder", "kqwaiter"
 hub = test_notebooks_on_real_nodes.hub
 QUEUED_SCREENSHOT = ROOT / "docs" / "screenshots" / "kueue-queued.png"
 QUEUED = f"Queued in ClusterQueue {CLUSTER_QUEUE} (LocalQueue {NOTEBOOK_LOCAL_QUEUE})"
+# Kueue orders a ClusterQueue's pending workloads by priority, then by when they were queued (its
+# default BestEffortFIFO; the visibility API counts from 0, the page from 1): the waiting notebook
+# is the only one in its LocalQueue, and second in the ClusterQueue, behind the job queued earlier.
+POSITIONED = f"{QUEUED}, position 1 in the LocalQueue and 2 in the ClusterQueue"
+VISIBILITY_API = "/apis/visibility.kueue.x-k8s.io/v1beta2"
 # The stack's own job, on 2 shared cores: as test_mnist_on_real_nodes.py allows it.
 STACK_JOB_TIMEOUT_S = 1500
 # How long the queued job is watched waiting: long enough for a scheduler that ignored the gate to
@@ -189,6 +196,10 @@ def forget(hub: Hub, user: str) -> None:
 def test_notebooks_and_a_tfjob_share_one_gpu_quota(real: RealCluster, kueue_on: None, hub: Hub) -> None:
     manager = real.get("deployment", "-n", "kueue-system", "kueue-controller-manager")
     assert manager["status"].get("readyReplicas") == 1, f"the Kueue manager is not ready: {manager['status']}"
+    # Its visibility API, served by the manager behind the API server (the front proxy's identity
+    # trusted through the cluster's own CA): registered and answering.
+    wait_for(lambda: condition(real.get("apiservice", "v1beta2.visibility.kueue.x-k8s.io"), "Available"), 120,
+             "Kueue's visibility API to be available")
     # The stack's job is declared as one pod group in the queue (its pods ran before Kueue was on).
     for kind, spec in real.get("tfjob", "-n", NAMESPACE, STACK_JOB)["spec"]["tfReplicaSpecs"].items():
         labels = spec["template"]["metadata"]["labels"]
@@ -259,8 +270,11 @@ def test_notebooks_and_a_tfjob_share_one_gpu_quota(real: RealCluster, kueue_on: 
         QUEUED_SCREENSHOT.unlink(missing_ok=True)
         started = time.monotonic()
         start_server(hub, WAITER, 2)
-        reader, events, page = watch_spawn(real, hub, WAITER, QUEUED_SCREENSHOT, f"{QUEUED}: couldn't assign flavors")
+        reader, events, page = watch_spawn(real, hub, WAITER, QUEUED_SCREENSHOT, f"{POSITIONED}: couldn't assign flavors")
         waiter_pod = None
+        # The ClusterQueue's pending workloads as Kueue's visibility API lists them to the admin:
+        # (namespace, Workload, position in the ClusterQueue, in its LocalQueue).
+        listed: list[tuple[str, str, int, int]] = []
         while reader.is_alive() and time.monotonic() - started < GPU_START_TIMEOUT_SECONDS + 120:
             got = real.kubectl("get", "pod", "-n", HUB_NAMESPACE, pod_name(WAITER), "-o", "json", check=False)
             if got.returncode == 0:
@@ -268,6 +282,15 @@ def test_notebooks_and_a_tfjob_share_one_gpu_quota(real: RealCluster, kueue_on: 
                 assert SCHEDULING_GATE in [g["name"] for g in waiter_pod["spec"].get("schedulingGates", [])], (
                     f"{WAITER}'s pod is not gated while it waits: {waiter_pod['spec'].get('schedulingGates')}")
                 assert not waiter_pod["spec"].get("nodeName"), f"{WAITER}'s pod was placed while queued"
+                if len(listed) < 2:
+                    pending = real.kubectl("get", "--raw", f"{VISIBILITY_API}/clusterqueues/{CLUSTER_QUEUE}/pendingworkloads",
+                                           check=False)
+                    if pending.returncode == 0:
+                        listed = [(w["metadata"]["namespace"], w["metadata"]["name"], w.get("positionInClusterQueue", 0),
+                                   w.get("positionInLocalQueue", 0)) for w in json.loads(pending.stdout)["items"]]
+                        if len(listed) == 2:
+                            (waiting,) = pod_workloads(real, waiter_pod)
+                            assert listed == [(NAMESPACE, JOB, 0, 0), (HUB_NAMESPACE, waiting["metadata"]["name"], 1, 0)], listed
             hub.report_activity(HOLDER)
             job_waits_whole()
             assert gpu_usage(real) == 1, "a queued workload holds GPU quota"
@@ -280,9 +303,12 @@ def test_notebooks_and_a_tfjob_share_one_gpu_quota(real: RealCluster, kueue_on: 
         queued = [m for m in messages if m.startswith(QUEUED)]
         assert queued, f"the spawn progress never said queued: {messages}"
         assert GPU_RESOURCE in queued[-1] and "pool-gpu" in queued[-1], f"Kueue's reason not shown: {queued[-1]}"
+        # Its position, from Kueue's visibility API through the hub's own read of its LocalQueue.
+        assert len(listed) == 2, f"the visibility API never listed the job and the notebook as pending: {listed}"
+        assert queued[-1].startswith(f"{POSITIONED}: "), f"the position is not shown: {queued}"
         final = events[-1]
         assert final.get("failed"), f"{WAITER}'s spawn did not fail: {final}"
-        assert final["message"].startswith(f"Spawn failed: {QUEUED}: "), final
+        assert final["message"].startswith(f"Spawn failed: {POSITIONED}: "), final
         assert GPU_RESOURCE in final["message"] and f"its start timeout, {GPU_START_TIMEOUT_SECONDS}s" in final["message"], final
         # Given up before KubeSpawner's own wait could end it (at 0.9 of the timeout at the earliest).
         assert GPU_START_TIMEOUT_SECONDS * 0.9 - 15 <= failed_after < GPU_START_TIMEOUT_SECONDS + 60, f"failed after {failed_after:.0f}s"
@@ -290,7 +316,7 @@ def test_notebooks_and_a_tfjob_share_one_gpu_quota(real: RealCluster, kueue_on: 
         assert page.returncode == 0, f"the spawn page's driver failed ({page.returncode}):\n{said[-3000:]}"
         shown = json.loads(shown.strip().splitlines()[-1])
         assert "error" not in shown, shown
-        assert any(line.find(QUEUED) >= 0 and GPU_RESOURCE in line for line in shown["log"]), shown["log"]
+        assert any(line.find(POSITIONED) >= 0 and GPU_RESOURCE in line for line in shown["log"]), shown["log"]
         assert QUEUED_SCREENSHOT.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         # The failed spawn leaves nothing: no pod, no Workload, no quota. (The holder stays in use
         # meanwhile: culled, its GPU would go back too.)
