@@ -392,6 +392,9 @@ class Kueue(pulumi.ComponentResource):
             type="Opaque",
             opts=in_namespace,
         )
+        # The manager exits when its visibility server cannot read the API server's client CAs:
+        # it starts once it may.
+        visibility_grants = self._visibility_grants(name, account)
         config = k8s.core.v1.ConfigMap(
             f"{name}-config",
             metadata={"name": CONFIG_MAP, "namespace": NAMESPACE, "labels": labels},
@@ -423,7 +426,9 @@ class Kueue(pulumi.ComponentResource):
                     "spec": self._pod_spec(args.images),
                 },
             },
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[namespace, account, secret, config, *crd_resources]),
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[namespace, account, secret, config, *visibility_grants, *crd_resources]
+            ),
         )
         hooks = []
         for kind, generated, configuration in (
@@ -444,7 +449,7 @@ class Kueue(pulumi.ComponentResource):
                 # the CA into these before the manager reports ready.
                 opts=pulumi.ResourceOptions(parent=self, ignore_changes=["webhooks[*].clientConfig.caBundle"]),
             ))
-        visibility = self._visibility_api(name, account, in_namespace)
+        visibility = self._visibility_api(name, in_namespace)
         # Kueue's objects are admitted by its webhooks: they wait for the manager to serve them.
         self.ready = [*crd_resources, self.deployment, service, *hooks]
         # The hub's queued spawner reads positions here; it says less while this is unavailable.
@@ -489,18 +494,21 @@ class Kueue(pulumi.ComponentResource):
             ),
         )
 
-    def _visibility_api(
-        self, name: str, account: k8s.core.v1.ServiceAccount, in_namespace: pulumi.ResourceOptions
-    ) -> k8s.apiregistration.v1.APIService:
+    def _visibility_grants(self, name: str, account: k8s.core.v1.ServiceAccount) -> list[pulumi.Resource]:
         objects = visibility_api()
-        k8s.rbac.v1.ClusterRoleBinding(
-            f"{name}-visibility-auth-delegator", **objects["auth_delegator"],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[account]),
-        )
-        k8s.rbac.v1.RoleBinding(
-            f"{name}-visibility-auth-reader", **objects["auth_reader"],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[account]),
-        )
+        return [
+            k8s.rbac.v1.ClusterRoleBinding(
+                f"{name}-visibility-auth-delegator", **objects["auth_delegator"],
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[account]),
+            ),
+            k8s.rbac.v1.RoleBinding(
+                f"{name}-visibility-auth-reader", **objects["auth_reader"],
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[account]),
+            ),
+        ]
+
+    def _visibility_api(self, name: str, in_namespace: pulumi.ResourceOptions) -> k8s.apiregistration.v1.APIService:
+        objects = visibility_api()
         service = k8s.core.v1.Service(f"{name}-visibility-svc", **objects["service"], opts=in_namespace)
         # Registered once the manager serves it (and removed before the manager goes): an
         # APIService whose server is missing fails discovery of its group, which holds up
