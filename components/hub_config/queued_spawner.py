@@ -49,6 +49,8 @@ PENDING_WORKLOADS = "pendingworkloads"
 
 # How often a queued spawn's Workload is read (one list call in the hub's namespace).
 POLL_SECONDS = 5.0
+# How long the position may take to read (the visibility API), at most.
+POSITION_TIMEOUT_SECONDS = 1.5
 # KubeSpawner waits for its pod to run with JupyterHub's exponential_backoff, whose deadline is
 # drawn at random within 10 % either side of the timeout (its timeout_tolerance): a pod that never
 # runs fails its spawn anywhere from 0.9 to 1.1 times the start timeout after it was made (seen on
@@ -155,7 +157,9 @@ class QueuedKubeSpawner(KubeSpawner):
             response_types_map={200: "object"},
             auth_settings=["BearerToken"],
             _return_http_data_only=True,
-            _request_timeout=10,
+            # Kueue answers from memory: a slow answer must not use up the time the reason has when
+            # a spawn gives up (GIVE_UP_BEFORE_SECONDS).
+            _request_timeout=POSITION_TIMEOUT_SECONDS,
         )
 
     async def _position(self, workload: Mapping[str, Any] | None) -> tuple[int, int] | None:
