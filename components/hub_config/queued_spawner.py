@@ -255,6 +255,8 @@ class QueuedKubeSpawner(KubeSpawner):
                 if time.monotonic() - started < give_up_after(self.start_timeout):
                     continue
                 if not gated(self.pod_reflector.pods.get(self._pod_key)):
+                    self.log.info("%s is not gated by Kueue %.0fs into its start: its own timeouts end it",
+                                  self._pod_key, time.monotonic() - started)
                     return await task  # not Kueue's: the timeouts end it as they would have
                 try:
                     reason = await asyncio.wait_for(self.queue_state(), GIVE_UP_BEFORE_SECONDS / 2)
