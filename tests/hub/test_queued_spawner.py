@@ -113,10 +113,30 @@ def cluster(monkeypatch):
     return seen
 
 
-def gpu_server(spawner, cluster: Cluster, gated_for: float | None, start_timeout: int):
+def admitted_after(cluster: Cluster, gated_for: float | asyncio.Event, *beside, before=None):
+    """A spawn (for with_spawner) of the GPU server that Kueue admits after GATED_FOR seconds, its
+    progress read to the end, with the coroutines BESIDE it running meanwhile: (events, url).
+    BEFORE, if given, is called with the spawner first."""
+
+    async def spawn(spawner):
+        cluster.attach(spawner)
+        if before is not None:
+            before(spawner)
+        gpu_server(spawner, cluster, gated_for=gated_for, start_timeout=60)
+        started = spawner.start()
+        running = [asyncio.ensure_future(coroutine) for coroutine in beside]
+        events = [event async for event in spawner.progress()]
+        for task in running:
+            await task
+        return events, await started
+
+    return spawn
+
+
+def gpu_server(spawner, cluster: Cluster, gated_for: float | asyncio.Event | None, start_timeout: int):
     """Stands in for KubeSpawner's own _start: loads the GPU profile (its queue label, its start
     timeout), makes the pod (gated), and, if `gated_for` is given, has Kueue admit it after so
-    long and the server run."""
+    long (or once that event is set) and the server run."""
 
     async def _start():
         spawner.user_options = {"profile": "tensorflow-gpu"}
@@ -126,9 +146,15 @@ def gpu_server(spawner, cluster: Cluster, gated_for: float | None, start_timeout
         cluster.pods[key] = pod(gated=True)
         if gated_for is None:
             await asyncio.sleep(3600)
-        await asyncio.sleep(gated_for)
+        elif isinstance(gated_for, asyncio.Event):
+            await gated_for.wait()
+        else:
+            await asyncio.sleep(gated_for)
         cluster.pods[key] = pod(gated=False)
-        await asyncio.sleep(0.5)
+        # Running a moment later: longer than the progress loop's 1 s wait for a pod event, so
+        # that its next look sees the admission before the start ends (at 0.5 s that depended on
+        # when the admission fell between two looks).
+        await asyncio.sleep(1.5)
         return "http://10.0.0.9:8888"
 
     spawner._start = _start
@@ -210,22 +236,21 @@ def test_progress_says_the_position_and_follows_it(hub, cluster, monkeypatch):
 
     monkeypatch.setattr(KubeSpawner, "progress", pod_events)
 
+    admitted = asyncio.Event()
+
     async def moves_up():
         while not cluster.pending_reads:  # once the page has said the first position
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.5)
         cluster.pending = pending((WORKLOAD, 0, 0))
+        # Admitted once the page has looked twice more, not after a fixed time (a loaded machine
+        # once had it admitted before the page saw the new position).
+        looked = len(cluster.pending_reads)
+        while len(cluster.pending_reads) < looked + 2:
+            await asyncio.sleep(0.05)
+        admitted.set()
 
-    async def spawn(spawner):
-        cluster.attach(spawner)
-        gpu_server(spawner, cluster, gated_for=4.0, start_timeout=60)
-        started = spawner.start()
-        mover = asyncio.ensure_future(moves_up())
-        events = [event async for event in spawner.progress()]
-        await mover
-        return events, await started
-
-    events, _ = with_spawner(hub, "ann", spawn)
+    events, _ = with_spawner(hub, "ann", admitted_after(cluster, admitted, moves_up()))
     messages = [e["message"] for e in events]
     assert messages[:2] == [
         f"{QUEUED}, position 2 in the LocalQueue and 3 in the ClusterQueue: {SHORT}",
@@ -252,15 +277,10 @@ def test_without_the_visibility_api_the_page_says_the_rest_and_the_hub_warns_onc
     monkeypatch.setattr(KubeSpawner, "progress", pod_events)
     warnings: list[str] = []
 
-    async def spawn(spawner):
-        cluster.attach(spawner)
+    def count_warnings(spawner):
         monkeypatch.setattr(spawner.log, "warning", lambda message, *args: warnings.append(message % args))
-        gpu_server(spawner, cluster, gated_for=3.5, start_timeout=60)
-        started = spawner.start()
-        events = [event async for event in spawner.progress()]
-        return events, await started
 
-    events, url = with_spawner(hub, "ann", spawn)
+    events, url = with_spawner(hub, "ann", admitted_after(cluster, 3.5, before=count_warnings))
     messages = [e["message"] for e in events]
     assert messages[0] == f"{QUEUED}: {SHORT}", messages
     assert url == "http://10.0.0.9:8888"
@@ -281,14 +301,7 @@ def test_progress_says_queued_and_why_then_admitted_between_the_pods_events(hub,
 
     monkeypatch.setattr(KubeSpawner, "progress", pod_events)
 
-    async def spawn(spawner):
-        cluster.attach(spawner)
-        gpu_server(spawner, cluster, gated_for=2.0, start_timeout=60)
-        started = spawner.start()
-        events = [event async for event in spawner.progress()]
-        return events, await started
-
-    events, url = with_spawner(hub, "ann", spawn)
+    events, url = with_spawner(hub, "ann", admitted_after(cluster, 2.0))
     messages = [e["message"] for e in events]
     queued = f"Queued in ClusterQueue training (LocalQueue notebooks): {SHORT}"
     # Said when it changes, not at every look, and again after a pod event, so that the page's
