@@ -224,12 +224,12 @@ def manager_config(managed_namespaces: tuple[str, ...]) -> dict[str, Any]:
     }
 
 
-def visibility_api(account_name: str = MANAGER, account_namespace: str = NAMESPACE) -> dict[str, Any]:
+def visibility_api() -> dict[str, Any]:
     """What the visibility API needs beside the manager, as plain objects: its Service, the
     APIService of VISIBILITY_VERSION, and the manager's two grants as an API server that delegates
     authentication and authorization to the cluster's (upstream's config/components/visibility,
     with the names this stack gives)."""
-    subject = [{"kind": "ServiceAccount", "name": account_name, "namespace": account_namespace}]
+    subject = [{"kind": "ServiceAccount", "name": MANAGER, "namespace": NAMESPACE}]
     labels = app_labels(NAME, "visibility")
     return {
         "service": {
@@ -394,7 +394,8 @@ class Kueue(pulumi.ComponentResource):
         )
         # The manager exits when its visibility server cannot read the API server's client CAs:
         # it starts once it may.
-        visibility_grants = self._visibility_grants(name, account)
+        visibility = visibility_api()
+        visibility_grants = self._visibility_grants(name, account, visibility)
         config = k8s.core.v1.ConfigMap(
             f"{name}-config",
             metadata={"name": CONFIG_MAP, "namespace": NAMESPACE, "labels": labels},
@@ -449,11 +450,10 @@ class Kueue(pulumi.ComponentResource):
                 # the CA into these before the manager reports ready.
                 opts=pulumi.ResourceOptions(parent=self, ignore_changes=["webhooks[*].clientConfig.caBundle"]),
             ))
-        visibility = self._visibility_api(name, in_namespace)
+        # The hub's queued spawner reads positions here; it says less while this is unavailable.
+        self.visibility = self._visibility_api(name, in_namespace, visibility)
         # Kueue's objects are admitted by its webhooks: they wait for the manager to serve them.
         self.ready = [*crd_resources, self.deployment, service, *hooks]
-        # The hub's queued spawner reads positions here; it says less while this is unavailable.
-        self.visibility = visibility
         on_kueue = pulumi.ResourceOptions(parent=self, depends_on=self.ready)
         pools = {p.name: p for p in args.cluster.settings.node_pools}
         flavors = sorted({q.pool for queue in args.settings.cluster_queues for q in queue.quotas})
@@ -494,8 +494,8 @@ class Kueue(pulumi.ComponentResource):
             ),
         )
 
-    def _visibility_grants(self, name: str, account: k8s.core.v1.ServiceAccount) -> list[pulumi.Resource]:
-        objects = visibility_api()
+    def _visibility_grants(self, name: str, account: k8s.core.v1.ServiceAccount,
+                           objects: dict[str, Any]) -> list[pulumi.Resource]:
         return [
             k8s.rbac.v1.ClusterRoleBinding(
                 f"{name}-visibility-auth-delegator", **objects["auth_delegator"],
@@ -507,8 +507,8 @@ class Kueue(pulumi.ComponentResource):
             ),
         ]
 
-    def _visibility_api(self, name: str, in_namespace: pulumi.ResourceOptions) -> k8s.apiregistration.v1.APIService:
-        objects = visibility_api()
+    def _visibility_api(self, name: str, in_namespace: pulumi.ResourceOptions,
+                        objects: dict[str, Any]) -> k8s.apiregistration.v1.APIService:
         service = k8s.core.v1.Service(f"{name}-visibility-svc", **objects["service"], opts=in_namespace)
         # Registered once the manager serves it (and removed before the manager goes): an
         # APIService whose server is missing fails discovery of its group, which holds up
