@@ -57,6 +57,7 @@ def main() -> None:
             ),
             opts=on_cluster,
         )
+        pulumi.export("kueueQueues", kueue.status_command)
 
     if settings.jupyterhub.enabled:
         https = settings.jupyterhub.https

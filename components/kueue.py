@@ -356,6 +356,7 @@ class Kueue(pulumi.ComponentResource):
     deployment: k8s.apps.v1.Deployment
     ready: list[pulumi.Resource]  # what a LocalQueue must wait for (the webhooks serve it)
     visibility: k8s.apiregistration.v1.APIService  # the visibility API's registration
+    status_command: str  # the kubectl line that shows the queues and what waits in them
     cluster_queues: dict[str, k8s.apiextensions.CustomResource]
 
     def __init__(self, name: str, args: KueueArgs, opts: pulumi.ResourceOptions | None = None) -> None:
@@ -477,7 +478,15 @@ class Kueue(pulumi.ComponentResource):
                 spec=cluster_queue_spec(queue, args.cluster),
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[*self.ready, *flavor_resources]),
             )
-        self.register_outputs({})
+        # What `pulumi up` prints for it (stack output kueueQueues): each queue's admitted and pending
+        # workloads, and what waits, with Kueue's reason, in every queued namespace.
+        reserved = ".status.conditions[?(@.type=='QuotaReserved')]"
+        self.status_command = (
+            "kubectl get clusterqueues,localqueues -A && kubectl get workloads -A -o "
+            f'"custom-columns=NAMESPACE:.metadata.namespace,NAME:.metadata.name,QUEUE:.spec.queueName,'
+            f'RESERVED:{reserved}.status,WHY:{reserved}.message"'
+        )
+        self.register_outputs({"status_command": self.status_command})
 
     def local_queue(
         self, name: str, queue: str, namespace: pulumi.Input[str], cluster_queue: str, opts: pulumi.ResourceOptions

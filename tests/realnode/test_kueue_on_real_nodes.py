@@ -1,12 +1,11 @@
 """Notebooks and training under one GPU quota with Kueue, on the real nodes.
 
-The session's stack (the dev stack) is updated with its `kueue` section turned on (`enabled:
-true`; the dev stack ships it off) and put back as it was afterwards, as test_hub_storm.py does
-with its limits: Kueue's manager, CRDs and webhooks, the ClusterQueue `training` (two of the GPU
-node's four simulated, time-sliced GPU shares), the LocalQueue `training` in the job's namespace
-and the LocalQueue `notebooks` in the hub's (`notebookQueue: training`: the GPU profile's servers
-queue there), the stack's TFJob templates labelled as one pod group, the hub running the queued
-spawner.
+The session's stack (the dev stack) runs Kueue: its manager, CRDs and webhooks, the ClusterQueue
+`training` (the GPU node's four simulated, time-sliced GPU shares), the LocalQueue `training` in
+the job's namespace and the LocalQueue `notebooks` in the hub's (`notebookQueue: training`: the GPU
+profile's servers queue there), the stack's TFJob templates labelled as one pod group, the hub
+running the queued spawner. This module lowers the queue's GPU quota to two with a `pulumi up` and
+puts it back afterwards, as test_hub_storm.py does with its limits.
 
 Then, through the hub's REST API and in headless Chromium: a GPU notebook is admitted and holds
 one GPU of the queue's two; a TFJob of two GPU workers, queued as one pod group, waits whole (both
@@ -18,6 +17,11 @@ priority) and Kueue's reason (a screenshot for the docs), and, still queued at i
 profile's start timeout (the test stack's 90 s), its spawn fails with that reason and nothing of it
 is left (pod, Workload). Stopping the first notebook returns its GPU: the job is admitted, both
 workers run on the GPU node, and the job Succeeds.
+
+Last, the stack with `kueue.enabled: false` behaves as it did before Kueue: nothing of Kueue is left
+in the cluster, the stack's TFJob carries no queue labels, GPU servers start at once, their pods
+neither gated nor labelled, and one that finds every GPU share taken is the scheduler's again
+(Pending, "Insufficient nvidia.com/gpu"); then Kueue is turned on again.
 """
 
 from __future__ import annotations
@@ -25,20 +29,21 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import yaml
 
 from e2e.local_stack import ROOT, LocalStack, condition
+from kueue_state import CLUSTER_QUEUE, GPU_FLAVOR, QUEUED, gpu_usage, pod_workloads, positioned, workload_condition, workloads_of
 from real_cluster import POOL_LABEL, RealCluster, busybox_image_name, wait_for
 from realnode_stack import GPU_START_TIMEOUT_SECONDS
 import test_notebooks_on_real_nodes
 from test_notebooks_on_real_nodes import GPU_PROFILE, HUB_DIR, Hub, pod_gone, pod_name
 from test_shared_gpu_notebooks import watch_spawn
 from vocab.kueue_api import (
-    JOB_UID_LABEL,
+    NAMESPACE as KUEUE_NAMESPACE,
     NOTEBOOK_LOCAL_QUEUE,
     POD_GROUP_LABEL,
     POD_GROUP_TOTAL_COUNT,
@@ -52,21 +57,22 @@ from vocab.tfjob_api import CONTAINER_NAME
 
 NAMESPACE = "mnist"
 STACK_JOB = "distributed-mnist"
-CLUSTER_QUEUE = "training"
-GPU_FLAVOR = "pool-gpu"
 JOB = "queued-gpu-job"
 HUB_NAMESPACE = "jupyterhub"
 # The GPU notebook that holds one GPU, and the one that asks for two and waits.
 HOLDER, WAITER = "kqholder", "kqwaiter"
+# With Kueue off: the GPU server that finds the four shares taken.
+THIRD = "kqthird"
 # The hub through a port-forward to proxy-public, as the notebook tests reach it (a fixture of this
 # module too, by this name).
 hub = test_notebooks_on_real_nodes.hub
 QUEUED_SCREENSHOT = ROOT / "docs" / "screenshots" / "kueue-queued.png"
-QUEUED = f"Queued in ClusterQueue {CLUSTER_QUEUE} (LocalQueue {NOTEBOOK_LOCAL_QUEUE})"
 # Kueue orders a ClusterQueue's pending workloads by priority, then by when they were queued (its
-# default BestEffortFIFO; the visibility API counts from 0, the page from 1): the waiting notebook
-# is the only one in its LocalQueue, and second in the ClusterQueue, behind the job queued earlier.
-POSITIONED = f"{QUEUED}, position 1 in the LocalQueue and 2 in the ClusterQueue"
+# default BestEffortFIFO): the waiting notebook is the only one in its LocalQueue, and second in the
+# ClusterQueue, behind the job queued earlier.
+POSITIONED = positioned(1, 2)
+# The quota this module gives the ClusterQueue's GPU flavor, of the dev stack's four shares.
+GPU_QUOTA = 2
 VISIBILITY_API = "/apis/visibility.kueue.x-k8s.io/v1beta2"
 # The stack's own job, on 2 shared cores: as test_mnist_on_real_nodes.py allows it.
 STACK_JOB_TIMEOUT_S = 1500
@@ -104,54 +110,40 @@ def gpu_pod_spec(script: str, container_name: str) -> dict[str, Any]:
     }
 
 
-def gpu_usage(real: RealCluster) -> int:
-    """The GPU shares the ClusterQueue `training` holds (its reservation in the GPU pool's flavor)."""
-    status = real.get("clusterqueue", CLUSTER_QUEUE).get("status", {})
-    for flavor in status.get("flavorsReservation", []):
-        if flavor["name"] == GPU_FLAVOR:
-            for resource in flavor["resources"]:
-                if resource["name"] == GPU_RESOURCE:
-                    return int(resource["total"])
-    return 0
-
-
-def workloads_of(real: RealCluster, group: str, namespace: str = NAMESPACE) -> list[dict[str, Any]]:
-    items = real.get("workloads", "-n", namespace)["items"]
-    return [w for w in items if w["metadata"]["name"] == group or w["metadata"].get("labels", {}).get(POD_GROUP_LABEL) == group
-            or any(r.get("name") == group for r in w["metadata"].get("ownerReferences", []))]
-
-
-def workload_condition(workload: dict[str, Any], kind: str) -> dict[str, Any] | None:
-    return next((c for c in workload.get("status", {}).get("conditions", []) if c["type"] == kind), None)
-
-
-def pod_workloads(real: RealCluster, pod: dict[str, Any]) -> list[dict[str, Any]]:
-    """The Workloads Kueue made for a plain pod (labelled with its uid)."""
-    uid = pod["metadata"]["uid"]
-    return real.get("workloads", "-n", pod["metadata"]["namespace"], "-l", f"{JOB_UID_LABEL}={uid}")["items"]
-
-
 def job_pods(real: RealCluster, job: str) -> list[dict[str, Any]]:
     return real.get("pods", "-n", NAMESPACE, "-l", f"training.kubeflow.org/job-name={job}")["items"]
 
 
-@pytest.fixture(scope="module")
-def kueue_on(stack: LocalStack, real: RealCluster) -> Iterator[None]:
-    """The session's stack with `kueue.enabled: true` (once its own job has finished, so that the
-    job is not changed under it), then as it was, once this module's pods are gone (Kueue removes
-    its finalizers from them)."""
+def with_config(stack: LocalStack, change: Callable[[dict[str, Any]], None], what: str) -> float:
+    """The stack's config file changed by CHANGE (on its `mlplatform:kueue` section), and `pulumi
+    up`; its seconds."""
+    document = yaml.safe_load(stack.config_file.read_text())
+    change(document["config"]["mlplatform:kueue"])
+    stack.config_file.write_text(yaml.safe_dump(document, sort_keys=False))
+    seconds = stack.pulumi("up", "--yes", "--skip-preview", timeout=900).seconds
+    print(f"  {what} in {seconds:.0f}s", flush=True)
+    return seconds
+
+
+def gpu_quota(kueue: dict[str, Any]) -> dict[str, Any]:
+    (queue,) = [q for q in kueue["clusterQueues"] if q["name"] == CLUSTER_QUEUE]
+    (quota,) = [q for q in queue["quotas"] if q["pool"] == "gpu"]
+    return quota
+
+
+@pytest.fixture
+def quota_of_two(stack: LocalStack, real: RealCluster) -> Iterator[None]:
+    """The ClusterQueue's GPU quota lowered to GPU_QUOTA (once the stack's own job has finished, so
+    that nothing of it holds quota), then the stack as it was, whatever happened here."""
     wait_for(lambda: condition(real.get("tfjob", "-n", NAMESPACE, STACK_JOB), "Succeeded"), STACK_JOB_TIMEOUT_S,
              f"the stack's TFJob {STACK_JOB} to succeed")
     original = stack.config_file.read_text()
-    document = yaml.safe_load(original)
-    document["config"]["mlplatform:kueue"]["enabled"] = True
-    stack.config_file.write_text(yaml.safe_dump(document, sort_keys=False))
     try:
-        print(f"  Kueue deployed in {stack.pulumi('up', '--yes', '--skip-preview', timeout=900).seconds:.0f}s", flush=True)
+        with_config(stack, lambda kueue: gpu_quota(kueue).update(gpus=GPU_QUOTA), f"a GPU quota of {GPU_QUOTA}")
         yield
     finally:
         # The stack goes back to its own config whatever happened here: the modules after this one
-        # assume Kueue off (in CI a failure here once left it on, and they all failed behind it).
+        # assume it (in CI a failure here once left it changed, and they all failed behind it).
         try:
             delete_queued_job(real)
         finally:
@@ -193,14 +185,14 @@ def forget(hub: Hub, user: str) -> None:
     hub.api("DELETE", f"/users/{user}", ok=(204, 404))
 
 
-def test_notebooks_and_a_tfjob_share_one_gpu_quota(real: RealCluster, kueue_on: None, hub: Hub) -> None:
+def test_notebooks_and_a_tfjob_share_one_gpu_quota(real: RealCluster, quota_of_two: None, hub: Hub) -> None:
     manager = real.get("deployment", "-n", "kueue-system", "kueue-controller-manager")
     assert manager["status"].get("readyReplicas") == 1, f"the Kueue manager is not ready: {manager['status']}"
     # Its visibility API, served by the manager behind the API server (the front proxy's identity
     # trusted through the cluster's own CA): registered and answering.
     wait_for(lambda: condition(real.get("apiservice", "v1beta2.visibility.kueue.x-k8s.io"), "Available"), 120,
              "Kueue's visibility API to be available")
-    # The stack's job is declared as one pod group in the queue (its pods ran before Kueue was on).
+    # The stack's job is declared as one pod group in the queue.
     for kind, spec in real.get("tfjob", "-n", NAMESPACE, STACK_JOB)["spec"]["tfReplicaSpecs"].items():
         labels = spec["template"]["metadata"]["labels"]
         assert (labels.get(QUEUE_LABEL), labels.get(POD_GROUP_LABEL)) == (TRAINING_LOCAL_QUEUE, STACK_JOB), kind
@@ -260,7 +252,7 @@ def test_notebooks_and_a_tfjob_share_one_gpu_quota(real: RealCluster, kueue_on: 
             job_waits_whole()
             assert gpu_usage(real) == 1, "the waiting job holds GPU quota"
             time.sleep(2)
-        (workload,) = workloads_of(real, JOB)
+        (workload,) = workloads_of(real, JOB, NAMESPACE)
         reserved = workload_condition(workload, "QuotaReserved")
         assert reserved is not None and reserved["status"] == "False", workload.get("status")
         assert GPU_RESOURCE in reserved["message"], f"the Workload does not say what is short: {reserved['message']}"
@@ -302,7 +294,7 @@ def test_notebooks_and_a_tfjob_share_one_gpu_quota(real: RealCluster, kueue_on: 
         messages = [e.get("message", "") for e in events]
         queued = [m for m in messages if m.startswith(QUEUED)]
         assert queued, f"the spawn progress never said queued: {messages}"
-        assert GPU_RESOURCE in queued[-1] and "pool-gpu" in queued[-1], f"Kueue's reason not shown: {queued[-1]}"
+        assert GPU_RESOURCE in queued[-1] and GPU_FLAVOR in queued[-1], f"Kueue's reason not shown: {queued[-1]}"
         # Its position, from Kueue's visibility API through the hub's own read of its LocalQueue.
         assert len(listed) == 2, f"the visibility API never listed the job and the notebook as pending: {listed}"
         assert queued[-1].startswith(f"{POSITIONED}: "), f"the position is not shown: {queued}"
@@ -337,7 +329,54 @@ def test_notebooks_and_a_tfjob_share_one_gpu_quota(real: RealCluster, kueue_on: 
         if page is not None and page.poll() is None:
             page.kill()
             page.communicate()
-        # (kueue_on deletes the job and waits for its pods before Kueue goes.)
+        # (quota_of_two deletes the job and waits for its pods before Kueue goes.)
         real.kubectl("delete", "tfjob", "-n", NAMESPACE, JOB, "--ignore-not-found", "--wait=false", check=False)
         for user in (HOLDER, WAITER):
             forget(hub, user)
+
+
+def test_with_kueue_disabled_the_stack_is_as_it_was_before_kueue(stack: LocalStack, real: RealCluster, hub: Hub) -> None:
+    """`kueue.enabled: false`: nothing of Kueue left, the job's templates and a GPU server's pod as
+    they were before Kueue; then Kueue on again (the stack's own config)."""
+    original = stack.config_file.read_text()
+    try:
+        with_config(stack, lambda kueue: kueue.update(enabled=False), "Kueue turned off")
+        wait_for(lambda: real.kubectl("get", "namespace", KUEUE_NAMESPACE, check=False).returncode != 0, 180,
+                 f"namespace {KUEUE_NAMESPACE} gone")
+        left = [c["metadata"]["name"] for c in real.get("crds")["items"] if c["metadata"]["name"].endswith(".kueue.x-k8s.io")]
+        assert left == [], f"Kueue's CRDs left: {left}"
+        for kind in ("mutatingwebhookconfigurations", "validatingwebhookconfigurations", "apiservices"):
+            names = [o["metadata"]["name"] for o in real.get(kind)["items"]]
+            assert not [n for n in names if "kueue" in n], f"{kind} of Kueue left: {names}"
+        for kind, spec in real.get("tfjob", "-n", NAMESPACE, STACK_JOB)["spec"]["tfReplicaSpecs"].items():
+            labels = spec["template"]["metadata"].get("labels", {})
+            assert QUEUE_LABEL not in labels and POD_GROUP_LABEL not in labels, (kind, labels)
+        # GPU servers start without a queue: their pods neither labelled nor gated. Two of two GPUs
+        # take the GPU node's four shares...
+        for user in (HOLDER, WAITER):
+            start_server(hub, user, 2)
+        for user in (HOLDER, WAITER):
+            wait_for(lambda user=user: (hub.server(user) or {}).get("ready"), 300, f"{user}'s GPU server ready", interval=2)
+            pod = real.get("pod", "-n", HUB_NAMESPACE, pod_name(user))
+            assert QUEUE_LABEL not in pod["metadata"]["labels"], pod["metadata"]["labels"]
+            assert not pod["spec"].get("schedulingGates"), pod["spec"]["schedulingGates"]
+            assert pod["spec"]["nodeName"] == real.node("gpu").spec.name
+        # ...and a third is the scheduler's again: Pending, with its reason, not Kueue's.
+        start_server(hub, THIRD, 1)
+
+        def unschedulable() -> str | None:
+            got = real.kubectl("get", "pod", "-n", HUB_NAMESPACE, pod_name(THIRD), "-o", "json", check=False)
+            if got.returncode != 0:
+                return None
+            third = json.loads(got.stdout)
+            assert not third["spec"].get("schedulingGates") and not third["spec"].get("nodeName"), third["spec"]
+            reason = next((c for c in third["status"].get("conditions", []) if c.get("reason") == "Unschedulable"), {})
+            return reason.get("message") if GPU_RESOURCE in reason.get("message", "") else None
+
+        said = wait_for(unschedulable, 120, f"{THIRD}'s pod Unschedulable for want of {GPU_RESOURCE}", interval=2)
+        assert f"Insufficient {GPU_RESOURCE}" in said, said
+    finally:
+        for user in (HOLDER, WAITER, THIRD):
+            forget(hub, user)
+        stack.config_file.write_text(original)
+        print(f"  Kueue on again in {stack.pulumi('up', '--yes', '--skip-preview', timeout=900).seconds:.0f}s", flush=True)

@@ -47,6 +47,18 @@ WATCHES_THE_STACKS_JOB = True
 SCREENSHOT = ROOT / "docs" / "screenshots" / "tensorboard-scalars.png"
 
 
+def own_pod_group(replica_specs: dict[str, dict[str, Any]], group: str) -> None:
+    """Replica specs copied from the stack's job, queued by Kueue (where the stack's are,
+    `kueue.trainingQueue`) as a pod group of their own: GROUP, of as many pods as they declare. The
+    stack's group is its job's, and counts that job's pods: a copy left in it would wait forever."""
+    total = sum(int(spec.get("replicas", 1)) for spec in replica_specs.values())
+    for spec in replica_specs.values():
+        metadata = spec["template"]["metadata"]
+        if POD_GROUP_LABEL in metadata.get("labels", {}):
+            metadata["labels"][POD_GROUP_LABEL] = group
+            metadata["annotations"][POD_GROUP_TOTAL_COUNT] = str(total)
+
+
 @dataclass
 class Run:
     """What the test saw of the job from its start to its end."""
@@ -224,13 +236,8 @@ def test_clean_pod_policy_running_removes_a_ps_that_still_runs(run: Run, real: R
         spec = json.loads(json.dumps(run.job["spec"]["tfReplicaSpecs"][kind]))
         container = spec["template"]["spec"]["containers"][0]
         container.update(command=["python", "-c", command], args=[])
-        metadata = spec["template"]["metadata"]
-        if POD_GROUP_LABEL in metadata.get("labels", {}):
-            # Queued by Kueue as the stack's job is (kueue.trainingQueue), as a pod group of its own:
-            # the stack's group is the stack's job, and it counts that job's pods.
-            metadata["labels"][POD_GROUP_LABEL] = "clean-pods"
-            metadata["annotations"][POD_GROUP_TOTAL_COUNT] = str(len(commands))
         job["spec"]["tfReplicaSpecs"][kind] = {**spec, "replicas": 1, "restartPolicy": "Never"}
+    own_pod_group(job["spec"]["tfReplicaSpecs"], "clean-pods")
     real.apply(job)
     try:
         ps = wait_for(lambda: real.get("pods", "-n", NAMESPACE, "-l", f"{JOB_LABEL}=clean-pods,"

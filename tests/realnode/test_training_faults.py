@@ -48,7 +48,7 @@ from cluster.localcluster.settings import tools
 from components.tfjob import ReplicaSpec, RunPolicy, TFJobSpec
 from e2e.local_stack import LocalStack, condition
 from real_cluster import RealCluster, wait_for
-from test_mnist_on_real_nodes import ACCURACY_FLOOR, JOB, JOB_LABEL, NAMESPACE, TRAINING_TIMEOUT_S
+from test_mnist_on_real_nodes import ACCURACY_FLOOR, JOB, JOB_LABEL, NAMESPACE, TRAINING_TIMEOUT_S, own_pod_group
 from vocab.tfjob_api import OPERATOR_NAME, OPERATOR_NAMESPACE
 
 # Checkpoints every 50 steps: a fault lands after the first and leaves most of the training to do.
@@ -93,11 +93,17 @@ def chief_log(real: RealCluster, name: str, *args: str) -> str:
 
 
 def delete_jobs(real: RealCluster, *names: str) -> None:
-    """Delete TFJobs and wait until none of their pods is left (the GPU node's GPUs free again)."""
+    """Delete TFJobs and wait until none of their pods is left (the GPU node's GPUs free again),
+    and their pod groups' Workloads with them (named after the job, own_pod_group): a job
+    submitted again under the same name is a new group, and Kueue releases the pods of a group
+    that was never admitted only with its Workload (docs/training.md)."""
     for name in names:
         real.kubectl("delete", "tfjob", "-n", NAMESPACE, name, "--ignore-not-found", "--wait=false", check=False)
+        real.kubectl("delete", "workload", "-n", NAMESPACE, name, "--ignore-not-found", "--wait=false", check=False)
     for name in names:
         wait_for(lambda name=name: not pods_of(real, name), 180, f"the pods of TFJob {name} gone")
+        wait_for(lambda name=name: real.kubectl("get", "workload", "-n", NAMESPACE, name, check=False).returncode != 0,
+                 60, f"the Workload of TFJob {name} gone")
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +124,7 @@ def training_job(stack_job: dict[str, Any], name: str, train_steps: int | None =
         container = replica["template"]["spec"]["containers"][0]
         args = [a for a in container["args"] if a.split("=", 1)[0] not in flags]
         container["args"] = args + [f"{flag}={value}" for flag, value in flags.items()]
+    own_pod_group(spec["tfReplicaSpecs"], name)
     return {"apiVersion": stack_job["apiVersion"], "kind": "TFJob",
             "metadata": {"name": name, "namespace": NAMESPACE}, "spec": spec}
 
@@ -292,6 +299,7 @@ def policy_job(stack_job: dict[str, Any], name: str, program: str, restart_polic
     container = chief["spec"]["containers"][0]
     container.update(command=["python", "-c", program], args=[],
                      resources={"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}})
+    own_pod_group({"Chief": {"replicas": 1, "template": chief}}, name)
     spec = TFJobSpec(name, NAMESPACE, {"Chief": ReplicaSpec(1, chief, restart_policy)}, RunPolicy(**run_policy))
     spec.validate()
     return spec.manifest()

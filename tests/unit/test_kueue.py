@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 import pytest
+import yaml
 
 import json
 
@@ -15,7 +16,7 @@ import ast
 
 from components.hub_config.document import QUEUED_SPAWNER_CLASS, QUEUED_SPAWNER_MODULE
 from components.kueue import MANAGER_API_GROUPS, KueueManifests, KueueManifestsError, kueue_manifests_dir
-from program import DEV_MACHINE, dev_stack_with_upstream_images, example_stack, run_program
+from program import DEV_MACHINE, ROOT, dev_stack_with_upstream_images, example_stack, run_program
 from stacks import ConfigError, parse
 from vocab import kueue_api
 from vocab.kueue_api import (
@@ -60,12 +61,25 @@ def problems(config: dict[str, Any]) -> str:
 # --- config ------------------------------------------------------------------------------------
 
 
-def test_dev_stack_queues_training_under_a_gpu_quota_of_two_once_enabled():
-    assert parse(dev_stack_with_upstream_images(), local_node=lambda: DEV_MACHINE).kueue.enabled is False
-    settings = parse(with_kueue(dev_stack_with_upstream_images()), local_node=lambda: DEV_MACHINE).kueue
-    assert settings.enabled and settings.training_queue == "training"
+def test_dev_stack_queues_training_and_gpu_notebooks_under_one_quota_of_the_gpu_pools_shares():
+    settings = parse(dev_stack_with_upstream_images(), local_node=lambda: DEV_MACHINE).kueue
+    assert settings.enabled and settings.training_queue == settings.notebook_queue == "training"
     gpu = next(q for q in settings.queue("training").quotas if q.pool == "gpu")
-    assert gpu.gpus == 2
+    # The GPU node's two GPUs, time-sliced two ways: four shares, as the pool advertises them.
+    assert gpu.gpus == 4
+
+
+def test_the_docs_team_quota_example_is_a_valid_kueue_section_of_the_dev_stack():
+    """docs/training.md's example (training and notebooks in queues of a cohort) passes the preview's
+    checks on the dev stack's pools."""
+    text = (ROOT / "docs" / "training.md").read_text()
+    section = text[text.index("## Quotas and queueing with Kueue"):]
+    block = section[section.index("```yaml\n") + len("```yaml\n"):section.index("\n```", section.index("```yaml"))]
+    config = dev_stack_with_upstream_images()
+    config["kueue"] = yaml.safe_load(block)["mlplatform:kueue"]
+    settings = parse(config, local_node=lambda: DEV_MACHINE).kueue
+    assert {q.name: q.cohort for q in settings.cluster_queues} == {"training": "research", "notebooks": "research"}
+    assert (settings.training_queue, settings.notebook_queue) == ("training", "notebooks")
 
 
 def test_kueue_is_off_unless_enabled_and_checks_nothing_then():
@@ -438,3 +452,13 @@ def _hub_role(deployment) -> list[dict[str, Any]]:
 def _tfjob(deployment) -> dict[str, Any]:
     (job,) = [r for r in deployment.resources if r.type == "kubernetes:kubeflow.org/v1:TFJob"]
     return job.inputs
+
+
+def test_the_stack_prints_the_command_that_shows_its_queues():
+    deployment = run_program(with_kueue(dev_stack_with_upstream_images()))
+    command = deployment.outputs["kueueQueues"]
+    assert command.startswith("kubectl get clusterqueues,localqueues -A && kubectl get workloads -A -o \"custom-columns=")
+    assert "RESERVED:.status.conditions[?(@.type=='QuotaReserved')].status" in command
+    config = dev_stack_with_upstream_images()
+    config["kueue"] = {**config["kueue"], "enabled": False}
+    assert "kueueQueues" not in run_program(config).outputs
