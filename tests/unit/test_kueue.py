@@ -338,8 +338,8 @@ def test_flavors_are_the_pools_and_the_gpu_quota_is_the_pools_resource(deploymen
     assert group["coveredResources"] == ["cpu", "memory", "nvidia.com/gpu"]
     quotas = {f["name"]: {r["name"]: r["nominalQuota"] for r in f["resources"]} for f in group["flavors"]}
     assert quotas == {
-        "pool-cpu": {"cpu": "1", "memory": "4Gi", "nvidia.com/gpu": "0"},
-        "pool-gpu": {"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": "2"},
+        "pool-cpu": {"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": "0"},
+        "pool-gpu": {"cpu": "2", "memory": "16Gi", "nvidia.com/gpu": "4"},
     }
 
 
@@ -369,6 +369,8 @@ def test_without_kueue_the_stack_is_as_before(off):
     config = dev_stack_with_upstream_images()
     if off == "absent":
         del config["kueue"]
+    else:
+        config["kueue"] = {**config["kueue"], "enabled": False}
     deployment = run_program(config)
     assert not [r for r in deployment.resources if r.name.startswith("kueue") or r.name.endswith("-queue")]
     for spec in _tfjob(deployment)["spec"]["tfReplicaSpecs"].values():
@@ -459,6 +461,3 @@ def test_the_stack_prints_the_command_that_shows_its_queues():
     command = deployment.outputs["kueueQueues"]
     assert command.startswith("kubectl get clusterqueues,localqueues -A && kubectl get workloads -A -o \"custom-columns=")
     assert "RESERVED:.status.conditions[?(@.type=='QuotaReserved')].status" in command
-    config = dev_stack_with_upstream_images()
-    config["kueue"] = {**config["kueue"], "enabled": False}
-    assert "kueueQueues" not in run_program(config).outputs
