@@ -22,13 +22,21 @@ QUEUE_LABEL = f"{GROUP}/queue-name"
 POD_GROUP_LABEL = f"{GROUP}/pod-group-name"
 POD_GROUP_TOTAL_COUNT = f"{GROUP}/pod-group-total-count"
 SCHEDULING_GATE = f"{GROUP}/admission"
+# "false" on a group's pods: the group is over once none of its pods is running or pending, with
+# failed ones among them. Without it Kueue waits for a failed pod's replacement ("At least one pod
+# has failed, waiting for recovery"), keeping the group's quota and its finalizer on every pod: seen
+# on the real nodes (2026-12-07) for a TFJob whose PS the operator stopped once the chief had
+# succeeded (exit 143), which no one replaces.
+RETRIABLE_IN_GROUP = f"{GROUP}/retriable-in-group"
 
 
 def pod_group(local_queue: str, group: str, total: int) -> tuple[dict[str, str], dict[str, str]]:
     """The labels and annotations that make a pod one of the `total` pods of `group`, queued in the
-    LocalQueue `local_queue` and admitted with the others as one Workload (components/mnist.py puts
-    them on every replica of the training job; bench/bench_kueue.py on its simulated jobs' pods)."""
-    return {QUEUE_LABEL: local_queue, POD_GROUP_LABEL: group}, {POD_GROUP_TOTAL_COUNT: str(total)}
+    LocalQueue `local_queue` and admitted with the others as one Workload, which ends when none of
+    them runs any more (components/mnist.py puts them on every replica of the training job, whose
+    operator decides when it is over; bench/bench_kueue.py on its simulated jobs' pods)."""
+    return ({QUEUE_LABEL: local_queue, POD_GROUP_LABEL: group},
+            {POD_GROUP_TOTAL_COUNT: str(total), RETRIABLE_IN_GROUP: "false"})
 
 POD_INTEGRATION = "pod"
 

@@ -1,11 +1,12 @@
 """Notebooks and training under one GPU quota with Kueue, on the real nodes.
 
-The session's stack (the dev stack) runs Kueue: its manager, CRDs and webhooks, the ClusterQueue
-`training` (the GPU node's four simulated, time-sliced GPU shares), the LocalQueue `training` in
-the job's namespace and the LocalQueue `notebooks` in the hub's (`notebookQueue: training`: the GPU
-profile's servers queue there), the stack's TFJob templates labelled as one pod group, the hub
-running the queued spawner. This module lowers the queue's GPU quota to two with a `pulumi up` and
-puts it back afterwards, as test_hub_storm.py does with its limits.
+The session's stack (the dev stack) is updated with its `kueue` section turned on (`enabled:
+true`; the dev stack ships it off) and put back as it was afterwards, as test_hub_storm.py does
+with its limits: Kueue's manager, CRDs and webhooks, the ClusterQueue `training` (two of the GPU
+node's four simulated, time-sliced GPU shares), the LocalQueue `training` in the job's namespace
+and the LocalQueue `notebooks` in the hub's (`notebookQueue: training`: the GPU profile's servers
+queue there), the stack's TFJob templates labelled as one pod group, the hub running the queued
+spawner.
 
 Then, through the hub's REST API and in headless Chromium: a GPU notebook is admitted and holds
 one GPU of the queue's two; a TFJob of two GPU workers, queued as one pod group, waits whole (both
@@ -16,20 +17,14 @@ in which ClusterQueue, at which position (Kueue's visibility API: first in the L
 priority) and Kueue's reason (a screenshot for the docs), and, still queued at its
 profile's start timeout (the test stack's 90 s), its spawn fails with that reason and nothing of it
 is left (pod, Workload). Stopping the first notebook returns its GPU: the job is admitted, both
-workers run on the GPU node, and the job Succeeds.
-
-Last, the stack with `kueue.enabled: false` behaves as it did before Kueue: nothing of Kueue is left
-in the cluster, the stack's TFJob carries no queue labels, GPU servers start at once, their pods
-neither gated nor labelled, and one that finds every GPU share taken is the scheduler's again
-(Pending, "Insufficient nvidia.com/gpu"); then Kueue is turned on again.
-"""
+workers run on the GPU node, and the job Succeeds."""
 
 from __future__ import annotations
 
 import json
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -43,13 +38,13 @@ import test_notebooks_on_real_nodes
 from test_notebooks_on_real_nodes import GPU_PROFILE, HUB_DIR, Hub, pod_gone, pod_name
 from test_shared_gpu_notebooks import watch_spawn
 from vocab.kueue_api import (
-    NAMESPACE as KUEUE_NAMESPACE,
     NOTEBOOK_LOCAL_QUEUE,
     POD_GROUP_LABEL,
     POD_GROUP_TOTAL_COUNT,
     QUEUE_LABEL,
     SCHEDULING_GATE,
     TRAINING_LOCAL_QUEUE,
+    pod_group,
 )
 from vocab.names import GPU_RESOURCE
 from vocab.tfjob_api import API_VERSION as TFJOB_API_VERSION
@@ -61,8 +56,6 @@ JOB = "queued-gpu-job"
 HUB_NAMESPACE = "jupyterhub"
 # The GPU notebook that holds one GPU, and the one that asks for two and waits.
 HOLDER, WAITER = "kqholder", "kqwaiter"
-# With Kueue off: the GPU server that finds the four shares taken.
-THIRD = "kqthird"
 # The hub through a port-forward to proxy-public, as the notebook tests reach it (a fixture of this
 # module too, by this name).
 hub = test_notebooks_on_real_nodes.hub
@@ -71,8 +64,8 @@ QUEUED_SCREENSHOT = ROOT / "docs" / "screenshots" / "kueue-queued.png"
 # default BestEffortFIFO): the waiting notebook is the only one in its LocalQueue, and second in the
 # ClusterQueue, behind the job queued earlier.
 POSITIONED = positioned(1, 2)
-# The quota this module gives the ClusterQueue's GPU flavor, of the dev stack's four shares.
-GPU_QUOTA = 2
+# A job whose one replica fails: its pod group ends with it (test_a_failed_job_gives_its_quota_back).
+FAILING_JOB = "queued-failing-job"
 VISIBILITY_API = "/apis/visibility.kueue.x-k8s.io/v1beta2"
 # The stack's own job, on 2 shared cores: as test_mnist_on_real_nodes.py allows it.
 STACK_JOB_TIMEOUT_S = 1500
@@ -114,54 +107,41 @@ def job_pods(real: RealCluster, job: str) -> list[dict[str, Any]]:
     return real.get("pods", "-n", NAMESPACE, "-l", f"training.kubeflow.org/job-name={job}")["items"]
 
 
-def with_config(stack: LocalStack, change: Callable[[dict[str, Any]], None], what: str) -> float:
-    """The stack's config file changed by CHANGE (on its `mlplatform:kueue` section), and `pulumi
-    up`; its seconds."""
-    document = yaml.safe_load(stack.config_file.read_text())
-    change(document["config"]["mlplatform:kueue"])
-    stack.config_file.write_text(yaml.safe_dump(document, sort_keys=False))
-    seconds = stack.pulumi("up", "--yes", "--skip-preview", timeout=900).seconds
-    print(f"  {what} in {seconds:.0f}s", flush=True)
-    return seconds
-
-
-def gpu_quota(kueue: dict[str, Any]) -> dict[str, Any]:
-    (queue,) = [q for q in kueue["clusterQueues"] if q["name"] == CLUSTER_QUEUE]
-    (quota,) = [q for q in queue["quotas"] if q["pool"] == "gpu"]
-    return quota
-
-
-@pytest.fixture
-def quota_of_two(stack: LocalStack, real: RealCluster) -> Iterator[None]:
-    """The ClusterQueue's GPU quota lowered to GPU_QUOTA (once the stack's own job has finished, so
-    that nothing of it holds quota), then the stack as it was, whatever happened here."""
+@pytest.fixture(scope="module")
+def kueue_on(stack: LocalStack, real: RealCluster) -> Iterator[None]:
+    """The session's stack with `kueue.enabled: true` (once its own job has finished, so that the
+    job is not changed under it), then as it was, whatever happened here."""
     wait_for(lambda: condition(real.get("tfjob", "-n", NAMESPACE, STACK_JOB), "Succeeded"), STACK_JOB_TIMEOUT_S,
              f"the stack's TFJob {STACK_JOB} to succeed")
     original = stack.config_file.read_text()
+    document = yaml.safe_load(original)
+    document["config"]["mlplatform:kueue"]["enabled"] = True
+    stack.config_file.write_text(yaml.safe_dump(document, sort_keys=False))
     try:
-        with_config(stack, lambda kueue: gpu_quota(kueue).update(gpus=GPU_QUOTA), f"a GPU quota of {GPU_QUOTA}")
+        print(f"  Kueue deployed in {stack.pulumi('up', '--yes', '--skip-preview', timeout=900).seconds:.0f}s", flush=True)
         yield
     finally:
         # The stack goes back to its own config whatever happened here: the modules after this one
-        # assume it (in CI a failure here once left it changed, and they all failed behind it).
+        # assume Kueue off (in CI a failure here once left it on, and they all failed behind it).
         try:
-            delete_queued_job(real)
+            for job in (JOB, FAILING_JOB):
+                delete_queued_job(real, job)
         finally:
             stack.config_file.write_text(original)
             print(f"  the stack's own config back in "
                   f"{stack.pulumi('up', '--yes', '--skip-preview', timeout=900).seconds:.0f}s", flush=True)
 
 
-def delete_queued_job(real: RealCluster) -> None:
+def delete_queued_job(real: RealCluster, job: str) -> None:
     """JOB and its pods gone. A pod group that was never admitted keeps Kueue's finalizer on its
     deleted pods until its Workload is deleted too (Kueue's documented way out, kueue #5130; seen
     here: the pods of a TFJob deleted while queued stayed Terminating for an hour)."""
-    real.kubectl("delete", "tfjob", "-n", NAMESPACE, JOB, "--ignore-not-found", "--timeout=120s", check=False,
+    real.kubectl("delete", "tfjob", "-n", NAMESPACE, job, "--ignore-not-found", "--timeout=120s", check=False,
                  timeout=180)
     # A pod group's Workload is named after the group.
-    real.kubectl("delete", "workload", "-n", NAMESPACE, JOB, "--ignore-not-found", "--timeout=120s", check=False,
+    real.kubectl("delete", "workload", "-n", NAMESPACE, job, "--ignore-not-found", "--timeout=120s", check=False,
                  timeout=180)
-    wait_for(lambda: not job_pods(real, JOB), 120, f"{JOB}'s pods gone")
+    wait_for(lambda: not job_pods(real, job), 120, f"{job}'s pods gone")
 
 
 def busy(hub: Hub) -> bool:
@@ -185,7 +165,7 @@ def forget(hub: Hub, user: str) -> None:
     hub.api("DELETE", f"/users/{user}", ok=(204, 404))
 
 
-def test_notebooks_and_a_tfjob_share_one_gpu_quota(real: RealCluster, quota_of_two: None, hub: Hub) -> None:
+def test_notebooks_and_a_tfjob_share_one_gpu_quota(real: RealCluster, kueue_on: None, hub: Hub) -> None:
     manager = real.get("deployment", "-n", "kueue-system", "kueue-controller-manager")
     assert manager["status"].get("readyReplicas") == 1, f"the Kueue manager is not ready: {manager['status']}"
     # Its visibility API, served by the manager behind the API server (the front proxy's identity
@@ -329,54 +309,45 @@ def test_notebooks_and_a_tfjob_share_one_gpu_quota(real: RealCluster, quota_of_t
         if page is not None and page.poll() is None:
             page.kill()
             page.communicate()
-        # (quota_of_two deletes the job and waits for its pods before Kueue goes.)
+        # (kueue_on deletes the job and waits for its pods before Kueue goes.)
         real.kubectl("delete", "tfjob", "-n", NAMESPACE, JOB, "--ignore-not-found", "--wait=false", check=False)
         for user in (HOLDER, WAITER):
             forget(hub, user)
 
 
-def test_with_kueue_disabled_the_stack_is_as_it_was_before_kueue(stack: LocalStack, real: RealCluster, hub: Hub) -> None:
-    """`kueue.enabled: false`: nothing of Kueue left, the job's templates and a GPU server's pod as
-    they were before Kueue; then Kueue on again (the stack's own config)."""
-    original = stack.config_file.read_text()
+
+def test_a_failed_job_gives_its_quota_back_and_keeps_no_pod(real: RealCluster, kueue_on: None) -> None:
+    """A queued TFJob whose worker fails (restartPolicy Never): the operator fails the job and stops
+    its chief (cleanPodPolicy Running). Its pod group is then over (`retriable-in-group: false`, as
+    the stack's job carries it): the Workload Finished, Kueue's finalizer off every pod, the GPUs
+    back in the quota. Without that annotation Kueue waited for the failed pods' replacements,
+    holding both (seen on the real nodes, 2026-12-07)."""
+    assert gpu_usage(real) == 0, "the quota is not free before the failing job"
+    labels, annotations = pod_group(TRAINING_LOCAL_QUEUE, FAILING_JOB, 2)
+    # The chief ends at its SIGTERM, as the trainer does.
+    scripts = {"Chief": "trap 'exit 143' TERM; sleep 3600 & wait", "Worker": "sleep 15; exit 1"}
+    replicas = {
+        kind: {"replicas": 1, "restartPolicy": "Never",
+               "template": {"metadata": {"labels": labels, "annotations": annotations},
+                            "spec": gpu_pod_spec(script, CONTAINER_NAME)}}
+        for kind, script in scripts.items()
+    }
+    real.apply({"apiVersion": TFJOB_API_VERSION, "kind": "TFJob", "metadata": {"name": FAILING_JOB, "namespace": NAMESPACE},
+                "spec": {"runPolicy": {"cleanPodPolicy": "Running"}, "tfReplicaSpecs": replicas}})
     try:
-        with_config(stack, lambda kueue: kueue.update(enabled=False), "Kueue turned off")
-        wait_for(lambda: real.kubectl("get", "namespace", KUEUE_NAMESPACE, check=False).returncode != 0, 180,
-                 f"namespace {KUEUE_NAMESPACE} gone")
-        left = [c["metadata"]["name"] for c in real.get("crds")["items"] if c["metadata"]["name"].endswith(".kueue.x-k8s.io")]
-        assert left == [], f"Kueue's CRDs left: {left}"
-        for kind in ("mutatingwebhookconfigurations", "validatingwebhookconfigurations", "apiservices"):
-            names = [o["metadata"]["name"] for o in real.get(kind)["items"]]
-            assert not [n for n in names if "kueue" in n], f"{kind} of Kueue left: {names}"
-        for kind, spec in real.get("tfjob", "-n", NAMESPACE, STACK_JOB)["spec"]["tfReplicaSpecs"].items():
-            labels = spec["template"]["metadata"].get("labels", {})
-            assert QUEUE_LABEL not in labels and POD_GROUP_LABEL not in labels, (kind, labels)
-        # GPU servers start without a queue: their pods neither labelled nor gated. Two of two GPUs
-        # take the GPU node's four shares...
-        for user in (HOLDER, WAITER):
-            start_server(hub, user, 2)
-        for user in (HOLDER, WAITER):
-            wait_for(lambda user=user: (hub.server(user) or {}).get("ready"), 300, f"{user}'s GPU server ready", interval=2)
-            pod = real.get("pod", "-n", HUB_NAMESPACE, pod_name(user))
-            assert QUEUE_LABEL not in pod["metadata"]["labels"], pod["metadata"]["labels"]
-            assert not pod["spec"].get("schedulingGates"), pod["spec"]["schedulingGates"]
-            assert pod["spec"]["nodeName"] == real.node("gpu").spec.name
-        # ...and a third is the scheduler's again: Pending, with its reason, not Kueue's.
-        start_server(hub, THIRD, 1)
+        wait_for(lambda: gpu_usage(real) == 2, 120, f"{FAILING_JOB} admitted whole")
+        wait_for(lambda: condition(real.get("tfjob", "-n", NAMESPACE, FAILING_JOB), "Failed"), 180,
+                 f"{FAILING_JOB} failed by its worker")
 
-        def unschedulable() -> str | None:
-            got = real.kubectl("get", "pod", "-n", HUB_NAMESPACE, pod_name(THIRD), "-o", "json", check=False)
-            if got.returncode != 0:
-                return None
-            third = json.loads(got.stdout)
-            assert not third["spec"].get("schedulingGates") and not third["spec"].get("nodeName"), third["spec"]
-            reason = next((c for c in third["status"].get("conditions", []) if c.get("reason") == "Unschedulable"), {})
-            return reason.get("message") if GPU_RESOURCE in reason.get("message", "") else None
+        def over() -> dict[str, Any] | None:
+            (workload,) = workloads_of(real, FAILING_JOB, NAMESPACE)
+            finished = workload_condition(workload, "Finished")
+            return workload if finished and finished["status"] == "True" else None
 
-        said = wait_for(unschedulable, 120, f"{THIRD}'s pod Unschedulable for want of {GPU_RESOURCE}", interval=2)
-        assert f"Insufficient {GPU_RESOURCE}" in said, said
+        workload = wait_for(over, 120, f"the Workload of {FAILING_JOB} Finished")
+        wait_for(lambda: gpu_usage(real) == 0, 60, f"{FAILING_JOB}'s GPUs back in the quota")
+        wait_for(lambda: not [p for p in job_pods(real, FAILING_JOB) if "kueue.x-k8s.io/managed" in p["metadata"].get("finalizers", [])],
+                 60, f"Kueue's finalizer off the pods of {FAILING_JOB}")
+        assert "Pods succeeded: 0/2" in workload_condition(workload, "Finished").get("message", ""), workload.get("status")
     finally:
-        for user in (HOLDER, WAITER, THIRD):
-            forget(hub, user)
-        stack.config_file.write_text(original)
-        print(f"  Kueue on again in {stack.pulumi('up', '--yes', '--skip-preview', timeout=900).seconds:.0f}s", flush=True)
+        delete_queued_job(real, FAILING_JOB)

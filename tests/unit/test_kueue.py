@@ -25,6 +25,7 @@ from vocab.kueue_api import (
     POD_GROUP_LABEL,
     POD_GROUP_TOTAL_COUNT,
     QUEUE_LABEL,
+    RETRIABLE_IN_GROUP,
     VALIDATING_WEBHOOK_CONFIGURATION,
     WEBHOOK_SERVICE,
 )
@@ -61,12 +62,12 @@ def problems(config: dict[str, Any]) -> str:
 # --- config ------------------------------------------------------------------------------------
 
 
-def test_dev_stack_queues_training_and_gpu_notebooks_under_one_quota_of_the_gpu_pools_shares():
-    settings = parse(dev_stack_with_upstream_images(), local_node=lambda: DEV_MACHINE).kueue
-    assert settings.enabled and settings.training_queue == settings.notebook_queue == "training"
+def test_dev_stack_queues_training_under_a_gpu_quota_of_two_once_enabled():
+    assert parse(dev_stack_with_upstream_images(), local_node=lambda: DEV_MACHINE).kueue.enabled is False
+    settings = parse(with_kueue(dev_stack_with_upstream_images()), local_node=lambda: DEV_MACHINE).kueue
+    assert settings.enabled and settings.training_queue == "training"
     gpu = next(q for q in settings.queue("training").quotas if q.pool == "gpu")
-    # The GPU node's two GPUs, time-sliced two ways: four shares, as the pool advertises them.
-    assert gpu.gpus == 4
+    assert gpu.gpus == 2
 
 
 def test_the_docs_team_quota_example_is_a_valid_kueue_section_of_the_dev_stack():
@@ -338,8 +339,8 @@ def test_flavors_are_the_pools_and_the_gpu_quota_is_the_pools_resource(deploymen
     assert group["coveredResources"] == ["cpu", "memory", "nvidia.com/gpu"]
     quotas = {f["name"]: {r["name"]: r["nominalQuota"] for r in f["resources"]} for f in group["flavors"]}
     assert quotas == {
-        "pool-cpu": {"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": "0"},
-        "pool-gpu": {"cpu": "2", "memory": "16Gi", "nvidia.com/gpu": "4"},
+        "pool-cpu": {"cpu": "1", "memory": "4Gi", "nvidia.com/gpu": "0"},
+        "pool-gpu": {"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": "2"},
     }
 
 
@@ -359,6 +360,9 @@ def test_tfjob_replicas_are_one_pod_group_in_the_training_queue(deployment):
         assert metadata["labels"][QUEUE_LABEL] == "training", kind
         assert metadata["labels"][POD_GROUP_LABEL] == "distributed-mnist", kind
         assert metadata["annotations"][POD_GROUP_TOTAL_COUNT] == str(total), kind
+        # Over when none of its pods runs (the operator decides the job's end), not waiting for a
+        # failed replica's replacement.
+        assert metadata["annotations"][RETRIABLE_IN_GROUP] == "false", kind
     local_queue = deployment.named("mnist-queue").inputs
     assert local_queue["metadata"] == {**local_queue["metadata"], "name": "training", "namespace": "mnist"}
     assert local_queue["spec"] == {"clusterQueue": "training"}
