@@ -133,14 +133,15 @@ class ControlPlane:
             self.fingerprint_file.write_text(fingerprint(self.tools) + "\n")
         return created
 
-    def stop(self) -> None:
+    def stop(self, seen_before: frozenset[int] = frozenset()) -> None:
         """kwokctl's own stop first (it kills by pid file), then whatever is left (a component that
         outlived its pid file), by pid: SIGTERM, and SIGKILL after STOP_GRACE seconds. Returns once
-        every one of them is gone."""
+        every one of them is gone, and every one of SEEN_BEFORE (the cluster's processes seen before
+        the caller began stopping them)."""
         # Taken before anything stops: a process in the middle of exiting has no working directory
         # to read, so processes() no longer finds it, yet it runs on for a moment in the cluster's
         # directory (seen: the API server, after kwokctl's stop, outliving `down`).
-        seen = set(self.processes())
+        seen = set(seen_before) | set(self.processes())
         if self.exists():
             subprocess.run([str(self.kwokctl), "--name", self.name, "--v=ERROR", "stop", "cluster"],
                            env=self.kwokctl_env(), capture_output=True)
@@ -163,14 +164,19 @@ class ControlPlane:
     def delete(self) -> None:
         """Stops the cluster and removes its state, its kubeconfig, and kwok's work directory once
         it holds no other cluster."""
+        # Taken before kwokctl's delete, which stops the processes and removes their working
+        # directory: one still exiting then has none, and is found only by its pid (seen: an API
+        # server still exiting after `down` returned, under load).
+        running = frozenset(self.processes())
         if self.exists() and self.kwokctl.is_file():
             # The context kwokctl removes is in its own kubeconfig, which goes with the cluster.
             done = subprocess.run([str(self.kwokctl), "--name", self.name, "--v=WARN", "delete", "cluster",
                                    "--kubeconfig", str(self.admin_kubeconfig)], env=self.kwokctl_env())
             if done.returncode != 0:
                 log("kwokctl could not delete the cluster; stopping its processes directly")
-        # Whatever kwokctl did not stop (a component restarted behind its back, say).
-        self.stop()
+        # Whatever kwokctl did not stop (a component restarted behind its back, say), and the end
+        # of what it did.
+        self.stop(running)
         shutil.rmtree(self.dir, ignore_errors=True)
         self.paths.kubeconfig.unlink(missing_ok=True)
         clusters = self.paths.workdir / "clusters"

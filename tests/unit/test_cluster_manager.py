@@ -146,6 +146,25 @@ def test_stop_ends_every_process_of_the_cluster_and_no_other(plane: ControlPlane
     assert not list((plane.dir / "pids").iterdir()), "pid files left"
 
 
+def test_delete_returns_once_the_processes_kwokctl_stopped_have_exited(plane: ControlPlane, run_in, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """kwokctl's delete signals the components and removes the cluster's directory: a component
+    still exiting then has no working directory to be found by, and delete() waits for it by pid."""
+    (plane.dir / "kwok.yaml").write_text("kind: KwokctlConfiguration\n")
+    # A component that takes 3 s to exit after SIGTERM, as a loaded API server does.
+    slow = run_in(plane.dir, "kube-apiserver", argv=(sys.executable, "-c", "import signal, sys, time\n"
+                  "signal.signal(signal.SIGTERM, lambda *_: (time.sleep(3), sys.exit(0)))\n"
+                  "print('ready', flush=True)\ntime.sleep(600)"))
+    assert slow.stdout.readline() == "ready\n"
+    # kwokctl's delete, as far as this is concerned: SIGTERM by pid file, then the directory gone.
+    kwokctl = tmp_path / "kwokctl"
+    kwokctl.write_text(f"#!/bin/sh\nkill -TERM $(cat {plane.dir}/pids/*.pid)\nrm -rf {plane.dir}\n")
+    kwokctl.chmod(0o755)
+    monkeypatch.setattr(plane, "kwokctl", kwokctl)
+    plane.delete()
+    assert slow.poll() is not None, "delete() returned while a process it stopped was still exiting"
+
+
 def test_a_port_taken_by_another_program_is_named_with_it(plane: ControlPlane) -> None:
     with socket.create_server(("127.0.0.1", 0)) as other:
         port = other.getsockname()[1]
