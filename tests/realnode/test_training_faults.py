@@ -57,6 +57,9 @@ EVAL_EVERY = 50
 # coordinator cannot go on while both workers are down, so the job cannot end before they are back.
 # 200 steps of the trainer's CNN pass the floor with room (tests/trainer: 0.95 or more at 200 steps).
 NODE_CASE_TRAIN_STEPS = 200
+# The operator case needs training left after the new operator is Ready: on an idle machine the
+# test stack's 400 steps ended 28 s after the job's start, before the new operator was (2026-12-07).
+OPERATOR_CASE_TRAIN_STEPS = 1200
 REPLICAS = ("chief-0", "worker-0", "worker-1", "ps-0")
 FAULT_JOBS = ("faults-ps", "faults-operator", "faults-node")
 # Where this session's jobs write on the shared volume (the stack's /data): fresh for every session.
@@ -254,7 +257,7 @@ def ps_deleted(stack_job: dict[str, Any], fault_network_policy: None, real: Real
 @pytest.fixture(scope="module")
 def operator_deleted(stack_job: dict[str, Any], fault_network_policy: None, real: RealCluster) -> FaultRun:
     # After the PS case in file order, so that the two jobs do not share the two cores.
-    run = start(real, training_job(stack_job, "faults-operator"))
+    run = start(real, training_job(stack_job, "faults-operator", OPERATOR_CASE_TRAIN_STEPS))
     run.notes["checkpoint_before_fault"] = first_checkpoint(real, run)
     selector = real.get("deployment", "-n", OPERATOR_NAMESPACE, OPERATOR_NAME)["spec"]["selector"]["matchLabels"]
     labels = ",".join(f"{k}={v}" for k, v in selector.items())
