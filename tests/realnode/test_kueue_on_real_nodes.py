@@ -17,7 +17,8 @@ in which ClusterQueue, at which position (Kueue's visibility API: first in the L
 priority) and Kueue's reason (a screenshot for the docs), and, still queued at its
 profile's start timeout (the test stack's 90 s), its spawn fails with that reason and nothing of it
 is left (pod, Workload). Stopping the first notebook returns its GPU: the job is admitted, both
-workers run on the GPU node, and the job Succeeds."""
+workers run on the GPU node, and the job Succeeds.
+"""
 
 from __future__ import annotations
 
@@ -31,13 +32,13 @@ import pytest
 import yaml
 
 from e2e.local_stack import ROOT, LocalStack, condition
-from kueue_state import CLUSTER_QUEUE, GPU_FLAVOR, QUEUED, gpu_usage, pod_workloads, positioned, workload_condition, workloads_of
 from real_cluster import POOL_LABEL, RealCluster, busybox_image_name, wait_for
 from realnode_stack import GPU_START_TIMEOUT_SECONDS
 import test_notebooks_on_real_nodes
 from test_notebooks_on_real_nodes import GPU_PROFILE, HUB_DIR, Hub, pod_gone, pod_name
 from test_shared_gpu_notebooks import watch_spawn
 from vocab.kueue_api import (
+    JOB_UID_LABEL,
     NOTEBOOK_LOCAL_QUEUE,
     POD_GROUP_LABEL,
     POD_GROUP_TOTAL_COUNT,
@@ -52,6 +53,8 @@ from vocab.tfjob_api import CONTAINER_NAME
 
 NAMESPACE = "mnist"
 STACK_JOB = "distributed-mnist"
+CLUSTER_QUEUE = "training"
+GPU_FLAVOR = "pool-gpu"
 JOB = "queued-gpu-job"
 HUB_NAMESPACE = "jupyterhub"
 # The GPU notebook that holds one GPU, and the one that asks for two and waits.
@@ -60,11 +63,12 @@ HOLDER, WAITER = "kqholder", "kqwaiter"
 # module too, by this name).
 hub = test_notebooks_on_real_nodes.hub
 QUEUED_SCREENSHOT = ROOT / "docs" / "screenshots" / "kueue-queued.png"
+QUEUED = f"Queued in ClusterQueue {CLUSTER_QUEUE} (LocalQueue {NOTEBOOK_LOCAL_QUEUE})"
 # Kueue orders a ClusterQueue's pending workloads by priority, then by when they were queued (its
-# default BestEffortFIFO): the waiting notebook is the only one in its LocalQueue, and second in the
-# ClusterQueue, behind the job queued earlier.
-POSITIONED = positioned(1, 2)
-# A job whose one replica fails: its pod group ends with it (test_a_failed_job_gives_its_quota_back).
+# default BestEffortFIFO; the visibility API counts from 0, the page from 1): the waiting notebook
+# is the only one in its LocalQueue, and second in the ClusterQueue, behind the job queued earlier.
+POSITIONED = f"{QUEUED}, position 1 in the LocalQueue and 2 in the ClusterQueue"
+# A job whose one replica fails: its pod group ends with it (test_a_failed_job_gives_its_quota_back_and_keeps_no_pod).
 FAILING_JOB = "queued-failing-job"
 VISIBILITY_API = "/apis/visibility.kueue.x-k8s.io/v1beta2"
 # The stack's own job, on 2 shared cores: as test_mnist_on_real_nodes.py allows it.
@@ -101,6 +105,33 @@ def gpu_pod_spec(script: str, container_name: str) -> dict[str, Any]:
             },
         }],
     }
+
+
+def gpu_usage(real: RealCluster) -> int:
+    """The GPU shares the ClusterQueue `training` holds (its reservation in the GPU pool's flavor)."""
+    status = real.get("clusterqueue", CLUSTER_QUEUE).get("status", {})
+    for flavor in status.get("flavorsReservation", []):
+        if flavor["name"] == GPU_FLAVOR:
+            for resource in flavor["resources"]:
+                if resource["name"] == GPU_RESOURCE:
+                    return int(resource["total"])
+    return 0
+
+
+def workloads_of(real: RealCluster, group: str, namespace: str = NAMESPACE) -> list[dict[str, Any]]:
+    items = real.get("workloads", "-n", namespace)["items"]
+    return [w for w in items if w["metadata"]["name"] == group or w["metadata"].get("labels", {}).get(POD_GROUP_LABEL) == group
+            or any(r.get("name") == group for r in w["metadata"].get("ownerReferences", []))]
+
+
+def workload_condition(workload: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    return next((c for c in workload.get("status", {}).get("conditions", []) if c["type"] == kind), None)
+
+
+def pod_workloads(real: RealCluster, pod: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Workloads Kueue made for a plain pod (labelled with its uid)."""
+    uid = pod["metadata"]["uid"]
+    return real.get("workloads", "-n", pod["metadata"]["namespace"], "-l", f"{JOB_UID_LABEL}={uid}")["items"]
 
 
 def job_pods(real: RealCluster, job: str) -> list[dict[str, Any]]:
@@ -232,7 +263,7 @@ def test_notebooks_and_a_tfjob_share_one_gpu_quota(real: RealCluster, kueue_on: 
             job_waits_whole()
             assert gpu_usage(real) == 1, "the waiting job holds GPU quota"
             time.sleep(2)
-        (workload,) = workloads_of(real, JOB, NAMESPACE)
+        (workload,) = workloads_of(real, JOB)
         reserved = workload_condition(workload, "QuotaReserved")
         assert reserved is not None and reserved["status"] == "False", workload.get("status")
         assert GPU_RESOURCE in reserved["message"], f"the Workload does not say what is short: {reserved['message']}"
@@ -315,7 +346,6 @@ def test_notebooks_and_a_tfjob_share_one_gpu_quota(real: RealCluster, kueue_on: 
             forget(hub, user)
 
 
-
 def test_a_failed_job_gives_its_quota_back_and_keeps_no_pod(real: RealCluster, kueue_on: None) -> None:
     """A queued TFJob whose worker fails (restartPolicy Never): the operator fails the job and stops
     its chief (cleanPodPolicy Running). Its pod group is then over (`retriable-in-group: false`, as
@@ -340,7 +370,7 @@ def test_a_failed_job_gives_its_quota_back_and_keeps_no_pod(real: RealCluster, k
                  f"{FAILING_JOB} failed by its worker")
 
         def over() -> dict[str, Any] | None:
-            (workload,) = workloads_of(real, FAILING_JOB, NAMESPACE)
+            (workload,) = workloads_of(real, FAILING_JOB)
             finished = workload_condition(workload, "Finished")
             return workload if finished and finished["status"] == "True" else None
 
