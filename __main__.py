@@ -13,7 +13,7 @@ from components.cluster import Cluster, ClusterArgs
 from components.jupyterhub import JupyterHub, JupyterHubArgs
 from components.k8s import declared_state_wins
 from components.kept_data import checked
-from components.kueue import Kueue, KueueArgs, KueueManifests, kueue_manifests_dir
+from components.kueue import Kueue, KueueArgs, KueueManifests, QueuedNamespaces, kueue_manifests_dir
 from components.mnist import DistributedMnist, DistributedMnistArgs
 from components.trainer_image import TrainerImage, TrainerImageArgs
 from components.training_operator import TrainingOperator, TrainingOperatorArgs
@@ -39,12 +39,12 @@ def main() -> None:
 
     kueue = None
     if settings.kueue.enabled:
-        # The namespaces whose pods Kueue queues: only those of the workloads given a queue.
-        managed = []
-        if settings.mnist.enabled and settings.kueue.training_queue:
-            managed.append(settings.mnist.namespace)
-        if settings.jupyterhub.enabled and settings.kueue.queued_profiles(settings.jupyterhub):
-            managed.append(settings.jupyterhub.namespace)
+        # What Kueue queues, by namespace: the training job's TFJob, the hub's GPU servers.
+        queued = QueuedNamespaces(
+            pods=(settings.jupyterhub.namespace,)
+            if settings.jupyterhub.enabled and settings.kueue.queued_profiles(settings.jupyterhub) else (),
+            tfjobs=(settings.mnist.namespace,) if settings.mnist.enabled and settings.kueue.training_queue else (),
+        )
         kueue = Kueue(
             "kueue",
             KueueArgs(
@@ -52,7 +52,7 @@ def main() -> None:
                 cluster,
                 KueueManifests(kueue_manifests_dir()),
                 settings.images,
-                managed_namespaces=tuple(managed),
+                queued=queued,
                 api_server_egress=cluster.api_server_egress(),
             ),
             opts=on_cluster,

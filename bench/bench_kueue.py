@@ -64,6 +64,7 @@ from bench.kueue_metrics import Arrival, Plan, Record, generate, records_json, s
 from components.cluster import Placement, simulated_nodes
 from components.kueue import (
     KueueManifests,
+    QueuedNamespaces,
     cluster_queue_spec,
     flavor_name,
     kueue_manifests_dir,
@@ -77,7 +78,16 @@ from stacks.config import StackSettings
 from stacks.images import ImagesSettings
 from stacks.values import NAMESPACE as CONFIG_NAMESPACE
 from tools.layout import tools_layout
-from vocab.kueue_api import API_VERSION, GROUP, NAMESPACE as KUEUE_NAMESPACE, NOTEBOOK_LOCAL_QUEUE, QUEUE_LABEL, TRAINING_LOCAL_QUEUE, VERSION
+from vocab.kueue_api import (
+    API_VERSION,
+    GROUP,
+    NAMESPACE as KUEUE_NAMESPACE,
+    NOTEBOOK_LOCAL_QUEUE,
+    QUEUE_LABEL,
+    TRAINING_LOCAL_QUEUE,
+    VERSION,
+    pod_group,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_FILE = ROOT / "bench" / "kueue-scale.yaml"
@@ -169,13 +179,21 @@ def notebook_pod(scenario: Scenario, arrival: Arrival) -> dict[str, Any]:
     }
 
 
+def queued_namespaces(scenario: Scenario) -> QueuedNamespaces:
+    """Where the bench's manager queues plain pods: the notebooks' namespace and the jobs' (kwok
+    runs no training operator, so a job is its replicas' pods, one pod group)."""
+    return QueuedNamespaces(pods=(scenario.settings.jupyterhub.namespace, scenario.settings.mnist.namespace))
+
+
 def job_pods(scenario: Scenario, arrival: Arrival) -> list[dict[str, Any]]:
-    """A job's replica pods from the typed TFJob of the stack (DistributedMnist.job_spec, queued):
-    each replica's template with its pod-group labels, named as the operator names them. No
-    container runs, so the shared volume is left out (nothing would bind it)."""
+    """A job's replica pods from the typed TFJob of the stack (DistributedMnist.job_spec), named as
+    the operator names them, queued as one pod group in the training LocalQueue: the stack queues
+    the TFJob itself (Kueue's TFJob integration), whose pods the operator would make, and no
+    operator runs here. No container runs, so the shared volume is left out (nothing would bind it)."""
     mnist = scenario.settings.mnist.model_copy(update={"job_name": arrival.name})
-    spec = DistributedMnist.job_spec(mnist, scenario.placement, "trainer:cpu", "trainer:gpu", False,
-                                     ImagesSettings(), queued=True)
+    spec = DistributedMnist.job_spec(mnist, scenario.placement, "trainer:cpu", "trainer:gpu", False, ImagesSettings())
+    group_labels, group_annotations = pod_group(
+        TRAINING_LOCAL_QUEUE, arrival.name, sum(r.replicas for r in spec.replica_specs.values()))
     pods = []
     for kind, replica in spec.replica_specs.items():
         template = spec.pod_template(kind)
@@ -191,8 +209,8 @@ def job_pods(scenario: Scenario, arrival: Arrival) -> list[dict[str, Any]]:
                 "metadata": {
                     "name": spec.pod_name(kind, index),
                     "namespace": mnist.namespace,
-                    "labels": {**template["metadata"].get("labels", {}), "bench": arrival.name},
-                    "annotations": dict(template["metadata"].get("annotations", {})),
+                    "labels": {**template["metadata"].get("labels", {}), **group_labels, "bench": arrival.name},
+                    "annotations": {**template["metadata"].get("annotations", {}), **group_annotations},
                 },
                 "spec": {**pod_spec, "restartPolicy": "Never"},
             })
@@ -278,7 +296,7 @@ def serving_cert(directory: Path) -> ServingCert:
     return ServingCert(ca.public_bytes(serialization.Encoding.PEM), directory)
 
 
-def bench_manager_config(managed: tuple[str, ...], webhook_port: int, health_port: int, cert_dir: Path) -> dict[str, Any]:
+def bench_manager_config(managed: QueuedNamespaces, webhook_port: int, health_port: int, cert_dir: Path) -> dict[str, Any]:
     """The stack's manager configuration, served on loopback with the bench's certificate."""
     cfg = manager_config(managed)
     cfg["health"] = {"healthProbeBindAddress": f"127.0.0.1:{health_port}"}
@@ -311,7 +329,7 @@ def launcher(upper: Path, work: Path, certs: Path) -> list[str]:
 
 
 @contextmanager
-def kueue_manager(base: Path, kubeconfig: Path, managed: tuple[str, ...], cert: ServingCert,
+def kueue_manager(base: Path, kubeconfig: Path, managed: QueuedNamespaces, cert: ServingCert,
                   webhook_port: int) -> Iterator[subprocess.Popen]:
     """The pinned Kueue manager as a process of this machine, until the block ends."""
     binary = Path(tools_layout()["KUEUE_DIR"]) / "bin" / "kueue"
@@ -393,7 +411,7 @@ def established(crd: dict[str, Any]) -> bool:
 def queues(api: Api, scenario: Scenario, cert: ServingCert, webhook_port: int, manifests: KueueManifests) -> None:
     """The stack's webhooks (pointed at the manager), then the flavors, ClusterQueues and
     LocalQueues, each admitted through those webhooks."""
-    managed = (scenario.settings.jupyterhub.namespace, scenario.settings.mnist.namespace)
+    managed = queued_namespaces(scenario)
     mutating, validating = manifests.webhooks()
     for generated, create in ((mutating, api.admission.create_mutating_webhook_configuration),
                               (validating, api.admission.create_validating_webhook_configuration)):
@@ -750,7 +768,7 @@ def bench(args: argparse.Namespace, plan: Plan, scenario: Scenario) -> int:
             cert = serving_cert(base / "certs")
             webhook_port = free_port()
             install(api, scenario, cert, webhook_port, manifests)
-            managed = (scenario.settings.jupyterhub.namespace, scenario.settings.mnist.namespace)
+            managed = queued_namespaces(scenario)
             t1 = time.monotonic()
             with kueue_manager(base, kubeconfig, managed, cert, webhook_port):
                 queues(api, scenario, cert, webhook_port, manifests)

@@ -4,8 +4,8 @@ ClusterQueues of `kueue.clusterQueues`.
 What the manager needs that upstream generates (the CRDs, the webhook list, the ClusterRole) is
 read from the Kueue module at the pinned version (`tools/build.sh kueue-manifests` copies it out
 of the module), and only the parts for what this stack runs are kept: the plain-pod integration
-(the only one enabled, in the namespaces whose pods are queued), Kueue's own API, no leader
-election. The manager's Deployment, Services, config, namespace and NetworkPolicies are written
+for the hub's queued servers and the TFJob integration for the training job (the two enabled, each
+in the namespaces it queues), Kueue's own API, no leader election. The manager's Deployment, Services, config, namespace and NetworkPolicies are written
 here, and what its visibility API needs (`visibility_api` below).
 
 The visibility API (`visibility.kueue.x-k8s.io`, on by default since v0.9: the VisibilityOnDemand
@@ -55,6 +55,7 @@ from vocab.kueue_api import (
     NAMESPACE,
     POD_INTEGRATION,
     QUEUE_LABEL,
+    TFJOB_INTEGRATION,
     VALIDATING_WEBHOOK_CONFIGURATION,
     VISIBILITY_GROUP,
     VISIBILITY_SERVICE,
@@ -76,14 +77,15 @@ CONFIG_MAP = f"{NAME}-manager-config"
 # writes the serving certificate it keeps in WEBHOOK_SECRET.
 CERT_DIR = "/tmp/k8s-webhook-server/serving-certs"
 
-# API groups of the generated ClusterRole that the manager uses with only the pod integration
-# on: the core API (pods, their finalizers and status, namespaces, nodes, limit ranges, pod
+# API groups of the generated ClusterRole that the manager uses with the pod integration on:
+# the core API (pods, their finalizers and status, namespaces, nodes, limit ranges, pod
 # templates), its own API, the webhook configurations and CRDs its cert rotator writes the CA
 # into, events, priority classes, runtime classes (pod overhead), DRA objects (devices a pod
 # claims count against quota), flow control (the visibility API's), and read access to
-# Deployments, ReplicaSets and StatefulSets (a pod's owners). The rules for the other
-# integrations (batch Jobs, JobSets, Kubeflow jobs, Ray, LeaderWorkerSets, AppWrappers, Spark,
-# TrainJobs, ProvisioningRequests) are dropped: those controllers never start here.
+# Deployments, ReplicaSets and StatefulSets (a pod's owners). Of Kubeflow's API only the TFJob
+# rules are kept, and only while the TFJob integration is on (TFJOB_RESOURCES). The rules for the
+# other integrations (batch Jobs, JobSets, the other Kubeflow jobs, Ray, LeaderWorkerSets,
+# AppWrappers, Spark, TrainJobs, ProvisioningRequests) are dropped: those controllers never start here.
 MANAGER_API_GROUPS = frozenset({
     "", GROUP, "admissionregistration.k8s.io", "apiextensions.k8s.io", "events.k8s.io", "scheduling.k8s.io",
     "node.k8s.io", "resource.k8s.io", "flowcontrol.apiserver.k8s.io", "apps",
@@ -139,38 +141,61 @@ class KueueManifests:
         return role["rules"]
 
 
-# The pod webhook walks a pod's owners up to a job kind Kueue knows (jobframework
-# FindAncestorJobManagedByKueue), reading each owner's metadata through a cached informer: for the
-# training job's pods that is their TFJob. Without list and watch on TFJobs the informer never
-# syncs and every replica's creation times out in the webhook (seen on the real nodes: "failed
-# calling webhook mpod.kb.io: context deadline exceeded", the manager logging "tfjobs.kubeflow.org
-# is forbidden"). Read only: the TFJob integration, which would write TFJobs, stays off.
-QUEUED_POD_OWNERS: list[dict[str, Any]] = [
-    {"apiGroups": [TFJOB_GROUP], "resources": [TFJOB_PLURAL], "verbs": ["get", "list", "watch"]},
-]
+# What the TFJob integration reads and writes of Kubeflow's API (the generated rules name every
+# Kubeflow job kind together; these are the TFJob's of them).
+TFJOB_RESOURCES = frozenset({TFJOB_PLURAL, f"{TFJOB_PLURAL}/status", f"{TFJOB_PLURAL}/finalizers"})
 
 
-def manager_rules(generated: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The generated ClusterRole's rules that the manager needs here (MANAGER_API_GROUPS), with
-    the webhook configurations' names as this stack gives them, and read access to the owners of
-    the pods it queues (QUEUED_POD_OWNERS)."""
+def manager_rules(generated: list[dict[str, Any]], tfjobs: bool) -> list[dict[str, Any]]:
+    """The generated ClusterRole's rules that the manager needs here (MANAGER_API_GROUPS, and the
+    TFJob's rules of Kubeflow's API when `tfjobs`), with the webhook configurations' names as this
+    stack gives them."""
     rules = []
     for rule in generated:
+        rule = copy.deepcopy(rule)
+        if tfjobs and rule["apiGroups"] == [TFJOB_GROUP]:
+            rule["resources"] = [r for r in rule["resources"] if r in TFJOB_RESOURCES]
+            if rule["resources"]:
+                rules.append(rule)
+            continue
         if not set(rule["apiGroups"]) <= MANAGER_API_GROUPS:
             continue
-        rule = copy.deepcopy(rule)
         if "resourceNames" in rule:
             rule["resourceNames"] = [_UNPREFIXED_WEBHOOK_CONFIGURATIONS.get(n, n) for n in rule["resourceNames"]]
         rules.append(rule)
-    return rules + copy.deepcopy(QUEUED_POD_OWNERS)
+    return rules
 
 
-def _webhook_for(webhook: dict[str, Any], managed_namespaces: tuple[str, ...]) -> dict[str, Any] | None:
-    """A generated webhook, pointed at the stack's Service, if it serves Kueue's own API or pods;
-    pod webhooks only in the namespaces whose pods are queued and only for pods with a queue name
-    (the manager leaves others alone: manageJobsWithoutQueueName is false, and no LocalQueue is
-    named `default`), so that nothing else (kube-system above all, the hub and its proxy in the
-    hub's namespace) waits on Kueue to create a pod."""
+@dataclass(frozen=True)
+class QueuedNamespaces:
+    """The namespaces whose user servers (plain pods, the hub's) and whose TFJobs (the training
+    job's) Kueue queues, by their names: each integration is on only where it queues something."""
+
+    pods: tuple[str, ...] = ()
+    tfjobs: tuple[str, ...] = ()
+
+    def all(self) -> list[str]:
+        return sorted({*self.pods, *self.tfjobs})
+
+    def frameworks(self) -> list[str]:
+        return [name for name, on in ((POD_INTEGRATION, self.pods), (TFJOB_INTEGRATION, self.tfjobs)) if on]
+
+
+def _scoped(hook: dict[str, Any], namespaces: tuple[str, ...]) -> dict[str, Any]:
+    """HOOK called only in NAMESPACES, and only for objects with a queue name."""
+    hook["namespaceSelector"] = {
+        "matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In", "values": sorted(namespaces)}]
+    }
+    hook["objectSelector"] = {"matchExpressions": [{"key": QUEUE_LABEL, "operator": "Exists"}]}
+    return hook
+
+
+def _webhook_for(webhook: dict[str, Any], queued: QueuedNamespaces) -> dict[str, Any] | None:
+    """A generated webhook, pointed at the stack's Service, if it serves Kueue's own API, pods or
+    TFJobs; pod and TFJob webhooks only in the namespaces whose pods or TFJobs are queued and only
+    for objects with a queue name (the manager leaves others alone: manageJobsWithoutQueueName is
+    false, and no LocalQueue is named `default`), so that nothing else (kube-system above all, the
+    hub and its proxy in the hub's namespace, the training job's pods) waits on Kueue to be created."""
     groups = {g for rule in webhook["rules"] for g in rule["apiGroups"]}
     resources = {r for rule in webhook["rules"] for r in rule["resources"]}
     hook = copy.deepcopy(webhook)
@@ -178,24 +203,18 @@ def _webhook_for(webhook: dict[str, Any], managed_namespaces: tuple[str, ...]) -
     if groups == {GROUP}:
         return hook
     if groups == {""} and resources == {"pods"}:
-        if not managed_namespaces:
-            return None
-        hook["namespaceSelector"] = {
-            "matchExpressions": [
-                {"key": "kubernetes.io/metadata.name", "operator": "In", "values": sorted(managed_namespaces)}
-            ]
-        }
-        hook["objectSelector"] = {"matchExpressions": [{"key": QUEUE_LABEL, "operator": "Exists"}]}
-        return hook
+        return _scoped(hook, queued.pods) if queued.pods else None
+    if groups == {TFJOB_GROUP} and resources == {TFJOB_PLURAL}:
+        return _scoped(hook, queued.tfjobs) if queued.tfjobs else None
     return None
 
 
-def stack_webhooks(generated: dict[str, Any], managed_namespaces: tuple[str, ...]) -> list[dict[str, Any]]:
+def stack_webhooks(generated: dict[str, Any], queued: QueuedNamespaces) -> list[dict[str, Any]]:
     """The webhooks of a generated webhook configuration that this stack keeps (_webhook_for)."""
-    return [w for w in (_webhook_for(h, managed_namespaces) for h in generated["webhooks"]) if w]
+    return [w for w in (_webhook_for(h, queued) for h in generated["webhooks"]) if w]
 
 
-def manager_config(managed_namespaces: tuple[str, ...]) -> dict[str, Any]:
+def manager_config(queued: QueuedNamespaces) -> dict[str, Any]:
     """The manager's Configuration (config.kueue.x-k8s.io/v1beta2)."""
     return {
         "apiVersion": CONFIG_API_VERSION,
@@ -213,14 +232,14 @@ def manager_config(managed_namespaces: tuple[str, ...]) -> dict[str, Any]:
             "webhookServiceName": WEBHOOK_SERVICE,
             "webhookSecretName": WEBHOOK_SECRET,
         },
-        # Only pods that carry a queue name are queued, and only in these namespaces.
+        # Only pods and TFJobs that carry a queue name are queued, and only in these namespaces.
         "manageJobsWithoutQueueName": False,
         "managedJobsNamespaceSelector": {
             "matchExpressions": [
-                {"key": "kubernetes.io/metadata.name", "operator": "In", "values": sorted(managed_namespaces) or ["-"]}
+                {"key": "kubernetes.io/metadata.name", "operator": "In", "values": queued.all() or ["-"]}
             ]
         },
-        "integrations": {"frameworks": [POD_INTEGRATION]},
+        "integrations": {"frameworks": queued.frameworks()},
     }
 
 
@@ -347,8 +366,8 @@ class KueueArgs:
     cluster: Cluster
     manifests: KueueManifests
     images: ImagesSettings = field(default_factory=ImagesSettings)
-    # The namespaces whose pods Kueue queues (the training job's, the hub's), by their names.
-    managed_namespaces: tuple[str, ...] = ()
+    # The namespaces whose user servers and whose TFJobs Kueue queues.
+    queued: QueuedNamespaces = field(default_factory=QueuedNamespaces)
     api_server_egress: pulumi.Input[list[dict[str, Any]]] = field(default_factory=lambda: list(ANY_API_SERVER))
 
 
@@ -362,7 +381,7 @@ class Kueue(pulumi.ComponentResource):
     def __init__(self, name: str, args: KueueArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         crds = args.manifests.crds()
         mutating, validating = args.manifests.webhooks()
-        rules = manager_rules(args.manifests.cluster_rules())
+        rules = manager_rules(args.manifests.cluster_rules(), tfjobs=bool(args.queued.tfjobs))
         super().__init__("mlplatform:kueue:Kueue", name, None, opts)
         labels = app_labels(NAME, "controller")
         child = pulumi.ResourceOptions(parent=self)
@@ -400,7 +419,7 @@ class Kueue(pulumi.ComponentResource):
         config = k8s.core.v1.ConfigMap(
             f"{name}-config",
             metadata={"name": CONFIG_MAP, "namespace": NAMESPACE, "labels": labels},
-            data={CONFIG_FILE: yaml.safe_dump(manager_config(args.managed_namespaces), sort_keys=False)},
+            data={CONFIG_FILE: yaml.safe_dump(manager_config(args.queued), sort_keys=False)},
             opts=in_namespace,
         )
         service = k8s.core.v1.Service(
@@ -423,7 +442,7 @@ class Kueue(pulumi.ComponentResource):
                     "metadata": {
                         "labels": labels,
                         # A changed config restarts the manager, which reads it only at start.
-                        "annotations": {"mlplatform.dev/config-checksum": _checksum(manager_config(args.managed_namespaces))},
+                        "annotations": {"mlplatform.dev/config-checksum": _checksum(manager_config(args.queued))},
                     },
                     "spec": self._pod_spec(args.images),
                 },
@@ -437,7 +456,7 @@ class Kueue(pulumi.ComponentResource):
             ("mutating", mutating, MUTATING_WEBHOOK_CONFIGURATION),
             ("validating", validating, VALIDATING_WEBHOOK_CONFIGURATION),
         ):
-            webhooks = stack_webhooks(generated, args.managed_namespaces)
+            webhooks = stack_webhooks(generated, args.queued)
             resource = (
                 k8s.admissionregistration.v1.MutatingWebhookConfiguration
                 if kind == "mutating" else k8s.admissionregistration.v1.ValidatingWebhookConfiguration

@@ -25,7 +25,7 @@ from components.k8s import (
 )
 from components.kueue import Kueue
 from components.tfjob import ReplicaSpec, RunPolicy, TFJob, TFJobArgs, TFJobSpec
-from vocab.kueue_api import TRAINING_LOCAL_QUEUE, pod_group
+from vocab.kueue_api import QUEUE_LABEL, TRAINING_LOCAL_QUEUE
 from vocab.tfjob_api import CONTAINER_NAME, DEFAULT_PORT, JOB_NAME_LABEL, PORT_NAME
 from components.trainer_image import TrainerImage, trainer_sources
 from stacks import retention
@@ -98,8 +98,8 @@ class DistributedMnistArgs:
     # What the namespace waits for: the check that this config keeps the data the last deployment
     # kept (components/kept_data.py).
     data_checked: pulumi.Output[Any] | None = None
-    # Kueue and the ClusterQueue the job queues in (`kueue.trainingQueue`): its replicas are then
-    # one pod group, admitted whole or not at all.
+    # Kueue and the ClusterQueue the job queues in (`kueue.trainingQueue`): the TFJob then waits
+    # suspended until all its replicas fit, and is admitted whole or not at all.
     kueue: Kueue | None = None
     cluster_queue: str | None = None
 
@@ -231,15 +231,6 @@ class DistributedMnist(pulumi.ComponentResource):
         queued: bool = False,
     ) -> TFJobSpec:
         replica_specs = {}
-        # Queued, every replica's pod carries the LocalQueue's name and the job's pod group (the
-        # job's name, and how many pods make it whole): Kueue's plain-pod integration gates each
-        # pod at creation and admits the group once all of them exist and fit the quota together.
-        group_labels: dict[str, str] = {}
-        group_annotations: dict[str, str] = {}
-        if queued:
-            group_labels, group_annotations = pod_group(
-                TRAINING_LOCAL_QUEUE, settings.job_name, sum(settings.replica_counts.values())
-            )
         gpus_by_kind = settings.gpu_counts
         for kind, count in settings.replica_counts.items():
             gpus = gpus_by_kind.get(kind, 0)
@@ -262,7 +253,11 @@ class DistributedMnist(pulumi.ComponentResource):
                     f"--eval-every={settings.eval_every}",
                     f"--data-url={settings.data_url}",
                 ],
-                "ports": [{"name": PORT_NAME, "containerPort": DEFAULT_PORT}],
+                # The protocol spelled out: Kueue keeps the job's templates in its Workload, where the
+                # API server defaults it, and a job whose templates then differ from its Workload's
+                # is not the Workload's (Kueue deleted and recreated an admitted one in a loop, the
+                # job never resumed: seen on the real nodes, 2026-12-07).
+                "ports": [{"name": PORT_NAME, "containerPort": DEFAULT_PORT, "protocol": "TCP"}],
                 "resources": resources,
                 "volumeMounts": [{"name": "data", "mountPath": DATA_MOUNT}],
             }
@@ -279,10 +274,7 @@ class DistributedMnist(pulumi.ComponentResource):
                 replicas=count,
                 restart_policy=settings.restart_policy,
                 template={
-                    "metadata": {
-                        "labels": {**app_labels("mnist", kind.lower()), **group_labels},
-                        **({"annotations": group_annotations} if group_annotations else {}),
-                    },
+                    "metadata": {"labels": app_labels("mnist", kind.lower())},
                     "spec": pod_spec,
                 },
             )
@@ -297,7 +289,9 @@ class DistributedMnist(pulumi.ComponentResource):
                 active_deadline_seconds=policy.active_deadline_seconds,
                 ttl_seconds_after_finished=policy.ttl_seconds_after_finished,
             ),
-            labels=app_labels("mnist", "tfjob"),
+            # Queued, the TFJob carries the LocalQueue's name: Kueue's TFJob integration creates it
+            # suspended and runs it once every replica fits the quota (vocab/kueue_api.py).
+            labels={**app_labels("mnist", "tfjob"), **({QUEUE_LABEL: TRAINING_LOCAL_QUEUE} if queued else {})},
         )
 
     def _tensorboard(

@@ -13,6 +13,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
+from vocab.kueue_api import QUEUE_LABEL
 from vocab.tfjob_api import (
     API_VERSION,
     CLEAN_POD_POLICIES,
@@ -209,6 +210,12 @@ class TFJob(pulumi.ComponentResource):
             kind=manifest["kind"],
             metadata=manifest["metadata"],
             spec=manifest["spec"],
-            opts=pulumi.ResourceOptions(parent=self),
+            # A job queued in another LocalQueue, or queued or not any more, is another job: Kueue
+            # refuses to change the queue of a job it has let run (its webhook: "field is
+            # immutable"), so a changed queue label replaces the job. Deleted first: its name is
+            # fixed, and a replacement created first is the same object, then deleted with the old
+            # one (seen: the job gone after `pulumi up`).
+            opts=pulumi.ResourceOptions(parent=self, replace_on_changes=[f'metadata.labels["{QUEUE_LABEL}"]'],
+                                        delete_before_replace=True),
         )
         self.register_outputs({"tf_config": self.tf_config})

@@ -93,8 +93,8 @@ class KueueSettings(Settings):
     )
     training_queue: DnsLabel | None = Field(
         None,
-        description="the ClusterQueue the training job queues in (a LocalQueue `training` in its namespace): its "
-        "replicas are admitted whole, as one pod group, or wait",
+        description="the ClusterQueue the training job queues in (a LocalQueue `training` in its namespace): the "
+        "TFJob waits suspended and its replicas are admitted whole (Kueue's TFJob integration); a new queue replaces the job",
     )
 
     notebook_queue: DnsLabel | None = Field(

@@ -2,8 +2,8 @@
 names of what components/kueue.py deploys.
 
 Imported by stacks/kueue.py (config), components/kueue.py (the manager and the queues),
-components/mnist.py (a TFJob's replicas as one pod group), components/hub_config/document.py (a
-user server's queue) and the tests.
+components/mnist.py (the training job's queue), components/hub_config/document.py (a user
+server's queue), bench/bench_kueue.py (its simulated jobs' pod groups) and the tests.
 """
 
 from __future__ import annotations
@@ -33,12 +33,20 @@ RETRIABLE_IN_GROUP = f"{GROUP}/retriable-in-group"
 def pod_group(local_queue: str, group: str, total: int) -> tuple[dict[str, str], dict[str, str]]:
     """The labels and annotations that make a pod one of the `total` pods of `group`, queued in the
     LocalQueue `local_queue` and admitted with the others as one Workload, which ends when none of
-    them runs any more (components/mnist.py puts them on every replica of the training job, whose
-    operator decides when it is over; bench/bench_kueue.py on its simulated jobs' pods)."""
+    them runs any more (bench/bench_kueue.py puts them on its simulated jobs' pods; the stack's
+    TFJob queues through TFJOB_INTEGRATION instead)."""
     return ({QUEUE_LABEL: local_queue, POD_GROUP_LABEL: group},
             {POD_GROUP_TOTAL_COUNT: str(total), RETRIABLE_IN_GROUP: "false"})
 
 POD_INTEGRATION = "pod"
+# Kueue's TFJob integration, how the stack's training job queues: a TFJob with the queue label is
+# created suspended (`runPolicy.suspend`, by Kueue's webhook) and its Workload, one pod set per
+# replica type, is admitted whole; Kueue then unsuspends it and leaves its pods to the training
+# operator, which restarts and replaces them as it would without Kueue. The pod integration cannot
+# carry a TFJob: the operator replaces a replica's pod under the same name once the old one is gone,
+# and Kueue keeps a failed pod of an admitted group until its replacement runs (docs/training.md).
+# Off by default upstream since v0.19 and slated for removal (kueue #12606), so named in the config.
+TFJOB_INTEGRATION = "kubeflow.org/tfjob"
 
 # What the stack deploys: the manager's namespace and names. The cert rotator derives the webhook
 # configurations' names from the Service's (`<base>-webhook-service` -> `<base>-mutating-webhook-

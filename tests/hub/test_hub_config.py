@@ -105,7 +105,10 @@ def aks_hub(tmp_path, monkeypatch):
 
 def test_dev_hub_uses_kubespawner_an_external_proxy_and_the_secrets_from_the_environment(dev_hub):
     app, rendered = dev_hub
-    assert app.spawner_class.__name__ == "KubeSpawner"
+    # KubeSpawner, as the queued spawner that says why Kueue holds a GPU server back (the dev stack
+    # queues its GPU servers: test_queued_spawner.py). By name: importing kubespawner here would fix
+    # kubernetes_asyncio's kubeconfig path before the hub fixtures set it.
+    assert [c.__name__ for c in app.spawner_class.__mro__][:2] == ["QueuedKubeSpawner", "KubeSpawner"]
     assert app.proxy.should_start is False, "the proxy runs in its own pod"
     assert app.proxy.api_url == "http://proxy-api:8001"
     assert app.proxy.auth_token == rendered.environment["CONFIGPROXY_AUTH_TOKEN"]

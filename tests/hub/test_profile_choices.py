@@ -46,6 +46,8 @@ def stack() -> dict[str, Any]:
         {"name": "a100", "count": 1, "gpusPerNode": 4, "gpuType": "A100", "taints": ["nvidia.com/gpu=present:NoSchedule"]},
     ]
     config["mnist"]["gpus"] = {}
+    # The dev stack's queue is of its own pools; the choices here are the spawner's, not Kueue's.
+    config["kueue"] = {"enabled": False}
     config["jupyterhub"].update(
         auth={"type": "dummy"},
         cullIdleSeconds=3600,

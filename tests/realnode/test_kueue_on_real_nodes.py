@@ -1,23 +1,28 @@
 """Notebooks and training under one GPU quota with Kueue, on the real nodes.
 
-The session's stack (the dev stack) is updated with its `kueue` section turned on (`enabled:
-true`; the dev stack ships it off) and put back as it was afterwards, as test_hub_storm.py does
-with its limits: Kueue's manager, CRDs and webhooks, the ClusterQueue `training` (two of the GPU
-node's four simulated, time-sliced GPU shares), the LocalQueue `training` in the job's namespace
-and the LocalQueue `notebooks` in the hub's (`notebookQueue: training`: the GPU profile's servers
-queue there), the stack's TFJob templates labelled as one pod group, the hub running the queued
-spawner.
+The session's stack (the dev stack) runs Kueue: its manager, CRDs and webhooks, the ClusterQueue
+`training` (the GPU node's four simulated, time-sliced GPU shares), the LocalQueue `training` in
+the job's namespace and the LocalQueue `notebooks` in the hub's (`notebookQueue: training`: the GPU
+profile's servers queue there), the stack's TFJob labelled with its queue (Kueue's TFJob
+integration), the hub running the queued spawner. The first test lowers the queue's GPU quota to
+two with a `pulumi up` and puts it back afterwards, as test_hub_storm.py does with its limits.
 
 Then, through the hub's REST API and in headless Chromium: a GPU notebook is admitted and holds
-one GPU of the queue's two; a TFJob of two GPU workers, queued as one pod group, waits whole (both
-its pods gated: no node, no container, no GPU; its Workload holding no quota and saying which
-resource is short); a second GPU notebook asking for two GPUs is queued, its spawn page saying so,
-in which ClusterQueue, at which position (Kueue's visibility API: first in the LocalQueue
-`notebooks`, second in the ClusterQueue behind the job, which was queued first at the same
-priority) and Kueue's reason (a screenshot for the docs), and, still queued at its
-profile's start timeout (the test stack's 90 s), its spawn fails with that reason and nothing of it
-is left (pod, Workload). Stopping the first notebook returns its GPU: the job is admitted, both
-workers run on the GPU node, and the job Succeeds.
+one GPU of the queue's two; a TFJob of two GPU workers waits whole (suspended by Kueue: no pod of
+it exists, so none holds a node or a GPU; its Workload holding no quota and saying which resource
+is short); a second GPU notebook asking for two GPUs is queued, its spawn page saying so, in which
+ClusterQueue, at which position (Kueue's visibility API: first in the LocalQueue `notebooks`,
+second in the ClusterQueue behind the job, which was queued first at the same priority) and
+Kueue's reason (a screenshot for the docs), and, still queued at its profile's start timeout (the
+test stack's 90 s), its spawn fails with that reason and nothing of it is left (pod, Workload).
+Stopping the first notebook returns its GPU: the job is admitted, both workers run on the GPU node,
+and the job Succeeds.
+
+A queued job that fails gives its quota back. Last, the stack with `kueue.enabled: false` behaves
+as it did before Kueue: nothing of Kueue is left in the cluster, the stack's TFJob (replaced: Kueue
+will not requeue a job it let run) carries no queue label and runs again, GPU servers start at
+once, their pods neither gated nor labelled, and one that finds every GPU share taken is the
+scheduler's again (Pending, "Insufficient nvidia.com/gpu"); then Kueue is turned on again.
 """
 
 from __future__ import annotations
@@ -25,27 +30,34 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import yaml
 
 from e2e.local_stack import ROOT, LocalStack, condition
+from kueue_state import (
+    CLUSTER_QUEUE,
+    GPU_FLAVOR,
+    QUEUED,
+    gpu_usage,
+    job_workloads,
+    pod_workloads,
+    positioned,
+    workload_condition,
+)
 from real_cluster import POOL_LABEL, RealCluster, busybox_image_name, wait_for
 from realnode_stack import GPU_START_TIMEOUT_SECONDS
 import test_notebooks_on_real_nodes
 from test_notebooks_on_real_nodes import GPU_PROFILE, HUB_DIR, Hub, pod_gone, pod_name
 from test_shared_gpu_notebooks import watch_spawn
 from vocab.kueue_api import (
-    JOB_UID_LABEL,
+    NAMESPACE as KUEUE_NAMESPACE,
     NOTEBOOK_LOCAL_QUEUE,
-    POD_GROUP_LABEL,
-    POD_GROUP_TOTAL_COUNT,
     QUEUE_LABEL,
     SCHEDULING_GATE,
     TRAINING_LOCAL_QUEUE,
-    pod_group,
 )
 from vocab.names import GPU_RESOURCE
 from vocab.tfjob_api import API_VERSION as TFJOB_API_VERSION
@@ -53,22 +65,23 @@ from vocab.tfjob_api import CONTAINER_NAME
 
 NAMESPACE = "mnist"
 STACK_JOB = "distributed-mnist"
-CLUSTER_QUEUE = "training"
-GPU_FLAVOR = "pool-gpu"
 JOB = "queued-gpu-job"
 HUB_NAMESPACE = "jupyterhub"
 # The GPU notebook that holds one GPU, and the one that asks for two and waits.
 HOLDER, WAITER = "kqholder", "kqwaiter"
+# With Kueue off: the GPU server that finds the four shares taken.
+THIRD = "kqthird"
 # The hub through a port-forward to proxy-public, as the notebook tests reach it (a fixture of this
 # module too, by this name).
 hub = test_notebooks_on_real_nodes.hub
 QUEUED_SCREENSHOT = ROOT / "docs" / "screenshots" / "kueue-queued.png"
-QUEUED = f"Queued in ClusterQueue {CLUSTER_QUEUE} (LocalQueue {NOTEBOOK_LOCAL_QUEUE})"
 # Kueue orders a ClusterQueue's pending workloads by priority, then by when they were queued (its
-# default BestEffortFIFO; the visibility API counts from 0, the page from 1): the waiting notebook
-# is the only one in its LocalQueue, and second in the ClusterQueue, behind the job queued earlier.
-POSITIONED = f"{QUEUED}, position 1 in the LocalQueue and 2 in the ClusterQueue"
-# A job whose one replica fails: its pod group ends with it (test_a_failed_job_gives_its_quota_back_and_keeps_no_pod).
+# default BestEffortFIFO): the waiting notebook is the only one in its LocalQueue, and second in the
+# ClusterQueue, behind the job queued earlier.
+POSITIONED = positioned(1, 2)
+# The quota the first test gives the ClusterQueue's GPU flavor, of the dev stack's four shares.
+GPU_QUOTA = 2
+# A job whose worker fails (test_a_failed_job_gives_its_quota_back).
 FAILING_JOB = "queued-failing-job"
 VISIBILITY_API = "/apis/visibility.kueue.x-k8s.io/v1beta2"
 # The stack's own job, on 2 shared cores: as test_mnist_on_real_nodes.py allows it.
@@ -107,56 +120,48 @@ def gpu_pod_spec(script: str, container_name: str) -> dict[str, Any]:
     }
 
 
-def gpu_usage(real: RealCluster) -> int:
-    """The GPU shares the ClusterQueue `training` holds (its reservation in the GPU pool's flavor)."""
-    status = real.get("clusterqueue", CLUSTER_QUEUE).get("status", {})
-    for flavor in status.get("flavorsReservation", []):
-        if flavor["name"] == GPU_FLAVOR:
-            for resource in flavor["resources"]:
-                if resource["name"] == GPU_RESOURCE:
-                    return int(resource["total"])
-    return 0
-
-
-def workloads_of(real: RealCluster, group: str, namespace: str = NAMESPACE) -> list[dict[str, Any]]:
-    items = real.get("workloads", "-n", namespace)["items"]
-    return [w for w in items if w["metadata"]["name"] == group or w["metadata"].get("labels", {}).get(POD_GROUP_LABEL) == group
-            or any(r.get("name") == group for r in w["metadata"].get("ownerReferences", []))]
-
-
-def workload_condition(workload: dict[str, Any], kind: str) -> dict[str, Any] | None:
-    return next((c for c in workload.get("status", {}).get("conditions", []) if c["type"] == kind), None)
-
-
-def pod_workloads(real: RealCluster, pod: dict[str, Any]) -> list[dict[str, Any]]:
-    """The Workloads Kueue made for a plain pod (labelled with its uid)."""
-    uid = pod["metadata"]["uid"]
-    return real.get("workloads", "-n", pod["metadata"]["namespace"], "-l", f"{JOB_UID_LABEL}={uid}")["items"]
-
-
 def job_pods(real: RealCluster, job: str) -> list[dict[str, Any]]:
     return real.get("pods", "-n", NAMESPACE, "-l", f"training.kubeflow.org/job-name={job}")["items"]
 
 
-@pytest.fixture(scope="module")
-def kueue_on(stack: LocalStack, real: RealCluster) -> Iterator[None]:
-    """The session's stack with `kueue.enabled: true` (once its own job has finished, so that the
-    job is not changed under it), then as it was, whatever happened here."""
+def with_config(stack: LocalStack, change: Callable[[dict[str, Any]], None], what: str) -> float:
+    """The stack's config file changed by CHANGE (on its `mlplatform:kueue` section), and `pulumi
+    up`; its seconds."""
+    document = yaml.safe_load(stack.config_file.read_text())
+    change(document["config"]["mlplatform:kueue"])
+    stack.config_file.write_text(yaml.safe_dump(document, sort_keys=False))
+    seconds = stack.pulumi("up", "--yes", "--skip-preview", timeout=900).seconds
+    print(f"  {what} in {seconds:.0f}s", flush=True)
+    return seconds
+
+
+def gpu_quota(kueue: dict[str, Any]) -> dict[str, Any]:
+    (queue,) = [q for q in kueue["clusterQueues"] if q["name"] == CLUSTER_QUEUE]
+    (quota,) = [q for q in queue["quotas"] if q["pool"] == "gpu"]
+    return quota
+
+
+@pytest.fixture
+def stack_job_done(stack: LocalStack, real: RealCluster) -> None:
+    """The stack's own TFJob finished, so that nothing of it holds quota (on the session's stack:
+    conftest.py runs the tests that use it after the others)."""
     wait_for(lambda: condition(real.get("tfjob", "-n", NAMESPACE, STACK_JOB), "Succeeded"), STACK_JOB_TIMEOUT_S,
              f"the stack's TFJob {STACK_JOB} to succeed")
+
+
+@pytest.fixture
+def quota_of_two(stack: LocalStack, real: RealCluster, stack_job_done: None) -> Iterator[None]:
+    """The ClusterQueue's GPU quota lowered to GPU_QUOTA, then the stack as it was, whatever
+    happened here."""
     original = stack.config_file.read_text()
-    document = yaml.safe_load(original)
-    document["config"]["mlplatform:kueue"]["enabled"] = True
-    stack.config_file.write_text(yaml.safe_dump(document, sort_keys=False))
     try:
-        print(f"  Kueue deployed in {stack.pulumi('up', '--yes', '--skip-preview', timeout=900).seconds:.0f}s", flush=True)
+        with_config(stack, lambda kueue: gpu_quota(kueue).update(gpus=GPU_QUOTA), f"a GPU quota of {GPU_QUOTA}")
         yield
     finally:
         # The stack goes back to its own config whatever happened here: the modules after this one
-        # assume Kueue off (in CI a failure here once left it on, and they all failed behind it).
+        # assume it (in CI a failure here once left it changed, and they all failed behind it).
         try:
-            for job in (JOB, FAILING_JOB):
-                delete_queued_job(real, job)
+            delete_queued_job(real, JOB)
         finally:
             stack.config_file.write_text(original)
             print(f"  the stack's own config back in "
@@ -164,15 +169,18 @@ def kueue_on(stack: LocalStack, real: RealCluster) -> Iterator[None]:
 
 
 def delete_queued_job(real: RealCluster, job: str) -> None:
-    """JOB and its pods gone. A pod group that was never admitted keeps Kueue's finalizer on its
-    deleted pods until its Workload is deleted too (Kueue's documented way out, kueue #5130; seen
-    here: the pods of a TFJob deleted while queued stayed Terminating for an hour)."""
+    """JOB, its pods and its Workload (the garbage collector's, owned by the job) gone."""
     real.kubectl("delete", "tfjob", "-n", NAMESPACE, job, "--ignore-not-found", "--timeout=120s", check=False,
                  timeout=180)
-    # A pod group's Workload is named after the group.
-    real.kubectl("delete", "workload", "-n", NAMESPACE, job, "--ignore-not-found", "--timeout=120s", check=False,
-                 timeout=180)
     wait_for(lambda: not job_pods(real, job), 120, f"{job}'s pods gone")
+    wait_for(lambda: not job_workloads(real, job, NAMESPACE), 120, f"{job}'s Workload gone")
+
+
+def queued_job(name: str, replicas: dict[str, Any]) -> dict[str, Any]:
+    """A TFJob of REPLICAS in the training LocalQueue: Kueue's webhook suspends it at creation."""
+    return {"apiVersion": TFJOB_API_VERSION, "kind": "TFJob",
+            "metadata": {"name": name, "namespace": NAMESPACE, "labels": {QUEUE_LABEL: TRAINING_LOCAL_QUEUE}},
+            "spec": {"runPolicy": {"cleanPodPolicy": "Running"}, "tfReplicaSpecs": replicas}}
 
 
 def busy(hub: Hub) -> bool:
@@ -196,17 +204,19 @@ def forget(hub: Hub, user: str) -> None:
     hub.api("DELETE", f"/users/{user}", ok=(204, 404))
 
 
-def test_notebooks_and_a_tfjob_share_one_gpu_quota(real: RealCluster, kueue_on: None, hub: Hub) -> None:
+def test_notebooks_and_a_tfjob_share_one_gpu_quota(real: RealCluster, quota_of_two: None, hub: Hub) -> None:
     manager = real.get("deployment", "-n", "kueue-system", "kueue-controller-manager")
     assert manager["status"].get("readyReplicas") == 1, f"the Kueue manager is not ready: {manager['status']}"
     # Its visibility API, served by the manager behind the API server (the front proxy's identity
     # trusted through the cluster's own CA): registered and answering.
     wait_for(lambda: condition(real.get("apiservice", "v1beta2.visibility.kueue.x-k8s.io"), "Available"), 120,
              "Kueue's visibility API to be available")
-    # The stack's job is declared as one pod group in the queue.
-    for kind, spec in real.get("tfjob", "-n", NAMESPACE, STACK_JOB)["spec"]["tfReplicaSpecs"].items():
-        labels = spec["template"]["metadata"]["labels"]
-        assert (labels.get(QUEUE_LABEL), labels.get(POD_GROUP_LABEL)) == (TRAINING_LOCAL_QUEUE, STACK_JOB), kind
+    # The stack's job queued in the training LocalQueue, admitted whole, and its Workload over with it.
+    stack_job = real.get("tfjob", "-n", NAMESPACE, STACK_JOB)
+    assert stack_job["metadata"]["labels"].get(QUEUE_LABEL) == TRAINING_LOCAL_QUEUE, stack_job["metadata"]["labels"]
+    (stack_workload,) = job_workloads(real, STACK_JOB, NAMESPACE)
+    assert stack_workload["spec"]["queueName"] == TRAINING_LOCAL_QUEUE
+    assert (workload_condition(stack_workload, "Finished") or {}).get("reason") == "Succeeded", stack_workload.get("status")
     wait_for(lambda: real.kubectl("get", "clusterqueue", CLUSTER_QUEUE, check=False).returncode == 0, 60,
              f"ClusterQueue {CLUSTER_QUEUE}")
     assert real.get("localqueue", "-n", HUB_NAMESPACE, NOTEBOOK_LOCAL_QUEUE)["spec"]["clusterQueue"] == CLUSTER_QUEUE
@@ -214,23 +224,8 @@ def test_notebooks_and_a_tfjob_share_one_gpu_quota(real: RealCluster, kueue_on: 
     if not (HUB_DIR / "node_modules" / "playwright-core").is_dir() or shutil.which("node") is None:
         pytest.fail("the browser harness is not installed: run tests/hub/setup.sh first (make test does)")
 
-    workers = {
-        "replicas": 2,
-        "restartPolicy": "Never",
-        "template": {
-            "metadata": {
-                "labels": {QUEUE_LABEL: TRAINING_LOCAL_QUEUE, POD_GROUP_LABEL: JOB},
-                "annotations": {POD_GROUP_TOTAL_COUNT: "2"},
-            },
-            "spec": gpu_pod_spec("sleep 5", CONTAINER_NAME),
-        },
-    }
-    job = {
-        "apiVersion": TFJOB_API_VERSION,
-        "kind": "TFJob",
-        "metadata": {"name": JOB, "namespace": NAMESPACE},
-        "spec": {"runPolicy": {"cleanPodPolicy": "None"}, "tfReplicaSpecs": {"Worker": workers}},
-    }
+    job = queued_job(JOB, {"Worker": {"replicas": 2, "restartPolicy": "Never",
+                                      "template": {"spec": gpu_pod_spec("sleep 5", CONTAINER_NAME)}}})
     page = None
     try:
         # 1. A GPU notebook, admitted at once, holds one of the queue's two GPUs.
@@ -243,17 +238,15 @@ def test_notebooks_and_a_tfjob_share_one_gpu_quota(real: RealCluster, kueue_on: 
         assert (workload_condition(admitted, "Admitted") or {}).get("status") == "True", admitted.get("status")
         assert gpu_usage(real) == 1
 
-        # 2. A TFJob of two GPU workers waits whole: neither replica runs or holds a GPU.
+        # 2. A TFJob of two GPU workers waits whole: suspended, no replica's pod exists, so none
+        # holds a node or a GPU.
         real.apply(job)
-        wait_for(lambda: len(job_pods(real, JOB)) == 2, 120, f"the operator to create {JOB}'s two worker pods")
+        wait_for(lambda: job_workloads(real, JOB, NAMESPACE), 60, f"Kueue to make {JOB}'s Workload")
 
         def job_waits_whole() -> None:
-            for pod in job_pods(real, JOB):
-                name = pod["metadata"]["name"]
-                gates = [g["name"] for g in pod["spec"].get("schedulingGates", [])]
-                assert SCHEDULING_GATE in gates, f"{name} is not gated while its group waits: {gates}"
-                assert not pod["spec"].get("nodeName"), f"{name} was placed on {pod['spec']['nodeName']} while waiting"
-                assert not pod["status"].get("containerStatuses"), f"{name} started a container while waiting"
+            waiting = real.get("tfjob", "-n", NAMESPACE, JOB)
+            assert waiting["spec"]["runPolicy"].get("suspend") is True, f"{JOB} is not suspended: {waiting['spec']['runPolicy']}"
+            assert not job_pods(real, JOB), f"{JOB} has pods while it waits: {[p['metadata']['name'] for p in job_pods(real, JOB)]}"
 
         deadline = time.monotonic() + WAITING_S
         while time.monotonic() < deadline:
@@ -263,7 +256,9 @@ def test_notebooks_and_a_tfjob_share_one_gpu_quota(real: RealCluster, kueue_on: 
             job_waits_whole()
             assert gpu_usage(real) == 1, "the waiting job holds GPU quota"
             time.sleep(2)
-        (workload,) = workloads_of(real, JOB)
+        (workload,) = job_workloads(real, JOB, NAMESPACE)
+        # Both workers in one Workload: admitted together or not at all.
+        assert [(s["name"], s["count"]) for s in workload["spec"]["podSets"]] == [("worker", 2)], workload["spec"]["podSets"]
         reserved = workload_condition(workload, "QuotaReserved")
         assert reserved is not None and reserved["status"] == "False", workload.get("status")
         assert GPU_RESOURCE in reserved["message"], f"the Workload does not say what is short: {reserved['message']}"
@@ -293,7 +288,8 @@ def test_notebooks_and_a_tfjob_share_one_gpu_quota(real: RealCluster, kueue_on: 
                                    w.get("positionInLocalQueue", 0)) for w in json.loads(pending.stdout)["items"]]
                         if len(listed) == 2:
                             (waiting,) = pod_workloads(real, waiter_pod)
-                            assert listed == [(NAMESPACE, JOB, 0, 0), (HUB_NAMESPACE, waiting["metadata"]["name"], 1, 0)], listed
+                            assert listed == [(NAMESPACE, workload["metadata"]["name"], 0, 0),
+                                              (HUB_NAMESPACE, waiting["metadata"]["name"], 1, 0)], listed
             hub.report_activity(HOLDER)
             job_waits_whole()
             assert gpu_usage(real) == 1, "a queued workload holds GPU quota"
@@ -340,44 +336,94 @@ def test_notebooks_and_a_tfjob_share_one_gpu_quota(real: RealCluster, kueue_on: 
         if page is not None and page.poll() is None:
             page.kill()
             page.communicate()
-        # (kueue_on deletes the job and waits for its pods before Kueue goes.)
+        # (quota_of_two deletes the job and waits for its pods before the quota goes back.)
         real.kubectl("delete", "tfjob", "-n", NAMESPACE, JOB, "--ignore-not-found", "--wait=false", check=False)
         for user in (HOLDER, WAITER):
             forget(hub, user)
 
 
-def test_a_failed_job_gives_its_quota_back_and_keeps_no_pod(real: RealCluster, kueue_on: None) -> None:
+def test_a_failed_job_gives_its_quota_back(real: RealCluster, stack_job_done: None) -> None:
     """A queued TFJob whose worker fails (restartPolicy Never): the operator fails the job and stops
-    its chief (cleanPodPolicy Running). Its pod group is then over (`retriable-in-group: false`, as
-    the stack's job carries it): the Workload Finished, Kueue's finalizer off every pod, the GPUs
-    back in the quota. Without that annotation Kueue waited for the failed pods' replacements,
-    holding both (seen on the real nodes, 2026-12-07)."""
+    its chief (cleanPodPolicy Running), and its Workload is Finished with it, its GPUs back in the
+    quota. (Queued as a pod group instead, the job's pods held their group and its quota once the
+    operator had stopped the chief: Kueue waits for a failed pod's replacement, docs/training.md.)"""
     assert gpu_usage(real) == 0, "the quota is not free before the failing job"
-    labels, annotations = pod_group(TRAINING_LOCAL_QUEUE, FAILING_JOB, 2)
     # The chief ends at its SIGTERM, as the trainer does.
     scripts = {"Chief": "trap 'exit 143' TERM; sleep 3600 & wait", "Worker": "sleep 15; exit 1"}
-    replicas = {
-        kind: {"replicas": 1, "restartPolicy": "Never",
-               "template": {"metadata": {"labels": labels, "annotations": annotations},
-                            "spec": gpu_pod_spec(script, CONTAINER_NAME)}}
+    real.apply(queued_job(FAILING_JOB, {
+        kind: {"replicas": 1, "restartPolicy": "Never", "template": {"spec": gpu_pod_spec(script, CONTAINER_NAME)}}
         for kind, script in scripts.items()
-    }
-    real.apply({"apiVersion": TFJOB_API_VERSION, "kind": "TFJob", "metadata": {"name": FAILING_JOB, "namespace": NAMESPACE},
-                "spec": {"runPolicy": {"cleanPodPolicy": "Running"}, "tfReplicaSpecs": replicas}})
+    }))
     try:
         wait_for(lambda: gpu_usage(real) == 2, 120, f"{FAILING_JOB} admitted whole")
         wait_for(lambda: condition(real.get("tfjob", "-n", NAMESPACE, FAILING_JOB), "Failed"), 180,
                  f"{FAILING_JOB} failed by its worker")
 
         def over() -> dict[str, Any] | None:
-            (workload,) = workloads_of(real, FAILING_JOB)
+            (workload,) = job_workloads(real, FAILING_JOB, NAMESPACE)
             finished = workload_condition(workload, "Finished")
             return workload if finished and finished["status"] == "True" else None
 
         workload = wait_for(over, 120, f"the Workload of {FAILING_JOB} Finished")
+        assert workload_condition(workload, "Finished")["reason"] == "Failed", workload.get("status")
         wait_for(lambda: gpu_usage(real) == 0, 60, f"{FAILING_JOB}'s GPUs back in the quota")
-        wait_for(lambda: not [p for p in job_pods(real, FAILING_JOB) if "kueue.x-k8s.io/managed" in p["metadata"].get("finalizers", [])],
-                 60, f"Kueue's finalizer off the pods of {FAILING_JOB}")
-        assert "Pods succeeded: 0/2" in workload_condition(workload, "Finished").get("message", ""), workload.get("status")
+        # Kueue leaves the job's pods to the operator: none carries its finalizer.
+        held = [p["metadata"]["name"] for p in job_pods(real, FAILING_JOB) if p["metadata"].get("finalizers")]
+        assert not held, f"pods of {FAILING_JOB} with finalizers: {held}"
     finally:
         delete_queued_job(real, FAILING_JOB)
+
+
+def test_with_kueue_disabled_the_stack_is_as_it_was_before_kueue(stack: LocalStack, real: RealCluster, hub: Hub) -> None:
+    """`kueue.enabled: false`: nothing of Kueue left, the stack's job and a GPU server's pod as
+    they were before Kueue; then Kueue on again (the stack's own config)."""
+    original = stack.config_file.read_text()
+    job_uid = real.get("tfjob", "-n", NAMESPACE, STACK_JOB)["metadata"]["uid"]
+    try:
+        with_config(stack, lambda kueue: kueue.update(enabled=False), "Kueue turned off")
+        wait_for(lambda: real.kubectl("get", "namespace", KUEUE_NAMESPACE, check=False).returncode != 0, 180,
+                 f"namespace {KUEUE_NAMESPACE} gone")
+        left = [c["metadata"]["name"] for c in real.get("crds")["items"] if c["metadata"]["name"].endswith(".kueue.x-k8s.io")]
+        assert left == [], f"Kueue's CRDs left: {left}"
+        for kind in ("mutatingwebhookconfigurations", "validatingwebhookconfigurations", "apiservices"):
+            names = [o["metadata"]["name"] for o in real.get(kind)["items"]]
+            assert not [n for n in names if "kueue" in n], f"{kind} of Kueue left: {names}"
+        # The stack's job replaced by one without a queue (Kueue refuses to requeue a job it let
+        # run), which runs at once: here it restores its last checkpoint and ends.
+        job = real.get("tfjob", "-n", NAMESPACE, STACK_JOB)
+        assert job["metadata"]["uid"] != job_uid, "the stack's job was not replaced"
+        assert QUEUE_LABEL not in job["metadata"].get("labels", {}), job["metadata"]["labels"]
+        wait_for(lambda: condition(real.get("tfjob", "-n", NAMESPACE, STACK_JOB), "Succeeded"), STACK_JOB_TIMEOUT_S,
+                 f"the stack's unqueued TFJob {STACK_JOB} to succeed")
+        # GPU servers start without a queue: their pods neither labelled nor gated. Two of two GPUs
+        # take the GPU node's four shares...
+        for user in (HOLDER, WAITER):
+            start_server(hub, user, 2)
+        for user in (HOLDER, WAITER):
+            wait_for(lambda user=user: (hub.server(user) or {}).get("ready"), 300, f"{user}'s GPU server ready", interval=2)
+            pod = real.get("pod", "-n", HUB_NAMESPACE, pod_name(user))
+            assert QUEUE_LABEL not in pod["metadata"]["labels"], pod["metadata"]["labels"]
+            assert not pod["spec"].get("schedulingGates"), pod["spec"]["schedulingGates"]
+            assert pod["spec"]["nodeName"] == real.node("gpu").spec.name
+        # ...and a third is the scheduler's again: Pending, with its reason, not Kueue's.
+        start_server(hub, THIRD, 1)
+
+        def unschedulable() -> str | None:
+            got = real.kubectl("get", "pod", "-n", HUB_NAMESPACE, pod_name(THIRD), "-o", "json", check=False)
+            if got.returncode != 0:
+                return None
+            third = json.loads(got.stdout)
+            assert not third["spec"].get("schedulingGates") and not third["spec"].get("nodeName"), third["spec"]
+            reason = next((c for c in third["status"].get("conditions", []) if c.get("reason") == "Unschedulable"), {})
+            return reason.get("message") if GPU_RESOURCE in reason.get("message", "") else None
+
+        said = wait_for(unschedulable, 120, f"{THIRD}'s pod Unschedulable for want of {GPU_RESOURCE}", interval=2)
+        assert f"Insufficient {GPU_RESOURCE}" in said, said
+    finally:
+        for user in (HOLDER, WAITER, THIRD):
+            forget(hub, user)
+        stack.config_file.write_text(original)
+        print(f"  Kueue on again in {stack.pulumi('up', '--yes', '--skip-preview', timeout=900).seconds:.0f}s", flush=True)
+        # The stack's job queued again (replaced once more), and over before the next module.
+        wait_for(lambda: condition(real.get("tfjob", "-n", NAMESPACE, STACK_JOB), "Succeeded"), STACK_JOB_TIMEOUT_S,
+                 f"the stack's queued TFJob {STACK_JOB} to succeed")

@@ -29,8 +29,8 @@ from typing import Any
 import pytest
 
 from e2e.local_stack import ROOT, LocalStack, condition, tf_config
+from kueue_state import copied_replicas, job_workloads, queued_as, workload_condition
 from real_cluster import RealCluster, refuses_privileged_pods, restricted_dry_run, wait_for
-from vocab.kueue_api import POD_GROUP_LABEL, POD_GROUP_TOTAL_COUNT
 from vocab.tfjob_api import OPERATOR_NAMESPACE
 
 NAMESPACE = "mnist"
@@ -45,18 +45,6 @@ TRAINING_TIMEOUT_S = 1500
 # the stack's tests, before the job can finish.
 WATCHES_THE_STACKS_JOB = True
 SCREENSHOT = ROOT / "docs" / "screenshots" / "tensorboard-scalars.png"
-
-
-def own_pod_group(replica_specs: dict[str, dict[str, Any]], group: str) -> None:
-    """Replica specs copied from the stack's job, queued by Kueue (where the stack's are,
-    `kueue.trainingQueue`) as a pod group of their own: GROUP, of as many pods as they declare. The
-    stack's group is its job's, and counts that job's pods: a copy left in it would wait forever."""
-    total = sum(int(spec.get("replicas", 1)) for spec in replica_specs.values())
-    for spec in replica_specs.values():
-        metadata = spec["template"]["metadata"]
-        if POD_GROUP_LABEL in metadata.get("labels", {}):
-            metadata["labels"][POD_GROUP_LABEL] = group
-            metadata["annotations"][POD_GROUP_TOTAL_COUNT] = str(total)
 
 
 @dataclass
@@ -226,18 +214,17 @@ def test_clean_pod_policy_running_removes_a_ps_that_still_runs(run: Run, real: R
     """The stack's PS exits by itself at the marker; one that does not is removed by the operator
     once the chief succeeds. The job is the stack's, with its pods' commands replaced."""
     job = {"apiVersion": "kubeflow.org/v1", "kind": "TFJob",
-           "metadata": {"name": "clean-pods", "namespace": NAMESPACE},
+           "metadata": {"name": "clean-pods", "namespace": NAMESPACE, "labels": queued_as(run.job)},
            "spec": {"runPolicy": {"cleanPodPolicy": "Running"}, "tfReplicaSpecs": {}}}
     # The PS sleeps until its SIGTERM, and then ends as the trainer does (as PID 1 without a handler it
     # would hold its removal for the whole grace period, 30 s).
     commands = {"Chief": "import time; time.sleep(10)",
                 "PS": "import signal, sys, time; signal.signal(signal.SIGTERM, lambda *_: sys.exit(143)); time.sleep(3600)"}
     for kind, command in commands.items():
-        spec = json.loads(json.dumps(run.job["spec"]["tfReplicaSpecs"][kind]))
+        spec = copied_replicas(run.job["spec"]["tfReplicaSpecs"])[kind]
         container = spec["template"]["spec"]["containers"][0]
         container.update(command=["python", "-c", command], args=[])
         job["spec"]["tfReplicaSpecs"][kind] = {**spec, "replicas": 1, "restartPolicy": "Never"}
-    own_pod_group(job["spec"]["tfReplicaSpecs"], "clean-pods")
     real.apply(job)
     try:
         ps = wait_for(lambda: real.get("pods", "-n", NAMESPACE, "-l", f"{JOB_LABEL}=clean-pods,"
@@ -250,6 +237,16 @@ def test_clean_pod_policy_running_removes_a_ps_that_still_runs(run: Run, real: R
                  "the still-running PS removed by cleanPodPolicy Running")
         chief = real.get("pods", "-n", NAMESPACE, "-l", f"{JOB_LABEL}=clean-pods,training.kubeflow.org/replica-type=chief")
         assert [p["status"]["phase"] for p in chief["items"]] == ["Succeeded"], "the chief's pod stays"
+        if queued_as(run.job):
+            # Queued, the job's Workload ends with it, its quota back: the PS the operator stopped
+            # (exit 143) holds nothing (under Kueue's pod groups it held the group, docs/training.md).
+            def finished() -> dict[str, Any] | None:
+                workloads = job_workloads(real, "clean-pods", NAMESPACE)
+                done = workloads and workload_condition(workloads[0], "Finished")
+                return workloads[0] if done and done["status"] == "True" else None
+
+            workload = wait_for(finished, 60, "the Workload of clean-pods Finished")
+            assert workload_condition(workload, "Finished")["reason"] == "Succeeded", workload["status"]
     finally:
         real.kubectl("delete", "tfjob", "-n", NAMESPACE, "clean-pods", "--wait=false", check=False)
 

@@ -1,17 +1,19 @@
 """GPU notebooks on the real GPU node, its two simulated GPUs time-sliced into four (issue 25's
-tests on the real nodes, and issue 27 item 3's unschedulable server).
+tests on the real nodes, and issue 26's queued server).
 
 Against the session's stack (conftest.py), after the training and notebook tests, through the hub's
 REST API as test_notebooks_on_real_nodes.py reaches it. Four users start the GPU profile (the CUDA
 TensorFlow notebook image) at once, and one user the CPU profile: the four GPU servers run side by
-side on the GPU node, each container told which share of which GPU the kubelet gave it. A fifth
-GPU server stays Pending: its spawn progress (the event stream the spawn page shows) carries the
-scheduler's reason, and the spawn fails within the GPU profile's own start timeout
-(profiles[].startTimeoutSeconds, short in the test stack, realnode_stack.py; the hub-wide timeout
-stays long for the other tests' spawns). Then one GPU server and the CPU server are left idle from
-the same moment: the culler stops the GPU server at its profile's short timeout while the CPU
-server runs on, and both home claims stay Bound. Every server started here is stopped, and the
-test users' claims and hub users deleted.
+side on the GPU node, each container told which share of which GPU the kubelet gave it, and hold
+the four GPUs of the dev stack's Kueue quota (the GPU profile's servers queue in the ClusterQueue
+`training`). A fifth GPU server waits in that queue, its pod gated: its spawn progress (the event
+stream the spawn page shows) says it is queued, where and why (Kueue's reason), and the spawn
+fails with that reason within the GPU profile's own start timeout (profiles[].startTimeoutSeconds,
+short in the test stack, realnode_stack.py; the hub-wide timeout stays long for the other tests'
+spawns). Stopping servers returns their GPUs to the quota. Then one GPU server and the CPU server
+are left idle from the same moment: the culler stops the GPU server at its profile's short timeout
+while the CPU server runs on, its GPU goes back to the quota, and both home claims stay Bound.
+Every server started here is stopped, and the test users' claims and hub users deleted.
 
 The test stack asks only 250m CPU of a GPU server (realnode_stack.py): four of the dev stack's
 (1 core each) would not fit the GPU node's two cores, and the shares are what is tested.
@@ -33,6 +35,7 @@ import pytest
 
 from cluster.localcluster.gpuplugin import REPLICA_SEPARATOR, advertised, device_ids
 from e2e.local_stack import ROOT
+from kueue_state import GPU_FLAVOR, QUEUED, gpu_usage, pod_workloads, positioned
 from real_cluster import RealCluster, wait_for
 from realnode_stack import CULL_IDLE_SECONDS, GPU_CULL_IDLE_SECONDS, GPU_START_TIMEOUT_SECONDS
 import test_notebooks_on_real_nodes
@@ -51,6 +54,7 @@ from test_notebooks_on_real_nodes import (
     profiles,
     spki_hash,
 )
+from vocab.kueue_api import SCHEDULING_GATE
 
 # The hub through a port-forward to proxy-public, as the notebook tests reach it (a fixture of this
 # module too, by this name).
@@ -66,7 +70,7 @@ JOB_TIMEOUT = 900
 KEEP_ALIVE_SECONDS = 10
 # The spawn-pending page of the fifth server, in headless Chromium (docs/jupyterhub.md shows it).
 SPAWN_PENDING_DRIVER = HUB_DIR / "spawn_pending.mjs"
-SPAWN_PENDING_SCREENSHOT = ROOT / "docs" / "screenshots" / "gpu-spawn-pending.png"
+SPAWN_PENDING_SCREENSHOT = ROOT / "docs" / "screenshots" / "gpu-fifth-queued.png"
 
 
 def gpu_node(real: RealCluster) -> tuple[str, str, int]:
@@ -214,27 +218,31 @@ def watch_spawn(real: RealCluster, hub: Hub, user: str, screenshot: Path,
     return reader, events, page
 
 
-def test_a_fifth_gpu_server_shows_the_schedulers_reason_and_fails_within_its_start_timeout(
+def test_a_fifth_gpu_server_waits_in_kueues_queue_and_fails_with_its_reason_within_its_start_timeout(
         servers: dict[str, dict[str, Any]], hub: Hub) -> None:
     real = hub.real
     _, resource, _ = gpu_node(real)
+    assert gpu_usage(real) == len(GPU_USERS), "the four GPU servers do not hold the queue's four GPUs"
     started = time.monotonic()
     if not (HUB_DIR / "node_modules" / "playwright-core").is_dir() or shutil.which("node") is None:
         pytest.fail("the browser harness is not installed: run tests/hub/setup.sh first (make test does)")
     SPAWN_PENDING_SCREENSHOT.unlink(missing_ok=True)
     start(hub, FIFTH, GPU_PROFILE)
-    reader, events, page = watch_spawn(real, hub, FIFTH, SPAWN_PENDING_SCREENSHOT, f"Insufficient {resource}")
+    # Alone in the queue: first in its LocalQueue and in the ClusterQueue.
+    first_in_line = positioned(1, 1)
+    reader, events, page = watch_spawn(real, hub, FIFTH, SPAWN_PENDING_SCREENSHOT, f"{first_in_line}: couldn't assign flavors")
+    waiting = None
     try:
-        unschedulable = None
         while reader.is_alive() and time.monotonic() - started < GPU_START_TIMEOUT_SECONDS + 120:
             for user in servers:
                 hub.report_activity(user)  # four shares stay taken
             pod = real.kubectl("get", "pod", "-n", NAMESPACE, pod_name(FIFTH), "-o", "json", check=False)
             if pod.returncode == 0:
-                status = json.loads(pod.stdout)["status"]
-                assert status.get("phase") == "Pending", f"the fifth GPU server's pod is {status.get('phase')}: {status}"
-                unschedulable = next((c for c in status.get("conditions", []) if c.get("reason") == "Unschedulable"),
-                                     unschedulable)
+                waiting = json.loads(pod.stdout)
+                gates = [g["name"] for g in waiting["spec"].get("schedulingGates", [])]
+                assert SCHEDULING_GATE in gates, f"the fifth GPU server's pod is not gated while it waits: {gates}"
+                assert not waiting["spec"].get("nodeName"), "the fifth GPU server's pod was placed while queued"
+            assert gpu_usage(real) == len(GPU_USERS), "the queued server holds GPU quota"
             reader.join(KEEP_ALIVE_SECONDS)
         failed_after = time.monotonic() - started
         shown, said = page.communicate(timeout=120)
@@ -243,21 +251,24 @@ def test_a_fifth_gpu_server_shows_the_schedulers_reason_and_fails_within_its_sta
             page.kill()
             page.communicate()
     assert not reader.is_alive(), f"no end to the fifth server's spawn progress after {failed_after:.0f}s: {events}"
-    assert unschedulable and f"Insufficient {resource}" in unschedulable["message"], unschedulable
+    assert waiting is not None, "the fifth GPU server's pod was never seen"
     messages = [e.get("message", "") for e in events]
-    assert any(f"Insufficient {resource}" in m for m in messages), f"the scheduler's reason not in the progress: {messages}"
+    queued = [m for m in messages if m.startswith(QUEUED)]
+    assert queued, f"the spawn progress never said queued: {messages}"
+    # Kueue's reason: the quota of the GPU pool's flavor is taken.
+    assert resource in queued[-1] and GPU_FLAVOR in queued[-1], f"Kueue's reason not shown: {queued[-1]}"
     final = events[-1]
     assert final.get("failed"), f"the fifth spawn did not fail: {final}"
-    assert final["message"].startswith("Spawn failed"), final
-    # At the profile's timeout (and its stop), long before the hub-wide one. KubeSpawner's wait for the
-    # pod ends at a random point within 10 % either side of it (JupyterHub's exponential_backoff;
-    # seen: 83.7 s and 84.0 s into a 90 s timeout, which a bound of 85 s failed).
-    assert GPU_START_TIMEOUT_SECONDS * 0.9 - 5 <= failed_after < GPU_START_TIMEOUT_SECONDS * 1.1 + 60, (
+    assert final["message"].startswith(f"Spawn failed: {QUEUED}"), final
+    assert resource in final["message"] and f"its start timeout, {GPU_START_TIMEOUT_SECONDS}s" in final["message"], final
+    # At the profile's timeout, long before the hub-wide one: the queued spawner gives up a little
+    # before KubeSpawner's own wait could end it (at a random point within 10 % either side of the
+    # timeout: JupyterHub's exponential_backoff).
+    assert GPU_START_TIMEOUT_SECONDS * 0.9 - 15 <= failed_after < GPU_START_TIMEOUT_SECONDS * 1.1 + 60, (
         f"failed after {failed_after:.0f}s")
-    log = real.kubectl("logs", "-n", NAMESPACE, "deploy/hub").stdout
-    gave_up = f"{FIFTH}'s server failed to start in {GPU_START_TIMEOUT_SECONDS} seconds, giving up."
-    assert gave_up in log, f"not in the hub's log: {gave_up!r}\n{log[-3000:]}"
+    # Nothing of it is left, and the four servers run on.
     wait_for(lambda: hub.server(FIFTH) is None and pod_gone(real, FIFTH), 60, "the failed server's pod removed")
+    wait_for(lambda: not pod_workloads(real, waiting), 60, "the failed server's Workload removed")
     for user in servers:
         assert hub.server(user)["ready"], f"{user}'s server is no longer ready"
     # What the admin saw on the fifth server's spawn page meanwhile.
@@ -265,7 +276,8 @@ def test_a_fifth_gpu_server_shows_the_schedulers_reason_and_fails_within_its_sta
     shown = json.loads(shown.strip().splitlines()[-1])
     assert "error" not in shown, shown
     assert shown["url"].endswith(f"/hub/spawn-pending/{FIFTH}"), shown
-    assert any(f"Insufficient {resource}" in line for line in shown["log"]), f"the spawn page's log: {shown['log']}"
+    assert any(line.find(first_in_line) >= 0 and resource in line for line in shown["log"]), \
+        f"the spawn page's log: {shown['log']}"
     assert SPAWN_PENDING_SCREENSHOT.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -277,12 +289,16 @@ def test_an_idle_gpu_server_is_culled_at_its_profiles_timeout_while_a_cpu_server
     real = hub.real
     gpu_user = GPU_USERS[0]
     stop_all(hub, GPU_USERS[1:])
+    # Stopped servers give their GPUs back to the queue's quota.
+    wait_for(lambda: gpu_usage(real) == 1, 60, "the stopped servers' GPUs back in the quota")
     for user in (gpu_user, CPU_USER):
         hub.report_activity(user)
     idle_since = time.monotonic()
     wait_for(lambda: hub.server(gpu_user) is None and pod_gone(real, gpu_user), GPU_CULL_IDLE_SECONDS * 2 + 60,
              f"the GPU profile's culler to stop {gpu_user}'s idle server", interval=2)
     idle = time.monotonic() - idle_since
+    # ...and so does the culled one.
+    wait_for(lambda: gpu_usage(real) == 0, 60, "the culled server's GPU back in the quota")
     assert idle >= GPU_CULL_IDLE_SECONDS - 5, f"culled after {idle:.0f}s, before the profile's {GPU_CULL_IDLE_SECONDS}s"
     assert idle < CULL_IDLE_SECONDS, f"culled after {idle:.0f}s: the CPU server's timeout would have stopped it as well"
     cpu = hub.server(CPU_USER)

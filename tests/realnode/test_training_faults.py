@@ -47,8 +47,9 @@ from cluster.localcluster.process import Daemon
 from cluster.localcluster.settings import tools
 from components.tfjob import ReplicaSpec, RunPolicy, TFJobSpec
 from e2e.local_stack import LocalStack, condition
+from kueue_state import copied_replicas, job_workloads, queued_as, workload_condition
 from real_cluster import RealCluster, wait_for
-from test_mnist_on_real_nodes import ACCURACY_FLOOR, JOB, JOB_LABEL, NAMESPACE, TRAINING_TIMEOUT_S, own_pod_group
+from test_mnist_on_real_nodes import ACCURACY_FLOOR, JOB, JOB_LABEL, NAMESPACE, TRAINING_TIMEOUT_S
 from vocab.tfjob_api import OPERATOR_NAME, OPERATOR_NAMESPACE
 
 # Checkpoints every 50 steps: a fault lands after the first and leaves most of the training to do.
@@ -97,16 +98,13 @@ def chief_log(real: RealCluster, name: str, *args: str) -> str:
 
 def delete_jobs(real: RealCluster, *names: str) -> None:
     """Delete TFJobs and wait until none of their pods is left (the GPU node's GPUs free again),
-    and their pod groups' Workloads with them (named after the job, own_pod_group): a job
-    submitted again under the same name is a new group, and Kueue releases the pods of a group
-    that was never admitted only with its Workload (docs/training.md)."""
+    and, queued, their Workloads (the garbage collector's, owned by the job): a job submitted
+    again under the same name must not find its predecessor's."""
     for name in names:
         real.kubectl("delete", "tfjob", "-n", NAMESPACE, name, "--ignore-not-found", "--wait=false", check=False)
-        real.kubectl("delete", "workload", "-n", NAMESPACE, name, "--ignore-not-found", "--wait=false", check=False)
     for name in names:
         wait_for(lambda name=name: not pods_of(real, name), 180, f"the pods of TFJob {name} gone")
-        wait_for(lambda name=name: real.kubectl("get", "workload", "-n", NAMESPACE, name, check=False).returncode != 0,
-                 60, f"the Workload of TFJob {name} gone")
+        wait_for(lambda name=name: not job_workloads(real, name, NAMESPACE), 60, f"the Workload of TFJob {name} gone")
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +118,7 @@ def training_job(stack_job: dict[str, Any], name: str, train_steps: int | None =
     """The stack's TFJob as `name`, training into a model and log directory of its own and
     checkpointing every EVAL_EVERY steps (for `train_steps` steps where given)."""
     spec = copy.deepcopy(stack_job["spec"])
+    spec["tfReplicaSpecs"] = copied_replicas(spec["tfReplicaSpecs"])
     flags = {"--model-dir": f"{RUN_DIR}/{name}/model", "--log-dir": f"{RUN_DIR}/{name}/logs", "--eval-every": str(EVAL_EVERY)}
     if train_steps:
         flags["--train-steps"] = str(train_steps)
@@ -127,9 +126,10 @@ def training_job(stack_job: dict[str, Any], name: str, train_steps: int | None =
         container = replica["template"]["spec"]["containers"][0]
         args = [a for a in container["args"] if a.split("=", 1)[0] not in flags]
         container["args"] = args + [f"{flag}={value}" for flag, value in flags.items()]
-    own_pod_group(spec["tfReplicaSpecs"], name)
+    # Queued where the stack's job is: Kueue suspends the copy until it fits, whatever its copied
+    # runPolicy says.
     return {"apiVersion": stack_job["apiVersion"], "kind": "TFJob",
-            "metadata": {"name": name, "namespace": NAMESPACE}, "spec": spec}
+            "metadata": {"name": name, "namespace": NAMESPACE, "labels": queued_as(stack_job)}, "spec": spec}
 
 
 def retarget(value: Any, selector: dict[str, Any]) -> Any:
@@ -298,12 +298,12 @@ def policy_job(stack_job: dict[str, Any], name: str, program: str, restart_polic
                **run_policy: Any) -> dict[str, Any]:
     """A one-replica TFJob whose chief runs `program` (Python) in the stack's chief template,
     rendered by the typed TFJob that renders the stack's (components/tfjob.py)."""
-    chief = copy.deepcopy(stack_job["spec"]["tfReplicaSpecs"]["Chief"]["template"])
+    chief = copied_replicas(stack_job["spec"]["tfReplicaSpecs"])["Chief"]["template"]
     container = chief["spec"]["containers"][0]
     container.update(command=["python", "-c", program], args=[],
                      resources={"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}})
-    own_pod_group({"Chief": {"replicas": 1, "template": chief}}, name)
-    spec = TFJobSpec(name, NAMESPACE, {"Chief": ReplicaSpec(1, chief, restart_policy)}, RunPolicy(**run_policy))
+    spec = TFJobSpec(name, NAMESPACE, {"Chief": ReplicaSpec(1, chief, restart_policy)}, RunPolicy(**run_policy),
+                     labels=queued_as(stack_job))
     spec.validate()
     return spec.manifest()
 
@@ -403,11 +403,17 @@ def test_exit_code_policy_fails_on_a_permanent_exit_code_without_a_restart(polic
     assert container_status(run.chief)["state"]["terminated"]["exitCode"] == 1
 
 
-def test_exit_code_policy_recreates_the_pod_on_a_retryable_exit_code(policies: dict[str, PolicyRun]) -> None:
-    """The contrast to the permanent code: 138 gets a new pod, which then succeeds."""
+def test_exit_code_policy_recreates_the_pod_on_a_retryable_exit_code(policies: dict[str, PolicyRun], stack_job: dict[str, Any],
+                                                                     real: RealCluster) -> None:
+    """The contrast to the permanent code: 138 gets a new pod, which then succeeds. Queued (the dev
+    stack's job is), the job is Kueue's and its pods the operator's: the replaced pod waits for
+    nothing (queued as a pod group it waited for good, docs/training.md)."""
     run = policies["policy-exitcode-retryable"]
     assert condition(run.job, "Succeeded"), run.job.get("status")
     assert len(run.chief_uids) == 2 and run.max_restarts == 0, (run.chief_uids, run.max_restarts)
+    if queued_as(stack_job):
+        (workload,) = job_workloads(real, "policy-exitcode-retryable", NAMESPACE)
+        assert (workload_condition(workload, "Finished") or {}).get("reason") == "Succeeded", workload.get("status")
 
 
 def test_on_failure_policy_fails_after_the_backoff_limit(policies: dict[str, PolicyRun]) -> None:

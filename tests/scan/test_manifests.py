@@ -171,10 +171,11 @@ def standards(binary: Path) -> dict[str, set[str]]:
 
 
 def stacks():
+    # The dev stack runs Kueue; without it the job and the hub are rendered otherwise.
     yield pytest.param(example_stack("dev"), (), id="dev")
-    with_kueue = example_stack("dev")
-    with_kueue["kueue"] = {**with_kueue["kueue"], "enabled": True}
-    yield pytest.param(with_kueue, (), id="dev-kueue")
+    without_kueue = example_stack("dev")
+    without_kueue["kueue"] = {**without_kueue["kueue"], "enabled": False}
+    yield pytest.param(without_kueue, (), id="dev-without-kueue")
     config, secrets = aks_stack()
     yield pytest.param(config, secrets, id="aks")
 

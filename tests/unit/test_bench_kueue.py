@@ -22,6 +22,7 @@ from bench.bench_kueue import (
     notebook_pod,
     pod_gpus,
     published_stem,
+    queued_namespaces,
     url_client_config,
 )
 from bench.kueue_metrics import (
@@ -222,11 +223,12 @@ def test_an_unknown_notebook_queue_is_refused():
 
 
 def test_the_manager_serves_on_loopback_with_the_bench_certificate(tmp_path):
-    config = bench_manager_config(("jupyterhub", "mnist"), 9443, 8081, tmp_path)
+    config = bench_manager_config(queued_namespaces(load_scenario(CONFIG_FILE)), 9443, 8081, tmp_path)
     assert config["webhook"] == {"port": 9443, "host": "127.0.0.1", "certDir": str(tmp_path)}
     assert config["internalCertManagement"] == {"enable": False}
     assert config["health"]["healthProbeBindAddress"] == "127.0.0.1:8081"
-    # The rest is the stack's: the pod integration only, in the managed namespaces only.
+    # The rest is the stack's: the pod integration only (no operator: a job is its pods), in the
+    # managed namespaces only.
     assert config["integrations"] == {"frameworks": ["pod"]}
     assert config["managedJobsNamespaceSelector"]["matchExpressions"][0]["values"] == ["jupyterhub", "mnist"]
 

@@ -130,7 +130,7 @@ def test_render_as_local_writes_exactly_what_make_up_deploys_to_real_local_nodes
             egress[egress.index(read)] = port_range
             swapped.append(key[1])
         assert rendered[key] == manifest, f"{key[1]} rendered differs from what the local provider deploys"
-    assert sorted(swapped) == ["jupyterhub-netpol-hub", "training-operator-netpol-operator"], swapped
+    assert sorted(swapped) == ["jupyterhub-netpol-hub", "kueue-netpol-manager", "training-operator-netpol-operator"], swapped
     assert not any(kind == DEVICE_PLUGIN for kind, _ in rendered), "the local nodes run their own device plugin"
 
 

@@ -39,6 +39,11 @@ def existing_with(sharing: dict[str, Any] | None, **mnist: Any) -> dict[str, Any
     }
     config["mnist"]["storage"] = {"storageClass": "nfs-client"}
     config["mnist"].update(mnist)
+    # The dev stack's GPU quota is its pool's four shares: here, what the pool advertises.
+    for queue in config["kueue"]["clusterQueues"]:
+        for quota in queue["quotas"]:
+            if quota.get("gpus"):
+                quota["gpus"] = 2 * (sharing or {}).get("replicas", 1)
     return config
 
 

@@ -1,5 +1,5 @@
 """Kueue: the quotas' config and its checks, and the component (manager, CRDs and webhooks from the
-module, least-privilege RBAC, flavors, ClusterQueues, the training job as one pod group)."""
+module, least-privilege RBAC, flavors, ClusterQueues, the training job queued as one TFJob)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,6 @@ from vocab.kueue_api import (
     POD_GROUP_LABEL,
     POD_GROUP_TOTAL_COUNT,
     QUEUE_LABEL,
-    RETRIABLE_IN_GROUP,
     VALIDATING_WEBHOOK_CONFIGURATION,
     WEBHOOK_SERVICE,
 )
@@ -47,12 +46,6 @@ def queue(name: str = "training", **quota: Any) -> dict[str, Any]:
     return {"name": name, "quotas": [{"pool": "gpu", "gpus": 2, **quota}]}
 
 
-def with_kueue(config: dict[str, Any]) -> dict[str, Any]:
-    """`config` (the dev stack's) with its Kueue section turned on, as the real-node test turns it on."""
-    config["kueue"] = {**config["kueue"], "enabled": True}
-    return config
-
-
 def problems(config: dict[str, Any]) -> str:
     with pytest.raises(ConfigError) as caught:
         parse(config, local_node=lambda: DEV_MACHINE)
@@ -62,12 +55,12 @@ def problems(config: dict[str, Any]) -> str:
 # --- config ------------------------------------------------------------------------------------
 
 
-def test_dev_stack_queues_training_under_a_gpu_quota_of_two_once_enabled():
-    assert parse(dev_stack_with_upstream_images(), local_node=lambda: DEV_MACHINE).kueue.enabled is False
-    settings = parse(with_kueue(dev_stack_with_upstream_images()), local_node=lambda: DEV_MACHINE).kueue
-    assert settings.enabled and settings.training_queue == "training"
+def test_dev_stack_queues_training_and_gpu_notebooks_under_one_quota_of_the_gpu_pools_shares():
+    settings = parse(dev_stack_with_upstream_images(), local_node=lambda: DEV_MACHINE).kueue
+    assert settings.enabled and settings.training_queue == settings.notebook_queue == "training"
     gpu = next(q for q in settings.queue("training").quotas if q.pool == "gpu")
-    assert gpu.gpus == 2
+    # The GPU node's two GPUs, time-sliced two ways: four shares, as the pool advertises them.
+    assert gpu.gpus == 4
 
 
 def test_the_docs_team_quota_example_is_a_valid_kueue_section_of_the_dev_stack():
@@ -196,7 +189,7 @@ def test_kueue_on_simulated_nodes_is_refused_naming_the_key():
 
 @pytest.fixture(scope="module")
 def deployment():
-    return run_program(with_kueue(dev_stack_with_upstream_images()))
+    return run_program(dev_stack_with_upstream_images())
 
 
 def test_manifests_come_from_the_pinned_module():
@@ -228,17 +221,16 @@ def test_manager_runs_the_pinned_upstream_image_restricted(deployment):
 def test_dev_stack_runs_the_local_kueue_image_never_pulled():
     from images.recipe import load
 
-    deployment = run_program(with_kueue(example_stack("dev")))
+    deployment = run_program(example_stack("dev"))
     (container,) = deployment.named("kueue-deployment").inputs["spec"]["template"]["spec"]["containers"]
     assert container["image"] == load("kueue").reference()
     assert container["imagePullPolicy"] == "Never"
 
 
-def test_manager_config_queues_pods_only_in_the_training_and_the_hubs_namespaces(deployment):
-    import yaml
-
+def test_manager_config_queues_servers_and_tfjobs_only_in_the_hubs_and_the_trainings_namespaces(deployment):
     config = yaml.safe_load(deployment.named("kueue-config").inputs["data"]["controller_manager_config.yaml"])
-    assert config["integrations"] == {"frameworks": ["pod"]}
+    # The hub's servers as plain pods, the training job as a TFJob (Kueue's integration for it).
+    assert config["integrations"] == {"frameworks": ["pod", "kubeflow.org/tfjob"]}
     assert config["manageJobsWithoutQueueName"] is False
     assert config["managedJobsNamespaceSelector"]["matchExpressions"][0]["values"] == ["jupyterhub", "mnist"]
     assert config["internalCertManagement"]["webhookServiceName"] == WEBHOOK_SERVICE
@@ -251,9 +243,12 @@ def test_rbac_is_the_generated_role_less_the_integrations_that_are_off(deploymen
     groups = {g for rule in rules for g in rule["apiGroups"]}
     assert groups <= MANAGER_API_GROUPS | {"kubeflow.org"}
     assert not groups & {"batch", "ray.io", "jobset.x-k8s.io", "trainer.kubeflow.org"}
-    # Of Kubeflow's API only reading TFJobs: the pod webhook reads the owner of each queued pod.
+    # Of Kubeflow's API the TFJob's rules only, as generated: the TFJob integration suspends and
+    # resumes the job, and keeps its finalizer and status.
     assert [r for r in rules if "kubeflow.org" in r["apiGroups"]] == [
-        {"apiGroups": ["kubeflow.org"], "resources": ["tfjobs"], "verbs": ["get", "list", "watch"]}
+        {"apiGroups": ["kubeflow.org"], "resources": ["tfjobs/finalizers"], "verbs": ["get", "update"]},
+        {"apiGroups": ["kubeflow.org"], "resources": ["tfjobs/status"], "verbs": ["get", "patch", "update"]},
+        {"apiGroups": ["kubeflow.org"], "resources": ["tfjobs"], "verbs": ["delete", "get", "list", "patch", "update", "watch"]},
     ]
     for rule in rules:
         for field in ("apiGroups", "resources", "verbs", "resourceNames"):
@@ -263,17 +258,19 @@ def test_rbac_is_the_generated_role_less_the_integrations_that_are_off(deploymen
     assert {MUTATING_WEBHOOK_CONFIGURATION, VALIDATING_WEBHOOK_CONFIGURATION} <= named
 
 
-def test_pod_webhooks_apply_only_in_the_queued_namespaces(deployment):
-    hooks = deployment.named("kueue-mutating-webhook").inputs["webhooks"]
-    pod_hooks = [h for h in hooks if "pods" in {r for rule in h["rules"] for r in rule["resources"]}]
-    assert [h["name"] for h in pod_hooks] == ["mpod.kb.io"]
-    assert pod_hooks[0]["namespaceSelector"]["matchExpressions"][0]["values"] == ["jupyterhub", "mnist"]
-    # Only pods with a queue name wait on Kueue's webhook: the hub's and the proxy's never do.
-    assert pod_hooks[0]["objectSelector"] == {"matchExpressions": [{"key": QUEUE_LABEL, "operator": "Exists"}]}
-    for hook in hooks + deployment.named("kueue-validating-webhook").inputs["webhooks"]:
+def test_pod_and_tfjob_webhooks_apply_only_in_the_namespaces_they_queue(deployment):
+    hooks = [*deployment.named("kueue-mutating-webhook").inputs["webhooks"],
+             *deployment.named("kueue-validating-webhook").inputs["webhooks"]]
+    scoped = {h["name"]: h for h in hooks if {g for rule in h["rules"] for g in rule["apiGroups"]} != {"kueue.x-k8s.io"}}
+    # The hub's servers are plain pods; the training job's pods are the operator's, never Kueue's.
+    assert sorted(scoped) == ["mpod.kb.io", "mtfjob.kb.io", "vpod.kb.io", "vtfjob.kb.io"]
+    for name, namespace in (("pod", "jupyterhub"), ("tfjob", "mnist")):
+        for hook in (scoped[f"m{name}.kb.io"], scoped[f"v{name}.kb.io"]):
+            assert hook["namespaceSelector"]["matchExpressions"][0]["values"] == [namespace], hook["name"]
+            # Only what has a queue name waits on Kueue's webhook: the hub's and the proxy's pods never do.
+            assert hook["objectSelector"] == {"matchExpressions": [{"key": QUEUE_LABEL, "operator": "Exists"}]}
+    for hook in hooks:
         assert hook["clientConfig"]["service"] == {**hook["clientConfig"]["service"], "name": WEBHOOK_SERVICE, "namespace": NAMESPACE}
-        groups = {g for rule in hook["rules"] for g in rule["apiGroups"]}
-        assert groups in ({"kueue.x-k8s.io"}, {""}), hook["name"]
 
 
 def test_the_visibility_api_is_registered_for_the_managers_server(deployment):
@@ -339,30 +336,33 @@ def test_flavors_are_the_pools_and_the_gpu_quota_is_the_pools_resource(deploymen
     assert group["coveredResources"] == ["cpu", "memory", "nvidia.com/gpu"]
     quotas = {f["name"]: {r["name"]: r["nominalQuota"] for r in f["resources"]} for f in group["flavors"]}
     assert quotas == {
-        "pool-cpu": {"cpu": "1", "memory": "4Gi", "nvidia.com/gpu": "0"},
-        "pool-gpu": {"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": "2"},
+        "pool-cpu": {"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": "0"},
+        "pool-gpu": {"cpu": "2", "memory": "16Gi", "nvidia.com/gpu": "4"},
     }
 
 
 def test_cohort_is_set_where_configured():
-    config = with_kueue(dev_stack_with_upstream_images())
+    config = dev_stack_with_upstream_images()
     config["kueue"] = copy.deepcopy(config["kueue"])
     config["kueue"]["clusterQueues"][0]["cohort"] = "team-a"
     spec = run_program(config).named("kueue-cq-training").inputs["spec"]
     assert spec["cohortName"] == "team-a"
 
 
-def test_tfjob_replicas_are_one_pod_group_in_the_training_queue(deployment):
-    specs = _tfjob(deployment)["spec"]["tfReplicaSpecs"]
-    total = sum(int(s["replicas"]) for s in specs.values())
-    for kind, spec in specs.items():
+def test_the_tfjob_queues_in_the_training_queue_and_its_pods_do_not(deployment):
+    job = _tfjob(deployment)
+    assert job["metadata"]["labels"][QUEUE_LABEL] == "training"
+    # Kueue's webhook suspends it at creation and Kueue resumes it once admitted: not the stack's.
+    assert "suspend" not in job["spec"]["runPolicy"]
+    for kind, spec in job["spec"]["tfReplicaSpecs"].items():
         metadata = spec["template"]["metadata"]
-        assert metadata["labels"][QUEUE_LABEL] == "training", kind
-        assert metadata["labels"][POD_GROUP_LABEL] == "distributed-mnist", kind
-        assert metadata["annotations"][POD_GROUP_TOTAL_COUNT] == str(total), kind
-        # Over when none of its pods runs (the operator decides the job's end), not waiting for a
-        # failed replica's replacement.
-        assert metadata["annotations"][RETRIABLE_IN_GROUP] == "false", kind
+        assert not {QUEUE_LABEL, POD_GROUP_LABEL} & set(metadata["labels"]), kind
+        assert POD_GROUP_TOTAL_COUNT not in metadata.get("annotations", {}), kind
+    # Kueue refuses to change the queue of a job it let run: a changed queue is a new job, the old
+    # one deleted first (same name). Turning Kueue on or off on a running stack relies on it.
+    options = deployment.options["mnist-tfjob"]
+    assert options.replace_on_changes == [f'metadata.labels["{QUEUE_LABEL}"]']
+    assert options.delete_before_replace
     local_queue = deployment.named("mnist-queue").inputs
     assert local_queue["metadata"] == {**local_queue["metadata"], "name": "training", "namespace": "mnist"}
     assert local_queue["spec"] == {"clusterQueue": "training"}
@@ -377,6 +377,7 @@ def test_without_kueue_the_stack_is_as_before(off):
         config["kueue"] = {**config["kueue"], "enabled": False}
     deployment = run_program(config)
     assert not [r for r in deployment.resources if r.name.startswith("kueue") or r.name.endswith("-queue")]
+    assert QUEUE_LABEL not in _tfjob(deployment)["metadata"]["labels"]
     for spec in _tfjob(deployment)["spec"]["tfReplicaSpecs"].values():
         assert QUEUE_LABEL not in spec["template"]["metadata"]["labels"]
         assert "annotations" not in spec["template"]["metadata"]
@@ -405,7 +406,7 @@ def test_gpu_notebooks_queue_in_a_local_queue_of_the_hubs_namespace(deployment):
 
 
 def test_every_profile_queues_with_notebook_profiles_all():
-    config = with_kueue(dev_stack_with_upstream_images())
+    config = dev_stack_with_upstream_images()
     config["kueue"] = copy.deepcopy(config["kueue"])
     config["kueue"]["clusterQueues"][0]["quotas"][0].update(cpu="2", memory="8Gi")
     config["kueue"]["notebookProfiles"] = "all"
@@ -461,7 +462,7 @@ def _tfjob(deployment) -> dict[str, Any]:
 
 
 def test_the_stack_prints_the_command_that_shows_its_queues():
-    deployment = run_program(with_kueue(dev_stack_with_upstream_images()))
+    deployment = run_program(dev_stack_with_upstream_images())
     command = deployment.outputs["kueueQueues"]
     assert command.startswith("kubectl get clusterqueues,localqueues -A && kubectl get workloads -A -o \"custom-columns=")
     assert "RESERVED:.status.conditions[?(@.type=='QuotaReserved')].status" in command

@@ -12,9 +12,10 @@ from validation import Invalid, validate
 
 def stacks():
     yield "dev", example_stack("dev"), ()
-    with_kueue = example_stack("dev")
-    with_kueue["kueue"] = {**with_kueue["kueue"], "enabled": True}
-    yield "dev-kueue", with_kueue, ()
+    # The dev stack runs Kueue; without it the job and the hub are declared otherwise.
+    without_kueue = example_stack("dev")
+    without_kueue["kueue"] = {**without_kueue["kueue"], "enabled": False}
+    yield "dev-without-kueue", without_kueue, ()
     config, secrets = aks_stack()
     yield "aks", config, secrets
 

@@ -231,7 +231,7 @@ def test_topology_table(replicas, gpus, expected):
             assert pod["nodeSelector"] == {"mlplatform.dev/pool": "cpu"}, f"{kind} must stay off GPU nodes"
             assert "tolerations" not in pod, kind
         assert container["name"] == "tensorflow"
-        assert {"name": "tfjob-port", "containerPort": 2222} in container["ports"]
+        assert {"name": "tfjob-port", "containerPort": 2222, "protocol": "TCP"} in container["ports"]
 
 
 def test_ps_never_lands_on_gpu_nodes_even_without_a_cpu_pool():
