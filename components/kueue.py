@@ -5,8 +5,9 @@ What the manager needs that upstream generates (the CRDs, the webhook list, the 
 read from the Kueue module at the pinned version (`tools/build.sh kueue-manifests` copies it out
 of the module), and only the parts for what this stack runs are kept: the plain-pod integration
 for the hub's queued servers and the TFJob integration for the training job (the two enabled, each
-in the namespaces it queues), Kueue's own API, no leader election. The manager's Deployment, Services, config, namespace and NetworkPolicies are written
-here, and what its visibility API needs (`visibility_api` below).
+in the namespaces it queues), Kueue's own API, no leader election. The manager's Deployment,
+Services, config, namespace and NetworkPolicies are written here, and what its visibility API needs
+(`visibility_api` below).
 
 The visibility API (`visibility.kueue.x-k8s.io`, on by default since v0.9: the VisibilityOnDemand
 feature gate) answers which workloads wait in a queue and at which position; the hub shows a

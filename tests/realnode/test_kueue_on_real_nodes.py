@@ -141,12 +141,17 @@ def gpu_quota(kueue: dict[str, Any]) -> dict[str, Any]:
     return quota
 
 
+def wait_for_the_stack_job(real: RealCluster, which: str) -> None:
+    """Until the stack's TFJob (WHICH: how the wait's message names it) has Succeeded."""
+    wait_for(lambda: condition(real.get("tfjob", "-n", NAMESPACE, STACK_JOB), "Succeeded"), STACK_JOB_TIMEOUT_S,
+             f"the stack's {which}TFJob {STACK_JOB} to succeed")
+
+
 @pytest.fixture
 def stack_job_done(stack: LocalStack, real: RealCluster) -> None:
     """The stack's own TFJob finished, so that nothing of it holds quota (on the session's stack:
     conftest.py runs the tests that use it after the others)."""
-    wait_for(lambda: condition(real.get("tfjob", "-n", NAMESPACE, STACK_JOB), "Succeeded"), STACK_JOB_TIMEOUT_S,
-             f"the stack's TFJob {STACK_JOB} to succeed")
+    wait_for_the_stack_job(real, "")
 
 
 @pytest.fixture
@@ -393,8 +398,7 @@ def test_with_kueue_disabled_the_stack_is_as_it_was_before_kueue(stack: LocalSta
         job = real.get("tfjob", "-n", NAMESPACE, STACK_JOB)
         assert job["metadata"]["uid"] != job_uid, "the stack's job was not replaced"
         assert QUEUE_LABEL not in job["metadata"].get("labels", {}), job["metadata"]["labels"]
-        wait_for(lambda: condition(real.get("tfjob", "-n", NAMESPACE, STACK_JOB), "Succeeded"), STACK_JOB_TIMEOUT_S,
-                 f"the stack's unqueued TFJob {STACK_JOB} to succeed")
+        wait_for_the_stack_job(real, "unqueued ")
         # GPU servers start without a queue: their pods neither labelled nor gated. Two of two GPUs
         # take the GPU node's four shares...
         for user in (HOLDER, WAITER):
@@ -425,5 +429,4 @@ def test_with_kueue_disabled_the_stack_is_as_it_was_before_kueue(stack: LocalSta
         stack.config_file.write_text(original)
         print(f"  Kueue on again in {stack.pulumi('up', '--yes', '--skip-preview', timeout=900).seconds:.0f}s", flush=True)
         # The stack's job queued again (replaced once more), and over before the next module.
-        wait_for(lambda: condition(real.get("tfjob", "-n", NAMESPACE, STACK_JOB), "Succeeded"), STACK_JOB_TIMEOUT_S,
-                 f"the stack's queued TFJob {STACK_JOB} to succeed")
+        wait_for_the_stack_job(real, "queued ")
