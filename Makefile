@@ -194,6 +194,15 @@ bench-hub: system venv images
 	PYTHONPATH=tests:tests/realnode $(PY) -m bench.bench_hub --out .local/bench-hub \
 	  $(if $(USERS),--users $(USERS)) $(if $(CONCURRENT),--concurrent $(CONCURRENT)) $(if $(ACTIVE),--active $(ACTIVE))
 
+# One user pressing Start again and again on a fresh private cluster with real nodes and the
+# real-node tests' stack: Start to JupyterLab through the proxy and rendered in Chromium, and where
+# the time goes (bench/bench_spawn.py); SPAWNS=n changes how many are timed after the first.
+.PHONY: bench-spawn
+## one user's server, Start to JupyterLab, median and p95 over repeated spawns (docs/benchmarks.md)
+bench-spawn: system venv images test-deps
+	tools/build.sh pulumi kube operator kueue node
+	PYTHONPATH=tests:tests/realnode $(PY) -m bench.bench_spawn --out .local/bench-spawn $(if $(SPAWNS),--spawns $(SPAWNS))
+
 # A new two-node cluster's `bin/cluster up --real`, with every node importing every image and on the
 # machine's image store, alternating (bench/bench_cluster.py); RUNS=n changes how many of each.
 .PHONY: bench-cluster

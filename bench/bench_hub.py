@@ -27,53 +27,25 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.bench_deploy import JOB_TIMEOUT_SECONDS, load_average, machine, tfjob_succeeded
-from e2e.local_stack import ROOT, LocalStack, missing_tools
-from hub_client import Client
-from hub_storm import ADMIN_PASSWORD_OUTPUT, Limits, Storm, admin_token, run_storm, storm_limits
-from real_cluster import RealCluster, hub_context, machine_lock, not_built, wait_for
-from realnode_stack import stack_config
+from bench.bench_deploy import load_average, machine
+from bench.fresh_stack import fresh_real_stack, timed
+from e2e.local_stack import ROOT, missing_tools
+from hub_storm import Limits, Storm, admin_token, run_storm, storm_limits
+from real_cluster import machine_lock, not_built, wait_for
 
 HEALTH_P95_GOAL = 1.0  # seconds: issue 27's bar for /hub/health during the storm
 
 
-def timed(results: dict[str, float], name: str, step: Any) -> Any:
-    start = time.monotonic()
-    value = step()
-    results[name] = round(time.monotonic() - start, 1)
-    print(f"  {name}: {results[name]}s", flush=True)
-    return value
-
-
 def storm_on_fresh_stack(base: Path, users: list[str], limits: Limits, spread: float,
                          steps: dict[str, float], load_storm: list[float]) -> Storm:
-    cluster = RealCluster(base)
-    config = stack_config()
-    config["cluster"]["kubeconfig"] = str(cluster.kubeconfig)
-    stack = LocalStack(base / "stack", stack="benchhub", extra_config=config)
-    # The cluster above, not a kwok cluster of the stack's own (as tests/realnode/conftest.py).
-    stack.cluster_dir, stack.kubeconfig = cluster.cluster_dir, cluster.kubeconfig
-    stack.env.update({k: v for k, v in cluster.env.items() if k.startswith("MLPLATFORM_")})
-    try:
-        timed(steps, "cluster up", lambda: cluster.cluster("up", "--real", timeout=900))
-        stack.create_stack()
-        timed(steps, "make up", lambda: stack.make("up", timeout=900))
-        timed(steps, "TFJob finished", lambda: wait_for(lambda: tfjob_succeeded(cluster), JOB_TIMEOUT_SECONDS,
-                                                         "the stack's TFJob Succeeded", interval=5))
-        password = stack.pulumi("stack", "output", ADMIN_PASSWORD_OUTPUT, "--show-secrets").stdout.strip()
-        client = Client(cluster, hub_context(cluster))
-        with storm_limits(stack, limits):
+    with fresh_real_stack(base, "benchhub", steps) as fresh:
+        client = fresh.client
+        with storm_limits(fresh.stack, limits):
             client.connect()
-            try:
-                wait_for(client.healthy, 300, "/hub/health with the storm's limits", interval=1)
-                token = admin_token(client, password, "bench-hub")
-                load_storm.extend(load_average())
-                return timed(steps, "storm", lambda: run_storm(cluster, client, token, users, limits, spread=spread))
-            finally:
-                client.close()
-    finally:
-        stack.pulumi("destroy", "--yes", check=False, timeout=600)
-        cluster.cluster("down", check=False)
+            wait_for(client.healthy, 300, "/hub/health with the storm's limits", interval=1)
+            token = admin_token(client, fresh.admin_password, "bench-hub")
+            load_storm.extend(load_average())
+            return timed(steps, "storm", lambda: run_storm(fresh.cluster, client, token, users, limits, spread=spread))
 
 
 def markdown(results: dict[str, Any]) -> str:

@@ -25,13 +25,14 @@ from stacks.jupyterhub import Auth, JupyterHubSettings, Profile
 
 CONFIG_FILE = Path(__file__).with_name("jupyterhub_config.py")
 # Beside it in the ConfigMap: the profile rules the config file and the per-profile cullers share,
-# the culler's per-profile view of the hub (both loaded from the config directory), and the
-# authenticator native sign-in runs with (imported by name: the config file puts its directory on
-# the import path).
+# the culler's per-profile view of the hub (both loaded from the config directory), the
+# authenticator native sign-in runs with and the spawn's brisker waits (both imported by name: the
+# config file puts its directory on the import path).
 PROFILES_FILE = Path(__file__).with_name("hub_profiles.py")
 CULL_BY_PROFILE_FILE = Path(__file__).with_name("cull_by_profile.py")
 AUTHENTICATOR_MODULE = Path(__file__).with_name("guarded_native.py")
-SHIPPED_FILES = (CONFIG_FILE, PROFILES_FILE, CULL_BY_PROFILE_FILE, AUTHENTICATOR_MODULE)
+SPAWN_WAITS_MODULE = Path(__file__).with_name("spawn_waits.py")
+SHIPPED_FILES = (CONFIG_FILE, PROFILES_FILE, CULL_BY_PROFILE_FILE, AUTHENTICATOR_MODULE, SPAWN_WAITS_MODULE)
 # With queued notebooks (kueue.notebookQueue) also the spawner that says so on the spawn page,
 # imported by name as the authenticator is.
 QUEUED_SPAWNER_MODULE = Path(__file__).with_name("queued_spawner.py")

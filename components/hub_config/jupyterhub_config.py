@@ -9,7 +9,8 @@ lies beside it) and adds the things that cannot be data:
 - the per-user profile rules (hub_profiles.py, beside this file): the profiles a user's groups
   offer them, and the refusal of a spawn request for anything the user's form does not offer;
 - the owner every user pod gets (the hub's ServiceAccount, read from the API when the pod is made),
-  so that deleting the stack stops the servers and a hub restart does not.
+  so that deleting the stack stops the servers and a hub restart does not;
+- shorter sleeps in the waits of a spawn, which no setting reaches (spawn_waits.py, beside this file).
 It must run with only JupyterHub and its plugins installed: it imports nothing from mlplatform.
 """
 
@@ -99,3 +100,7 @@ async def _owned_by_the_hub_account(spawner, pod):
 
 
 c.KubeSpawner.modify_pod_hook = _owned_by_the_hub_account
+
+import spawn_waits  # noqa: E402 (beside this file, on the import path only from here on)
+
+spawn_waits.install()

@@ -20,7 +20,8 @@ events, and Kueue writes why it waits on the Workload, not on the pod. So this s
 The position comes from Kueue's visibility API (`visibility.kueue.x-k8s.io`, which the manager
 serves behind an APIService; the hub may get its own LocalQueue's pending workloads and nothing
 else). Where that API does not answer (not registered, its server down, refused), the page says the
-rest without a position and the hub logs a warning once; the spawn goes on.
+rest without a position and the hub logs a warning once; the spawn goes on. A single look it misses
+(slow under load) keeps the position last read, for up to POSITION_KEPT_SECONDS.
 """
 
 from __future__ import annotations
@@ -51,6 +52,11 @@ PENDING_WORKLOADS = "pendingworkloads"
 POLL_SECONDS = 5.0
 # How long the position may take to read (the visibility API), at most.
 POSITION_TIMEOUT_SECONDS = 1.5
+# A look whose position read fails keeps the position this spawn last read, if it is this recent,
+# rather than dropping it from the page until the next look brings it back: under load the
+# visibility API misses POSITION_TIMEOUT_SECONDS now and then (seen on the real nodes at a load of 5
+# on 2 cores). Older than this, the page says the rest without one.
+POSITION_KEPT_SECONDS = 3 * POLL_SECONDS
 # KubeSpawner waits for its pod to run with JupyterHub's exponential_backoff, whose deadline is
 # drawn at random within 10 % either side of the timeout (its timeout_tolerance): a pod that never
 # runs fails its spawn anywhere from 0.9 to 1.1 times the start timeout after it was made (seen on
@@ -144,6 +150,8 @@ class QueuedKubeSpawner(KubeSpawner):
     # Kueue's last reason read for this spawn (None: none yet): what the spawn ends with if the
     # last look, at the start timeout, cannot read the Workload in time.
     _last_reason: str | None = None
+    # The position last read for this spawn and when (time.monotonic()), for a read that fails.
+    _last_position: tuple[tuple[int, int], float] | None = None
 
     async def _pending_workloads(self, local_queue: str) -> Mapping[str, Any]:
         """The pending workloads of `local_queue` in the hub's namespace, with their positions, as
@@ -170,13 +178,16 @@ class QueuedKubeSpawner(KubeSpawner):
             return None
         try:
             pending = await self._pending_workloads(self.extra_labels[QUEUE_LABEL])
-        except Exception as error:  # noqa: BLE001 - the page says the rest without a position
+        except Exception as error:  # noqa: BLE001 - the page says the rest, with the last position if recent
             if not _visibility_warned:
                 _visibility_warned = True
                 self.log.warning("Kueue's visibility API did not answer (queued servers are shown without their "
                                  "position until it does; not logged again): %s", error)
-            return None
-        return position_of(pending, workload)
+            kept = self._last_position
+            return kept[0] if kept is not None and time.monotonic() - kept[1] <= POSITION_KEPT_SECONDS else None
+        position = position_of(pending, workload)
+        self._last_position = None if position is None else (position, time.monotonic())
+        return position
 
     async def queue_state(self) -> str | None:
         """What Kueue says of this server's pod now: a message while it is gated, None once it is
@@ -245,6 +256,7 @@ class QueuedKubeSpawner(KubeSpawner):
     async def _start_or_say_why(self) -> Any:
         started = time.monotonic()
         self._last_reason = None
+        self._last_position = None
         task = asyncio.ensure_future(self._start())
         try:
             while True:

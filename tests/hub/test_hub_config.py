@@ -372,3 +372,25 @@ def test_hub_refuses_to_start_without_its_secrets(tmp_path, monkeypatch):
     monkeypatch.delenv("CONFIGPROXY_AUTH_TOKEN", raising=False)
     with pytest.raises(RuntimeError, match="CONFIGPROXY_AUTH_TOKEN is not set"):
         start_hub(rendered, tmp_path, monkeypatch)
+
+
+@pytest.mark.parametrize("module_name", ["jupyterhub.utils", "kubespawner.spawner"])
+def test_a_spawns_waits_look_again_within_half_a_second(dev_hub, monkeypatch, module_name):
+    """KubeSpawner's wait for its pod and the hub's for the server's answer (both JupyterHub's
+    exponential_backoff) sleep at most 0.05 s first and 0.5 s later, not 0.2 s growing to 5 s
+    (spawn_waits.py, installed by the config file): a server that answers is noticed within half a
+    second."""
+    import jupyterhub.utils
+
+    module = sys.modules[module_name]
+    sleeps: list[float] = []
+
+    async def record(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    monkeypatch.setattr(jupyterhub.utils.asyncio, "sleep", record)
+    answers = iter([False] * 30 + [True])
+    assert asyncio.run(module.exponential_backoff(lambda: next(answers), "no answer", timeout=600)) is True
+    monkeypatch.undo()
+    assert len(sleeps) == 30, sleeps
+    assert sleeps[0] <= 0.05 and max(sleeps) <= 0.5, f"{module_name}: {sleeps}"

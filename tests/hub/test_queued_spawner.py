@@ -288,6 +288,47 @@ def test_without_the_visibility_api_the_page_says_the_rest_and_the_hub_warns_onc
     assert len(warnings) == 1 and "visibility API did not answer" in warnings[0] and "503" in warnings[0], warnings
 
 
+@pytest.mark.parametrize("kept_seconds", [None, 0.0])
+def test_a_missed_position_read_keeps_the_last_position_while_it_is_recent(hub, cluster, monkeypatch, kept_seconds):
+    """The visibility API answers once, then misses every look (slow under load): the page keeps
+    the position it said (no line without it) while that is recent (POSITION_KEPT_SECONDS, 15 s);
+    once it is older, the page says the rest without it."""
+    from kubernetes_asyncio.client.exceptions import ApiException
+    from kubespawner import KubeSpawner
+
+    cluster.workload = workload("False")
+    cluster.pending = pending((WORKLOAD, 1, 2))
+
+    async def pod_events(self):
+        while not self._start_future.done():
+            await asyncio.sleep(0.1)
+        yield {"progress": 100, "message": "Started container notebook"}
+
+    monkeypatch.setattr(KubeSpawner, "progress", pod_events)
+    admitted = asyncio.Event()
+
+    def shorter_memory(spawner):
+        if kept_seconds is not None:
+            monkeypatch.setattr(sys.modules[type(spawner).__module__], "POSITION_KEPT_SECONDS", kept_seconds)
+
+    async def misses():
+        while not cluster.pending_reads:
+            await asyncio.sleep(0.05)
+        cluster.pending = ApiException(status=504, reason="Gateway Timeout")
+        looked = len(cluster.pending_reads)
+        while len(cluster.pending_reads) < looked + 3:
+            await asyncio.sleep(0.05)
+        admitted.set()
+
+    events, _ = with_spawner(hub, "ann", admitted_after(cluster, admitted, misses(), before=shorter_memory))
+    messages = [e["message"] for e in events]
+    positioned = f"{QUEUED}, position 2 in the LocalQueue and 3 in the ClusterQueue: {SHORT}"
+    if kept_seconds is None:
+        assert messages[:2] == [positioned, "Admitted by Kueue (ClusterQueue training): starting"], messages
+    else:
+        assert messages[:3] == [positioned, f"{QUEUED}: {SHORT}", "Admitted by Kueue (ClusterQueue training): starting"], messages
+
+
 def test_progress_says_queued_and_why_then_admitted_between_the_pods_events(hub, cluster, monkeypatch):
     from kubespawner import KubeSpawner
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -19,6 +20,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 ROOT = Path(__file__).resolve().parents[2]
 from components.hub_config.document import TLS_SECRET_NAME  # noqa: E402
@@ -144,10 +148,23 @@ HUB_NAMESPACE = JupyterHubSettings.model_fields["namespace"].default
 LOGIN_FORM = 'name="username"'
 
 
+def spki_hash(certificate_pem: str) -> str:
+    """The certificate's public key as Chromium's --ignore-certificate-errors-spki-list names it."""
+    key = x509.load_pem_x509_certificate(certificate_pem.encode()).public_key()
+    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(hashlib.sha256(der).digest()).decode()
+
+
 def hub_context(cluster: RealCluster, namespace: str = HUB_NAMESPACE) -> ssl.SSLContext:
     """Trusts the stack's own CA (Secret proxy-public-tls, key ca.crt) and nothing else."""
     secret = cluster.get("secret", "-n", namespace, TLS_SECRET_NAME)
     return ssl.create_default_context(cadata=base64.b64decode(secret["data"][CA_KEY]).decode())
+
+
+def hub_certificate(cluster: RealCluster, namespace: str = HUB_NAMESPACE) -> str:
+    """The hub's serving certificate (PEM), as Secret proxy-public-tls holds it."""
+    secret = cluster.get("secret", "-n", namespace, TLS_SECRET_NAME)
+    return base64.b64decode(secret["data"]["tls.crt"]).decode()
 
 
 def hub_login_form(port: int, context: ssl.SSLContext) -> bool:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import hashlib
 import json
 import re
 import shutil
@@ -40,15 +39,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
 from e2e.local_stack import ROOT, LocalStack
 from cluster.localcluster.gpuplugin import GPU_RESOURCE
 from cluster.localcluster.network import METADATA_ADDRESS
-from real_cluster import RealCluster, refuses_privileged_pods, restricted_dry_run, wait_for
+from real_cluster import RealCluster, refuses_privileged_pods, restricted_dry_run, spki_hash, wait_for
 from real_cluster import pod as busybox_pod
 from realnode_stack import CULL_IDLE_SECONDS, stack_config
 from stacks import parse
@@ -70,13 +67,6 @@ START_TIMEOUT = 600
 def profiles() -> dict[str, Any]:
     """The stack's profiles by slug, with the images the hub gets (the local builds)."""
     return {p.slug: p for p in parse(stack_config()).jupyterhub.profiles}
-
-
-def spki_hash(certificate_pem: str) -> str:
-    """The certificate's public key as Chromium's --ignore-certificate-errors-spki-list names it."""
-    key = x509.load_pem_x509_certificate(certificate_pem.encode()).public_key()
-    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return base64.b64encode(hashlib.sha256(der).digest()).decode()
 
 
 @dataclass

@@ -36,7 +36,7 @@ import pytest
 from cluster.localcluster.gpuplugin import REPLICA_SEPARATOR, advertised, device_ids
 from e2e.local_stack import ROOT
 from kueue_state import GPU_FLAVOR, QUEUED, gpu_usage, pod_workloads, positioned
-from real_cluster import RealCluster, wait_for
+from real_cluster import RealCluster, spki_hash, wait_for
 from realnode_stack import CULL_IDLE_SECONDS, GPU_CULL_IDLE_SECONDS, GPU_START_TIMEOUT_SECONDS
 import test_notebooks_on_real_nodes
 from test_notebooks_on_real_nodes import (
@@ -52,7 +52,6 @@ from test_notebooks_on_real_nodes import (
     pod_gone,
     pod_name,
     profiles,
-    spki_hash,
 )
 from vocab.kueue_api import SCHEDULING_GATE
 
