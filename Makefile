@@ -61,7 +61,7 @@ lint: system lint-venv
 # Every test. It first builds whatever the tests need and is missing (the Go-built tools, the
 # browser and npm packages of the hub tests, the real nodes' runtime, the images), with warm
 # caches in seconds, then lints. tests/run_tiers.sh runs the tiers one after the other, each
-# session's slowest tests in its summary (MLPLATFORM_TEST_PARALLEL=1: the real-node tier beside the others).
+# session's slowest tests in its summary: the real-node tier beside the others (MLPLATFORM_TEST_PARALLEL=0: one after the other).
 ## lint, then every test (builds what the tests need first)
 test: system venv tools tools-node test-deps images lint
 	PY=$(PY) tests/run_tiers.sh
