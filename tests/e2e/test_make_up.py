@@ -70,6 +70,15 @@ def test_make_up_creates_every_declared_object(local: LocalStack, api: dynamic.D
     assert not missing, f"declared by the stack but missing from the cluster: {missing}"
 
 
+def test_the_state_keeps_no_metadata_files_that_a_read_could_find_half_written(local: LocalStack) -> None:
+    """bin/pulumi opens a file:// backend with fileblob's `metadata=skip`: no `.attrs` file beside
+    the checkpoint. fileblob rewrote it in place on every save, and the program's StackReference to
+    its own stack, reading during a save, once found it empty ("failed to load checkpoint: EOF")."""
+    state = local.base / "state" / ".pulumi"
+    assert list(state.glob(f"stacks/**/{local.stack}.json")), f"no checkpoint of {local.stack} under {state}"
+    assert not sorted(state.rglob("*.attrs")), sorted(state.rglob("*.attrs"))
+
+
 def test_second_preview_expects_no_changes(local: LocalStack) -> None:
     result = local.pulumi("preview", "--expect-no-changes", check=False)
     assert result.returncode == 0, f"a preview right after `make up` plans changes:\n{result.output[-4000:]}"
