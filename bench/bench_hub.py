@@ -19,19 +19,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from bench.bench_deploy import load_average, machine
-from bench.fresh_stack import fresh_real_stack, timed
-from e2e.local_stack import ROOT, missing_tools
+from bench.bench_deploy import load_average, machine, timed
+from bench.fresh_stack import cannot_run_here, fresh_real_stack, machine_turn
+from e2e.local_stack import ROOT
 from hub_storm import Limits, Storm, admin_token, run_storm, storm_limits
-from real_cluster import machine_lock, not_built, wait_for
+from real_cluster import wait_for
 
 HEALTH_P95_GOAL = 1.0  # seconds: issue 27's bar for /hub/health during the storm
 
@@ -78,39 +74,23 @@ def main() -> int:
     parser.add_argument("--active", type=int, default=12, help="the storm's activeServerLimit")
     parser.add_argument("--spread", type=float, default=3.0, help="seconds within which the first round presses Start")
     args = parser.parse_args()
-    missing = missing_tools() + not_built()
-    if missing:
-        print(f"tools not built ({', '.join(missing)}): run `tools/build.sh pulumi kube operator node`", file=sys.stderr)
-        return 1
-    if os.geteuid() != 0:
-        print("real nodes need root (network namespaces, cgroups, mounts)", file=sys.stderr)
+    problem = cannot_run_here()
+    if problem:
+        print(problem, file=sys.stderr)
         return 1
     users = [f"storm-{i:02d}" for i in range(1, args.users + 1)]
     limits = Limits(concurrent_spawns=args.concurrent, active_servers=args.active)
 
-    print("waiting for the machine lock (no real-node test session may run beside it) ...", flush=True)
-    lock = machine_lock()
-    try:
-        load_start = load_average()
-        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        print(f"load average at start: {load_start}", flush=True)
-        # Short: a real node's unix sockets live below the cluster's directory.
-        base = Path(tempfile.mkdtemp(prefix="mlp-bh-", dir="/tmp"))
-        steps: dict[str, float] = {}
-        load_storm: list[float] = []
-        try:
-            storm = storm_on_fresh_stack(base, users, limits, args.spread, steps, load_storm)
-        finally:
-            shutil.rmtree(base, ignore_errors=True)
-        load_end = load_average()
-    finally:
-        lock.close()
+    steps: dict[str, float] = {}
+    load_storm: list[float] = []
+    with machine_turn("mlp-bh-") as turn:
+        storm = storm_on_fresh_stack(turn.base, users, limits, args.spread, steps, load_storm)
 
     results = {
-        "when": when,
+        "when": turn.when,
         "command": "make bench-hub",
         "machine": machine(),
-        "load_average": {"start": load_start, "storm": load_storm, "end": load_end},
+        "load_average": {"start": turn.load_start, "storm": load_storm, "end": turn.load_end},
         "spread_seconds": args.spread,
         "seconds": steps,
         "storm": storm.summary(),

@@ -28,23 +28,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bench.bench_deploy import load_average, machine
-from bench.fresh_stack import FreshStack, fresh_real_stack, timed
-from e2e.local_stack import ROOT, missing_tools
+from bench.bench_deploy import load_average, machine, timed
+from bench.fresh_stack import FreshStack, cannot_run_here, fresh_real_stack, machine_turn
+from e2e.local_stack import ROOT
 from hub_client import NAMESPACE, Client
 from hub_storm import admin_token, make_users, percentile
-from real_cluster import hub_certificate, machine_lock, not_built, spki_hash, wait_for
+from real_cluster import hub_certificate, spki_hash, wait_for
 
 USER = "spawn-bench"
 PROFILE = "tensorflow-cpu"  # the dev stack's default profile (Pulumi.dev.yaml)
@@ -225,43 +223,26 @@ def main() -> int:
     parser.add_argument("--spawns", type=int, default=10, help="spawns timed after the first")
     parser.add_argument("--no-browser", action="store_true", help="skip the browser's render (no Chromium)")
     args = parser.parse_args()
-    missing = missing_tools() + not_built()
-    if missing:
-        print(f"tools not built ({', '.join(missing)}): run `tools/build.sh pulumi kube operator node`", file=sys.stderr)
-        return 1
-    if os.geteuid() != 0:
-        print("real nodes need root (network namespaces, cgroups, mounts)", file=sys.stderr)
+    problem = cannot_run_here()
+    if problem:
+        print(problem, file=sys.stderr)
         return 1
     browser = not args.no_browser
     if browser and not (RENDER_DRIVER.parent / "node_modules" / "playwright-core").is_dir():
         print("the browser harness is not installed: run tests/hub/setup.sh (or pass --no-browser)", file=sys.stderr)
         return 1
 
-    print("waiting for the machine lock (no real-node test session may run beside it) ...", flush=True)
-    lock = machine_lock()
-    try:
-        load_start = load_average()
-        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        print(f"load average at start: {load_start}", flush=True)
-        # Short: a real node's unix sockets live below the cluster's directory.
-        base = Path(tempfile.mkdtemp(prefix="mlp-bs-", dir="/tmp"))
-        steps: dict[str, float] = {}
-        load_spawns: list[float] = []
-        try:
-            with fresh_real_stack(base, "benchspawn", steps) as fresh:
-                load_spawns.extend(load_average())
-                spawns = timed(steps, "spawns", lambda: run_spawns(fresh, args.spawns, browser))
-        finally:
-            shutil.rmtree(base, ignore_errors=True)
-        load_end = load_average()
-    finally:
-        lock.close()
+    steps: dict[str, float] = {}
+    load_spawns: list[float] = []
+    with machine_turn("mlp-bs-") as turn, fresh_real_stack(turn.base, "benchspawn", steps) as fresh:
+        load_spawns.extend(load_average())
+        spawns = timed(steps, "spawns", lambda: run_spawns(fresh, args.spawns, browser))
 
     results = {
-        "when": when,
+        "when": turn.when,
         "command": "make bench-spawn",
         "machine": machine(),
-        "load_average": {"start": load_start, "spawns": load_spawns, "end": load_end},
+        "load_average": {"start": turn.load_start, "spawns": load_spawns, "end": turn.load_end},
         "seconds": steps,
         "summary": summary(spawns),
         "spawns": [asdict(s) for s in spawns],

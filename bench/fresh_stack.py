@@ -1,38 +1,70 @@
 """A new private cluster with real nodes and the real-node tests' stack on it, for the benchmarks that
-need a deployed hub (`make bench-hub`, `make bench-spawn`).
+need a deployed hub (`make bench-hub`, `make bench-spawn`), and their turn on the machine.
 
-Brings up what they need and takes it down again: `bin/cluster up --real`, the stack of
+A benchmark checks first that it can run here (`cannot_run_here`), then takes the real-node tests'
+machine lock (`machine_turn`: never beside a real-node test session) and brings up what it needs,
+taking it down again after (`fresh_real_stack`): `bin/cluster up --real`, the stack of
 tests/realnode/realnode_stack.py (the dev stack with the real-node tests' overrides) by `make up`,
-then waits for the stack's TFJob to finish, so that what is measured meets the hub, not the
+then a wait for the stack's TFJob to finish, so that what is measured meets the hub, not the
 training. Each step's seconds go into the benchmark's results.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
-from bench.bench_deploy import JOB_TIMEOUT_SECONDS, tfjob_succeeded
-from e2e.local_stack import LocalStack
+from bench.bench_deploy import JOB_TIMEOUT_SECONDS, load_average, tfjob_succeeded, timed
+from e2e.local_stack import LocalStack, missing_tools
 from hub_client import Client
 from hub_storm import ADMIN_PASSWORD_OUTPUT
-from real_cluster import RealCluster, hub_context, wait_for
+from real_cluster import RealCluster, hub_context, machine_lock, not_built, wait_for
 from realnode_stack import stack_config
 
-T = TypeVar("T")
+
+def cannot_run_here() -> str | None:
+    """Why a benchmark on real nodes cannot run on this machine, or None where it can."""
+    missing = missing_tools() + not_built()
+    if missing:
+        return f"tools not built ({', '.join(missing)}): run `tools/build.sh pulumi kube operator kueue node`"
+    if os.geteuid() != 0:
+        return "real nodes need root (network namespaces, cgroups, mounts)"
+    return None
 
 
-def timed(seconds: dict[str, float], name: str, step: Callable[[], T]) -> T:
-    """`step()`, its seconds (0.1 s) kept in `seconds[name]` and printed."""
-    start = time.monotonic()
-    value = step()
-    seconds[name] = round(time.monotonic() - start, 1)
-    print(f"  {name}: {seconds[name]}s", flush=True)
-    return value
+@dataclass
+class Turn:
+    """A benchmark's turn on the machine: a directory for its cluster, when it began, the load."""
+
+    base: Path
+    when: str
+    load_start: list[float]
+    load_end: list[float] = field(default_factory=list)
+
+
+@contextmanager
+def machine_turn(prefix: str) -> Iterator[Turn]:
+    """The machine lock held, and a new directory (removed after) for the cluster."""
+    print("waiting for the machine lock (no real-node test session may run beside it) ...", flush=True)
+    lock = machine_lock()
+    try:
+        # Short: a real node's unix sockets live below the cluster's directory.
+        turn = Turn(Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp")), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    load_average())
+        print(f"load average at start: {turn.load_start}", flush=True)
+        try:
+            yield turn
+        finally:
+            shutil.rmtree(turn.base, ignore_errors=True)
+        turn.load_end = load_average()
+    finally:
+        lock.close()
 
 
 @dataclass

@@ -133,6 +133,13 @@ def admitted_after(cluster: Cluster, gated_for: float | asyncio.Event, *beside, 
     return spawn
 
 
+async def started_only(self):
+    """KubeSpawner's progress, standing in: no pod event until the start ends, then one."""
+    while not self._start_future.done():
+        await asyncio.sleep(0.1)
+    yield {"progress": 100, "message": "Started container notebook"}
+
+
 def gpu_server(spawner, cluster: Cluster, gated_for: float | asyncio.Event | None, start_timeout: int):
     """Stands in for KubeSpawner's own _start: loads the GPU profile (its queue label, its start
     timeout), makes the pod (gated), and, if `gated_for` is given, has Kueue admit it after so
@@ -229,12 +236,7 @@ def test_progress_says_the_position_and_follows_it(hub, cluster, monkeypatch):
     cluster.workload = workload("False")
     cluster.pending = pending(("pod-jupyter-bob-1a2b3", 0, 1), (WORKLOAD, 1, 2))
 
-    async def pod_events(self):
-        while not self._start_future.done():
-            await asyncio.sleep(0.1)
-        yield {"progress": 100, "message": "Started container notebook"}
-
-    monkeypatch.setattr(KubeSpawner, "progress", pod_events)
+    monkeypatch.setattr(KubeSpawner, "progress", started_only)
 
     admitted = asyncio.Event()
 
@@ -269,12 +271,7 @@ def test_without_the_visibility_api_the_page_says_the_rest_and_the_hub_warns_onc
     cluster.workload = workload("False")
     cluster.pending = ApiException(status=503, reason="Service Unavailable")
 
-    async def pod_events(self):
-        while not self._start_future.done():
-            await asyncio.sleep(0.1)
-        yield {"progress": 100, "message": "Started container notebook"}
-
-    monkeypatch.setattr(KubeSpawner, "progress", pod_events)
+    monkeypatch.setattr(KubeSpawner, "progress", started_only)
     warnings: list[str] = []
 
     def count_warnings(spawner):
@@ -299,12 +296,7 @@ def test_a_missed_position_read_keeps_the_last_position_while_it_is_recent(hub, 
     cluster.workload = workload("False")
     cluster.pending = pending((WORKLOAD, 1, 2))
 
-    async def pod_events(self):
-        while not self._start_future.done():
-            await asyncio.sleep(0.1)
-        yield {"progress": 100, "message": "Started container notebook"}
-
-    monkeypatch.setattr(KubeSpawner, "progress", pod_events)
+    monkeypatch.setattr(KubeSpawner, "progress", started_only)
     admitted = asyncio.Event()
 
     def shorter_memory(spawner):
