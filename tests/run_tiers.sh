@@ -6,7 +6,7 @@
 # spent waiting (pods starting, a TFJob training), while the other tiers are short and busy. The
 # tiers were made to run beside each other: each starts its own private clusters, hubs and ports,
 # and real nodes take the machine lock (tests/realnode/real_cluster.py). On this project's 2-core
-# machine the whole run took 32 and 37 min side by side against 49 min one after the other
+# machine the whole run took 32 to 37 min side by side against 49 min one after the other
 # (docs/benchmarks.md#tests). The load it adds (4-8) made timing-bound real-node checks fail in
 # earlier runs; each was fixed where it failed (a page waited for rather than a health check, a
 # bound that allows KubeSpawner's jitter, `down` waiting for every process it stopped, a queued
