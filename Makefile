@@ -60,8 +60,8 @@ lint: system lint-venv
 
 # Every test. It first builds whatever the tests need and is missing (the Go-built tools, the
 # browser and npm packages of the hub tests, the real nodes' runtime, the images), with warm
-# caches in seconds, then lints. tests/run_tiers.sh runs the tiers one after the other, each
-# session's slowest tests in its summary: the real-node tier beside the others (MLPLATFORM_TEST_PARALLEL=0: one after the other).
+# caches in seconds, then lints. tests/run_tiers.sh runs the real-node tier beside the other tiers
+# (MLPLATFORM_TEST_PARALLEL=0: one after the other), each session's slowest tests in its summary.
 ## lint, then every test (builds what the tests need first)
 test: system venv tools tools-node test-deps images lint
 	PY=$(PY) tests/run_tiers.sh

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import serialization
 
 ROOT = Path(__file__).resolve().parents[2]
 from components.hub_config.document import TLS_SECRET_NAME  # noqa: E402
-from components.tls import CA_KEY  # noqa: E402
+from components.tls import CA_KEY, CERT_KEY  # noqa: E402
 from stacks.jupyterhub import JupyterHubSettings  # noqa: E402
 
 from cluster.localcluster import images  # noqa: E402
@@ -164,7 +164,7 @@ def hub_context(cluster: RealCluster, namespace: str = HUB_NAMESPACE) -> ssl.SSL
 def hub_certificate(cluster: RealCluster, namespace: str = HUB_NAMESPACE) -> str:
     """The hub's serving certificate (PEM), as Secret proxy-public-tls holds it."""
     secret = cluster.get("secret", "-n", namespace, TLS_SECRET_NAME)
-    return base64.b64decode(secret["data"]["tls.crt"]).decode()
+    return base64.b64decode(secret["data"][CERT_KEY]).decode()
 
 
 def hub_login_form(port: int, context: ssl.SSLContext) -> bool:

@@ -19,7 +19,6 @@ test stops reporting and waits for the culler.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import re
@@ -45,7 +44,15 @@ from tornado.websocket import websocket_connect
 from e2e.local_stack import ROOT, LocalStack
 from cluster.localcluster.gpuplugin import GPU_RESOURCE
 from cluster.localcluster.network import METADATA_ADDRESS
-from real_cluster import RealCluster, refuses_privileged_pods, restricted_dry_run, spki_hash, wait_for
+from real_cluster import (
+    RealCluster,
+    hub_certificate,
+    hub_context,
+    refuses_privileged_pods,
+    restricted_dry_run,
+    spki_hash,
+    wait_for,
+)
 from real_cluster import pod as busybox_pod
 from realnode_stack import CULL_IDLE_SECONDS, stack_config
 from stacks import parse
@@ -163,8 +170,6 @@ def in_pod(real: RealCluster, pod: str, *command: str) -> str:
 
 @pytest.fixture(scope="module")
 def hub(stack: LocalStack, real: RealCluster) -> Iterator[Hub]:
-    secret = real.get("secret", "-n", NAMESPACE, "proxy-public-tls")["data"]
-    ca, certificate = (base64.b64decode(secret[k]).decode() for k in ("ca.crt", "tls.crt"))
     forward = subprocess.Popen([str(real.kubectl_bin), "--kubeconfig", str(real.kubeconfig), "port-forward", "-n",
                                 NAMESPACE, "svc/proxy-public", ":443"], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
@@ -174,7 +179,7 @@ def hub(stack: LocalStack, real: RealCluster) -> Iterator[Hub]:
         assert found, f"kubectl port-forward said {line!r}: {forward.stderr.read() if forward.poll() is not None else ''}"
         # What the operator reads to sign in as the first admin (a secret output).
         admin_password = stack.pulumi("stack", "output", "jupyterhubAdminPassword", "--show-secrets").stdout.strip()
-        hub = Hub(real, int(found.group(1)), ssl.create_default_context(cadata=ca), certificate, admin_password)
+        hub = Hub(real, int(found.group(1)), hub_context(real), hub_certificate(real), admin_password)
 
         def healthy() -> bool:
             try:
