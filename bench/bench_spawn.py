@@ -91,22 +91,22 @@ def pod_timeline(fresh: FreshStack, origin: float) -> tuple[dict[str, float | No
     conditions = {c["type"]: c.get("lastTransitionTime") for c in pod["status"].get("conditions", [])}
     (container,) = [c for c in pod["status"]["containerStatuses"] if c["name"] == CONTAINER]
     log = fresh.cluster.kubectl("logs", "-n", NAMESPACE, POD, "-c", CONTAINER, "--timestamps").stdout.splitlines()
-    first_line = log[0].split(" ", 1)[0] if log else None
-    listening = next((line.split(" ", 1)[0] for line in log if LISTENING in line), None)
-    until_listening = []
+    until_listening: list[tuple[float | None, str]] = []
+    listening = None
     for line in log:
         stamp, _, text = line.partition(" ")
-        until_listening.append(f"{seconds_after(stamp, origin)} {text}")
+        until_listening.append((seconds_after(stamp, origin), text))
         if LISTENING in text:
+            listening = until_listening[-1][0]
             break
     return {
         "pod created": seconds_after(pod["metadata"]["creationTimestamp"], origin),
         "scheduled": seconds_after(conditions.get("PodScheduled"), origin),
         "container started": seconds_after(container["state"].get("running", {}).get("startedAt"), origin),
-        "server's first log line": seconds_after(first_line, origin),
-        "server listening": seconds_after(listening, origin),
+        "server's first log line": until_listening[0][0] if until_listening else None,
+        "server listening": listening,
         "pod ready": seconds_after(conditions.get("Ready"), origin),
-    }, until_listening
+    }, [f"{seconds} {text}" for seconds, text in until_listening]
 
 
 def lab_answers(client: Client, token: str) -> bool:
@@ -182,33 +182,31 @@ def run_spawns(fresh: FreshStack, count: int, browser: bool) -> list[Spawn]:
     return spawns
 
 
+def figures(spawn: Spawn) -> dict[str, float | None]:
+    """A spawn's figures by the names the report gives them, in the report's order: the pod and
+    the server's log first, then what the hub, the proxy and the browser answered."""
+    return {**spawn.pod, "hub answered the press": spawn.answered, "hub: server ready": spawn.ready,
+            "JupyterLab through the proxy": spawn.lab, "browser render": spawn.render,
+            "Start to JupyterLab rendered": spawn.rendered}
+
+
 def summary(spawns: list[Spawn]) -> dict[str, Any]:
     """Median and p95 of each figure over the spawns after the first."""
-    later = [s for s in spawns if not s.first]
-    figures: dict[str, list[float]] = {}
-    for s in later:
-        for name, value in [("hub answered the press", s.answered), ("hub: server ready", s.ready),
-                            ("JupyterLab through the proxy", s.lab), ("browser render", s.render),
-                            ("Start to JupyterLab rendered", s.rendered), *s.pod.items()]:
-            if value is not None:
-                figures.setdefault(name, []).append(value)
-    return {name: {"median": round(statistics.median(values), 2), "p95": round(percentile(values, 95), 2), "n": len(values)}
-            for name, values in figures.items()}
+    values: dict[str, list[float]] = {}
+    for spawn in spawns:
+        if not spawn.first:
+            for name, value in figures(spawn).items():
+                if value is not None:
+                    values.setdefault(name, []).append(value)
+    return {name: {"median": round(statistics.median(v), 2), "p95": round(percentile(v, 95), 2), "n": len(v)}
+            for name, v in values.items()}
 
 
 def markdown(results: dict[str, Any]) -> str:
-    first = results["spawns"][0]
+    first = figures(Spawn(**results["spawns"][0]))
     lines = ["| from Start (s) | median | p95 | first spawn (home volume made) |", "|---|---:|---:|---:|"]
-    flat_first = {"hub answered the press": first["answered"], "hub: server ready": first["ready"],
-                  "JupyterLab through the proxy": first["lab"], "browser render": first["render"],
-                  "Start to JupyterLab rendered": first["rendered"], **first["pod"]}
-    order = ["pod created", "scheduled", "container started", "server's first log line", "server listening", "pod ready",
-             "hub answered the press", "hub: server ready", "JupyterLab through the proxy", "browser render",
-             "Start to JupyterLab rendered"]
-    for name in order:
-        figure = results["summary"].get(name)
-        if figure:
-            lines.append(f"| {name} | {figure['median']} | {figure['p95']} | {flat_first.get(name)} |")
+    for name, figure in results["summary"].items():
+        lines.append(f"| {name} | {figure['median']} | {figure['p95']} | {first.get(name)} |")
     n = results["summary"].get("JupyterLab through the proxy", {}).get("n", 0)
     return "\n".join(lines) + (
         f"\n\n{n} spawns after the first; `browser render` is from navigating to JupyterLab's launcher shown, not "
