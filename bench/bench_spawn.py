@@ -221,6 +221,8 @@ def main() -> int:
     parser.add_argument("--spawns", type=int, default=10, help="spawns timed after the first")
     parser.add_argument("--no-browser", action="store_true", help="skip the browser's render (no Chromium)")
     args = parser.parse_args()
+    if args.spawns < 1:
+        parser.error(f"--spawns {args.spawns}: at least 1 spawn is timed after the first")
     problem = cannot_run_here()
     if problem:
         print(problem, file=sys.stderr)
