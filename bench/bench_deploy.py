@@ -444,6 +444,69 @@ UP_PARTS = [
 ]
 
 
+# Issue 28's baseline: this benchmark's runs of 2026-12-02 (docs/benchmarks.md, "`make bench-deploy`"),
+# the real-node run at load 5.3 and the kwok run at load 5.3, each side's seconds by key.
+BASELINE_DATE = "2026-12-02"
+BASELINES: dict[str, dict[str, dict[str, float]]] = {
+    "dev": {
+        "pulumi": {"up": 372.7, "up.tools": 3.7, "up.cluster": 306.7, "up.stack": 0.7, "up.deploy": 61.6,
+                   "login": 344.3, "succeeded": 427.9, "preview": 7.3, "update": 13.2, "destroy": 16.5, "down": 50.2},
+        "kubectl": {"render": 10.0, "up": 197.0, "cluster": 176.7, "apply": 20.2, "login": 193.0, "succeeded": 297.8,
+                    "wait": 296.6, "preview": 1.1, "update": 0.2, "destroy": 8.2, "down": 49.7},
+    },
+    "kwok": {
+        "pulumi": {"up": 67.9, "succeeded": 77.1, "preview": 15.4, "update": 24.0, "destroy": 19.6, "down": 5.3},
+        "kubectl": {"up": 22.2, "succeeded": 29.0, "preview": 0.8, "update": 0.1, "destroy": 7.0, "down": 0.3},
+    },
+}
+
+
+@dataclass(frozen=True)
+class Goal:
+    """One of issue 28's goals for a Pulumi figure: an absolute bound, or a multiple of kubectl's
+    figure for the same step."""
+
+    item: int  # the issue's item that sets it
+    seconds: float | None = None
+    times_kubectl: float | None = None
+
+    def bound(self, kubectl_seconds: float | None) -> float | None:
+        if self.seconds is not None:
+            return self.seconds
+        return None if kubectl_seconds is None else round(self.times_kubectl * kubectl_seconds, 1)
+
+    def words(self) -> str:
+        limit = f"{self.seconds:g} s" if self.seconds is not None else f"{self.times_kubectl:g}× kubectl's"
+        return f"≤ {limit} (item {self.item})"
+
+
+# Keyed as the Pulumi side records its figures. Only the real-node run serves a login page and
+# starts real nodes; the deploy's bound is judged on kwok too.
+GOALS = {
+    "up.cluster": Goal(2, seconds=60),
+    "up.deploy": Goal(5, times_kubectl=1.5),
+    "login": Goal(3, seconds=120),
+    "succeeded": Goal(3, seconds=240),
+    "preview": Goal(5, seconds=3),
+    "update": Goal(5, seconds=5),
+}
+
+
+def goal_cell(key: str, pulumi: dict[str, float], kubectl: dict[str, float], kubectl_key: str | None) -> str:
+    """The goal for `key`'s Pulumi figure and whether this run met it: "≤ 3 s (item 5): met"."""
+    goal = GOALS.get(key)
+    if goal is None or key not in pulumi:
+        return ""
+    bound = goal.bound(kubectl.get(kubectl_key or ""))
+    if bound is None:
+        return goal.words()
+    return f"{goal.words()}: {'met' if pulumi[key] <= bound else 'NOT met'}"
+
+
+def baseline_cell(baseline: dict[str, dict[str, float]], pulumi_key: str | None, kubectl_key: str | None) -> str:
+    return f"{cell(baseline.get('pulumi', {}), pulumi_key)} / {cell(baseline.get('kubectl', {}), kubectl_key)}"
+
+
 def cell(seconds: dict[str, float], key: str | None, clean: dict[str, bool] | None = None) -> str:
     if key is None or key not in seconds:
         return "—"
@@ -453,25 +516,31 @@ def cell(seconds: dict[str, float], key: str | None, clean: dict[str, bool] | No
 
 
 def table(pulumi: dict[str, float], kubectl: dict[str, float],
-          clean: dict[str, dict[str, bool]] | None = None, render_as: str = "local") -> str:
-    """The Markdown table of both sides' seconds; a missing figure is "—", a preview that found
-    changes says so."""
+          clean: dict[str, dict[str, bool]] | None = None, render_as: str = "local",
+          baseline: dict[str, dict[str, float]] | None = None) -> str:
+    """The Markdown table of both sides' seconds, beside issue 28's baseline and goals; a missing
+    figure is "—", a preview that found changes says so."""
     clean = clean or {}
+    baseline = baseline or {}
     lines = [
-        "| step | Pulumi (s) | kubectl (s) | Pulumi command | kubectl command |",
-        "|---|---:|---:|---|---|",
+        f"| step | Pulumi (s) | kubectl (s) | baseline {BASELINE_DATE}, Pulumi / kubectl (s) | issue 28's goal "
+        "| Pulumi command | kubectl command |",
+        "|---|---:|---:|---:|---|---|---|",
     ]
     for key, what, pulumi_cmd, kubectl_cmd in ROWS:
         if key not in pulumi and key not in kubectl:
             continue
         kubectl_cmd = kubectl_cmd.format(wait=kubectl.get("wait", "—"), render_as=render_as)
         lines.append(f"| {what} | {cell(pulumi, key, clean.get('pulumi'))} | {cell(kubectl, key, clean.get('kubectl'))} "
+                     f"| {baseline_cell(baseline, key, key)} | {goal_cell(key, pulumi, kubectl, key)} "
                      f"| {pulumi_cmd} | {kubectl_cmd} |")
         if key != "up":
             continue
         for step, part, kubectl_key in UP_PARTS:
             if f"up.{step}" in pulumi or (kubectl_key or "") in kubectl:
-                lines.append(f"| &nbsp;&nbsp;of which {part} | {cell(pulumi, f'up.{step}')} | {cell(kubectl, kubectl_key)} | | |")
+                lines.append(f"| &nbsp;&nbsp;of which {part} | {cell(pulumi, f'up.{step}')} | {cell(kubectl, kubectl_key)} "
+                             f"| {baseline_cell(baseline, f'up.{step}', kubectl_key)} "
+                             f"| {goal_cell(f'up.{step}', pulumi, kubectl, kubectl_key)} | | |")
     return "\n".join(lines)
 
 
@@ -521,9 +590,10 @@ def main() -> int:
         "load_average": {"start": load_start, "end": load_end},
         "seconds": {"pulumi": pulumi, "kubectl": kubectl},
         "preview_clean": clean,
+        "baseline": {"date": BASELINE_DATE, "seconds": BASELINES[args.stack]},
     }
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    markdown = table(pulumi, kubectl, clean, variant.render_as)
+    markdown = table(pulumi, kubectl, clean, variant.render_as, BASELINES[args.stack])
     footer = f"\nLoad average (1, 5, 15 min) at start {load_start}, at end {load_end}; {results['machine']['cpus']} CPUs."
     (args.out / "results.md").write_text(markdown + "\n" + footer + "\n")
     print()

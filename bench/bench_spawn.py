@@ -47,6 +47,9 @@ from real_cluster import hub_certificate, spki_hash, wait_for
 USER = "spawn-bench"
 PROFILE = "tensorflow-cpu"  # the dev stack's default profile (Pulumi.dev.yaml)
 GOAL_MEDIAN_SECONDS = 5.0  # issue 28: Start to JupyterLab through the proxy
+# Issue 28's baseline for that figure: one start through the REST API, answered through the proxy
+# 8.8 s later (2026-12-06, before this benchmark existed).
+BASELINE_SECONDS = 8.8
 POLL_SECONDS = 0.05
 SPAWN_TIMEOUT = 300
 RENDER_DRIVER = ROOT / "tests" / "hub" / "lab_render_times.mjs"
@@ -204,9 +207,14 @@ def summary(spawns: list[Spawn]) -> dict[str, Any]:
 
 def markdown(results: dict[str, Any]) -> str:
     first = figures(Spawn(**results["spawns"][0]))
-    lines = ["| from Start (s) | median | p95 | first spawn (home volume made) |", "|---|---:|---:|---:|"]
+    lines = ["| from Start (s) | median | p95 | first spawn (home volume made) | issue 28: baseline, goal |",
+             "|---|---:|---:|---:|---|"]
     for name, figure in results["summary"].items():
-        lines.append(f"| {name} | {figure['median']} | {figure['p95']} | {first.get(name)} |")
+        issue = ""
+        if name == "JupyterLab through the proxy":
+            verdict = "met" if figure["median"] <= GOAL_MEDIAN_SECONDS else "NOT met"
+            issue = f"{BASELINE_SECONDS} s; median ≤ {GOAL_MEDIAN_SECONDS:g} s: {verdict}"
+        lines.append(f"| {name} | {figure['median']} | {figure['p95']} | {first.get(name)} | {issue} |")
     n = results["summary"].get("JupyterLab through the proxy", {}).get("n", 0)
     return "\n".join(lines) + (
         f"\n\n{n} spawns after the first; `browser render` is from navigating to JupyterLab's launcher shown, not "

@@ -79,3 +79,41 @@ def test_table_without_a_login_page_on_kwok():
     markdown = bench_deploy.table(pulumi, kubectl, render_as="kwok")
     assert "login page" not in markdown
     assert "`bin/render DIR kwok`" in markdown
+
+
+def columns(markdown, what):
+    (line,) = [line for line in markdown.splitlines() if line.startswith(f"| {what} |")]
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+def test_table_puts_issue_28s_baseline_and_goals_beside_each_figure():
+    markdown = bench_deploy.table(PULUMI, KUBECTL, baseline=bench_deploy.BASELINES["dev"])
+    assert "baseline 2026-12-02, Pulumi / kubectl (s)" in markdown.splitlines()[0]
+    assert columns(markdown, "no-op preview")[3:5] == ["7.3 / 1.1", "≤ 3 s (item 5): NOT met"]
+    assert columns(markdown, "from the start: the hub's login page served")[3:5] == ["344.3 / 193.0",
+                                                                                    "≤ 120 s (item 3): NOT met"]
+    # The deploy's bound is kubectl's own deploy in the same run: 64.0 against 1.5 × 40.0.
+    assert columns(markdown, "&nbsp;&nbsp;of which deploy and wait")[3:5] == ["61.6 / 20.2",
+                                                                             "≤ 1.5× kubectl's (item 5): NOT met"]
+    assert columns(markdown, "destroy every object")[3:5] == ["16.5 / 8.2", ""], "no goal where the issue sets none"
+
+
+def test_a_figure_within_its_goal_is_met():
+    faster = {**PULUMI, "preview": 3.0, "up.deploy": 60.0, "login": 119.9, "up.cluster": 45.0}
+    markdown = bench_deploy.table(faster, KUBECTL, baseline=bench_deploy.BASELINES["dev"])
+    assert columns(markdown, "no-op preview")[4] == "≤ 3 s (item 5): met"
+    assert columns(markdown, "&nbsp;&nbsp;of which deploy and wait")[4] == "≤ 1.5× kubectl's (item 5): met"
+    assert columns(markdown, "from the start: the hub's login page served")[4] == "≤ 120 s (item 3): met"
+    assert columns(markdown, "&nbsp;&nbsp;of which cluster start (real nodes: with their images imported)")[4] == \
+        "≤ 60 s (item 2): met"
+
+
+def test_a_ratio_goal_without_kubectls_figure_says_only_the_goal():
+    kubectl = {k: v for k, v in KUBECTL.items() if k != "apply"}
+    markdown = bench_deploy.table(PULUMI, kubectl)
+    assert columns(markdown, "&nbsp;&nbsp;of which deploy and wait")[3:5] == ["— / —", "≤ 1.5× kubectl's (item 5)"]
+
+
+def test_each_variant_has_a_baseline_for_every_goal_it_can_meet():
+    for variant, baseline in bench_deploy.BASELINES.items():
+        assert {"up", "succeeded", "preview", "update", "destroy", "down"} <= set(baseline["pulumi"]), variant
