@@ -11,11 +11,12 @@ cluster is never touched, and deploy the same objects:
            `pulumi destroy`; `make down`
   kubectl  the manifests `bin/render DIR local` writes for the same stack (exactly what the
            `local` provider deploys: tests/unit/test_cluster.py); `bin/cluster up`; `kubectl apply
-           --server-side` in dependency order (CRDs, namespaces, the rest, the TFJob once the
-           operator's webhook can admit it) with `kubectl wait` (CRDs Established, Deployments
-           Available, claims Bound, the TFJob Succeeded); `kubectl diff --server-side` as the no-op
-           preview; the update's TFJob manifest (rendered from the updated config) applied;
-           `kubectl delete --wait`; `bin/cluster down`
+           --server-side` in dependency order (CRDs, namespaces, the rest, then Kueue's queues and
+           the TFJob once Kueue's and the operator's webhooks can admit them) with `kubectl wait`
+           (CRDs Established, Deployments Available, claims Bound, the TFJob Succeeded); `kubectl
+           diff --server-side` as the no-op preview; the update's TFJob manifest (rendered from the
+           updated config) applied; `kubectl delete --wait` (the job and Kueue's queues first);
+           `bin/cluster down`
 
 Each side is timed from the start of its first command (`make up`, `bin/cluster up`) to two points
 that a user sees, polled beside the deploy in the same way for both: the hub's login page served
@@ -316,8 +317,16 @@ def bench_pulumi(base: Path, variant: Variant) -> tuple[dict[str, float], dict[s
 # --- kubectl -------------------------------------------------------------------------------------
 
 
+# Kueue's objects (ResourceFlavors, ClusterQueues, LocalQueues): its manager's webhook admits them.
+KUEUE_GROUP = "kueue.x-k8s.io"
+
+
 def kind_of(path: Path) -> str:
     return yaml.safe_load(path.read_text())["kind"]
+
+
+def api_group(path: Path) -> str:
+    return yaml.safe_load(path.read_text())["apiVersion"].rpartition("/")[0]
 
 
 def render(stack: LocalStack, out: Path, render_as: str, stack_config: Path) -> None:
@@ -345,7 +354,8 @@ def bench_kubectl(base: Path, variant: Variant) -> tuple[dict[str, float], dict[
     rest = sorted((manifests / "1-manifest").glob("*.yaml"))
     namespaces = [p for p in rest if kind_of(p) == "Namespace"]
     (job,) = [p for p in rest if kind_of(p) == "TFJob"]
-    others = [p for p in rest if p not in namespaces and p != job]
+    queues = [p for p in rest if api_group(p) == KUEUE_GROUP]
+    others = [p for p in rest if p not in namespaces and p != job and p not in queues]
     (job_updated,) = [p for p in sorted((manifests_updated / "1-manifest").glob("*.yaml")) if kind_of(p) == "TFJob"]
 
     def apply(*files: Path, check: bool = True) -> Any:
@@ -367,7 +377,8 @@ def bench_kubectl(base: Path, variant: Variant) -> tuple[dict[str, float], dict[
 
     def deploy() -> None:
         # What `pulumi up` orders by itself: CRDs before their objects, namespaces before what is
-        # in them, the TFJob once its operator (and the operator's admission webhook) runs.
+        # in them, Kueue's queues once its manager (and its admission webhook) runs, the TFJob once
+        # its operator (and the operator's admission webhook) runs and its queue is there.
         apply(*crds)
         wait("--for=condition=Established", "crd", "--all")
         apply(*namespaces)
@@ -375,6 +386,8 @@ def bench_kubectl(base: Path, variant: Variant) -> tuple[dict[str, float], dict[
         wait("--for=condition=Available", "deployment", "--all", "--all-namespaces")
         if not variant.real:  # as `make up` does on kwok's nodes, where no container runs
             timed(t, "operator", lambda: stack.run([str(ROOT / "bin" / "training-operator"), "start"]))
+        if queues:  # Kueue's own webhook admits its objects, and the TFJob's queue must exist
+            retried("kubectl apply (Kueue's queues)", lambda: apply(*queues, check=False))
         retried("kubectl apply (TFJob)", lambda: apply(job, check=False))
         wait("--for=jsonpath={.status.phase}=Bound", "pvc", "--all", "--all-namespaces")
 
@@ -382,9 +395,10 @@ def bench_kubectl(base: Path, variant: Variant) -> tuple[dict[str, float], dict[
         return stack.kubectl("diff", "--server-side", "--field-manager=bench", "-R", f"--filename={manifests}", check=False)
 
     def delete() -> None:
-        files = [job, *others, *namespaces, *crds]
-        stack.kubectl("delete", "--wait=true", f"--timeout={WAIT_TIMEOUT}", *(f"--filename={f}" for f in files),
-                      timeout=600)
+        # The job and Kueue's queues first, while Kueue's manager still runs to lift their finalizers.
+        for files in ([job, *queues], [*others, *namespaces, *crds]):
+            stack.kubectl("delete", "--wait=true", f"--timeout={WAIT_TIMEOUT}", *(f"--filename={f}" for f in files),
+                          timeout=600)
 
     def stop_operator() -> None:
         if not variant.real:
