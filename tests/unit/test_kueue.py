@@ -15,6 +15,7 @@ import json
 import ast
 
 from components.hub_config.document import QUEUED_SPAWNER_CLASS, QUEUED_SPAWNER_MODULE
+from components import kueue
 from components.kueue import MANAGER_API_GROUPS, KueueManifests, KueueManifestsError, kueue_manifests_dir
 from program import DEV_MACHINE, ROOT, dev_stack_with_upstream_images, example_stack, run_program
 from stacks import ConfigError, parse
@@ -198,6 +199,45 @@ def test_manifests_come_from_the_pinned_module():
     crds = {c["metadata"]["name"] for c in KueueManifests(directory).crds()}
     assert {"clusterqueues.kueue.x-k8s.io", "localqueues.kueue.x-k8s.io", "workloads.kueue.x-k8s.io",
             "resourceflavors.kueue.x-k8s.io"} <= crds
+
+
+def test_the_fast_loader_reads_the_same_documents_as_pyyamls_own():
+    directory = kueue_manifests_dir()
+    assert kueue.SAFE_LOADER is yaml.CSafeLoader, "the pinned PyYAML wheel carries libyaml"
+    for path in sorted((directory / "crd").glob("*.yaml")):
+        own = [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+        assert KueueManifests(directory)._load_all(f"crd/{path.name}") == own, path.name
+
+
+def without_descriptions(node):
+    if isinstance(node, dict):
+        return {key: without_descriptions(value) for key, value in node.items() if key != "description"}
+    if isinstance(node, list):
+        return [without_descriptions(value) for value in node]
+    return node
+
+
+def test_the_workload_crds_pod_templates_lose_only_their_field_descriptions():
+    directory = kueue_manifests_dir()
+    manifests = KueueManifests(directory)
+    as_generated = {c["metadata"]["name"]: c for name in sorted(p.name for p in (directory / "crd").glob("*.yaml"))
+                    for c in manifests._load_all(f"crd/{name}")}
+    deployed = {c["metadata"]["name"]: c for c in manifests.crds()}
+    assert deployed.keys() == as_generated.keys()
+    for name, crd in deployed.items():
+        # The same schema for the API server to validate with: only descriptions differ.
+        assert without_descriptions(crd) == without_descriptions(as_generated[name]), name
+        if name != "workloads.kueue.x-k8s.io":
+            assert crd == as_generated[name], f"{name} is deployed as generated"
+    workload = deployed["workloads.kueue.x-k8s.io"]
+    assert len(json.dumps(workload)) < len(json.dumps(as_generated["workloads.kueue.x-k8s.io"])) / 3
+    for version in workload["spec"]["versions"]:
+        spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+        template = spec["properties"]["podSets"]["items"]["properties"]["template"]
+        assert template["description"], "the template itself keeps its line"
+        assert without_descriptions({k: v for k, v in template.items() if k != "description"}) == \
+            {k: v for k, v in template.items() if k != "description"}, "no field description inside the template"
+        assert spec["properties"]["podSets"]["description"], "descriptions outside the template stay"
 
 
 def test_missing_manifests_name_the_build_step(tmp_path):

@@ -13,6 +13,7 @@ package main
 
 import (
 	"context"
+	_ "embed"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -41,19 +42,11 @@ import (
 const execShownErrorExitCode = 32
 
 // Lists the plugins that installed packages declare in a pulumi-plugin.json (which is how
-// pulumi-kubernetes and the other provider SDKs tell the engine which plugin they drive).
-const listPluginsScript = `
-import importlib.metadata, json, sys
-found = []
-for dist in importlib.metadata.distributions():
-    for f in dist.files or []:
-        if f.name == "pulumi-plugin.json":
-            try:
-                found.append(json.loads(f.read_text()))
-            except (OSError, ValueError):
-                pass
-json.dump(found, sys.stdout)
-`
+// pulumi-kubernetes and the other provider SDKs tell the engine which plugin they drive). A file
+// of its own so that the tests run it with the project's interpreter (tests/unit/test_list_plugins.py).
+//
+//go:embed list_plugins.py
+var listPluginsScript string
 
 // pluginManifest is the part of pulumi-plugin.json that the engine needs.
 type pluginManifest struct {
