@@ -11,7 +11,7 @@ import pytest
 from trainer.loopback_job import LoopbackJob
 from trainer_fixtures import make_cluster, mnist_dir  # noqa: F401 (pytest fixtures)
 from trainer_helpers import (ACCURACY_FLOOR, DENSE_ACCURACY_FLOOR, JOB_TIMEOUT_S, TRAIN_STEPS, run_trainer,
-                             trainer_args)
+                             trainer_args, wait_for_checkpoint_restarting_signal_deaths)
 
 PS_TOPOLOGY = {"master": 1, "worker": 2, "ps": 1}
 MWMS_TOPOLOGY = {"chief": 1, "worker": 2}
@@ -273,14 +273,15 @@ def test_ps_killed_mid_run_the_chief_exits_138_and_resumes_from_its_checkpoint(t
     steps = 2 * TRAIN_STEPS
     cluster = make_cluster(PS_TOPOLOGY, trainer_args(mnist_dir, tmp_path / "model", train_steps=steps))
     cluster.start_all()
-    cluster.wait_for_log("master", 0, r"Saved checkpoint at step \d+", JOB_TIMEOUT_S)
+    wait_for_checkpoint_restarting_signal_deaths(cluster, "master", 0, JOB_TIMEOUT_S)
     assert cluster.kill("ps", 0) == -9
     assert "Training finished" not in cluster.log("master", 0), "the kill must land mid-run"
     cluster.start("ps", 0)
     exit_codes = cluster.supervise(JOB_TIMEOUT_S)
     assert exit_codes == {task: 0 for task in cluster.tasks}, logs(cluster)
-    assert cluster.exit_codes[("master", 0)] == [138, 0], logs(cluster)
-    before, after = cluster.log("master", 0).split("=== start 2 of master:0 ===")
+    *early, lost_ps, finished = cluster.exit_codes[("master", 0)]
+    assert (lost_ps, finished) == (138, 0) and all(code < 0 for code in early), logs(cluster)
+    before, after = cluster.log("master", 0).split(f"=== start {len(early) + 2} of master:0 ===")
     saved = re.findall(r"^Saved checkpoint at step (\d+)$", before, re.MULTILINE)
     restored = re.search(r"^Restored checkpoint at step (\d+) ", after, re.MULTILINE)
     assert saved and restored and restored.group(1) == saved[-1], after[:3000]
@@ -298,3 +299,25 @@ def test_serving_task_started_after_the_chief_finished_exits_at_once(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"worker:1: the chief already finished ({TRAIN_STEPS} steps" in result.stdout
     assert "serving at" not in result.stdout
+
+
+@pytest.mark.parametrize(("first_start", "restarted"), [("kill -SEGV $$", True), ("exit 1", False)])
+def test_only_a_signal_before_the_first_checkpoint_starts_the_chief_again(tmp_path, first_start, restarted):
+    # A stand-in for the trainer (the launcher runs instead of it): its first start ends as
+    # FIRST_START does, the next one prints its checkpoint and waits.
+    flag = tmp_path / "started-once"
+    stand_in = (f'if [ ! -e {flag} ]; then touch {flag}; {first_start}; fi; '
+                'echo "Saved checkpoint at step 1"; exec sleep 60')
+    cluster = LoopbackJob({"master": 1}, [], tmp_path, launcher=["bash", "-c", stand_in])
+    cluster.start_all()
+    try:
+        if restarted:
+            wait_for_checkpoint_restarting_signal_deaths(cluster, "master", 0, 30)
+            assert cluster.exit_codes[("master", 0)] == [-11] and cluster.starts[("master", 0)] == 2
+        else:
+            with pytest.raises(RuntimeError, match=r"exited \(1\)"):
+                wait_for_checkpoint_restarting_signal_deaths(cluster, "master", 0, 30)
+            assert cluster.starts[("master", 0)] == 1
+    finally:
+        if cluster.process("master", 0).poll() is None:
+            cluster.kill("master", 0)

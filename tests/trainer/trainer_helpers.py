@@ -47,3 +47,27 @@ def run_trainer(args: list[str], env: dict | None = None, timeout: float = JOB_T
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "trainer", *args], env=full_env, capture_output=True,
                           text=True, timeout=timeout, cwd=REPO_ROOT)
+
+
+# A chief that a signal ends before its first checkpoint is started again, at most this many times.
+SIGNAL_RESTARTS = 2
+
+
+def wait_for_checkpoint_restarting_signal_deaths(cluster, job: str, index: int, timeout: float) -> None:
+    """Wait until the task saved a checkpoint. A task that a signal ended before that is started
+    again (its exit code kept in cluster.exit_codes), as the operator's ExitCode policy restarts a
+    container that exited 128+N: once, under the side-by-side tiers' load, TensorFlow's parameter
+    server coordinator died with SIGSEGV right after the chief's server started (2026-12-07), before
+    anything the test is about. Any other early exit fails the wait."""
+    pattern = r"Saved checkpoint at step \d+"
+    for attempt in range(SIGNAL_RESTARTS + 1):
+        try:
+            cluster.wait_for_log(job, index, pattern, timeout)
+            return
+        except RuntimeError:
+            code = cluster.process(job, index).returncode
+            if code is None or code >= 0 or attempt == SIGNAL_RESTARTS:
+                raise
+            cluster.wait(job, index, timeout=30)  # records the exit code
+            print(f"{job}:{index} ended by signal {-code} before its first checkpoint; started again", flush=True)
+            cluster.start(job, index)
