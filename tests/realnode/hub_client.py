@@ -21,6 +21,8 @@ from typing import Any
 from real_cluster import RealCluster, wait_for
 
 NAMESPACE = "jupyterhub"
+# How long a page that the proxy answers with its own 502-504 is asked for again (Client.xsrf).
+PROXY_ERROR_RETRY_SECONDS = 30
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -102,9 +104,17 @@ class Client:
             return False
 
     def xsrf(self, path: str) -> str:
-        status, _, page = self.open("GET", path)
+        """The form token of PATH's page. The proxy's own 502-504 (it could not reach the hub) is
+        asked again for up to PROXY_ERROR_RETRY_SECONDS, as a person reloads the page: the earlier
+        hub of the upgrade rehearsal answered 503 once between two sign-ins (2026-12-07)."""
+        deadline = time.monotonic() + PROXY_ERROR_RETRY_SECONDS
+        while True:
+            status, _, page = self.open("GET", path)
+            if status not in (502, 503, 504) or time.monotonic() > deadline:
+                break
+            time.sleep(1)
         found = re.search(r'name="_xsrf"\s+value="([^"]+)"', page)
-        assert status == 200 and found, f"no _xsrf in {path}: HTTP {status}"
+        assert status == 200 and found, f"no _xsrf in {path}: HTTP {status}{self.proxy_errors(status)}"
         return found.group(1)
 
 
