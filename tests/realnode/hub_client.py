@@ -21,7 +21,9 @@ from typing import Any
 from real_cluster import RealCluster, wait_for
 
 NAMESPACE = "jupyterhub"
-# How long a page that the proxy answers with its own 502-504 is asked for again (Client.xsrf).
+# The statuses the proxy answers itself when it cannot reach the hub or a server.
+PROXY_ERROR_STATUSES = (502, 503, 504)
+# How long a page that the proxy answers with one of them is asked for again (Client.xsrf).
 PROXY_ERROR_RETRY_SECONDS = 30
 
 
@@ -91,7 +93,7 @@ class Client:
 
     def proxy_errors(self, status: int) -> str:
         """For the proxy's own answers (it could not reach the hub), its last errors, which say why."""
-        if status not in (502, 503, 504):
+        if status not in PROXY_ERROR_STATUSES:
             return ""
         log = self.real.kubectl("logs", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=proxy", "--tail=200",
                                 check=False).stdout
@@ -110,7 +112,7 @@ class Client:
         deadline = time.monotonic() + PROXY_ERROR_RETRY_SECONDS
         while True:
             status, _, page = self.open("GET", path)
-            if status not in (502, 503, 504) or time.monotonic() > deadline:
+            if status not in PROXY_ERROR_STATUSES or time.monotonic() > deadline:
                 break
             time.sleep(1)
         found = re.search(r'name="_xsrf"\s+value="([^"]+)"', page)
