@@ -90,6 +90,13 @@ COOKIE_SECRET_KEY = "cookie-secret"
 CLIENT_SECRET_KEY = "client-secret"
 ADMIN_PASSWORD_KEY = "password"
 
+# The hub and the proxy each run as one pod, so being taken out of their Service helps nobody:
+# readiness says "started" and then stays, and liveness restarts a process that stopped answering.
+# With the default (3 failures of 1 s), 20 sign-ups at once (bcrypt blocks the hub for 0.3 s
+# each) made the hub unready for about 5 s, and the proxy answered 503 to everyone (2026-12-07).
+# Zero to JupyterHub's chart probes the same way.
+STAY_READY = {"periodSeconds": 2, "failureThreshold": 1000}
+
 # KubeSpawner's needs, and nothing more: it creates, watches and deletes user pods, their PVCs,
 # their Services and Secrets (internal SSL), and reads events to report spawn progress; the hub
 # reads its own ServiceAccount, which owns the user pods.
@@ -600,9 +607,11 @@ class JupyterHub(pulumi.ComponentResource):
                         {"name": "config", "mountPath": hub.CONFIG_DIR, "readOnly": True},
                         {"name": "db", "mountPath": hub.DATA_DIR},
                     ],
-                    "readinessProbe": {**probe, "periodSeconds": 5},
-                    # A database upgrade after an image change can take minutes: be patient.
-                    "livenessProbe": {**probe, "initialDelaySeconds": 60, "periodSeconds": 10, "failureThreshold": 30},
+                    "readinessProbe": {**probe, **STAY_READY},
+                    # A database upgrade after an image change can take minutes, and a burst of
+                    # sign-ins holds the hub's event loop for seconds: restart after 5 minutes.
+                    "livenessProbe": {**probe, "initialDelaySeconds": 60, "periodSeconds": 10, "failureThreshold": 30,
+                                      "timeoutSeconds": 3},
                     "resources": self._settings.hub_resources.manifest(),
                     "securityContext": restricted(),
                 }
@@ -628,7 +637,8 @@ class JupyterHub(pulumi.ComponentResource):
             {"name": "api", "containerPort": hub.PROXY_API_PORT},
         ]
         probe: dict[str, Any] = {"httpGet": {"path": "/_chp_healthz", "port": "http"}}
-        liveness: dict[str, Any] = {**probe, "initialDelaySeconds": 60, "periodSeconds": 10}
+        liveness: dict[str, Any] = {**probe, "initialDelaySeconds": 60, "periodSeconds": 10, "failureThreshold": 30,
+                                    "timeoutSeconds": 3}
         command = hub.proxy_command(hub.hub_url())
         tls_volume: dict[str, Any] = {}
         if self._tls_at_proxy:
@@ -661,7 +671,7 @@ class JupyterHub(pulumi.ComponentResource):
                     "command": command,
                     "env": token_env,
                     "ports": ports,
-                    "readinessProbe": {**probe, "periodSeconds": 5},
+                    "readinessProbe": {**probe, **STAY_READY},
                     "livenessProbe": liveness,
                     "resources": self._settings.proxy_resources.manifest(),
                     "securityContext": restricted(),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import sys
+import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -170,6 +171,50 @@ def test_every_hub_start_sets_the_first_admins_password_to_the_stacks(tmp_path, 
     restarted = start_hub(rendered, tmp_path, monkeypatch).authenticator  # the same database
     assert restarted.get_user("admin").is_valid_password(stacks_password)
     assert not restarted.get_user("admin").is_valid_password("changed on the hub's own page")
+
+
+def sign_in(authenticator, username: str, password: str) -> str | None:
+    return asyncio.run(authenticator.authenticate(None, {"username": username, "password": password}))
+
+
+def test_sign_in_takes_an_approved_account_with_its_password_and_counts_a_wrong_one(tmp_path, monkeypatch):
+    authenticator = start_hub(render_hub(example_stack("dev"), (), tmp_path), tmp_path, monkeypatch).authenticator
+    authenticator.create_user("ana", "a decent passphrase for ana")
+    assert sign_in(authenticator, "ana", "a decent passphrase for ana") is None, "not approved yet"
+    authenticator.get_user("ana").is_authorized = True
+    assert sign_in(authenticator, "Ana", "a decent passphrase for ana") == "ana", "names are normalized"
+    assert sign_in(authenticator, "nobody", "a decent passphrase for ana") is None
+    for attempt in range(authenticator.allowed_failed_logins):
+        assert sign_in(authenticator, "ana", f"wrong guess {attempt}") is None
+    assert authenticator.is_blocked("ana")
+    assert sign_in(authenticator, "ana", "a decent passphrase for ana") is None, "locked after too many wrong passwords"
+
+
+def test_the_hub_answers_others_while_a_sign_ins_password_is_checked(dev_hub, monkeypatch):
+    # NativeAuthenticator checks with bcrypt on the event loop; 20 sign-ins at once held the hub's
+    # health check past its probe's timeout. Here the check can only finish once another coroutine
+    # on the loop has run.
+    authenticator = dev_hub[0].authenticator
+    module = sys.modules[type(authenticator).__module__]
+    other_ran = threading.Event()
+    real_check = module.bcrypt.checkpw
+
+    def check_waiting_for_the_loop(password: bytes, hashed: bytes) -> bool:
+        assert other_ran.wait(10), "nothing else ran on the event loop while the password was checked"
+        return real_check(password, hashed)
+
+    monkeypatch.setattr(module.bcrypt, "checkpw", check_waiting_for_the_loop)
+
+    async def sign_in_beside_another_request():
+        async def another_request():
+            await asyncio.sleep(0)
+            other_ran.set()
+
+        return await asyncio.gather(
+            authenticator.authenticate(None, {"username": "admin", "password": dev_hub[1].environment["MLPLATFORM_FIRST_ADMIN_PASSWORD"]}),
+            another_request())
+
+    assert asyncio.run(sign_in_beside_another_request())[0] == "admin"
 
 
 def test_the_first_admin_exists_at_start_with_the_stacks_password(dev_hub):

@@ -198,6 +198,16 @@ def test_proxy_routes_to_the_hub_by_default():
     assert "--error-target=http://hub:8081/hub/error" in container["command"]
 
 
+@pytest.mark.parametrize("stack", ["dev", "aks"])
+def test_hub_and_proxy_stay_in_their_services_once_ready_and_restart_when_they_stop_answering(stack):
+    # One pod each: unready would only turn every request into the proxy's 503.
+    objects = (build(*aks_stack()) if stack == "aks" else build(example_stack("dev"))).objects()
+    for name in ("jupyterhub-hub", "jupyterhub-proxy"):
+        container = objects[name]["spec"]["template"]["spec"]["containers"][0]
+        assert container["readinessProbe"]["failureThreshold"] >= 100, name
+        assert container["livenessProbe"].get("timeoutSeconds", 1) >= 3, name
+
+
 def test_config_changes_restart_the_hub_but_not_the_proxy():
     def annotations(config):
         objects = build(config).objects()
