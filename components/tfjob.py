@@ -188,6 +188,20 @@ class TFJobSpec:
         }
 
 
+def replaced_on_changes(spec: TFJobSpec) -> list[str]:
+    """The changes that make the job a new one rather than an update of the one running.
+
+    A job queued in another LocalQueue, or queued or not any more, is another job: Kueue refuses to
+    change the queue of a job it has let run (its webhook: "field is immutable"). And any change to
+    a queued job's spec: Kueue admitted the job's pod sets as they were, and writes the admitted
+    flavor's node selector into the running job's templates. Updated in place, a job admitted to
+    the CPU pool and given GPU workers kept that selector, and its new Workload waited for ever
+    ("untolerated taint" in the GPU flavor, 2026-12-07); a new job is admitted afresh, and resumes
+    from its checkpoint as a requeued one would.
+    """
+    return [f'metadata.labels["{QUEUE_LABEL}"]', *(["spec"] if QUEUE_LABEL in spec.labels else [])]
+
+
 @dataclass(frozen=True)
 class TFJobArgs:
     spec: TFJobSpec
@@ -210,12 +224,9 @@ class TFJob(pulumi.ComponentResource):
             kind=manifest["kind"],
             metadata=manifest["metadata"],
             spec=manifest["spec"],
-            # A job queued in another LocalQueue, or queued or not any more, is another job: Kueue
-            # refuses to change the queue of a job it has let run (its webhook: "field is
-            # immutable"), so a changed queue label replaces the job. Deleted first: its name is
-            # fixed, and a replacement created first is the same object, then deleted with the old
-            # one (seen: the job gone after `pulumi up`).
-            opts=pulumi.ResourceOptions(parent=self, replace_on_changes=[f'metadata.labels["{QUEUE_LABEL}"]'],
+            # Deleted first when replaced: its name is fixed, and a replacement created first is
+            # the same object, then deleted with the old one (seen: the job gone after `pulumi up`).
+            opts=pulumi.ResourceOptions(parent=self, replace_on_changes=replaced_on_changes(args.spec),
                                         delete_before_replace=True),
         )
         self.register_outputs({"tf_config": self.tf_config})

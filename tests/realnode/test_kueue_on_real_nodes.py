@@ -23,6 +23,9 @@ as it did before Kueue: nothing of Kueue is left in the cluster, the stack's TFJ
 will not requeue a job it let run) carries no queue label and runs again, GPU servers start at
 once, their pods neither gated nor labelled, and one that finds every GPU share taken is the
 scheduler's again (Pending, "Insufficient nvidia.com/gpu"); then Kueue is turned on again.
+
+And a `pulumi up` that gives the running stack job, which Kueue admitted to the CPU pool, GPU
+workers again makes a new job, which Kueue admits to the GPU pool and which Succeeds.
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ from vocab.kueue_api import (
 )
 from vocab.names import GPU_RESOURCE
 from vocab.tfjob_api import API_VERSION as TFJOB_API_VERSION
-from vocab.tfjob_api import CONTAINER_NAME
+from vocab.tfjob_api import CONTAINER_NAME, REPLICA_TYPE_LABEL
 
 NAMESPACE = "mnist"
 STACK_JOB = "distributed-mnist"
@@ -86,6 +89,9 @@ FAILING_JOB = "queued-failing-job"
 VISIBILITY_API = "/apis/visibility.kueue.x-k8s.io/v1beta2"
 # The stack's own job, on 2 shared cores: as test_mnist_on_real_nodes.py allows it.
 STACK_JOB_TIMEOUT_S = 1500
+# The stack's job moved to the CPU pool with this many steps more than its checkpoint's, so that it
+# still trains when the next `pulumi up` gives it GPU workers again.
+MORE_STEPS = 300
 # How long the queued job is watched waiting: long enough for a scheduler that ignored the gate to
 # have placed a pod (a pod with its image imported starts in seconds here).
 WAITING_S = 30
@@ -124,11 +130,11 @@ def job_pods(real: RealCluster, job: str) -> list[dict[str, Any]]:
     return real.get("pods", "-n", NAMESPACE, "-l", f"training.kubeflow.org/job-name={job}")["items"]
 
 
-def with_config(stack: LocalStack, change: Callable[[dict[str, Any]], None], what: str) -> float:
-    """The stack's config file changed by CHANGE (on its `mlplatform:kueue` section), and `pulumi
-    up`; its seconds."""
+def with_config(stack: LocalStack, change: Callable[[dict[str, Any]], None], what: str, section: str = "kueue") -> float:
+    """The stack's config file changed by CHANGE (on its `mlplatform:SECTION`), and `pulumi up`;
+    its seconds."""
     document = yaml.safe_load(stack.config_file.read_text())
-    change(document["config"]["mlplatform:kueue"])
+    change(document["config"][f"mlplatform:{section}"])
     stack.config_file.write_text(yaml.safe_dump(document, sort_keys=False))
     seconds = stack.pulumi("up", "--yes", "--skip-preview", timeout=900).seconds
     print(f"  {what} in {seconds:.0f}s", flush=True)
@@ -430,3 +436,61 @@ def test_with_kueue_disabled_the_stack_is_as_it_was_before_kueue(stack: LocalSta
         print(f"  Kueue on again in {stack.pulumi('up', '--yes', '--skip-preview', timeout=900).seconds:.0f}s", flush=True)
         # The stack's job queued again (replaced once more), and over before the next module.
         wait_for_the_stack_job(real, "queued ")
+
+
+def stack_job_workers(real: RealCluster) -> list[dict[str, Any]]:
+    return [p for p in job_pods(real, STACK_JOB) if p["metadata"]["labels"].get(REPLICA_TYPE_LABEL) == "worker"]
+
+
+def worker_flavor(real: RealCluster, job_uid: str) -> str | None:
+    """The flavor Kueue admitted the workers of the stack's job (by uid) to, once it has."""
+    for workload in job_workloads(real, STACK_JOB, NAMESPACE):
+        if workload["metadata"]["ownerReferences"][0]["uid"] != job_uid:
+            continue
+        assignments = workload.get("status", {}).get("admission", {}).get("podSetAssignments", [])
+        for assignment in assignments:
+            if assignment["name"] == "worker":
+                return assignment["flavors"].get("cpu")
+    return None
+
+
+def test_a_running_queued_job_given_gpu_workers_is_a_new_job_admitted_to_the_gpu_pool(
+        stack: LocalStack, real: RealCluster, stack_job_done: None) -> None:
+    """A `pulumi up` that changes a running queued job's pod sets replaces the job, and Kueue admits
+    the new one as it is. (Updated in place, a job that Kueue had admitted to the CPU pool kept
+    that pool's node selector with its new GPU workers, and waited for ever: "untolerated taint".)"""
+    original = stack.config_file.read_text()
+    first_uid = real.get("tfjob", "-n", NAMESPACE, STACK_JOB)["metadata"]["uid"]
+    cpu_node, gpu_node = real.node("cpu").spec.name, real.node("gpu").spec.name
+    try:
+        def on_cpu(mnist: dict[str, Any]) -> None:
+            mnist["gpus"]["Worker"] = 0
+            mnist["trainSteps"] += MORE_STEPS
+
+        with_config(stack, on_cpu, f"the job's workers on the CPU pool, {MORE_STEPS} steps more", section="mnist")
+        cpu_uid = real.get("tfjob", "-n", NAMESPACE, STACK_JOB)["metadata"]["uid"]
+        assert cpu_uid != first_uid, "the queued job was updated in place"
+        assert wait_for(lambda: worker_flavor(real, cpu_uid), 180, "the CPU job admitted") != GPU_FLAVOR
+
+        def training_on_cpu() -> bool:
+            workers = stack_job_workers(real)
+            return len(workers) == 2 and all(p["status"].get("phase") == "Running" and p["spec"].get("nodeName") == cpu_node
+                                             for p in workers)
+
+        wait_for(training_on_cpu, 300, "both workers of the CPU job running on the CPU node", interval=2)
+        # GPU workers again (the stack's own config), while it trains.
+        stack.config_file.write_text(original)
+        assert not condition(real.get("tfjob", "-n", NAMESPACE, STACK_JOB), "Succeeded"), "the CPU job ended before the change"
+        print(f"  the stack's own config back in {stack.pulumi('up', '--yes', '--skip-preview', timeout=900).seconds:.0f}s", flush=True)
+        gpu_uid = real.get("tfjob", "-n", NAMESPACE, STACK_JOB)["metadata"]["uid"]
+        assert gpu_uid != cpu_uid, "the running queued job was updated in place"
+        assert wait_for(lambda: worker_flavor(real, gpu_uid), 180, "the GPU job admitted") == GPU_FLAVOR
+        wait_for_the_stack_job(real, "GPU ")
+        placed = {p["spec"].get("nodeName") for p in stack_job_workers(real)}
+        assert placed == {gpu_node}, f"the GPU job's workers ran on {placed}"
+    finally:
+        if stack.config_file.read_text() != original:
+            stack.config_file.write_text(original)
+            print(f"  the stack's own config back in {stack.pulumi('up', '--yes', '--skip-preview', timeout=900).seconds:.0f}s",
+                  flush=True)
+            wait_for_the_stack_job(real, "")

@@ -399,9 +399,10 @@ def test_the_tfjob_queues_in_the_training_queue_and_its_pods_do_not(deployment):
         assert not {QUEUE_LABEL, POD_GROUP_LABEL} & set(metadata["labels"]), kind
         assert POD_GROUP_TOTAL_COUNT not in metadata.get("annotations", {}), kind
     # Kueue refuses to change the queue of a job it let run: a changed queue is a new job, the old
-    # one deleted first (same name). Turning Kueue on or off on a running stack relies on it.
+    # one deleted first (same name). Turning Kueue on or off on a running stack relies on it. So is
+    # any change to a queued job's spec: Kueue's node selector from the admission it had would stay.
     options = deployment.options["mnist-tfjob"]
-    assert options.replace_on_changes == [f'metadata.labels["{QUEUE_LABEL}"]']
+    assert options.replace_on_changes == [f'metadata.labels["{QUEUE_LABEL}"]', "spec"]
     assert options.delete_before_replace
     local_queue = deployment.named("mnist-queue").inputs
     assert local_queue["metadata"] == {**local_queue["metadata"], "name": "training", "namespace": "mnist"}
@@ -418,6 +419,8 @@ def test_without_kueue_the_stack_is_as_before(off):
     deployment = run_program(config)
     assert not [r for r in deployment.resources if r.name.startswith("kueue") or r.name.endswith("-queue")]
     assert QUEUE_LABEL not in _tfjob(deployment)["metadata"]["labels"]
+    # Without a queue the operator takes a changed job as it is (more workers, other resources).
+    assert deployment.options["mnist-tfjob"].replace_on_changes == [f'metadata.labels["{QUEUE_LABEL}"]']
     for spec in _tfjob(deployment)["spec"]["tfReplicaSpecs"].values():
         assert QUEUE_LABEL not in spec["template"]["metadata"]["labels"]
         assert "annotations" not in spec["template"]["metadata"]
