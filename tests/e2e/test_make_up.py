@@ -351,9 +351,10 @@ def test_public_service_flips_to_load_balancer_and_back_alone(
     assert live(api, manifest(service)).spec.type == "ClusterIP"
 
 
-def test_more_workers_make_a_new_queued_tfjob(local: LocalStack, api: dynamic.DynamicClient, restore_config: None) -> None:
-    # The dev stack's job queues in Kueue, which admitted its pod sets as they were: a change to
-    # them is a new job (components/tfjob.py, replaced_on_changes), deleted first for its fixed name.
+def test_more_workers_update_the_tfjob_in_place(local: LocalStack, api: dynamic.DynamicClient, restore_config: None) -> None:
+    # The kwok stack runs no Kueue: its job is the operator's alone, which takes the change as it
+    # is. (A queued job is replaced instead: tests/unit/test_kueue.py, and on the real nodes
+    # test_kueue_on_real_nodes.py.)
     (job,) = of_kind(local, "TFJob")
     workers = settings(local).mnist.replica_counts["Worker"] + 1
     local.set_config("mnist.replicas.Worker", str(workers))
@@ -361,9 +362,8 @@ def test_more_workers_make_a_new_queued_tfjob(local: LocalStack, api: dynamic.Dy
     # whose GPUs could never fit: the grown job trains on CPU.
     local.set_config("mnist.gpus.Worker", "0")
     plan, before, after = apply_change(local, api)
-    assert set(plan) == {job["urn"]} and "replace" in plan[job["urn"]], \
-        f"a new worker count should replace the queued TFJob, nothing else: {plan}"
-    assert after[job["urn"]][0] != before[job["urn"]][0], "the TFJob was updated in place"
+    assert plan == {job["urn"]: {"update"}}, f"a new worker count should update the TFJob in place, nothing else: {plan}"
+    assert after[job["urn"]][0] == before[job["urn"]][0], "the TFJob was replaced"
     stored = live(api, manifest(job)).to_dict()
     assert stored["spec"]["tfReplicaSpecs"]["Worker"]["replicas"] == workers
 
