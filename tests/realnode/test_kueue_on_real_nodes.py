@@ -24,8 +24,9 @@ will not requeue a job it let run) carries no queue label and runs again, GPU se
 once, their pods neither gated nor labelled, and one that finds every GPU share taken is the
 scheduler's again (Pending, "Insufficient nvidia.com/gpu"); then Kueue is turned on again.
 
-And a `pulumi up` that gives the running stack job, which Kueue admitted to the CPU pool, GPU
-workers again makes a new job, which Kueue admits to the GPU pool and which Succeeds.
+And a `pulumi up` that gives the running stack job, which Kueue admitted to the CPU pool with one
+worker, its two GPU workers again makes a new job, which Kueue admits to the GPU pool and which
+Succeeds.
 """
 
 from __future__ import annotations
@@ -456,29 +457,32 @@ def worker_flavor(real: RealCluster, job_uid: str) -> str | None:
 
 def test_a_running_queued_job_given_gpu_workers_is_a_new_job_admitted_to_the_gpu_pool(
         stack: LocalStack, real: RealCluster, stack_job_done: None) -> None:
-    """A `pulumi up` that changes a running queued job's pod sets replaces the job, and Kueue admits
-    the new one as it is. (Updated in place, a job that Kueue had admitted to the CPU pool kept
+    """A `pulumi up` that changes a running queued job's pod sets (its workers' count and GPUs)
+    replaces the job, and Kueue admits the new one as it is. (Updated in place, a job that Kueue had admitted to the CPU pool kept
     that pool's node selector with its new GPU workers, and waited for ever: "untolerated taint".)"""
     original = stack.config_file.read_text()
     first_uid = real.get("tfjob", "-n", NAMESPACE, STACK_JOB)["metadata"]["uid"]
     cpu_node, gpu_node = real.node("cpu").spec.name, real.node("gpu").spec.name
     try:
         def on_cpu(mnist: dict[str, Any]) -> None:
+            # One worker: the CPU node's two cores hold the platform's pods too, and a second
+            # worker, admitted by the queue's CPU quota, found no room on the node.
+            mnist["replicas"]["Worker"] = 1
             mnist["gpus"]["Worker"] = 0
             mnist["trainSteps"] += MORE_STEPS
 
-        with_config(stack, on_cpu, f"the job's workers on the CPU pool, {MORE_STEPS} steps more", section="mnist")
+        with_config(stack, on_cpu, f"the job on the CPU pool with one worker, {MORE_STEPS} steps more", section="mnist")
         cpu_uid = real.get("tfjob", "-n", NAMESPACE, STACK_JOB)["metadata"]["uid"]
         assert cpu_uid != first_uid, "the queued job was updated in place"
         assert wait_for(lambda: worker_flavor(real, cpu_uid), 180, "the CPU job admitted") != GPU_FLAVOR
 
         def training_on_cpu() -> bool:
             workers = stack_job_workers(real)
-            return len(workers) == 2 and all(p["status"].get("phase") == "Running" and p["spec"].get("nodeName") == cpu_node
+            return len(workers) == 1 and all(p["status"].get("phase") == "Running" and p["spec"].get("nodeName") == cpu_node
                                              for p in workers)
 
-        wait_for(training_on_cpu, 300, "both workers of the CPU job running on the CPU node", interval=2)
-        # GPU workers again (the stack's own config), while it trains.
+        wait_for(training_on_cpu, 300, "the CPU job's worker running on the CPU node", interval=2)
+        # Two GPU workers again (the stack's own config), while it trains.
         stack.config_file.write_text(original)
         assert not condition(real.get("tfjob", "-n", NAMESPACE, STACK_JOB), "Succeeded"), "the CPU job ended before the change"
         print(f"  the stack's own config back in {stack.pulumi('up', '--yes', '--skip-preview', timeout=900).seconds:.0f}s", flush=True)
