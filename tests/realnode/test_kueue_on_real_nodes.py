@@ -136,7 +136,12 @@ def with_config(stack: LocalStack, change: Callable[[dict[str, Any]], None], wha
     its seconds."""
     document = yaml.safe_load(stack.config_file.read_text())
     change(document["config"][f"mlplatform:{section}"])
-    stack.config_file.write_text(yaml.safe_dump(document, sort_keys=False))
+    return deploy(stack, yaml.safe_dump(document, sort_keys=False), what)
+
+
+def deploy(stack: LocalStack, config: str, what: str) -> float:
+    """The stack's config file set to CONFIG, and `pulumi up`; its seconds, printed as WHAT's."""
+    stack.config_file.write_text(config)
     seconds = stack.pulumi("up", "--yes", "--skip-preview", timeout=900).seconds
     print(f"  {what} in {seconds:.0f}s", flush=True)
     return seconds
@@ -146,6 +151,10 @@ def gpu_quota(kueue: dict[str, Any]) -> dict[str, Any]:
     (queue,) = [q for q in kueue["clusterQueues"] if q["name"] == CLUSTER_QUEUE]
     (quota,) = [q for q in queue["quotas"] if q["pool"] == "gpu"]
     return quota
+
+
+def stack_job_uid(real: RealCluster) -> str:
+    return real.get("tfjob", "-n", NAMESPACE, STACK_JOB)["metadata"]["uid"]
 
 
 def wait_for_the_stack_job(real: RealCluster, which: str) -> None:
@@ -175,9 +184,7 @@ def quota_of_two(stack: LocalStack, real: RealCluster, stack_job_done: None) -> 
         try:
             delete_queued_job(real, JOB)
         finally:
-            stack.config_file.write_text(original)
-            print(f"  the stack's own config back in "
-                  f"{stack.pulumi('up', '--yes', '--skip-preview', timeout=900).seconds:.0f}s", flush=True)
+            deploy(stack, original, "the stack's own config back")
 
 
 def delete_queued_job(real: RealCluster, job: str) -> None:
@@ -390,7 +397,7 @@ def test_with_kueue_disabled_the_stack_is_as_it_was_before_kueue(stack: LocalSta
     """`kueue.enabled: false`: nothing of Kueue left, the stack's job and a GPU server's pod as
     they were before Kueue; then Kueue on again (the stack's own config)."""
     original = stack.config_file.read_text()
-    job_uid = real.get("tfjob", "-n", NAMESPACE, STACK_JOB)["metadata"]["uid"]
+    job_uid = stack_job_uid(real)
     try:
         with_config(stack, lambda kueue: kueue.update(enabled=False), "Kueue turned off")
         wait_for(lambda: real.kubectl("get", "namespace", KUEUE_NAMESPACE, check=False).returncode != 0, 180,
@@ -433,8 +440,7 @@ def test_with_kueue_disabled_the_stack_is_as_it_was_before_kueue(stack: LocalSta
     finally:
         for user in (HOLDER, WAITER, THIRD):
             forget(hub, user)
-        stack.config_file.write_text(original)
-        print(f"  Kueue on again in {stack.pulumi('up', '--yes', '--skip-preview', timeout=900).seconds:.0f}s", flush=True)
+        deploy(stack, original, "Kueue on again")
         # The stack's job queued again (replaced once more), and over before the next module.
         wait_for_the_stack_job(real, "queued ")
 
@@ -458,10 +464,11 @@ def worker_flavor(real: RealCluster, job_uid: str) -> str | None:
 def test_a_running_queued_job_given_gpu_workers_is_a_new_job_admitted_to_the_gpu_pool(
         stack: LocalStack, real: RealCluster, stack_job_done: None) -> None:
     """A `pulumi up` that changes a running queued job's pod sets (its workers' count and GPUs)
-    replaces the job, and Kueue admits the new one as it is. (Updated in place, a job that Kueue had admitted to the CPU pool kept
-    that pool's node selector with its new GPU workers, and waited for ever: "untolerated taint".)"""
+    replaces the job, and Kueue admits the new one as it is. (Updated in place, a job that Kueue
+    had admitted to the CPU pool kept that pool's node selector with its new GPU workers, and
+    waited for ever: "untolerated taint".)"""
     original = stack.config_file.read_text()
-    first_uid = real.get("tfjob", "-n", NAMESPACE, STACK_JOB)["metadata"]["uid"]
+    first_uid = stack_job_uid(real)
     cpu_node, gpu_node = real.node("cpu").spec.name, real.node("gpu").spec.name
     try:
         def on_cpu(mnist: dict[str, Any]) -> None:
@@ -472,7 +479,7 @@ def test_a_running_queued_job_given_gpu_workers_is_a_new_job_admitted_to_the_gpu
             mnist["trainSteps"] += MORE_STEPS
 
         with_config(stack, on_cpu, f"the job on the CPU pool with one worker, {MORE_STEPS} steps more", section="mnist")
-        cpu_uid = real.get("tfjob", "-n", NAMESPACE, STACK_JOB)["metadata"]["uid"]
+        cpu_uid = stack_job_uid(real)
         assert cpu_uid != first_uid, "the queued job was updated in place"
         assert wait_for(lambda: worker_flavor(real, cpu_uid), 180, "the CPU job admitted") != GPU_FLAVOR
 
@@ -483,10 +490,9 @@ def test_a_running_queued_job_given_gpu_workers_is_a_new_job_admitted_to_the_gpu
 
         wait_for(training_on_cpu, 300, "the CPU job's worker running on the CPU node", interval=2)
         # Two GPU workers again (the stack's own config), while it trains.
-        stack.config_file.write_text(original)
         assert not condition(real.get("tfjob", "-n", NAMESPACE, STACK_JOB), "Succeeded"), "the CPU job ended before the change"
-        print(f"  the stack's own config back in {stack.pulumi('up', '--yes', '--skip-preview', timeout=900).seconds:.0f}s", flush=True)
-        gpu_uid = real.get("tfjob", "-n", NAMESPACE, STACK_JOB)["metadata"]["uid"]
+        deploy(stack, original, "the stack's own config back")
+        gpu_uid = stack_job_uid(real)
         assert gpu_uid != cpu_uid, "the running queued job was updated in place"
         assert wait_for(lambda: worker_flavor(real, gpu_uid), 180, "the GPU job admitted") == GPU_FLAVOR
         wait_for_the_stack_job(real, "GPU ")
@@ -494,7 +500,5 @@ def test_a_running_queued_job_given_gpu_workers_is_a_new_job_admitted_to_the_gpu
         assert placed == {gpu_node}, f"the GPU job's workers ran on {placed}"
     finally:
         if stack.config_file.read_text() != original:
-            stack.config_file.write_text(original)
-            print(f"  the stack's own config back in {stack.pulumi('up', '--yes', '--skip-preview', timeout=900).seconds:.0f}s",
-                  flush=True)
+            deploy(stack, original, "the stack's own config back")
             wait_for_the_stack_job(real, "")
