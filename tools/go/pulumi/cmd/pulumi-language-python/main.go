@@ -21,6 +21,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -90,6 +91,8 @@ func main() {
 		h.engineAddress = args[len(args)-1]
 	}
 
+	endOnInterrupt()
+
 	cancel := make(chan bool)
 	handle, err := rpcutil.ServeWithOptions(rpcutil.ServeOptions{
 		Cancel: cancel,
@@ -107,6 +110,21 @@ func main() {
 	if err := <-handle.Done; err != nil {
 		cmdutil.Exit(fmt.Errorf("language host stopped: %w", err))
 	}
+}
+
+// endOnInterrupt makes SIGINT end the host, as it does by default, even when the host was started
+// with SIGINT ignored. The engine ends a plugin with SIGINT to its process group and kills it only
+// 5 s later; a command started with `&` by a shell without job control (a script, a benchmark, a
+// `make up &`) ignores SIGINT, every process below it inherits that, and the engine then waited
+// those 5 s in every preview and update. Notify installs a handler even for a signal ignored at
+// start; the host ends at once, as the default action would end it.
+func endOnInterrupt() {
+	interrupted := make(chan os.Signal, 1)
+	signal.Notify(interrupted, os.Interrupt)
+	go func() {
+		<-interrupted
+		os.Exit(130) // 128 + SIGINT, what a shell reports for a process SIGINT ended
+	}()
 }
 
 func (h *host) Handshake(

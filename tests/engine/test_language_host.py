@@ -1,0 +1,69 @@
+"""The project's Python language host (tools/go/pulumi/cmd/pulumi-language-python), as the engine
+starts and stops it.
+
+The engine ends a plugin by sending SIGINT to the plugin's process group and kills it only after
+5 s (the SDK's `plugin.go`, v3.274.1). A command started with `&` by a shell without job control
+starts with SIGINT ignored, and every process below it inherits that: the benchmarks, scripts, a
+`make up &`. A host that kept the inherited disposition sat out those 5 s in every `pulumi
+preview` and `pulumi up` (seen in `make bench-deploy`'s no-op preview, 2026-12-07: 9.7 s, of which
+5.0 s "Waiting for language runtime metadata").
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from e2e.local_stack import missing_tools, tools_dirs
+
+# The engine's grace before it kills a plugin that did not end on SIGINT.
+ENGINE_GRACE_SECONDS = 5
+
+
+@pytest.fixture
+def host_binary():
+    if "pulumi" in missing_tools():
+        pytest.fail("the pulumi tools are not built: run `tools/build.sh pulumi` (make test builds them first)")
+    return tools_dirs()["pulumi"] / "bin" / "pulumi-language-python"
+
+
+def start_host(binary, sigint: signal.Handlers) -> subprocess.Popen:
+    """The host in a process group of its own, as the engine starts it, with SIGINT's disposition
+    `sigint` inherited; returns once it printed the port it serves."""
+
+    def inherit() -> None:
+        signal.signal(signal.SIGINT, sigint)
+
+    host = subprocess.Popen([str(binary)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            start_new_session=True, preexec_fn=inherit)
+    port = host.stdout.readline().strip()
+    assert port.isdigit(), f"the host printed {port!r}, not its port"
+    return host
+
+
+def seconds_to_end_on_sigint(host: subprocess.Popen) -> float | None:
+    """Sends SIGINT to the host's process group as the engine does; the seconds it took to end, or
+    None if it still ran after the engine's grace (it is then killed, as the engine would)."""
+    start = time.monotonic()
+    os.killpg(host.pid, signal.SIGINT)
+    try:
+        host.wait(ENGINE_GRACE_SECONDS)
+        return time.monotonic() - start
+    except subprocess.TimeoutExpired:
+        host.kill()
+        host.wait()
+        return None
+
+
+@pytest.mark.parametrize("sigint", [signal.SIG_IGN, signal.SIG_DFL], ids=["inherited-ignored", "default"])
+def test_the_host_ends_when_the_engine_interrupts_it_whatever_sigint_it_inherited(host_binary, sigint):
+    host = start_host(host_binary, sigint)
+    took = seconds_to_end_on_sigint(host)
+    assert took is not None, (
+        f"the language host still ran {ENGINE_GRACE_SECONDS}s after SIGINT (inherited: {sigint.name}): "
+        "the engine waits that long for it in every preview and update")
+    assert took < 2, f"the language host took {took:.1f}s to end on SIGINT"
