@@ -47,7 +47,7 @@ def start_host(binary, sigint: signal.Handlers) -> subprocess.Popen:
 
 def seconds_to_end_on_sigint(host: subprocess.Popen) -> float | None:
     """Sends SIGINT to the host's process group as the engine does; the seconds it took to end, or
-    None if it still ran after the engine's grace (it is then killed, as the engine would)."""
+    None if it still ran after the engine's grace (it is then killed, as the engine would kill it)."""
     start = time.monotonic()
     os.killpg(host.pid, signal.SIGINT)
     try:
@@ -66,4 +66,4 @@ def test_the_host_ends_when_the_engine_interrupts_it_whatever_sigint_it_inherite
     assert took is not None, (
         f"the language host still ran {ENGINE_GRACE_SECONDS}s after SIGINT (inherited: {sigint.name}): "
         "the engine waits that long for it in every preview and update")
-    assert took < 2, f"the language host took {took:.1f}s to end on SIGINT"
+    assert host.returncode in (130, -signal.SIGINT), f"the host ended with {host.returncode}, not as SIGINT ends it"
