@@ -2,7 +2,7 @@
 starts and stops it.
 
 The engine ends a plugin by sending SIGINT to the plugin's process group and kills it only after
-5 s (the SDK's `plugin.go`, v3.274.1). A command started with `&` by a shell without job control
+5 s (`plugin.go` of the pinned SDK). A command started with `&` by a shell without job control
 starts with SIGINT ignored, and every process below it inherits that: the benchmarks, scripts, a
 `make up &`. A host that kept the inherited disposition sat out those 5 s in every `pulumi
 preview` and `pulumi up` (seen in `make bench-deploy`'s no-op preview, 2026-12-07: 9.7 s, of which
