@@ -18,7 +18,7 @@ from cluster.localcluster.nodes import REAL_NODES_ONLY
 from components.hub_config.document import QUEUED_SPAWNER_CLASS, QUEUED_SPAWNER_MODULE
 from components import kueue
 from components.kueue import MANAGER_API_GROUPS, KueueManifests, KueueManifestsError, kueue_manifests_dir
-from program import DEV_MACHINE, ROOT, dev_stack_with_upstream_images, example_stack, run_program
+from program import DEV_MACHINE, MOCK_API_SERVER, ROOT, dev_stack_with_upstream_images, example_stack, run_program
 from stacks import ConfigError, parse
 from stacks.cluster import NodePool
 from vocab import kueue_api
@@ -403,7 +403,9 @@ def test_the_dev_stacks_quotas_leave_each_node_room_for_the_pods_that_do_not_que
     settings = parse(dev_stack_with_upstream_images(), local_node=lambda: DEV_MACHINE)
     workloads = ("Deployment", "StatefulSet", "DaemonSet")
     templates = [r.manifest()["spec"] for r in deployment.kubernetes_objects() if r.type.split(":")[-1] in workloads]
-    templates += [o["spec"] for o in coredns_manifests("coredns", "192.0.2.2", 6443, **REAL_NODES_ONLY) if o["kind"] in workloads]
+    (api_address, *_), api_port = MOCK_API_SERVER
+    coredns = coredns_manifests("coredns", api_address, api_port, **REAL_NODES_ONLY)
+    templates += [o["spec"] for o in coredns if o["kind"] in workloads]
     (queue,) = settings.kueue.cluster_queues
     for quota in queue.quotas:
         pool = next(p for p in settings.cluster.node_pools if p.name == quota.pool)
@@ -413,8 +415,10 @@ def test_the_dev_stacks_quotas_leave_each_node_room_for_the_pods_that_do_not_que
                 for container in spec["template"]["spec"]["containers"]:
                     for resource, asked in container.get("resources", {}).get("requests", {}).items():
                         platform[resource] += quantity(asked) * int(spec.get("replicas", 1))
+        # What a node of the pool offers, as the quota's own check reads it (stacks/kueue.py).
+        allocatable = settings.cluster.pool_capacity(pool).allocatable
         for resource in ("cpu", "memory"):
-            node = quantity(getattr(DEV_MACHINE, resource)) * pool.node_count
+            node = quantity(getattr(allocatable, resource)) * pool.node_count
             assert quantity(getattr(quota, resource)) + platform[resource] <= node, (
                 f"pool {pool.name}: a quota of {getattr(quota, resource)} {resource} and the platform's "
                 f"{platform[resource]} do not fit the node's {node}")
