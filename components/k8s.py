@@ -5,12 +5,14 @@ The label keys and resource names that `stacks/` needs too live in vocab/names.p
 
 from __future__ import annotations
 
+import base64
 import copy
 from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components import tls
 from vocab.names import (  # noqa: F401 (re-exported for the components)
     CAPACITY_ANNOTATION,
     DEVICE_PLUGIN_CONFIG_LABEL,
@@ -179,6 +181,44 @@ def service_await(service_type: str) -> dict[str, str]:
     if service_type == "LoadBalancer":
         return {WAIT_FOR_ANNOTATION: "jsonpath={.status.loadBalancer.ingress}"}
     return {SKIP_AWAIT_ANNOTATION: "true"}
+
+
+# A webhook controller's readiness probe: asked every 2 s from its start, so that `pulumi up`,
+# which waits for its Deployment, goes on to what its webhook admits within 2 s of it serving
+# (upstream's 5 to 10 s delay and 10 to 15 s period made it up to 25 s); 15 failures (30 s, as
+# upstream's 3 of 10 s) before a running one is taken out of its Service.
+CONTROLLER_READINESS = {"periodSeconds": 2, "failureThreshold": 15}
+
+
+def cert_rotator_secret(
+    name: str,
+    secret_name: str,
+    namespace: str,
+    labels: dict[str, str],
+    ca: tuple[str, str],
+    service: str,
+    opts: pulumi.ResourceOptions,
+) -> k8s.core.v1.Secret:
+    """The Secret in which a controller's cert rotator keeps its webhook certificate, created with
+    a first one (`ca`: the CA's name and organization as the rotator names them; `service`: the
+    webhook Service's name in `namespace`).
+
+    Created empty, the rotator writes a certificate into it when the controller starts and then
+    waits for the kubelet to mount the changed Secret: 19 to 35 s before the controller was ready,
+    each time a fresh cluster deployed. With a certificate the rotator keeps, the pod starts with it
+    mounted. Drawn on every run like the hub's other secrets; `ignore_changes` keeps the one in
+    Pulumi's state (encrypted) and never touches what the rotator writes later (its renewals),
+    so an existing stack keeps the rotator's own certificate.
+    """
+    data = tls.cert_rotator_secret_data(*ca, f"{service}.{namespace}.svc")
+    encoded = pulumi.Output.secret({key: base64.b64encode(value.encode()).decode() for key, value in data.items()})
+    return k8s.core.v1.Secret(
+        name,
+        metadata={"name": secret_name, "namespace": namespace, "labels": labels},
+        type="Opaque",
+        data=encoded,
+        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(ignore_changes=["data"])),
+    )
 
 
 def grant(

@@ -38,7 +38,15 @@ import pulumi_kubernetes as k8s
 import yaml
 
 from components.cluster import ANY_API_SERVER, Cluster, Placement
-from components.k8s import app_labels, grant, pod_security_labels, restricted, webhook_controller_policies
+from components.k8s import (
+    CONTROLLER_READINESS,
+    app_labels,
+    cert_rotator_secret,
+    grant,
+    pod_security_labels,
+    restricted,
+    webhook_controller_policies,
+)
 from stacks.images import ImagesSettings
 from stacks.cluster import NodePool
 from stacks.kueue import ClusterQueueSettings, KueueSettings
@@ -46,6 +54,8 @@ from vocab.tfjob_api import GROUP as TFJOB_GROUP
 from vocab.tfjob_api import PLURAL as TFJOB_PLURAL
 from vocab.kueue_api import (
     API_VERSION,
+    CERT_ROTATOR_CA_NAME,
+    CERT_ROTATOR_CA_ORGANIZATION,
     CONFIG_API_VERSION,
     LOCAL_QUEUE_PENDING_WORKLOADS,
     CONVERTED_CRDS,
@@ -439,12 +449,9 @@ class Kueue(pulumi.ComponentResource):
             {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [WEBHOOK_SECRET], "verbs": ["update"]},
         ]
         grant(self, name, "Role", NAMESPACE, secret_rules, labels, account, MANAGER, NAMESPACE, depends_on=[namespace])
-        # Created empty; the manager writes its CA and serving certificate into it.
-        secret = k8s.core.v1.Secret(
-            f"{name}-webhook-cert",
-            metadata={"name": WEBHOOK_SECRET, "namespace": NAMESPACE, "labels": labels},
-            type="Opaque",
-            opts=in_namespace,
+        secret = cert_rotator_secret(
+            f"{name}-webhook-cert", WEBHOOK_SECRET, NAMESPACE, labels,
+            (CERT_ROTATOR_CA_NAME, CERT_ROTATOR_CA_ORGANIZATION), WEBHOOK_SERVICE, in_namespace,
         )
         # The manager exits when its visibility server cannot read the API server's client CAs:
         # it starts once it may.
@@ -620,7 +627,7 @@ class Kueue(pulumi.ComponentResource):
                         {"name": "visibility", "mountPath": VISIBILITY_CERT_DIR},
                     ],
                     "livenessProbe": {"httpGet": {"path": "/healthz", "port": HEALTH_PORT}, "initialDelaySeconds": 15, "periodSeconds": 20},
-                    "readinessProbe": {"httpGet": {"path": "/readyz", "port": HEALTH_PORT}, "initialDelaySeconds": 5, "periodSeconds": 10},
+                    "readinessProbe": {"httpGet": {"path": "/readyz", "port": HEALTH_PORT}, **CONTROLLER_READINESS},
                 }
             ],
             "volumes": [

@@ -10,10 +10,20 @@ import pulumi_kubernetes as k8s
 
 from components.crd_schema import tfjob_schema
 from components.cluster import ANY_API_SERVER
-from components.k8s import app_labels, grant, pod_security_labels, service_await, webhook_controller_policies
+from components.k8s import (
+    CONTROLLER_READINESS,
+    app_labels,
+    cert_rotator_secret,
+    grant,
+    pod_security_labels,
+    service_await,
+    webhook_controller_policies,
+)
 from stacks.images import ImagesSettings
 from vocab.tfjob_api import (
     CERT_DIR,
+    CERT_ROTATOR_CA_NAME,
+    CERT_ROTATOR_CA_ORGANIZATION,
     GROUP,
     KIND,
     PLURAL,
@@ -137,12 +147,9 @@ class TrainingOperator(pulumi.ComponentResource):
         )
         grant(self, name, "ClusterRole", None, cluster_rules(args.gang_scheduler), labels, account, NAME, NAMESPACE)
         grant(self, name, "Role", NAMESPACE, NAMESPACE_RULES, labels, account, NAME, NAMESPACE, depends_on=[namespace])
-        # Created empty; the operator writes its CA and serving certificate into it.
-        secret = k8s.core.v1.Secret(
-            f"{name}-webhook-cert",
-            metadata={"name": WEBHOOK_SECRET, "namespace": NAMESPACE, "labels": labels},
-            type="Opaque",
-            opts=in_namespace,
+        secret = cert_rotator_secret(
+            f"{name}-webhook-cert", WEBHOOK_SECRET, NAMESPACE, labels,
+            (CERT_ROTATOR_CA_NAME, CERT_ROTATOR_CA_ORGANIZATION), NAME, in_namespace,
         )
         # With the webhook, the provider's own wait (endpoints settled) stays: the TFJob's
         # admission needs the API server to find the webhook behind this Service. Without it,
@@ -236,7 +243,7 @@ class TrainingOperator(pulumi.ComponentResource):
                     "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
                     "volumeMounts": [{"name": "cert", "mountPath": CERT_DIR, "readOnly": True}],
                     "livenessProbe": {"httpGet": {"path": "/healthz", "port": HEALTH_PORT}, "initialDelaySeconds": 15, "periodSeconds": 20},
-                    "readinessProbe": {"httpGet": {"path": "/readyz", "port": HEALTH_PORT}, "initialDelaySeconds": 10, "periodSeconds": 15},
+                    "readinessProbe": {"httpGet": {"path": "/readyz", "port": HEALTH_PORT}, **CONTROLLER_READINESS},
                 }
             ],
             "volumes": [{"name": "cert", "secret": {"secretName": WEBHOOK_SECRET, "defaultMode": 420}}],

@@ -56,6 +56,10 @@ NAME = "kueue"
 MANAGER = f"{NAME}-controller-manager"
 WEBHOOK_SERVICE = f"{NAME}-webhook-service"
 WEBHOOK_SECRET = f"{NAME}-webhook-server-cert"
+# What the cert rotator names its CA (pkg/util/cert/cert.go caName, caOrganization): a certificate
+# in the Secret is kept only if its CA verifies for that DNS name.
+CERT_ROTATOR_CA_NAME = "kueue-ca"
+CERT_ROTATOR_CA_ORGANIZATION = "kueue"
 MUTATING_WEBHOOK_CONFIGURATION = f"{NAME}-mutating-webhook-configuration"
 VALIDATING_WEBHOOK_CONFIGURATION = f"{NAME}-validating-webhook-configuration"
 # The CRDs whose versions the manager converts, and whose caBundle its cert rotator writes.

@@ -47,6 +47,10 @@ OPERATOR_NAME = "training-operator"
 WEBHOOK_SECRET = "training-operator-webhook-cert"
 WEBHOOK_CONFIGURATION = "validator.training-operator.kubeflow.org"
 CERT_DIR = "/tmp/k8s-webhook-server/serving-certs"
+# What its cert rotator names its CA (pkg/cert/cert.go caName, caOrganization): a certificate in the
+# Secret is kept only if its CA verifies for that DNS name.
+CERT_ROTATOR_CA_NAME = "training-operator-ca"
+CERT_ROTATOR_CA_ORGANIZATION = "training-operator"
 
 
 def replica_problems(counts: Mapping[str, int]) -> list[tuple[str | None, str]]:

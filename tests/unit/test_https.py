@@ -15,8 +15,8 @@ import pulumi
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from components import cert_manager, tls
 from components.hub_config import document as hub_config
@@ -459,3 +459,80 @@ def test_the_cert_manager_validator_refuses_what_its_crd_refuses(aks_objects):
     bad["spec"]["acme"]["privateKeySecretRef"] = {}
     with pytest.raises(Invalid, match="name"):
         validate(bad)
+
+
+# --- the webhook controllers' first certificates (components/k8s.py cert_rotator_secret) ---------
+
+# cert-controller's checks (v0.16.0, pkg/rotator): a certificate is kept while it is valid 90 days on.
+ROTATOR_LOOKAHEAD = datetime.timedelta(days=90)
+WEBHOOK_SECRETS = {
+    # resource name: (Secret, namespace, the rotator's CA name, the Service the API server dials)
+    "kueue-webhook-cert": ("kueue-webhook-server-cert", "kueue-system", "kueue-ca", "kueue-webhook-service.kueue-system.svc"),
+    "training-operator-webhook-cert": (
+        "training-operator-webhook-cert", "kubeflow", "training-operator-ca", "training-operator.kubeflow.svc",
+    ),
+}
+
+
+def webhook_secret_values(deployment: Deployment, name: str) -> dict[str, str]:
+    return {k: base64.b64decode(v).decode() for k, v in reveal(deployment.named(name).inputs["data"]).items()}
+
+
+@pytest.mark.parametrize("stack, names", [
+    ("dev", sorted(WEBHOOK_SECRETS)),
+    ("aks", ["training-operator-webhook-cert"]),  # its example runs no Kueue
+])
+def test_webhook_controllers_start_with_a_certificate_their_rotator_keeps_made_from_pulumi_secrets(stack, names):
+    config, secret_keys = (example_stack("dev"), ()) if stack == "dev" else aks_stack()
+    deployment = run_program(config, secret_keys)
+    for name in names:
+        secret_name, namespace, _, _ = WEBHOOK_SECRETS[name]
+        secret = deployment.named(name)
+        assert secret.inputs["metadata"]["name"] == secret_name and secret.inputs["metadata"]["namespace"] == namespace
+        assert is_secret(secret.inputs["data"]), f"{name}: the CA's key must reach the Secret as a Pulumi secret"
+        assert set(webhook_secret_values(deployment, name)) == {"ca.crt", "ca.key", "tls.crt", "tls.key"}
+        # The rotator renews it in the cluster; Pulumi keeps its first draw and never undoes a renewal.
+        assert deployment.options[name].ignore_changes == ["data"]
+
+
+@pytest.mark.parametrize("name", sorted(WEBHOOK_SECRETS))
+def test_webhook_certificate_passes_the_rotators_checks_now_and_90_days_on(name):
+    """What cert-controller checks before it keeps a Secret's certificate (rotator.go ValidCert):
+    the CA verifies itself for the CA's name, the server certificate chains to it for the
+    Service's name with server auth, each with its key, at the time 90 days from now."""
+    _, _, ca_name, service = WEBHOOK_SECRETS[name]
+    values = webhook_secret_values(run_program(example_stack("dev")), name)
+    ca = x509.load_pem_x509_certificate(values["ca.crt"].encode())
+    server = x509.load_pem_x509_certificate(values["tls.crt"].encode())
+    ca_key = serialization.load_pem_private_key(values["ca.key"].encode(), password=None)
+    key = serialization.load_pem_private_key(values["tls.key"].encode(), password=None)
+    assert ca_key.public_key() == ca.public_key() and key.public_key() == server.public_key()
+    checked_at = datetime.datetime.now(datetime.timezone.utc) + ROTATOR_LOOKAHEAD
+    assert ca.not_valid_before_utc < datetime.datetime.now(datetime.timezone.utc) and checked_at < server.not_valid_after_utc
+    ca_names = ca.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert ca_names.get_values_for_type(x509.DNSName) == [ca_name]
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is True
+    assert ca.extensions.get_extension_for_class(x509.KeyUsage).value.key_cert_sign
+    server_names = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert server_names.get_values_for_type(x509.DNSName) == [service]
+    assert ExtendedKeyUsageOID.SERVER_AUTH in server.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    server.verify_directly_issued_by(ca)
+    # A TLS client that trusts only ca.crt accepts the pair for the Service's name.
+    verifier = (
+        x509.verification.PolicyBuilder()
+        .store(x509.verification.Store([ca]))
+        .time(checked_at)
+        .build_server_verifier(x509.DNSName(service))
+    )
+    assert verifier.verify(server, [])[-1] == ca
+
+
+def test_webhook_ca_key_is_the_form_the_rotator_reads_back_to_sign_the_next_server_certificate():
+    values = tls.cert_rotator_secret_data("kueue-ca", "kueue", "kueue-webhook-service.kueue-system.svc")
+    # cert-controller reads ca.key with x509.ParsePKCS1PrivateKey: RSA, "RSA PRIVATE KEY".
+    assert values["ca.key"].startswith("-----BEGIN RSA PRIVATE KEY-----")
+    assert isinstance(serialization.load_pem_private_key(values["ca.key"].encode(), password=None), rsa.RSAPrivateKey)
+    organization = x509.load_pem_x509_certificate(values["ca.crt"].encode()).subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+    assert [attribute.value for attribute in organization] == ["kueue"]
+    again = tls.cert_rotator_secret_data("kueue-ca", "kueue", "kueue-webhook-service.kueue-system.svc")
+    assert again["ca.key"] != values["ca.key"] and again["tls.key"] != values["tls.key"]
