@@ -183,13 +183,6 @@ def service_await(service_type: str) -> dict[str, str]:
     return {SKIP_AWAIT_ANNOTATION: "true"}
 
 
-# A webhook controller's readiness probe: asked every 2 s from its start, so that `pulumi up`,
-# which waits for its Deployment, goes on to what its webhook admits within 2 s of it serving
-# (upstream's 5 to 10 s delay and 10 to 15 s period made it up to 25 s); 15 failures (30 s, as
-# upstream's 3 of 10 s) before a running one is taken out of its Service.
-CONTROLLER_READINESS = {"periodSeconds": 2, "failureThreshold": 15}
-
-
 def cert_rotator_secret(
     name: str,
     secret_name: str,

@@ -39,7 +39,6 @@ import yaml
 
 from components.cluster import ANY_API_SERVER, Cluster, Placement
 from components.k8s import (
-    CONTROLLER_READINESS,
     app_labels,
     cert_rotator_secret,
     grant,
@@ -627,7 +626,7 @@ class Kueue(pulumi.ComponentResource):
                         {"name": "visibility", "mountPath": VISIBILITY_CERT_DIR},
                     ],
                     "livenessProbe": {"httpGet": {"path": "/healthz", "port": HEALTH_PORT}, "initialDelaySeconds": 15, "periodSeconds": 20},
-                    "readinessProbe": {"httpGet": {"path": "/readyz", "port": HEALTH_PORT}, **CONTROLLER_READINESS},
+                    "readinessProbe": {"httpGet": {"path": "/readyz", "port": HEALTH_PORT}, "initialDelaySeconds": 5, "periodSeconds": 10},
                 }
             ],
             "volumes": [

@@ -11,7 +11,6 @@ import pulumi_kubernetes as k8s
 from components.crd_schema import tfjob_schema
 from components.cluster import ANY_API_SERVER
 from components.k8s import (
-    CONTROLLER_READINESS,
     app_labels,
     cert_rotator_secret,
     grant,
@@ -243,7 +242,7 @@ class TrainingOperator(pulumi.ComponentResource):
                     "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
                     "volumeMounts": [{"name": "cert", "mountPath": CERT_DIR, "readOnly": True}],
                     "livenessProbe": {"httpGet": {"path": "/healthz", "port": HEALTH_PORT}, "initialDelaySeconds": 15, "periodSeconds": 20},
-                    "readinessProbe": {"httpGet": {"path": "/readyz", "port": HEALTH_PORT}, **CONTROLLER_READINESS},
+                    "readinessProbe": {"httpGet": {"path": "/readyz", "port": HEALTH_PORT}, "initialDelaySeconds": 10, "periodSeconds": 15},
                 }
             ],
             "volumes": [{"name": "cert", "secret": {"secretName": WEBHOOK_SECRET, "defaultMode": 420}}],
