@@ -195,8 +195,9 @@ def hub(stack: LocalStack, real: RealCluster) -> Iterator[Hub]:
         forward.wait(10)
 
 
-def keep_active_while(driver: subprocess.Popen, hub: Hub, user: str, timeout: float) -> None:
-    """Report USER's server as in use every 15 s until DRIVER ends (killed after TIMEOUT).
+def keep_active_while(driver: subprocess.Popen, hub: Hub, user: str, timeout: float) -> tuple[str, str]:
+    """Report USER's server as in use every 15 s until DRIVER ends (killed after TIMEOUT); its
+    output (stdout, stderr), read all along so that a full pipe never stops it.
 
     This stack culls a server after CULL_IDLE_SECONDS (two minutes, for the culling test) without
     activity, and a JupyterLab page reports none until its application has started: on this
@@ -204,19 +205,20 @@ def keep_active_while(driver: subprocess.Popen, hub: Hub, user: str, timeout: fl
     start it once (2026-12-08), the culler stopped the server under the page, and the page never
     rendered. What the browser test checks is that the page renders, however long it takes."""
     deadline = time.monotonic() + timeout
-    while driver.poll() is None:
+    while True:
+        try:
+            return driver.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            pass  # communicate keeps what it read; the next call goes on from there
         if time.monotonic() > deadline:
             driver.kill()
+            driver.communicate()
             raise AssertionError(f"the browser driver ran past {timeout:.0f}s")
         try:
             if hub.server(user) is not None:
                 hub.report_activity(user, as_admin=True)
         except (AssertionError, OSError):
             pass  # not signed up yet, or the hub busy with the sign-ups: the next round reports it
-        try:
-            driver.wait(15)
-        except subprocess.TimeoutExpired:
-            pass
 
 
 @pytest.fixture(scope="module")
@@ -232,8 +234,7 @@ def browser_run(hub: Hub) -> dict[str, Any]:
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=HUB_DIR,
         env={**hub.real.env, "TRUSTED_SPKI": spki_hash(hub.certificate), "LAB_TIMEOUT_MS": str(START_TIMEOUT * 1000)},
     )
-    keep_active_while(driver, hub, USER, START_TIMEOUT + 120)
-    stdout, stderr = driver.communicate()
+    stdout, stderr = keep_active_while(driver, hub, USER, START_TIMEOUT + 120)
     assert driver.returncode == 0, f"driver failed ({driver.returncode}):\n{stderr[-3000:]}"
     seen = json.loads(stdout.strip().splitlines()[-1])
     assert "error" not in seen, json.dumps(seen, indent=1)[:6000]
