@@ -53,6 +53,7 @@ from components.k8s import (
     pod_security_labels,
     restricted,
     port_forward_command,
+    secret_value,
     service_await,
     service_url,
 )
@@ -214,10 +215,6 @@ def _check(args: JupyterHubArgs) -> None:
             raise ValueError(f"JupyterHubArgs.queue.profiles: {unknown} are not profiles; profiles: {names}")
 
 
-def _encode(value: str) -> str:
-    return base64.b64encode(value.encode()).decode()
-
-
 def _checksum(*documents: Any) -> str:
     return hashlib.sha256(json.dumps(documents, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -373,8 +370,8 @@ class JupyterHub(pulumi.ComponentResource):
         """
         data = pulumi.Output.secret(
             {
-                PROXY_TOKEN_KEY: _encode(secrets.token_hex(32)),
-                COOKIE_SECRET_KEY: _encode(secrets.token_hex(32)),
+                PROXY_TOKEN_KEY: secret_value(secrets.token_hex(32)),
+                COOKIE_SECRET_KEY: secret_value(secrets.token_hex(32)),
             }
         )
         return k8s.core.v1.Secret(
@@ -402,7 +399,7 @@ class JupyterHub(pulumi.ComponentResource):
             f"{self._name}-admin",
             metadata=self._metadata(ADMIN_SECRET_NAME, hub.HUB_COMPONENT),
             type="Opaque",
-            data=pulumi.Output.secret({ADMIN_PASSWORD_KEY: _encode(secrets.token_hex(16))}),
+            data=pulumi.Output.secret({ADMIN_PASSWORD_KEY: secret_value(secrets.token_hex(16))}),
             opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(ignore_changes=["data"])),
         )
 
@@ -416,7 +413,7 @@ class JupyterHub(pulumi.ComponentResource):
             f"{self._name}-oauth",
             metadata=self._metadata(OAUTH_SECRET_NAME, hub.HUB_COMPONENT),
             type="Opaque",
-            data=pulumi.Output.secret({CLIENT_SECRET_KEY: _encode(auth.client_secret)}),
+            data=pulumi.Output.secret({CLIENT_SECRET_KEY: secret_value(auth.client_secret)}),
             opts=opts,
         )
 
@@ -453,7 +450,7 @@ class JupyterHub(pulumi.ComponentResource):
         # Its public names, the in-cluster ones, and those of `kubectl port-forward`.
         names = (*https.hosts, f"{service}.{namespace}.svc", f"{service}.{namespace}", service, "localhost", "127.0.0.1")
         generated = tls.self_signed(names)
-        data = pulumi.Output.secret({key: _encode(value) for key, value in generated.secret_data().items()})
+        data = pulumi.Output.secret({key: secret_value(value) for key, value in generated.secret_data().items()})
         return k8s.core.v1.Secret(
             f"{self._name}-tls",
             metadata={

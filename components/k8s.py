@@ -183,6 +183,11 @@ def service_await(service_type: str) -> dict[str, str]:
     return {SKIP_AWAIT_ANNOTATION: "true"}
 
 
+def secret_value(value: str) -> str:
+    """A value as a Secret's `data` holds it (base64), the form the provider keeps in state."""
+    return base64.b64encode(value.encode()).decode()
+
+
 def cert_rotator_secret(
     name: str,
     secret_name: str,
@@ -204,7 +209,7 @@ def cert_rotator_secret(
     so an existing stack keeps the rotator's own certificate.
     """
     data = tls.cert_rotator_secret_data(*ca, f"{service}.{namespace}.svc")
-    encoded = pulumi.Output.secret({key: base64.b64encode(value.encode()).decode() for key, value in data.items()})
+    encoded = pulumi.Output.secret({key: secret_value(value) for key, value in data.items()})
     return k8s.core.v1.Secret(
         name,
         metadata={"name": secret_name, "namespace": namespace, "labels": labels},

@@ -69,16 +69,22 @@ def _alternative_names(names: tuple[str, ...]) -> list[x509.GeneralName]:
     return found
 
 
-def _key_usage(*, sign_certificates: bool, encipher_keys: bool = False) -> x509.KeyUsage:
+def _key_usage(*, digital_signature: bool, sign_certificates: bool, encipher_keys: bool = False) -> x509.KeyUsage:
     return x509.KeyUsage(
-        digital_signature=True, content_commitment=False, key_encipherment=encipher_keys, data_encipherment=False,
-        key_agreement=False, key_cert_sign=sign_certificates, crl_sign=sign_certificates, encipher_only=False,
-        decipher_only=False,
+        digital_signature=digital_signature, content_commitment=False, key_encipherment=encipher_keys,
+        data_encipherment=False, key_agreement=False, key_cert_sign=sign_certificates, crl_sign=sign_certificates,
+        encipher_only=False, decipher_only=False,
     )
+
+# A CA of the hub's signs certificates only; the rotator's is made as cert-controller makes its own
+# (digital signature, key encipherment, certificate signing).
+HUB_CA_USAGE = _key_usage(digital_signature=False, sign_certificates=True)
+ROTATOR_CA_USAGE = _key_usage(digital_signature=True, sign_certificates=True, encipher_keys=True)
+SERVER_USAGE = _key_usage(digital_signature=True, sign_certificates=False)
 
 
 def _authority(name: x509.Name, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey, start: datetime.datetime,
-               days: int, alternative_names: tuple[str, ...] = (), encipher_keys: bool = False) -> x509.Certificate:
+               days: int, usage: x509.KeyUsage, alternative_names: tuple[str, ...] = ()) -> x509.Certificate:
     """A self-signed CA certificate that may sign server certificates and nothing below them."""
     builder = (
         x509.CertificateBuilder()
@@ -89,7 +95,7 @@ def _authority(name: x509.Name, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivate
         .not_valid_before(start)
         .not_valid_after(start + datetime.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_key_usage(sign_certificates=True, encipher_keys=encipher_keys), critical=True)
+        .add_extension(usage, critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
     )
     if alternative_names:
@@ -109,7 +115,7 @@ def _server(common_name: str, names: tuple[str, ...], key: ec.EllipticCurvePriva
         .not_valid_before(start)
         .not_valid_after(start + datetime.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(sign_certificates=False), critical=True)
+        .add_extension(SERVER_USAGE, critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.SubjectAlternativeName(_alternative_names(names)), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
@@ -133,7 +139,7 @@ def self_signed(names: tuple[str, ...], now: datetime.datetime | None = None) ->
         raise ValueError("self_signed: at least one name is needed")
     start = (now or datetime.datetime.now(datetime.timezone.utc)) - CLOCK_SKEW
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = _authority(_name(f"mlplatform hub CA for {names[0]}"), ca_key, start, CA_DAYS)
+    ca = _authority(_name(f"mlplatform hub CA for {names[0]}"), ca_key, start, CA_DAYS, HUB_CA_USAGE)
     key = ec.generate_private_key(ec.SECP256R1())
     server = _server(names[0], names, key, ca, ca_key, start, SERVER_DAYS)
     ca_pem = _pem(ca)
@@ -155,7 +161,7 @@ def cert_rotator_secret_data(ca_name: str, ca_organization: str, service_name: s
     ca_subject = x509.Name([
         x509.NameAttribute(NameOID.ORGANIZATION_NAME, ca_organization), x509.NameAttribute(NameOID.COMMON_NAME, ca_name),
     ])
-    ca = _authority(ca_subject, ca_key, start, ROTATOR_CA_DAYS, alternative_names=(ca_name,), encipher_keys=True)
+    ca = _authority(ca_subject, ca_key, start, ROTATOR_CA_DAYS, ROTATOR_CA_USAGE, alternative_names=(ca_name,))
     key = ec.generate_private_key(ec.SECP256R1())
     server = _server(service_name, (service_name,), key, ca, ca_key, start, ROTATOR_SERVER_DAYS)
     return {
