@@ -202,9 +202,9 @@ def cert_rotator_secret(
     webhook Service's name in `namespace`).
 
     Created empty, the rotator writes a certificate into it when the controller starts and then
-    waits for the kubelet to mount the changed Secret: 19 to 35 s before the controller was ready,
-    each time a fresh cluster deployed. With a certificate the rotator keeps, the pod starts with it
-    mounted. Drawn on every run like the hub's other secrets; `ignore_changes` keeps the one in
+    waits for the kubelet to mount the changed Secret before the controller is ready, on every
+    fresh deploy (docs/benchmarks.md has how long). With a certificate the rotator keeps, the pod
+    starts with it mounted. Drawn on every run like the hub's other secrets; `ignore_changes` keeps the one in
     Pulumi's state (encrypted) and never touches what the rotator writes later (its renewals),
     so an existing stack keeps the rotator's own certificate.
     """
